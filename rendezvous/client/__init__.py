@@ -1,0 +1,1 @@
+"""Client library and command-line client for the live dialect."""

@@ -1,0 +1,225 @@
+"""``rendezvous``: the command-line client.
+
+Exit codes: 0 success, 1 the server refused the request, 2 bad usage, 3 the server
+could not be reached or the connection was lost.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.task import react
+from twisted.python import usage
+
+from rendezvous import __version__
+from rendezvous.addrs import InvalidMultiaddr, multiaddr_from_text, multiaddr_to_text
+from rendezvous.client.errors import ConnectionClosed, RendezvousError
+from rendezvous.client.live import Event, LiveClientProtocol, PeerEntry, connect
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+_ENDPOINT_HELP = (
+    "ENDPOINT is host:port, or a Twisted client strport: tcp:host=H:port=P, "
+    "tls:host=H:port=P, unix:path=/run/rendezvous.sock"
+)
+
+
+def _addr_text(addr: bytes) -> str:
+    try:
+        return multiaddr_to_text(addr)
+    except InvalidMultiaddr:
+        return "0x" + addr.hex()
+
+
+def _entry_json(entry: PeerEntry, **extra: Any) -> str:
+    record: dict[str, Any] = dict(extra)
+    record.update(
+        namespace=entry.namespace,
+        id=entry.peer_id,
+        addrs=[_addr_text(addr) for addr in entry.addrs],
+    )
+    if entry.signed_peer_record is not None:
+        record["signed_peer_record"] = entry.signed_peer_record.hex()
+    return json.dumps(record)
+
+
+def _entry_text(entry: PeerEntry) -> str:
+    return " ".join([entry.peer_id, *(_addr_text(addr) for addr in entry.addrs)])
+
+
+class _Target(usage.Options):
+    def opt_version(self) -> None:
+        """print the version and exit"""
+        print(f"rendezvous {__version__}")
+        sys.exit(0)
+
+    def parseArgs(self, endpoint: str, namespace: str) -> None:  # type: ignore[override]
+        self["endpoint"] = endpoint
+        self["namespace"] = namespace
+
+
+class DiscoverOptions(_Target):
+    synopsis = "ENDPOINT NAMESPACE [--limit N] [--json]"
+    longdesc = "Print the peers registered in NAMESPACE, one per line. " + _ENDPOINT_HELP
+    optParameters = [["limit", "l", 0, "at most this many peers (0: the server's default)", int]]
+    optFlags = [["json", "j", "one JSON object per line"]]
+
+
+class WatchOptions(_Target):
+    synopsis = "ENDPOINT NAMESPACE [--json]"
+    longdesc = (
+        "Enter rendezvous in NAMESPACE: print its current peers, then each REGISTER (+) "
+        "and UNREGISTER (-) as it happens, until interrupted. " + _ENDPOINT_HELP
+    )
+    optFlags = [["json", "j", "one JSON object per line"]]
+
+
+class RegisterOptions(_Target):
+    synopsis = "ENDPOINT NAMESPACE --id PEER_ID [--addr MULTIADDR ...]"
+    longdesc = (
+        "Register a peer in NAMESPACE and stay registered until interrupted (Ctrl-C or "
+        "SIGTERM), then unregister and exit. " + _ENDPOINT_HELP
+    )
+    optParameters = [["id", "i", None, "the peer id to register (base58 or CIDv1)"]]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["addrs"] = []
+
+    def opt_addr(self, text: str) -> None:
+        """a multiaddr of the peer, e.g. /ip4/192.0.2.1/tcp/4001 (repeatable)"""
+        try:
+            self["addrs"].append(multiaddr_from_text(text))
+        except InvalidMultiaddr as e:
+            raise usage.UsageError(f"--addr {text}: {e}") from None
+
+    opt_a = opt_addr
+
+    def postOptions(self) -> None:
+        if not self["id"]:
+            raise usage.UsageError("--id is required")
+
+
+class Options(usage.Options):
+    synopsis = "rendezvous"
+    longdesc = "Talk to a rendezvous server (live dialect). Exit codes: 0 ok, 1 refused, " \
+        "2 usage, 3 unreachable or disconnected."
+    subCommands = [
+        ["discover", None, DiscoverOptions, "list the peers of a namespace"],
+        ["watch", None, WatchOptions, "print a namespace's peers and changes as they happen"],
+        ["register", None, RegisterOptions, "register a peer until interrupted"],
+    ]
+
+    def opt_version(self) -> None:
+        """print the version and exit"""
+        print(f"rendezvous {__version__}")
+        sys.exit(0)
+
+    def postOptions(self) -> None:
+        if self.subCommand is None:
+            raise usage.UsageError("a command is required: discover, watch or register")
+
+
+async def _discover(client: LiveClientProtocol, options: usage.Options, out: TextIO) -> int:
+    entries = await client.discover(options["namespace"], options["limit"])
+    for entry in entries:
+        print(_entry_json(entry) if options["json"] else _entry_text(entry), file=out, flush=True)
+    return EXIT_OK
+
+
+def _printer(options: usage.Options, out: TextIO) -> Callable[[Event], None]:
+    def show(event: Event) -> None:
+        if options["json"]:
+            line = _entry_json(event.entry, event=event.kind)
+        else:
+            line = ("+ " if event.kind == "register" else "- ") + _entry_text(event.entry)
+        print(line, file=out, flush=True)
+
+    return show
+
+
+async def _until_interrupted(reactor: Any, client: LiveClientProtocol) -> bool:
+    """Wait for SIGINT/SIGTERM (True) or the connection's end (False)."""
+    done: Deferred[bool] = Deferred()
+
+    def interrupted(signum: int, frame: Any) -> None:
+        reactor.callFromThread(lambda: done.called or done.callback(True))
+
+    signal.signal(signal.SIGINT, interrupted)
+    signal.signal(signal.SIGTERM, interrupted)
+    client.closed.addCallback(lambda _: done.called or done.callback(False))
+    return await done
+
+
+async def _watch(
+    reactor: Any, client: LiveClientProtocol, options: usage.Options, out: TextIO
+) -> int:
+    await client.rendezvous(options["namespace"], _printer(options, out))
+    return EXIT_OK if await _until_interrupted(reactor, client) else EXIT_UNREACHABLE
+
+
+async def _register(
+    reactor: Any, client: LiveClientProtocol, options: usage.Options, out: TextIO
+) -> int:
+    namespace, peer_id = options["namespace"], options["id"]
+    await client.register(namespace, peer_id, options["addrs"])
+    print(f"registered {peer_id} in {namespace}", file=out, flush=True)
+    if not await _until_interrupted(reactor, client):
+        return EXIT_UNREACHABLE
+    await client.unregister(namespace, peer_id)
+    print(f"unregistered {peer_id} from {namespace}", file=out, flush=True)
+    return EXIT_OK
+
+
+async def run(reactor: Any, options: Options, out: TextIO, err: TextIO) -> int:
+    command, sub = options.subCommand, options.subOptions
+    try:
+        client = await connect(reactor, sub["endpoint"])
+    except Exception as e:
+        print(f"rendezvous: cannot reach {sub['endpoint']}: {e}", file=err)
+        return EXIT_UNREACHABLE
+    try:
+        if command == "discover":
+            return await _discover(client, sub, out)
+        if command == "watch":
+            return await _watch(reactor, client, sub, out)
+        return await _register(reactor, client, sub, out)
+    except RendezvousError as e:
+        print(f"rendezvous: refused: {e}", file=err)
+        return EXIT_REFUSED
+    except ConnectionClosed as e:
+        print(f"rendezvous: connection lost: {e}", file=err)
+        return EXIT_UNREACHABLE
+    finally:
+        if client.transport is not None:
+            client.transport.loseConnection()
+
+
+def main(argv: list[str] | None = None) -> None:
+    options = Options()
+    try:
+        options.parseOptions(sys.argv[1:] if argv is None else argv)
+    except usage.UsageError as e:
+        print(f"{options}\nrendezvous: {e}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+    def start(reactor: Any) -> Deferred[None]:
+        def finish(code: int) -> None:
+            if code:
+                raise SystemExit(code)
+
+        return ensureDeferred(run(reactor, options, sys.stdout, sys.stderr)).addCallback(finish)
+
+    react(start)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""A Twisted client for the live dialect.
+
+The live dialect answers only DISCOVER and refusals, so to learn that a REGISTER,
+UNREGISTER or RENDEZVOUS succeeded the client follows it with a DISCOVER carrying the
+same request id: the server answers in order, so the DISCOVER's reply means success
+(and, for RENDEZVOUS, that the snapshot has been delivered) and an ERROR with the id
+means refusal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import clientFromString
+from twisted.internet.interfaces import IReactorCore
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from rendezvous.client.errors import ConnectionClosed, RendezvousError, error_for
+from rendezvous.live.framing import FrameDecoder, FramingError, frame
+from rendezvous.pb.live_pb2 import Message
+
+
+@dataclass(frozen=True, slots=True)
+class PeerEntry:
+    """A registration as the server reports it."""
+
+    namespace: str
+    peer_id: str
+    addrs: tuple[bytes, ...]
+    signed_peer_record: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A REGISTER or UNREGISTER delivered to a subscription."""
+
+    kind: str
+    """``register`` or ``unregister``."""
+    entry: PeerEntry
+
+
+EventHandler = Callable[[Event], None]
+
+
+def _entry(item: Message.Register | Message.Unregister) -> PeerEntry:
+    peer = item.peer
+    record = peer.signed_peer_record if peer.HasField("signed_peer_record") else None
+    return PeerEntry(item.ns, peer.id, tuple(peer.addrs), record)
+
+
+class LiveClientProtocol(Protocol):
+    """One session with a rendezvous server."""
+
+    log = Logger()
+
+    def __init__(self, max_frame: int = 16 * 1024 * 1024) -> None:
+        self._decoder = FrameDecoder(max_frame)
+        self._pending: dict[int, tuple[Deferred[list[PeerEntry]], list[PeerEntry]]] = {}
+        self._next_id = 1
+        self._handlers: dict[str, list[EventHandler]] = {}
+        self.closed: Deferred[None] = Deferred()
+        self.connected = False
+
+    # -- requests ---------------------------------------------------------------
+
+    def register(
+        self,
+        namespace: str,
+        peer_id: str,
+        addrs: list[bytes] | tuple[bytes, ...] = (),
+        signed_peer_record: bytes | None = None,
+    ) -> Deferred[None]:
+        """Register ``peer_id`` in ``namespace``; fires once the server has accepted it."""
+        message = Message(type=Message.REGISTER)
+        item = message.register.add(ns=namespace)
+        item.peer.id = peer_id
+        item.peer.addrs.extend(addrs)
+        if signed_peer_record is not None:
+            item.peer.signed_peer_record = signed_peer_record
+        return self._confirmed(message, namespace)
+
+    def unregister(self, namespace: str, peer_id: str) -> Deferred[None]:
+        message = Message(type=Message.UNREGISTER)
+        message.unregister.add(ns=namespace).peer.id = peer_id
+        return self._confirmed(message, namespace)
+
+    def rendezvous(self, namespace: str, handler: EventHandler) -> Deferred[None]:
+        """Subscribe: ``handler`` gets the current registrations, then every change.
+
+        Fires once the current registrations have all been handed to ``handler``.
+        """
+        self._handlers.setdefault(namespace, []).append(handler)
+        message = Message(type=Message.RENDEZVOUS)
+        message.rendezvous.add(ns=namespace)
+        return self._confirmed(message, namespace)
+
+    def discover(self, namespace: str, limit: int = 0) -> Deferred[list[PeerEntry]]:
+        """At most ``limit`` registrations (0: the server's default)."""
+        message = Message(type=Message.DISCOVER)
+        message.discovery.add(ns=namespace, limit=limit)
+        request_id = self._new_request()
+        message.request_id = request_id
+        self._send(message)
+        return self._pending[request_id][0]
+
+    def _confirmed(self, message: Message, namespace: str) -> Deferred[None]:
+        request_id = self._new_request()
+        message.request_id = request_id
+        self._send(message)
+        barrier = Message(type=Message.DISCOVER, request_id=request_id)
+        barrier.discovery.add(ns=namespace, limit=1)
+        self._send(barrier)
+        d = self._pending[request_id][0]
+        return d.addCallback(lambda _: None)
+
+    def _new_request(self) -> int:
+        request_id = self._next_id
+        self._next_id += 1
+        d: Deferred[list[PeerEntry]] = Deferred()
+        if not self.connected:
+            d.errback(ConnectionClosed("not connected"))
+        self._pending[request_id] = (d, [])
+        return request_id
+
+    def _send(self, message: Message) -> None:
+        if self.connected and self.transport is not None:
+            self.transport.write(frame(message.SerializeToString()))
+
+    # -- replies and pushes -------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self.connected = True
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            frames = self._decoder.feed(data)
+        except FramingError as e:
+            self.log.error("unframeable data from the server: {error}", error=e)
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        for payload in frames:
+            message = Message()
+            try:
+                message.ParseFromString(payload)
+            except Exception:
+                self.log.error("malformed message from the server")
+                continue
+            self._received(message)
+
+    def _received(self, message: Message) -> None:
+        request_id = message.request_id if message.HasField("request_id") else None
+        if message.type == Message.ERROR:
+            error = error_for(message.error.status, message.error.text)
+            if request_id is not None:
+                pending = self._pending.pop(request_id, None)
+                if pending is not None:
+                    pending[0].errback(error)
+            else:
+                self.log.warn("server: {error}", error=error)
+                self._fail_all(error)
+        elif message.type == Message.REGISTER and request_id is not None:
+            pending = self._pending.pop(request_id, None)
+            if pending is not None:
+                pending[0].callback([_entry(item) for item in message.register])
+        elif message.type == Message.REGISTER:
+            for item in message.register:
+                self._dispatch(Event("register", _entry(item)))
+        elif message.type == Message.UNREGISTER:
+            for unregister in message.unregister:
+                self._dispatch(Event("unregister", _entry(unregister)))
+
+    def _dispatch(self, event: Event) -> None:
+        for handler in self._handlers.get(event.entry.namespace, ()):
+            handler(event)
+
+    def _fail_all(self, error: Exception) -> None:
+        pending, self._pending = self._pending, {}
+        for d, _ in pending.values():
+            d.errback(error)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionClosed())) -> None:
+        self.connected = False
+        self._fail_all(ConnectionClosed(reason.getErrorMessage()))
+        self.closed.callback(None)
+
+
+def endpoint_description(target: str) -> str:
+    """A client strport for ``target``; ``host:port`` is shorthand for TCP."""
+    if ":" in target and target.split(":", 1)[0] in {"tcp", "tls", "ssl", "unix"}:
+        return target
+    host, sep, port = target.rpartition(":")
+    if sep and port.isdigit():
+        return f"tcp:host={host.strip('[]')}:port={port}"
+    return target
+
+
+def connect(reactor: IReactorCore, target: str) -> Deferred[LiveClientProtocol]:
+    """Connect to a rendezvous server given a client strport or ``host:port``."""
+    endpoint = clientFromString(reactor, endpoint_description(target))
+    d: Deferred[LiveClientProtocol] = endpoint.connect(Factory.forProtocol(LiveClientProtocol))
+    return d
+
+
+__all__ = [
+    "Event",
+    "LiveClientProtocol",
+    "PeerEntry",
+    "RendezvousError",
+    "connect",
+    "endpoint_description",
+]

@@ -1,0 +1,1 @@
+"""The live dialect: the seed protocol with real-time push, framed by unsigned varints."""

@@ -1,0 +1,277 @@
+"""Live-dialect messages to domain requests and back, with every validation.
+
+Decoding uses the generated protobuf classes; encoding of registrations is done by
+hand from cached entry bytes, so one registration is serialised once however many
+announcements, snapshots and DISCOVER replies carry it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
+from google.protobuf.unknown_fields import UnknownFieldSet
+
+from rendezvous.addrs import InvalidMultiaddr, validate_multiaddr
+from rendezvous.limits import Limits
+from rendezvous.model import Announcement, Change, Peer, Refused, Registration, Status
+from rendezvous.pb.live_pb2 import Message
+from rendezvous.peerid import InvalidPeerId, parse_peer_id
+from rendezvous.varint import encode_uvarint
+
+REGISTER = Message.REGISTER
+UNREGISTER = Message.UNREGISTER
+RENDEZVOUS = Message.RENDEZVOUS
+DISCOVER = Message.DISCOVER
+ERROR = Message.ERROR
+
+_CACHE_SIZE = 4096
+_KIND_NAMES = {REGISTER: "register", UNREGISTER: "unregister", RENDEZVOUS: "rendezvous",
+               DISCOVER: "discover"}
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterRequest:
+    namespace: str
+    peer: Peer
+
+
+@dataclass(frozen=True, slots=True)
+class UnregisterRequest:
+    namespace: str
+    key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RendezvousRequest:
+    namespace: str
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoverRequest:
+    namespace: str
+    limit: int
+
+
+Request = RegisterRequest | UnregisterRequest | RendezvousRequest | DiscoverRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """One frame's requests, in order, and the request id to copy into replies."""
+
+    kind: str | None
+    """The message type's name in lower case, None when the frame is not a known message."""
+    request_id: int | None
+    requests: list[Request | Refused]
+
+
+def _field(number: int, wire_type: int, payload: bytes) -> bytes:
+    return encode_uvarint(number << 3 | wire_type) + encode_uvarint(len(payload)) + payload
+
+
+class LiveCodec:
+    """Validates requests against `Limits` and encodes replies and pushes."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self._peer_ids: dict[str, bytes] = {}
+        self._valid_addrs: dict[bytes, None] = {}
+
+    # -- decoding ---------------------------------------------------------
+
+    def parse(self, frame: bytes) -> Parsed:
+        """Decode one frame; a refusal of the whole frame is `Parsed` with one `Refused`."""
+        message = Message()
+        try:
+            message.ParseFromString(frame)
+        except DecodeError:
+            return Parsed(None, None, [Refused(Status.INVALID_MESSAGE, "malformed protobuf message")])
+        request_id = message.request_id if message.HasField("request_id") else None
+        kind = message.type
+        if kind == REGISTER and not message.HasField("type") and _has_unknown_type(message):
+            return Parsed(None, request_id, [Refused(Status.INVALID_MESSAGE, "unknown message type")])
+        requests: list[Request | Refused]
+        if kind == REGISTER:
+            requests = [self._register(entry) for entry in message.register]
+        elif kind == DISCOVER:
+            requests = [self._discover(entry) for entry in message.discovery]
+        elif kind == RENDEZVOUS:
+            requests = [self._rendezvous(entry) for entry in message.rendezvous]
+        elif kind == UNREGISTER:
+            requests = [self._unregister(entry) for entry in message.unregister]
+        else:
+            refusal = Refused(Status.INVALID_MESSAGE, "clients cannot send ERROR")
+            return Parsed("error", request_id, [refusal])
+        name = _KIND_NAMES[kind]
+        if not requests:
+            requests = [Refused(Status.INVALID_MESSAGE, f"{name.upper()} with no entry")]
+        return Parsed(name, request_id, requests)
+
+    def _register(self, entry: Message.Register) -> RegisterRequest | Refused:
+        try:
+            namespace = self._namespace(entry.ns)
+            if not entry.HasField("peer"):
+                raise Refused(Status.INVALID_PEER, "REGISTER without a peer")
+            wire = entry.peer
+            key = self._peer_id(wire.id)
+            limits = self.limits
+            addrs = tuple(wire.addrs)
+            if len(addrs) > limits.max_addrs_per_peer:
+                raise Refused(
+                    Status.INVALID_PEER, f"more than {limits.max_addrs_per_peer} addresses"
+                )
+            valid = self._valid_addrs
+            for addr in addrs:
+                if addr not in valid:
+                    self._check_addr(addr)
+            record: bytes | None = None
+            if wire.HasField("signed_peer_record"):
+                record = wire.signed_peer_record
+                if len(record) > limits.max_signed_record_bytes:
+                    raise Refused(
+                        Status.INVALID_SIGNED_PEER_RECORD,
+                        f"signed peer record over {limits.max_signed_record_bytes} bytes",
+                    )
+        except Refused as refusal:
+            return refusal
+        return RegisterRequest(namespace, Peer(wire.id, key, addrs, record))
+
+    def _unregister(self, entry: Message.Unregister) -> UnregisterRequest | Refused:
+        try:
+            namespace = self._namespace(entry.ns)
+            if not entry.HasField("peer"):
+                raise Refused(Status.INVALID_PEER, "UNREGISTER without a peer")
+            key = self._peer_id(entry.peer.id)
+        except Refused as refusal:
+            return refusal
+        return UnregisterRequest(namespace, key)
+
+    def _rendezvous(self, entry: Message.Rendezvous) -> RendezvousRequest | Refused:
+        try:
+            return RendezvousRequest(self._namespace(entry.ns))
+        except Refused as refusal:
+            return refusal
+
+    def _discover(self, entry: Message.Discover) -> DiscoverRequest | Refused:
+        try:
+            namespace = self._namespace(entry.ns)
+        except Refused as refusal:
+            return refusal
+        limits = self.limits
+        limit = entry.limit or limits.discover_default_limit
+        return DiscoverRequest(namespace, min(limit, limits.discover_max_limit))
+
+    def _namespace(self, namespace: str | bytes) -> str:
+        # upb hands out a proto2 string field that is not UTF-8 as bytes.
+        if not isinstance(namespace, str):
+            raise Refused(Status.INVALID_NAMESPACE, "namespace is not UTF-8")
+        if not namespace:
+            raise Refused(Status.INVALID_NAMESPACE, "namespace is empty")
+        limit = self.limits.max_namespace_bytes
+        if len(namespace) * 4 > limit and len(namespace.encode()) > limit:
+            raise Refused(Status.INVALID_NAMESPACE, f"namespace is over {limit} bytes")
+        return namespace
+
+    def _peer_id(self, text: str | bytes) -> bytes:
+        cache = self._peer_ids
+        if isinstance(text, str):
+            key = cache.get(text)
+            if key is not None:
+                return key
+        if not isinstance(text, str) or not text:
+            raise Refused(Status.INVALID_PEER, "peer id is missing or not UTF-8")
+        try:
+            key = parse_peer_id(text)
+        except InvalidPeerId as e:
+            raise Refused(Status.INVALID_PEER, f"invalid peer id: {e}") from None
+        if len(cache) >= _CACHE_SIZE:
+            cache.clear()
+        cache[text] = key
+        return key
+
+    def _check_addr(self, addr: bytes) -> None:
+        if len(addr) > self.limits.max_addr_bytes:
+            raise Refused(Status.INVALID_PEER, f"address over {self.limits.max_addr_bytes} bytes")
+        try:
+            validate_multiaddr(addr)
+        except InvalidMultiaddr as e:
+            raise Refused(Status.INVALID_PEER, f"invalid multiaddr: {e}") from None
+        valid = self._valid_addrs
+        if len(valid) >= _CACHE_SIZE:
+            valid.clear()
+        valid[addr] = None
+
+    # -- encoding ---------------------------------------------------------
+
+    def announcement_frame(self, announcement: Announcement) -> bytes:
+        """The framed REGISTER or UNREGISTER, encoded once per announcement."""
+        frame = announcement.encoded
+        if frame is None:
+            entry = entry_bytes(announcement.registration)
+            if announcement.change is Change.REGISTER:
+                body = b"\x08\x00\x12" + encode_uvarint(len(entry)) + entry
+            else:
+                body = b"\x08\x01\x1a" + encode_uvarint(len(entry)) + entry
+            frame = announcement.encoded = encode_uvarint(len(body)) + body
+        return frame
+
+    def registrations_frames(
+        self, registrations: Iterable[Registration], request_id: int | None, *, empty: bool
+    ) -> Iterator[bytes]:
+        """REGISTER messages listing ``registrations``, split to stay under the frame limit.
+
+        With ``empty``, a message is sent even when there is nothing to list (DISCOVER).
+        """
+        budget = self.limits.max_frame_bytes - 16
+        tail = b"" if request_id is None else b"\x38" + encode_uvarint(request_id)
+        parts = [b"\x08\x00"]
+        size = 2 + len(tail)
+        for registration in registrations:
+            entry = entry_bytes(registration)
+            item = b"\x12" + encode_uvarint(len(entry)) + entry
+            if size + len(item) > budget and len(parts) > 1:
+                yield self._frame(parts, tail)
+                parts = [b"\x08\x00"]
+                size = 2 + len(tail)
+            parts.append(item)
+            size += len(item)
+        if len(parts) > 1 or empty:
+            yield self._frame(parts, tail)
+
+    @staticmethod
+    def _frame(parts: list[bytes], tail: bytes) -> bytes:
+        parts.append(tail)
+        body = b"".join(parts)
+        return encode_uvarint(len(body)) + body
+
+    @staticmethod
+    def error_frame(status: int, text: str, request_id: int | None) -> bytes:
+        error = b"\x08" + encode_uvarint(status)
+        if text:
+            error += _field(2, 2, text.encode())
+        body = b"\x08\x04" + _field(6, 2, error)
+        if request_id is not None:
+            body += b"\x38" + encode_uvarint(request_id)
+        return encode_uvarint(len(body)) + body
+
+
+def entry_bytes(registration: Registration) -> bytes:
+    """The ``Register``/``Unregister`` entry of a registration (both share one layout)."""
+    wire = registration.wire
+    if wire is None:
+        peer = registration.peer
+        peer_bytes = _field(1, 2, peer.id.encode())
+        for addr in peer.addrs:
+            peer_bytes += _field(2, 2, addr)
+        if peer.signed_peer_record is not None:
+            peer_bytes += _field(3, 2, peer.signed_peer_record)
+        wire = registration.wire = _field(1, 2, registration.namespace.encode()) + _field(
+            2, 2, peer_bytes
+        )
+    return wire
+
+
+def _has_unknown_type(message: Message) -> bool:
+    return any(field.field_number == 1 for field in UnknownFieldSet(message))

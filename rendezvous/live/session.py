@@ -1,0 +1,186 @@
+"""One live-dialect session as pure logic: bytes in, requests to the store, frames out.
+
+The same class serves a raw stream (TCP, TLS, UNIX) and a libp2p stream; what carries
+its bytes is a `Channel`.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from twisted.logger import Logger
+
+from rendezvous.live.codec import (
+    DiscoverRequest,
+    LiveCodec,
+    RegisterRequest,
+    RendezvousRequest,
+    UnregisterRequest,
+)
+from rendezvous.live.framing import FrameDecoder, FramingError
+from rendezvous.loglimit import LogLimiter
+from rendezvous.metrics import Metrics
+from rendezvous.model import Announcement, Refused, Registration, Status
+from rendezvous.registry import Session
+from rendezvous.store.base import Store
+
+
+class Channel(Protocol):
+    """What carries a session's outgoing bytes."""
+
+    def send(self, data: bytes) -> bool:
+        """Queue ``data``; False when the unsent bytes would pass the bound (nothing queued)."""
+
+    def close(self, last: bytes | None = None, *, discard_pending: bool = False) -> None:
+        """Send ``last`` (after, or instead of, what is pending) and end the connection."""
+
+
+class LiveDialect:
+    """What every live session of a daemon shares."""
+
+    log = Logger()
+
+    def __init__(self, store: Store, codec: LiveCodec, metrics: Metrics, limiter: LogLimiter):
+        self.store = store
+        self.codec = codec
+        self.metrics = metrics
+        self.limiter = limiter
+
+    def session(self, channel: Channel, label: str, identity: bytes | None = None) -> LiveSession:
+        return LiveSession(self, channel, label, identity)
+
+    def log_refusal(self, label: str, refusal: Refused) -> None:
+        self.metrics.refused(refusal.status.name.lower())
+        allowed, suppressed = self.limiter.allow()
+        if not allowed:
+            return
+        if suppressed:
+            self.log.warn("{suppressed} refusals were not logged", suppressed=suppressed)
+        self.log.info(
+            "refused {peer}: {status} ({code}) {reason}",
+            peer=label,
+            status=refusal.status.name,
+            code=int(refusal.status),
+            reason=refusal.text,
+        )
+
+
+class LiveSession:
+    """A client's session: frames requests, answers them, pushes announcements."""
+
+    def __init__(
+        self, dialect: LiveDialect, channel: Channel, label: str, identity: bytes | None
+    ) -> None:
+        self.dialect = dialect
+        self.channel = channel
+        self.label = label
+        self.identity = identity
+        self._decoder = FrameDecoder(dialect.codec.limits.max_frame_bytes)
+        self._session: Session | None = None
+        self.closed = False
+
+    def start(self) -> bool:
+        """Join the store; a refused session is told why and closed."""
+        try:
+            self._session = self.dialect.store.open_session(self, self.identity)
+        except Refused as refusal:
+            self._fail(refusal, None)
+            return False
+        self.dialect.metrics.sessions_opened.inc()
+        return True
+
+    def feed(self, data: bytes) -> None:
+        """Bytes from the client."""
+        if self.closed:
+            return
+        try:
+            frames = self._decoder.feed(data)
+        except FramingError as e:
+            self._fail(Refused(Status.INVALID_MESSAGE, f"unframeable input: {e}"), None)
+            return
+        for frame in frames:
+            self._handle(frame)
+            if self.closed:
+                return
+
+    def end(self) -> None:
+        """The connection is gone."""
+        self.closed = True
+        session, self._session = self._session, None
+        if session is not None:
+            self.dialect.store.close_session(session)
+
+    def _handle(self, frame: bytes) -> None:
+        dialect = self.dialect
+        parsed = dialect.codec.parse(frame)
+        if parsed.kind is not None:
+            dialect.metrics.messages_in[parsed.kind].inc()
+        request_id = parsed.request_id
+        store = dialect.store
+        session = self._session
+        assert session is not None
+        for request in parsed.requests:
+            if isinstance(request, RegisterRequest):
+                store.register(session, request.namespace, request.peer, request_id)
+            elif isinstance(request, DiscoverRequest):
+                store.discover(session, request.namespace, request.limit, request_id)
+            elif isinstance(request, RendezvousRequest):
+                store.subscribe(session, request.namespace, request_id)
+            elif isinstance(request, UnregisterRequest):
+                store.unregister(session, request.namespace, request.key, request_id)
+            else:
+                self.refused(request_id, request)
+            if self.closed:
+                return
+
+    # -- Client: answers and pushes from the store ---------------------------
+
+    def announce(self, announcement: Announcement) -> None:
+        if self.closed:
+            return
+        if self.channel.send(self.dialect.codec.announcement_frame(announcement)):
+            self.dialect.metrics.messages_out[announcement.change.value].inc()
+        else:
+            self._drop_slow()
+
+    def snapshot(self, namespace: str, registrations: list[Registration]) -> None:
+        self._send_registrations(registrations, None, empty=False)
+
+    def discovered(
+        self, request_id: int | None, namespace: str, registrations: list[Registration]
+    ) -> None:
+        self._send_registrations(registrations, request_id, empty=True)
+
+    def refused(self, request_id: int | None, refusal: Refused) -> None:
+        if self.closed:
+            return
+        self.dialect.log_refusal(self.label, refusal)
+        frame = self.dialect.codec.error_frame(refusal.status, refusal.text, request_id)
+        if self.channel.send(frame):
+            self.dialect.metrics.messages_out["error"].inc()
+        else:
+            self._drop_slow()
+
+    def _send_registrations(
+        self, registrations: list[Registration], request_id: int | None, *, empty: bool
+    ) -> None:
+        if self.closed:
+            return
+        codec = self.dialect.codec
+        sent = self.dialect.metrics.messages_out["register"]
+        for frame in codec.registrations_frames(registrations, request_id, empty=empty):
+            if not self.channel.send(frame):
+                self._drop_slow()
+                return
+            sent.inc()
+
+    def _drop_slow(self) -> None:
+        self.dialect.metrics.slow_subscribers_dropped.inc()
+        refusal = Refused(Status.UNAVAILABLE, "too slow: unsent messages passed the limit")
+        self._fail(refusal, None, discard_pending=True)
+
+    def _fail(self, refusal: Refused, request_id: int | None, *, discard_pending: bool = False) -> None:
+        self.dialect.log_refusal(self.label, refusal)
+        frame = self.dialect.codec.error_frame(refusal.status, refusal.text, request_id)
+        self.channel.close(frame, discard_pending=discard_pending)
+        self.end()

@@ -1,0 +1,67 @@
+"""The interface between the dialects and the registry's storage.
+
+Every request is answered through the session's `Client`, never through a return
+value, so a backend may answer at once (memory) or after a round trip (Redis) without
+the dialect code changing. A backend answers each session's requests in the order
+they were made, and delivers a subscription's snapshot before any push that follows it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from rendezvous.model import Announcement, Peer, Refused, Registration
+from rendezvous.registry import Session
+
+
+class Client(Protocol):
+    """A session's side: where answers and pushes for it go."""
+
+    def announce(self, announcement: Announcement) -> None:
+        """A REGISTER or UNREGISTER in a namespace the session subscribed to."""
+
+    def snapshot(self, namespace: str, registrations: list[Registration]) -> None:
+        """The namespace's registrations when the session entered rendezvous."""
+
+    def discovered(
+        self, request_id: int | None, namespace: str, registrations: list[Registration]
+    ) -> None:
+        """The answer to a DISCOVER."""
+
+    def refused(self, request_id: int | None, refusal: Refused) -> None:
+        """A request was refused."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    sessions: int
+    registrations: int
+    namespaces: int
+    subscriptions: int
+
+
+class Store(Protocol):
+    """Registrations and subscriptions, shared by every dialect of a daemon."""
+
+    def open_session(self, client: Client, identity: bytes | None = None) -> Session:
+        """Admit a client (raises `Refused` when full); ``identity`` is an authenticated id."""
+
+    def close_session(self, session: Session) -> None:
+        """The client is gone: remove and announce everything it registered."""
+
+    def register(
+        self, session: Session, namespace: str, peer: Peer, request_id: int | None
+    ) -> None: ...
+
+    def unregister(
+        self, session: Session, namespace: str, key: bytes, request_id: int | None
+    ) -> None: ...
+
+    def subscribe(self, session: Session, namespace: str, request_id: int | None) -> None: ...
+
+    def discover(
+        self, session: Session, namespace: str, limit: int, request_id: int | None
+    ) -> None: ...
+
+    def stats(self) -> StoreStats: ...

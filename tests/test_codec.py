@@ -1,0 +1,181 @@
+"""The live codec: every validation, and encodings that protobuf reads back."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from rendezvous.limits import Limits
+from rendezvous.live.codec import (
+    DiscoverRequest,
+    LiveCodec,
+    RegisterRequest,
+    RendezvousRequest,
+    UnregisterRequest,
+)
+from rendezvous.model import Announcement, Change, Peer, Refused, Registration, Status
+from rendezvous.pb.live_pb2 import Message
+from rendezvous.peerid import parse_peer_id
+
+from .helpers import discover, peer, peer_id, register, rendezvous, tcp_addr, unframe_all, unregister
+
+
+class ParseTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.codec = LiveCodec(Limits(max_addrs_per_peer=2, discover_default_limit=7,
+                                      discover_max_limit=50, max_signed_record_bytes=10))
+
+    def refusal(self, message: Message | bytes) -> Refused:
+        data = message if isinstance(message, bytes) else message.SerializeToString()
+        [result] = self.codec.parse(data).requests
+        assert isinstance(result, Refused), result
+        return result
+
+    def test_requests(self) -> None:
+        parsed = self.codec.parse(register("app", "A", tcp_addr(1), request_id=9)
+                                  .SerializeToString())
+        self.assertEqual(parsed.request_id, 9)
+        self.assertEqual(parsed.kind, "register")
+        [request] = parsed.requests
+        assert isinstance(request, RegisterRequest)
+        self.assertEqual(request.peer, peer("A", tcp_addr(1)))
+        [request] = self.codec.parse(unregister("app", "A").SerializeToString()).requests
+        self.assertEqual(request, UnregisterRequest("app", peer("A").key))
+        [request] = self.codec.parse(rendezvous("app").SerializeToString()).requests
+        self.assertEqual(request, RendezvousRequest("app"))
+
+    def test_discover_limits(self) -> None:
+        for given_limit, expected in [(None, 7), (0, 7), (3, 3), (50, 50), (10**12, 50)]:
+            [request] = self.codec.parse(discover("app", given_limit).SerializeToString()).requests
+            self.assertEqual(request, DiscoverRequest("app", expected))
+
+    def test_proto3_writer_omitting_register_type(self) -> None:
+        message = register("app", "A")
+        message.ClearField("type")
+        [request] = self.codec.parse(message.SerializeToString()).requests
+        self.assertIsInstance(request, RegisterRequest)
+
+    def test_malformed_protobuf(self) -> None:
+        self.assertEqual(self.refusal(b"\x0a\xff").status, Status.INVALID_MESSAGE)
+
+    def test_unknown_message_type(self) -> None:
+        refusal = self.refusal(b"\x08\x63")
+        self.assertEqual((refusal.status, refusal.text),
+                         (Status.INVALID_MESSAGE, "unknown message type"))
+
+    def test_client_error_message(self) -> None:
+        self.assertEqual(self.refusal(Message(type=Message.ERROR)).status, Status.INVALID_MESSAGE)
+
+    def test_message_without_entries(self) -> None:
+        self.assertEqual(self.refusal(Message(type=Message.DISCOVER)).status,
+                         Status.INVALID_MESSAGE)
+
+    def test_namespaces(self) -> None:
+        self.assertEqual(self.refusal(register("", "A")).status, Status.INVALID_NAMESPACE)
+        self.assertEqual(self.refusal(rendezvous("x" * 256)).status, Status.INVALID_NAMESPACE)
+        self.assertEqual(self.refusal(discover("é" * 128)).status, Status.INVALID_NAMESPACE)
+        [ok] = self.codec.parse(discover("é" * 127).SerializeToString()).requests
+        self.assertIsInstance(ok, DiscoverRequest)
+        # Message{type=DISCOVER, discovery{ns=ff fe}}: not UTF-8.
+        refusal = self.refusal(b"\x08\x03\x2a\x04\x0a\x02\xff\xfe")
+        self.assertEqual((refusal.status, refusal.text),
+                         (Status.INVALID_NAMESPACE, "namespace is not UTF-8"))
+
+    def test_peer_ids(self) -> None:
+        for bad in ["", "QmNotAPeerId", "12D3KooW" + "1" * 10]:
+            message = register("app", "A")
+            message.register[0].peer.id = bad
+            self.assertEqual(self.refusal(message).status, Status.INVALID_PEER, bad)
+        no_peer = Message(type=Message.REGISTER)
+        no_peer.register.add(ns="app")
+        self.assertEqual(self.refusal(no_peer).status, Status.INVALID_PEER)
+
+    def test_cid_peer_id_is_the_same_peer(self) -> None:
+        from rendezvous.peerid import peer_id_to_cid
+        message = register("app", "A")
+        message.register[0].peer.id = peer_id_to_cid(parse_peer_id(peer_id("A")))
+        [request] = self.codec.parse(message.SerializeToString()).requests
+        assert isinstance(request, RegisterRequest)
+        self.assertEqual(request.peer.key, peer("A").key)
+
+    def test_addresses(self) -> None:
+        self.assertEqual(self.refusal(register("app", "A", b"\x04\x01\x02")).status,
+                         Status.INVALID_PEER)
+        self.assertEqual(self.refusal(register("app", "A", tcp_addr(1) + b"\x00")).status,
+                         Status.INVALID_PEER)
+        too_many = register("app", "A", tcp_addr(1), tcp_addr(2), tcp_addr(3))
+        self.assertEqual(self.refusal(too_many).status, Status.INVALID_PEER)
+        huge = register("app", "A", b"\x04" + b"\x00" * 600)
+        self.assertEqual(self.refusal(huge).status, Status.INVALID_PEER)
+
+    def test_signed_record_size(self) -> None:
+        message = register("app", "A")
+        message.register[0].peer.signed_peer_record = b"x" * 11
+        self.assertEqual(self.refusal(message).status, Status.INVALID_SIGNED_PEER_RECORD)
+
+    def test_each_entry_judged_alone(self) -> None:
+        message = register("app", "A")
+        message.register.add(ns="")
+        message.register[1].peer.id = peer_id("B")
+        good, bad = self.codec.parse(message.SerializeToString()).requests
+        self.assertIsInstance(good, RegisterRequest)
+        self.assertIsInstance(bad, Refused)
+
+    @given(st.binary(max_size=300))
+    def test_garbage_never_raises(self, data: bytes) -> None:
+        parsed = self.codec.parse(data)
+        self.assertIsInstance(parsed.requests, list)
+
+
+_peers = st.builds(
+    lambda name, addrs, record: Peer(peer_id(name), parse_peer_id(peer_id(name)),
+                                     tuple(tcp_addr(a) for a in addrs), record),
+    st.text(max_size=5),
+    st.lists(st.integers(0, 255), max_size=4),
+    st.none() | st.binary(max_size=40),
+)
+
+
+class EncodeTests(SynchronousTestCase):
+    codec = LiveCodec(Limits(max_frame_bytes=400))
+
+    @given(st.text(min_size=1, max_size=20), _peers, st.sampled_from(list(Change)))
+    def test_announcement_is_the_protobuf_message(self, ns: str, p: Peer, change: Change) -> None:
+        announcement = Announcement(change, Registration(ns, p))
+        [message] = unframe_all(self.codec.announcement_frame(announcement))
+        entry = message.register[0] if change is Change.REGISTER else message.unregister[0]
+        self.assertEqual(message.type,
+                         Message.REGISTER if change is Change.REGISTER else Message.UNREGISTER)
+        self.assertEqual((entry.ns, entry.peer.id, tuple(entry.peer.addrs)), (ns, p.id, p.addrs))
+        self.assertEqual(entry.peer.HasField("signed_peer_record"),
+                         p.signed_peer_record is not None)
+        self.assertIs(self.codec.announcement_frame(announcement), announcement.encoded)
+
+    @given(st.lists(_peers, max_size=20), st.none() | st.integers(0, 2**64 - 1))
+    def test_registration_lists_split_under_the_frame_limit(
+        self, peers: list[Peer], request_id: int | None
+    ) -> None:
+        frames = list(self.codec.registrations_frames(
+            [Registration("ns", p) for p in peers], request_id, empty=True))
+        messages = [m for f in frames for m in unframe_all(f)]
+        self.assertTrue(all(len(f) <= 400 for f in frames))
+        self.assertEqual([e.peer.id for m in messages for e in m.register], [p.id for p in peers])
+        for message in messages:
+            self.assertEqual(message.type, Message.REGISTER)
+            self.assertEqual(message.request_id if message.HasField("request_id") else None,
+                             request_id)
+
+    def test_empty_snapshot_sends_nothing_and_empty_discover_one_message(self) -> None:
+        self.assertEqual(list(self.codec.registrations_frames([], None, empty=False)), [])
+        [f] = self.codec.registrations_frames([], 5, empty=True)
+        [message] = unframe_all(f)
+        self.assertEqual((message.type, len(message.register), message.request_id),
+                         (Message.REGISTER, 0, 5))
+
+    @given(st.integers(0, 2**32 - 1), st.text(max_size=50), st.none() | st.integers(0, 2**64 - 1))
+    def test_error_frame(self, status: int, text: str, request_id: int | None) -> None:
+        [message] = unframe_all(LiveCodec.error_frame(status, text, request_id))
+        self.assertEqual((message.type, message.error.status, message.error.text),
+                         (Message.ERROR, status, text))
+        self.assertEqual(message.HasField("request_id"), request_id is not None)

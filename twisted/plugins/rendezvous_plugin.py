@@ -1,0 +1,8 @@
+from twisted.application.service import ServiceMaker
+
+rendezvous = ServiceMaker(
+    "rendezvous",
+    "rendezvous._tap",
+    "libp2p rendezvous service with real-time push (live dialect)",
+    "rendezvous",
+)
