@@ -38,9 +38,7 @@ class Options(usage.Options):
     optParameters = [
         ["store", None, "memory", "where registrations live: memory (the only store so far)"],
         ["metrics", None, None, "strport serving Prometheus text at /metrics, e.g. tcp:9090"],
-    ] + [
-        [flag, None, getattr(_DEFAULTS, field), help, int] for flag, field, help in _LIMIT_FLAGS
-    ]
+    ] + [[flag, None, getattr(_DEFAULTS, field), help, int] for flag, field, help in _LIMIT_FLAGS]
 
     def __init__(self) -> None:
         super().__init__()
@@ -70,4 +68,4 @@ def makeService(options: Options) -> IService:
         metrics=options["metrics"],
         limits=options["limits"],
     )
-    return Daemon(config, reactor)  # type: ignore[arg-type]
+    return Daemon(config, reactor)

@@ -10,7 +10,7 @@ from prometheus_client.registry import Collector
 
 from rendezvous.store.base import StoreStats
 
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 _MESSAGE_TYPES = ("register", "unregister", "rendezvous", "discover", "error")
 
@@ -26,7 +26,9 @@ class _StoreCollector(Collector):
             "rendezvous_registrations", "Registrations held.", stats.registrations
         )
         yield GaugeMetricFamily(
-            "rendezvous_namespaces", "Namespaces with registrations or subscribers.", stats.namespaces
+            "rendezvous_namespaces",
+            "Namespaces with registrations or subscribers.",
+            stats.namespaces,
         )
         yield GaugeMetricFamily(
             "rendezvous_subscriptions", "Live subscriptions (RENDEZVOUS).", stats.subscriptions

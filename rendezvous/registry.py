@@ -23,7 +23,7 @@ class Subscriber(Protocol):
 class Session:
     """What the registry keeps for one connected client."""
 
-    __slots__ = ("subscriber", "identity", "own_keys", "registrations", "subscriptions", "open")
+    __slots__ = ("identity", "open", "own_keys", "registrations", "subscriber", "subscriptions")
 
     def __init__(self, subscriber: Subscriber, identity: bytes | None) -> None:
         self.subscriber = subscriber

@@ -9,8 +9,12 @@ from prometheus_client.twisted import MetricsResource
 from twisted.application import strports
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamServerEndpoint
-from twisted.internet.protocol import Factory
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -39,12 +43,19 @@ class _LoggedEndpoint:
 
     log = Logger()
 
-    def __init__(self, endpoint: IStreamServerEndpoint, what: str, description: str) -> None:
+    def __init__(
+        self,
+        endpoint: IStreamServerEndpoint,
+        what: str,
+        description: str,
+        ports: list[IListeningPort],
+    ) -> None:
         self._endpoint = endpoint
         self._what = what
         self._description = description
+        self._ports = ports
 
-    def listen(self, factory: Factory) -> Deferred[IListeningPort]:
+    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
         def listening(port: IListeningPort) -> IListeningPort:
             self.log.info(
                 "{what} listening on {address} ({description})",
@@ -52,16 +63,19 @@ class _LoggedEndpoint:
                 address=describe(port.getHost()),
                 description=self._description,
             )
+            self._ports.append(port)
             return port
 
         d: Deferred[IListeningPort] = self._endpoint.listen(factory)
         return d.addCallback(listening)
 
 
-def _listener(description: str, factory: Factory, what: str) -> Service:
+def _listener(
+    description: str, factory: IProtocolFactory, what: str, ports: list[IListeningPort]
+) -> Service:
     """A strports service (bind errors fail start-up) that logs where it listens."""
     service = strports.service(description, factory)
-    service.endpoint = _LoggedEndpoint(service.endpoint, what, description)
+    service.endpoint = _LoggedEndpoint(service.endpoint, what, description, ports)
     return service
 
 
@@ -87,12 +101,16 @@ class Daemon(MultiService):
         self.dialect = live_dialect(self.store, config.limits, clock)
         self.metrics = self.dialect.metrics
         self.live_factory = LiveFactory(self.dialect, clock)
+        self.live_ports: list[IListeningPort] = []
+        self.metrics_ports: list[IListeningPort] = []
         _Banner().setServiceParent(self)
         for description in config.listen:
-            _listener(description, self.live_factory, "live dialect").setServiceParent(self)
+            _listener(
+                description, self.live_factory, "live dialect", self.live_ports
+            ).setServiceParent(self)
         if config.metrics is not None:
             root = Resource()
             root.putChild(b"metrics", MetricsResource(registry=self.metrics.registry))
             site = Site(root)
             site.noisy = False
-            _listener(config.metrics, site, "metrics").setServiceParent(self)
+            _listener(config.metrics, site, "metrics", self.metrics_ports).setServiceParent(self)

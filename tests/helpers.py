@@ -80,8 +80,9 @@ def discover(namespace: str, limit: int | None = None, request_id: int | None = 
     return message
 
 
-def expected_register(namespace: str, *peers: tuple[str, tuple[bytes, ...]],
-                      request_id: int | None = None) -> Message:
+def expected_register(
+    namespace: str, *peers: tuple[str, tuple[bytes, ...]], request_id: int | None = None
+) -> Message:
     """The REGISTER message the server sends listing ``peers`` (name, addrs)."""
     message = Message(type=Message.REGISTER)
     for name, addrs in peers:

@@ -18,13 +18,28 @@ from rendezvous.model import Announcement, Change, Peer, Refused, Registration, 
 from rendezvous.pb.live_pb2 import Message
 from rendezvous.peerid import parse_peer_id
 
-from .helpers import discover, peer, peer_id, register, rendezvous, tcp_addr, unframe_all, unregister
+from .helpers import (
+    discover,
+    peer,
+    peer_id,
+    register,
+    rendezvous,
+    tcp_addr,
+    unframe_all,
+    unregister,
+)
 
 
 class ParseTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.codec = LiveCodec(Limits(max_addrs_per_peer=2, discover_default_limit=7,
-                                      discover_max_limit=50, max_signed_record_bytes=10))
+        self.codec = LiveCodec(
+            Limits(
+                max_addrs_per_peer=2,
+                discover_default_limit=7,
+                discover_max_limit=50,
+                max_signed_record_bytes=10,
+            )
+        )
 
     def refusal(self, message: Message | bytes) -> Refused:
         data = message if isinstance(message, bytes) else message.SerializeToString()
@@ -33,8 +48,9 @@ class ParseTests(SynchronousTestCase):
         return result
 
     def test_requests(self) -> None:
-        parsed = self.codec.parse(register("app", "A", tcp_addr(1), request_id=9)
-                                  .SerializeToString())
+        parsed = self.codec.parse(
+            register("app", "A", tcp_addr(1), request_id=9).SerializeToString()
+        )
         self.assertEqual(parsed.request_id, 9)
         self.assertEqual(parsed.kind, "register")
         [request] = parsed.requests
@@ -61,15 +77,17 @@ class ParseTests(SynchronousTestCase):
 
     def test_unknown_message_type(self) -> None:
         refusal = self.refusal(b"\x08\x63")
-        self.assertEqual((refusal.status, refusal.text),
-                         (Status.INVALID_MESSAGE, "unknown message type"))
+        self.assertEqual(
+            (refusal.status, refusal.text), (Status.INVALID_MESSAGE, "unknown message type")
+        )
 
     def test_client_error_message(self) -> None:
         self.assertEqual(self.refusal(Message(type=Message.ERROR)).status, Status.INVALID_MESSAGE)
 
     def test_message_without_entries(self) -> None:
-        self.assertEqual(self.refusal(Message(type=Message.DISCOVER)).status,
-                         Status.INVALID_MESSAGE)
+        self.assertEqual(
+            self.refusal(Message(type=Message.DISCOVER)).status, Status.INVALID_MESSAGE
+        )
 
     def test_namespaces(self) -> None:
         self.assertEqual(self.refusal(register("", "A")).status, Status.INVALID_NAMESPACE)
@@ -79,8 +97,9 @@ class ParseTests(SynchronousTestCase):
         self.assertIsInstance(ok, DiscoverRequest)
         # Message{type=DISCOVER, discovery{ns=ff fe}}: not UTF-8.
         refusal = self.refusal(b"\x08\x03\x2a\x04\x0a\x02\xff\xfe")
-        self.assertEqual((refusal.status, refusal.text),
-                         (Status.INVALID_NAMESPACE, "namespace is not UTF-8"))
+        self.assertEqual(
+            (refusal.status, refusal.text), (Status.INVALID_NAMESPACE, "namespace is not UTF-8")
+        )
 
     def test_peer_ids(self) -> None:
         for bad in ["", "QmNotAPeerId", "12D3KooW" + "1" * 10]:
@@ -93,6 +112,7 @@ class ParseTests(SynchronousTestCase):
 
     def test_cid_peer_id_is_the_same_peer(self) -> None:
         from rendezvous.peerid import peer_id_to_cid
+
         message = register("app", "A")
         message.register[0].peer.id = peer_id_to_cid(parse_peer_id(peer_id("A")))
         [request] = self.codec.parse(message.SerializeToString()).requests
@@ -100,10 +120,12 @@ class ParseTests(SynchronousTestCase):
         self.assertEqual(request.peer.key, peer("A").key)
 
     def test_addresses(self) -> None:
-        self.assertEqual(self.refusal(register("app", "A", b"\x04\x01\x02")).status,
-                         Status.INVALID_PEER)
-        self.assertEqual(self.refusal(register("app", "A", tcp_addr(1) + b"\x00")).status,
-                         Status.INVALID_PEER)
+        self.assertEqual(
+            self.refusal(register("app", "A", b"\x04\x01\x02")).status, Status.INVALID_PEER
+        )
+        self.assertEqual(
+            self.refusal(register("app", "A", tcp_addr(1) + b"\x00")).status, Status.INVALID_PEER
+        )
         too_many = register("app", "A", tcp_addr(1), tcp_addr(2), tcp_addr(3))
         self.assertEqual(self.refusal(too_many).status, Status.INVALID_PEER)
         huge = register("app", "A", b"\x04" + b"\x00" * 600)
@@ -129,8 +151,9 @@ class ParseTests(SynchronousTestCase):
 
 
 _peers = st.builds(
-    lambda name, addrs, record: Peer(peer_id(name), parse_peer_id(peer_id(name)),
-                                     tuple(tcp_addr(a) for a in addrs), record),
+    lambda name, addrs, record: Peer(
+        peer_id(name), parse_peer_id(peer_id(name)), tuple(tcp_addr(a) for a in addrs), record
+    ),
     st.text(max_size=5),
     st.lists(st.integers(0, 255), max_size=4),
     st.none() | st.binary(max_size=40),
@@ -145,37 +168,45 @@ class EncodeTests(SynchronousTestCase):
         announcement = Announcement(change, Registration(ns, p))
         [message] = unframe_all(self.codec.announcement_frame(announcement))
         entry = message.register[0] if change is Change.REGISTER else message.unregister[0]
-        self.assertEqual(message.type,
-                         Message.REGISTER if change is Change.REGISTER else Message.UNREGISTER)
+        self.assertEqual(
+            message.type, Message.REGISTER if change is Change.REGISTER else Message.UNREGISTER
+        )
         self.assertEqual((entry.ns, entry.peer.id, tuple(entry.peer.addrs)), (ns, p.id, p.addrs))
-        self.assertEqual(entry.peer.HasField("signed_peer_record"),
-                         p.signed_peer_record is not None)
+        self.assertEqual(
+            entry.peer.HasField("signed_peer_record"), p.signed_peer_record is not None
+        )
         self.assertIs(self.codec.announcement_frame(announcement), announcement.encoded)
 
     @given(st.lists(_peers, max_size=20), st.none() | st.integers(0, 2**64 - 1))
     def test_registration_lists_split_under_the_frame_limit(
         self, peers: list[Peer], request_id: int | None
     ) -> None:
-        frames = list(self.codec.registrations_frames(
-            [Registration("ns", p) for p in peers], request_id, empty=True))
+        frames = list(
+            self.codec.registrations_frames(
+                [Registration("ns", p) for p in peers], request_id, empty=True
+            )
+        )
         messages = [m for f in frames for m in unframe_all(f)]
         self.assertTrue(all(len(f) <= 400 for f in frames))
         self.assertEqual([e.peer.id for m in messages for e in m.register], [p.id for p in peers])
         for message in messages:
             self.assertEqual(message.type, Message.REGISTER)
-            self.assertEqual(message.request_id if message.HasField("request_id") else None,
-                             request_id)
+            self.assertEqual(
+                message.request_id if message.HasField("request_id") else None, request_id
+            )
 
     def test_empty_snapshot_sends_nothing_and_empty_discover_one_message(self) -> None:
         self.assertEqual(list(self.codec.registrations_frames([], None, empty=False)), [])
         [f] = self.codec.registrations_frames([], 5, empty=True)
         [message] = unframe_all(f)
-        self.assertEqual((message.type, len(message.register), message.request_id),
-                         (Message.REGISTER, 0, 5))
+        self.assertEqual(
+            (message.type, len(message.register), message.request_id), (Message.REGISTER, 0, 5)
+        )
 
     @given(st.integers(0, 2**32 - 1), st.text(max_size=50), st.none() | st.integers(0, 2**64 - 1))
     def test_error_frame(self, status: int, text: str, request_id: int | None) -> None:
         [message] = unframe_all(LiveCodec.error_frame(status, text, request_id))
-        self.assertEqual((message.type, message.error.status, message.error.text),
-                         (Message.ERROR, status, text))
+        self.assertEqual(
+            (message.type, message.error.status, message.error.text), (Message.ERROR, status, text)
+        )
         self.assertEqual(message.HasField("request_id"), request_id is not None)

@@ -103,8 +103,13 @@ class LiveProtocolTests(SynchronousTestCase):
     def test_reregister_unregister_and_disconnect_are_announced(self) -> None:
         a, watcher = self.connect(), self.connect()
         watcher.send(rendezvous("one"), rendezvous("two"))
-        a.send(register("one", "A", ADDR["A"]), register("two", "A"),
-               register("one", "A", ADDR["B"]), unregister("two", "A"), unregister("two", "A"))
+        a.send(
+            register("one", "A", ADDR["A"]),
+            register("two", "A"),
+            register("one", "A", ADDR["B"]),
+            unregister("two", "A"),
+            unregister("two", "A"),
+        )
         self.assertReceived(
             watcher,
             expected_register("one", ("A", (ADDR["A"],))),
@@ -183,8 +188,12 @@ class LiveProtocolTests(SynchronousTestCase):
 class LimitTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
-        self.limits = Limits(max_sessions=2, max_registrations_per_session=1,
-                             max_subscriptions_per_session=1, max_pending_bytes=200)
+        self.limits = Limits(
+            max_sessions=2,
+            max_registrations_per_session=1,
+            max_subscriptions_per_session=1,
+            max_pending_bytes=200,
+        )
         self.store = MemoryStore(self.limits)
         self.dialect = live_dialect(self.store, self.limits, self.clock)
         self.factory = LiveFactory(self.dialect, self.clock)
@@ -195,8 +204,12 @@ class LimitTests(SynchronousTestCase):
 
     def test_session_limits(self) -> None:
         a = self.connect()
-        a.send(register("one", "A"), register("two", "A", request_id=3),
-               rendezvous("one"), rendezvous("two"))
+        a.send(
+            register("one", "A"),
+            register("two", "A", request_id=3),
+            rendezvous("one"),
+            rendezvous("two"),
+        )
         errors = a.received()
         self.assertEqual([(m.error.status, m.request_id) for m in errors], [(1003, 3), (1003, 0)])
 

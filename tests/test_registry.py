@@ -22,9 +22,14 @@ class Recorder:
 
 class RegistryTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.registry = Registry(Limits(max_registrations_per_session=3,
-                                        max_subscriptions_per_session=2, max_registrations=5,
-                                        max_sessions=4))
+        self.registry = Registry(
+            Limits(
+                max_registrations_per_session=3,
+                max_subscriptions_per_session=2,
+                max_registrations=5,
+                max_sessions=4,
+            )
+        )
         self.a, self.b = Recorder(), Recorder()
         self.session_a = self.registry.open_session(self.a)
         self.session_b = self.registry.open_session(self.b)
@@ -66,8 +71,12 @@ class RegistryTests(SynchronousTestCase):
         self.registry.close_session(self.session_a)
         self.assertEqual(
             [(c, ns) for c, ns, _ in self.b.seen],
-            [(Change.REGISTER, "one"), (Change.REGISTER, "two"),
-             (Change.UNREGISTER, "one"), (Change.UNREGISTER, "two")],
+            [
+                (Change.REGISTER, "one"),
+                (Change.REGISTER, "two"),
+                (Change.UNREGISTER, "one"),
+                (Change.UNREGISTER, "two"),
+            ],
         )
         self.assertEqual(self.registry.registration_count, 0)
         self.assertEqual(self.registry.session_count, 1)
@@ -132,8 +141,9 @@ class RegistryTests(SynchronousTestCase):
     def test_discover_limit_and_order(self) -> None:
         for n in range(3):
             self.registry.register(self.session_a, "app", peer(f"p{n}"))
-        self.assertEqual([r.peer.id for r in self.registry.discover("app", 2)],
-                         [peer("p0").id, peer("p1").id])
+        self.assertEqual(
+            [r.peer.id for r in self.registry.discover("app", 2)], [peer("p0").id, peer("p1").id]
+        )
         self.assertEqual(self.registry.discover("missing", 5), [])
         self.assertEqual(self.registry.namespace_count, 1)
 
@@ -142,7 +152,7 @@ class RegistryTests(SynchronousTestCase):
         registry = self.registry
 
         class Closer(Recorder):
-            def announce(inner, announcement: Announcement) -> None:
+            def announce(self, announcement: Announcement) -> None:
                 super().announce(announcement)
                 registry.close_session(closer_session)
 

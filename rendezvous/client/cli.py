@@ -6,6 +6,7 @@ could not be reached or the connection was lost.
 
 from __future__ import annotations
 
+import getopt
 import json
 import signal
 import sys
@@ -56,6 +57,24 @@ def _entry_text(entry: PeerEntry) -> str:
 
 
 class _Target(usage.Options):
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """Accept options after the positional arguments too, as people type them."""
+        if options is not None:
+            try:
+                found, positional = getopt.gnu_getopt(options, self.shortOpt, self.longOpt)
+            except getopt.GetoptError as e:
+                raise usage.UsageError(str(e)) from None
+            options = []
+            for name, value in found:
+                takes_value = (
+                    name[2:] + "=" in self.longOpt
+                    if name.startswith("--")
+                    else name[1:] + ":" in self.shortOpt
+                )
+                options += [name, value] if takes_value else [name]
+            options += ["--", *positional]
+        super().parseOptions(options)
+
     def opt_version(self) -> None:
         """print the version and exit"""
         print(f"rendezvous {__version__}")
@@ -110,8 +129,10 @@ class RegisterOptions(_Target):
 
 class Options(usage.Options):
     synopsis = "rendezvous"
-    longdesc = "Talk to a rendezvous server (live dialect). Exit codes: 0 ok, 1 refused, " \
+    longdesc = (
+        "Talk to a rendezvous server (live dialect). Exit codes: 0 ok, 1 refused, "
         "2 usage, 3 unreachable or disconnected."
+    )
     subCommands = [
         ["discover", None, DiscoverOptions, "list the peers of a namespace"],
         ["watch", None, WatchOptions, "print a namespace's peers and changes as they happen"],
@@ -146,33 +167,42 @@ def _printer(options: usage.Options, out: TextIO) -> Callable[[Event], None]:
     return show
 
 
-async def _until_interrupted(reactor: Any, client: LiveClientProtocol) -> bool:
-    """Wait for SIGINT/SIGTERM (True) or the connection's end (False)."""
-    done: Deferred[bool] = Deferred()
+class _Interrupts:
+    """SIGINT and SIGTERM, caught from the start so none is missed."""
 
-    def interrupted(signum: int, frame: Any) -> None:
-        reactor.callFromThread(lambda: done.called or done.callback(True))
+    def __init__(self, reactor: Any) -> None:
+        self.received: Deferred[bool] = Deferred()
 
-    signal.signal(signal.SIGINT, interrupted)
-    signal.signal(signal.SIGTERM, interrupted)
-    client.closed.addCallback(lambda _: done.called or done.callback(False))
-    return await done
+        def interrupted(signum: int, frame: Any) -> None:
+            reactor.callFromThread(self._fire, True)
+
+        signal.signal(signal.SIGINT, interrupted)
+        signal.signal(signal.SIGTERM, interrupted)
+
+    def _fire(self, value: bool) -> None:
+        if not self.received.called:
+            self.received.callback(value)
+
+    async def wait(self, client: LiveClientProtocol) -> bool:
+        """Wait for a signal (True) or the connection's end (False)."""
+        client.closed.addCallback(lambda _: self._fire(False))
+        return await self.received
 
 
 async def _watch(
-    reactor: Any, client: LiveClientProtocol, options: usage.Options, out: TextIO
+    interrupts: _Interrupts, client: LiveClientProtocol, options: usage.Options, out: TextIO
 ) -> int:
     await client.rendezvous(options["namespace"], _printer(options, out))
-    return EXIT_OK if await _until_interrupted(reactor, client) else EXIT_UNREACHABLE
+    return EXIT_OK if await interrupts.wait(client) else EXIT_UNREACHABLE
 
 
 async def _register(
-    reactor: Any, client: LiveClientProtocol, options: usage.Options, out: TextIO
+    interrupts: _Interrupts, client: LiveClientProtocol, options: usage.Options, out: TextIO
 ) -> int:
     namespace, peer_id = options["namespace"], options["id"]
     await client.register(namespace, peer_id, options["addrs"])
     print(f"registered {peer_id} in {namespace}", file=out, flush=True)
-    if not await _until_interrupted(reactor, client):
+    if not await interrupts.wait(client):
         return EXIT_UNREACHABLE
     await client.unregister(namespace, peer_id)
     print(f"unregistered {peer_id} from {namespace}", file=out, flush=True)
@@ -181,6 +211,7 @@ async def _register(
 
 async def run(reactor: Any, options: Options, out: TextIO, err: TextIO) -> int:
     command, sub = options.subCommand, options.subOptions
+    interrupts = _Interrupts(reactor)
     try:
         client = await connect(reactor, sub["endpoint"])
     except Exception as e:
@@ -190,8 +221,8 @@ async def run(reactor: Any, options: Options, out: TextIO, err: TextIO) -> int:
         if command == "discover":
             return await _discover(client, sub, out)
         if command == "watch":
-            return await _watch(reactor, client, sub, out)
-        return await _register(reactor, client, sub, out)
+            return await _watch(interrupts, client, sub, out)
+        return await _register(interrupts, client, sub, out)
     except RendezvousError as e:
         print(f"rendezvous: refused: {e}", file=err)
         return EXIT_REFUSED

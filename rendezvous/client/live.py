@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString
 from twisted.internet.interfaces import IReactorCore
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -182,7 +182,7 @@ class LiveClientProtocol(Protocol):
         for d, _ in pending.values():
             d.errback(error)
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionClosed())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.connected = False
         self._fail_all(ConnectionClosed(reason.getErrorMessage()))
         self.closed.callback(None)

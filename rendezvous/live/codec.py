@@ -27,8 +27,12 @@ DISCOVER = Message.DISCOVER
 ERROR = Message.ERROR
 
 _CACHE_SIZE = 4096
-_KIND_NAMES = {REGISTER: "register", UNREGISTER: "unregister", RENDEZVOUS: "rendezvous",
-               DISCOVER: "discover"}
+_KIND_NAMES = {
+    REGISTER: "register",
+    UNREGISTER: "unregister",
+    RENDEZVOUS: "rendezvous",
+    DISCOVER: "discover",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,11 +91,15 @@ class LiveCodec:
         try:
             message.ParseFromString(frame)
         except DecodeError:
-            return Parsed(None, None, [Refused(Status.INVALID_MESSAGE, "malformed protobuf message")])
+            return Parsed(
+                None, None, [Refused(Status.INVALID_MESSAGE, "malformed protobuf message")]
+            )
         request_id = message.request_id if message.HasField("request_id") else None
         kind = message.type
         if kind == REGISTER and not message.HasField("type") and _has_unknown_type(message):
-            return Parsed(None, request_id, [Refused(Status.INVALID_MESSAGE, "unknown message type")])
+            return Parsed(
+                None, request_id, [Refused(Status.INVALID_MESSAGE, "unknown message type")]
+            )
         requests: list[Request | Refused]
         if kind == REGISTER:
             requests = [self._register(entry) for entry in message.register]
@@ -274,4 +282,5 @@ def entry_bytes(registration: Registration) -> bytes:
 
 
 def _has_unknown_type(message: Message) -> bool:
-    return any(field.field_number == 1 for field in UnknownFieldSet(message))
+    fields = UnknownFieldSet(message)
+    return any(fields[i].field_number == 1 for i in range(len(fields)))

@@ -17,7 +17,7 @@ def frame(payload: bytes) -> bytes:
 class FrameDecoder:
     """Feed bytes in, take whole frames out; a frame over ``max_frame`` is an error."""
 
-    __slots__ = ("max_frame", "_buffer")
+    __slots__ = ("_buffer", "max_frame")
 
     def __init__(self, max_frame: int) -> None:
         self.max_frame = max_frame

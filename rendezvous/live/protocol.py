@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 
 from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, IReactorTime
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -55,7 +55,7 @@ class LiveProtocol(Protocol):
         if self.session is not None:
             self.session.feed(data)
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._abort is not None and self._abort.active():
             self._abort.cancel()
         self._queue.clear()
@@ -91,6 +91,8 @@ class LiveProtocol(Protocol):
         self._pending = 0
         if last:
             transport.write(last)
+        # A registered producer would keep the transport open once its buffer drains.
+        transport.unregisterProducer()  # type: ignore[attr-defined]
         transport.loseConnection()
         self._abort = self.clock.callLater(self.abort_after, self._abort_now)
 
@@ -135,7 +137,7 @@ class LiveFactory(Factory):
         self.clock = clock
         self.abort_after = abort_after
 
-    def buildProtocol(self, addr: IAddress) -> LiveProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> LiveProtocol:
         protocol = LiveProtocol(self.dialect, self.clock, self.abort_after)
         protocol.factory = self
         return protocol

@@ -179,7 +179,9 @@ class LiveSession:
         refusal = Refused(Status.UNAVAILABLE, "too slow: unsent messages passed the limit")
         self._fail(refusal, None, discard_pending=True)
 
-    def _fail(self, refusal: Refused, request_id: int | None, *, discard_pending: bool = False) -> None:
+    def _fail(
+        self, refusal: Refused, request_id: int | None, *, discard_pending: bool = False
+    ) -> None:
         self.dialect.log_refusal(self.label, refusal)
         frame = self.dialect.codec.error_frame(refusal.status, refusal.text, request_id)
         self.channel.close(frame, discard_pending=discard_pending)

@@ -1,0 +1,1 @@
+"""A libp2p host on Twisted: keys, secure channels, muxers and protocols."""

@@ -1,0 +1,439 @@
+"""Noise_XX_25519_ChaChaPoly_SHA256 with the libp2p handshake payload (`/noise`).
+
+Three layers, all pure (no I/O, no clock):
+
+- `CipherState`, `SymmetricState` and `XXHandshake`: the Noise framework
+  objects of the Noise specification, for the XX pattern only;
+- `NoiseSession`: the libp2p secure channel: 2-byte length framing, the signed
+  `NoiseHandshakePayload`, remote identity checks, and transport encryption.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from google.protobuf.message import DecodeError
+
+from rendezvous.pb.noise_pb2 import NoiseHandshakePayload
+
+PROTOCOL_ID = "/noise"
+PROTOCOL_NAME = b"Noise_XX_25519_ChaChaPoly_SHA256"
+SIGNATURE_PREFIX = b"noise-libp2p-static-key:"
+DH_LEN = 32
+HASH_LEN = 32
+TAG_LEN = 16
+MAX_MESSAGE_LEN = 65535
+"""Largest Noise message (and libp2p frame body), tag included."""
+MAX_PLAINTEXT_LEN = MAX_MESSAGE_LEN - TAG_LEN
+_MAX_NONCE = 2**64 - 1
+"""Reserved by the Noise specification; reaching it ends the channel."""
+
+
+class NoiseError(Exception):
+    """The handshake or a transport frame failed: the connection must close."""
+
+
+def _hmac(key: bytes, data: bytes) -> bytes:
+    return hmac.digest(key, data, "sha256")
+
+
+def _hkdf(chaining_key: bytes, input_key_material: bytes, outputs: int) -> list[bytes]:
+    """The Noise HKDF: two or three HASH_LEN outputs."""
+    temp_key = _hmac(chaining_key, input_key_material)
+    output = _hmac(temp_key, b"\x01")
+    results = [output]
+    for index in range(2, outputs + 1):
+        output = _hmac(temp_key, output + bytes((index,)))
+        results.append(output)
+    return results
+
+
+def _public_bytes(private_key: X25519PrivateKey) -> bytes:
+    return private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def _dh(private_key: X25519PrivateKey, public_key: bytes) -> bytes:
+    try:
+        return private_key.exchange(X25519PublicKey.from_public_bytes(public_key))
+    except ValueError as exc:  # low-order point: the shared secret is all zeros
+        raise NoiseError("invalid Diffie-Hellman public key") from exc
+
+
+class CipherState:
+    """A ChaCha20-Poly1305 key with its 64-bit message counter."""
+
+    def __init__(self, key: bytes | None = None) -> None:
+        self._aead = ChaCha20Poly1305(key) if key is not None else None
+        self.nonce = 0
+
+    @property
+    def has_key(self) -> bool:
+        return self._aead is not None
+
+    def _next_nonce(self) -> bytes:
+        if self.nonce >= _MAX_NONCE:
+            raise NoiseError("nonce space exhausted")
+        nonce = b"\x00\x00\x00\x00" + self.nonce.to_bytes(8, "little")
+        self.nonce += 1
+        return nonce
+
+    def encrypt_with_ad(self, associated_data: bytes, plaintext: bytes) -> bytes:
+        if self._aead is None:
+            return plaintext
+        return self._aead.encrypt(self._next_nonce(), plaintext, associated_data)
+
+    def decrypt_with_ad(self, associated_data: bytes, ciphertext: bytes) -> bytes:
+        if self._aead is None:
+            return ciphertext
+        if len(ciphertext) < TAG_LEN:
+            raise NoiseError("ciphertext shorter than its tag")
+        if self.nonce >= _MAX_NONCE:
+            raise NoiseError("nonce space exhausted")
+        nonce = b"\x00\x00\x00\x00" + self.nonce.to_bytes(8, "little")
+        try:
+            plaintext = self._aead.decrypt(nonce, ciphertext, associated_data)
+        except InvalidTag as exc:
+            raise NoiseError("decryption failed") from exc
+        self.nonce += 1  # only a successful decryption consumes the nonce
+        return plaintext
+
+
+class SymmetricState:
+    """Chaining key, handshake hash and the current handshake cipher."""
+
+    def __init__(self, protocol_name: bytes) -> None:
+        if len(protocol_name) <= HASH_LEN:
+            self.handshake_hash = protocol_name.ljust(HASH_LEN, b"\x00")
+        else:
+            self.handshake_hash = hashlib.sha256(protocol_name).digest()
+        self.chaining_key = self.handshake_hash
+        self.cipher = CipherState()
+
+    def mix_key(self, input_key_material: bytes) -> None:
+        self.chaining_key, temp_key = _hkdf(self.chaining_key, input_key_material, 2)
+        self.cipher = CipherState(temp_key)
+
+    def mix_hash(self, data: bytes) -> None:
+        self.handshake_hash = hashlib.sha256(self.handshake_hash + data).digest()
+
+    def encrypt_and_hash(self, plaintext: bytes) -> bytes:
+        ciphertext = self.cipher.encrypt_with_ad(self.handshake_hash, plaintext)
+        self.mix_hash(ciphertext)
+        return ciphertext
+
+    def decrypt_and_hash(self, ciphertext: bytes) -> bytes:
+        plaintext = self.cipher.decrypt_with_ad(self.handshake_hash, ciphertext)
+        self.mix_hash(ciphertext)
+        return plaintext
+
+    def split(self) -> tuple[CipherState, CipherState]:
+        first, second = _hkdf(self.chaining_key, b"", 2)
+        return CipherState(first), CipherState(second)
+
+
+class XXHandshake:
+    """The XX pattern: ``-> e``, ``<- e, ee, s, es``, ``-> s, se``.
+
+    Messages alternate: the initiator writes messages 0 and 2 and reads
+    message 1; the responder the opposite. After the third message `split`
+    gives the (send, receive) cipher states of this side.
+    """
+
+    def __init__(
+        self,
+        *,
+        initiator: bool,
+        static_key: X25519PrivateKey,
+        prologue: bytes = b"",
+        ephemeral_key: X25519PrivateKey | None = None,
+    ) -> None:
+        self.initiator = initiator
+        self._symmetric = SymmetricState(PROTOCOL_NAME)
+        self._symmetric.mix_hash(prologue)
+        self._static = static_key
+        self._static_public = _public_bytes(static_key)
+        self._ephemeral = (
+            ephemeral_key if ephemeral_key is not None else X25519PrivateKey.generate()
+        )
+        self._ephemeral_public = _public_bytes(self._ephemeral)
+        self._remote_ephemeral = b""
+        self.remote_static: bytes | None = None
+        self.message_index = 0
+
+    @property
+    def static_public_key(self) -> bytes:
+        return self._static_public
+
+    @property
+    def complete(self) -> bool:
+        return self.message_index >= 3
+
+    @property
+    def handshake_hash(self) -> bytes:
+        return self._symmetric.handshake_hash
+
+    @property
+    def writes_next(self) -> bool:
+        """True when this side writes the next message."""
+        return (self.message_index % 2 == 0) == self.initiator
+
+    def write_message(self, payload: bytes) -> bytes:
+        """Produce the next handshake message carrying ``payload``."""
+        if self.complete or not self.writes_next:
+            raise NoiseError("not our turn to write a handshake message")
+        symmetric = self._symmetric
+        out = bytearray()
+        if self.message_index == 0:
+            out += self._ephemeral_public
+            symmetric.mix_hash(self._ephemeral_public)
+        elif self.message_index == 1:
+            out += self._ephemeral_public
+            symmetric.mix_hash(self._ephemeral_public)
+            symmetric.mix_key(_dh(self._ephemeral, self._remote_ephemeral))
+            out += symmetric.encrypt_and_hash(self._static_public)
+            symmetric.mix_key(_dh(self._static, self._remote_ephemeral))
+        else:
+            out += symmetric.encrypt_and_hash(self._static_public)
+            symmetric.mix_key(_dh(self._static, self._remote_ephemeral))
+        out += symmetric.encrypt_and_hash(payload)
+        if len(out) > MAX_MESSAGE_LEN:
+            raise NoiseError("handshake message too long")
+        self.message_index += 1
+        return bytes(out)
+
+    def read_message(self, message: bytes) -> bytes:
+        """Consume the peer's next handshake message; return its payload."""
+        if self.complete or self.writes_next:
+            raise NoiseError("not the peer's turn to send a handshake message")
+        if len(message) > MAX_MESSAGE_LEN:
+            raise NoiseError("handshake message too long")
+        symmetric = self._symmetric
+        view = memoryview(message)
+        if self.message_index == 0:
+            self._remote_ephemeral = self._take(view, DH_LEN)
+            view = view[DH_LEN:]
+            symmetric.mix_hash(self._remote_ephemeral)
+        elif self.message_index == 1:
+            self._remote_ephemeral = self._take(view, DH_LEN)
+            view = view[DH_LEN:]
+            symmetric.mix_hash(self._remote_ephemeral)
+            symmetric.mix_key(_dh(self._ephemeral, self._remote_ephemeral))
+            remote_static = symmetric.decrypt_and_hash(self._take(view, DH_LEN + TAG_LEN))
+            view = view[DH_LEN + TAG_LEN :]
+            self.remote_static = remote_static
+            symmetric.mix_key(_dh(self._ephemeral, remote_static))
+        else:
+            remote_static = symmetric.decrypt_and_hash(self._take(view, DH_LEN + TAG_LEN))
+            view = view[DH_LEN + TAG_LEN :]
+            self.remote_static = remote_static
+            symmetric.mix_key(_dh(self._ephemeral, remote_static))
+        payload = symmetric.decrypt_and_hash(bytes(view))
+        self.message_index += 1
+        return payload
+
+    @staticmethod
+    def _take(view: memoryview, length: int) -> bytes:
+        if len(view) < length:
+            raise NoiseError("handshake message too short")
+        return bytes(view[:length])
+
+    def split(self) -> tuple[CipherState, CipherState]:
+        """The (send, receive) cipher states once the handshake is complete."""
+        if not self.complete:
+            raise NoiseError("handshake not complete")
+        first, second = self._symmetric.split()
+        return (first, second) if self.initiator else (second, first)
+
+
+class Identity(Protocol):
+    """A libp2p identity able to sign the Noise static key."""
+
+    def public_key_bytes(self) -> bytes:
+        """The serialized libp2p ``PublicKey`` protobuf."""
+        ...
+
+    def sign(self, data: bytes) -> bytes:
+        """Sign ``data`` with the identity key."""
+        ...
+
+
+VerifyIdentity = Callable[[bytes, bytes, bytes], bytes]
+"""``(public_key_bytes, data, signature) -> peer id bytes``; raises if invalid."""
+
+
+def _frame(message: bytes) -> bytes:
+    return len(message).to_bytes(2, "big") + message
+
+
+class NoiseSession:
+    """The libp2p Noise secure channel for one connection.
+
+    During the handshake, feed received bytes to `receive_handshake`, which
+    returns the bytes to send. The initiator sends `start()` first. Once
+    `complete` is True, `remote_peer_id` and `remote_public_key` identify the
+    peer; bytes that arrived with the last handshake message stay buffered and
+    come out of the next `decrypt` call (call ``decrypt(b"")`` at once).
+    """
+
+    def __init__(
+        self,
+        *,
+        initiator: bool,
+        identity: Identity,
+        verify_identity: VerifyIdentity,
+        expected_peer_id: bytes | None = None,
+        stream_muxers: Sequence[str] = (),
+        static_key: X25519PrivateKey | None = None,
+        ephemeral_key: X25519PrivateKey | None = None,
+        prologue: bytes = b"",
+    ) -> None:
+        if expected_peer_id is not None and not initiator:
+            raise ValueError("only the dialler knows the peer id it expects")
+        self._handshake = XXHandshake(
+            initiator=initiator,
+            static_key=static_key if static_key is not None else X25519PrivateKey.generate(),
+            prologue=prologue,
+            ephemeral_key=ephemeral_key,
+        )
+        self._identity = identity
+        self._verify_identity = verify_identity
+        self._expected_peer_id = expected_peer_id
+        self._stream_muxers = tuple(stream_muxers)
+        self._buffer = bytearray()
+        self._send: CipherState | None = None
+        self._receive: CipherState | None = None
+        self._started = False
+        self.remote_peer_id: bytes | None = None
+        self.remote_public_key: bytes | None = None
+        self.remote_stream_muxers: tuple[str, ...] = ()
+
+    @property
+    def initiator(self) -> bool:
+        return self._handshake.initiator
+
+    @property
+    def complete(self) -> bool:
+        """True once both sides are authenticated and transport keys exist."""
+        return self._send is not None
+
+    def start(self) -> bytes:
+        """The initiator's first handshake frame (empty for a responder)."""
+        if self._started:
+            raise NoiseError("handshake already started")
+        self._started = True
+        if not self.initiator:
+            return b""
+        return _frame(self._handshake.write_message(b""))
+
+    def receive_handshake(self, data: bytes) -> bytes:
+        """Process handshake bytes; return the handshake bytes to send."""
+        if self.initiator and not self._started:
+            raise NoiseError("start() must be called before receiving")
+        self._started = True
+        self._buffer += data
+        out = bytearray()
+        while not self.complete:
+            message = self._next_frame()
+            if message is None:
+                break
+            out += self._handle_handshake_message(message)
+        return bytes(out)
+
+    def _handle_handshake_message(self, message: bytes) -> bytes:
+        if self.complete:
+            raise NoiseError("handshake already complete")
+        handshake = self._handshake
+        payload = handshake.read_message(message)
+        if handshake.message_index == 1:  # responder read "-> e"; its payload is ignored
+            return _frame(handshake.write_message(self._local_payload()))
+        self._authenticate(payload)
+        if handshake.message_index == 2:  # initiator read the responder's identity
+            reply = _frame(handshake.write_message(self._local_payload()))
+        else:
+            reply = b""
+        self._send, self._receive = handshake.split()
+        return reply
+
+    def _local_payload(self) -> bytes:
+        signature = self._identity.sign(SIGNATURE_PREFIX + self._handshake.static_public_key)
+        payload = NoiseHandshakePayload(
+            identity_key=self._identity.public_key_bytes(), identity_sig=signature
+        )
+        if self._stream_muxers:
+            payload.extensions.stream_muxers.extend(self._stream_muxers)
+        return payload.SerializeToString()
+
+    def _authenticate(self, payload_bytes: bytes) -> None:
+        payload = NoiseHandshakePayload()
+        try:
+            payload.ParseFromString(payload_bytes)
+        except DecodeError as exc:
+            raise NoiseError("malformed handshake payload") from exc
+        if not payload.HasField("identity_key") or not payload.HasField("identity_sig"):
+            raise NoiseError("handshake payload lacks the identity key or signature")
+        remote_static = self._handshake.remote_static
+        assert remote_static is not None
+        try:
+            peer_id = self._verify_identity(
+                payload.identity_key, SIGNATURE_PREFIX + remote_static, payload.identity_sig
+            )
+        except Exception as exc:
+            raise NoiseError("the peer's identity signature does not verify") from exc
+        if self._expected_peer_id is not None and peer_id != self._expected_peer_id:
+            raise NoiseError("the peer is not the one we dialled")
+        self.remote_peer_id = peer_id
+        self.remote_public_key = payload.identity_key
+        if payload.HasField("extensions"):
+            self.remote_stream_muxers = tuple(payload.extensions.stream_muxers)
+
+    def _next_frame(self) -> bytes | None:
+        buffer = self._buffer
+        if len(buffer) < 2:
+            return None
+        end = 2 + int.from_bytes(buffer[:2], "big")
+        if len(buffer) < end:
+            return None
+        message = bytes(buffer[2:end])
+        del buffer[:end]
+        return message
+
+    def encrypt(self, plaintext: bytes) -> bytes:
+        """Encrypt into as many frames as needed (none for empty input)."""
+        send = self._send
+        if send is None:
+            raise NoiseError("handshake not complete")
+        if len(plaintext) <= MAX_PLAINTEXT_LEN:
+            if not plaintext:
+                return b""
+            return _frame(send.encrypt_with_ad(b"", plaintext))
+        return b"".join(
+            _frame(send.encrypt_with_ad(b"", plaintext[start : start + MAX_PLAINTEXT_LEN]))
+            for start in range(0, len(plaintext), MAX_PLAINTEXT_LEN)
+        )
+
+    def decrypt(self, data: bytes) -> bytes:
+        """Feed received transport bytes; return the plaintext of whole frames."""
+        receive = self._receive
+        if receive is None:
+            raise NoiseError("handshake not complete")
+        buffer = self._buffer
+        buffer += data
+        chunks: list[bytes] = []
+        start = 0
+        available = len(buffer)
+        while available - start >= 2:
+            end = start + 2 + (buffer[start] << 8 | buffer[start + 1])
+            if end > available:
+                break
+            chunks.append(receive.decrypt_with_ad(b"", bytes(buffer[start + 2 : end])))
+            start = end
+        if start:
+            del buffer[:start]
+        return b"".join(chunks)

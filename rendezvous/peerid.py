@@ -1,0 +1,179 @@
+"""libp2p peer ids: parse and print their text forms (peer-ids/peer-ids.md).
+
+A peer id is a multihash of a serialized ``PublicKey``: the identity multihash
+(``00 len key``) when the key serializes to at most 42 bytes, else sha2-256
+(``12 20 digest``). Its text is either the legacy base58btc multihash
+(``Qm…``, ``12D3KooW…``, ``16Uiu2…``) or a CIDv1 with codec ``libp2p-key`` in a
+multibase (``b…`` base32, ``z…`` base58btc, ``f…`` base16).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+__all__ = [
+    "MAX_INLINE_KEY_LENGTH",
+    "MAX_PEER_ID_TEXT",
+    "Base58Error",
+    "InvalidPeerId",
+    "base58_decode",
+    "base58_encode",
+    "parse_peer_id",
+    "peer_id_to_cid",
+    "peer_id_to_text",
+    "validate_peer_id",
+]
+
+MAX_INLINE_KEY_LENGTH = 42
+"""A serialized public key up to this size is inlined with the identity multihash."""
+
+MAX_PEER_ID_TEXT = 128
+"""Longer text is refused before any decoding (the longest valid form is 93 chars)."""
+
+_IDENTITY = 0x00
+_SHA2_256 = 0x12
+_SHA2_256_LENGTH = 32
+_CID_V1 = 0x01
+_LIBP2P_KEY = 0x72
+_CID_PREFIX = bytes((_CID_V1, _LIBP2P_KEY))
+
+# PublicKey protobuf: field 1 (KeyType) tag 0x08, field 2 (bytes) tag 0x12.
+_KEY_TYPE_TAG = 0x08
+_KEY_DATA_TAG = 0x12
+# Key types that fit the identity multihash, and the size of their raw key.
+_INLINE_KEY_SIZES = {1: 32, 2: 33}  # Ed25519, Secp256k1 (compressed)
+
+_B58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+_B58_INDEX = {char: index for index, char in enumerate(_B58_ALPHABET)}
+_B32_LOWER = frozenset("abcdefghijklmnopqrstuvwxyz234567")
+_B32_UPPER = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
+_B16_LOWER = frozenset("0123456789abcdef")
+_B16_UPPER = frozenset("0123456789ABCDEF")
+
+
+class InvalidPeerId(ValueError):
+    """The text or bytes are not a valid libp2p peer id."""
+
+
+class Base58Error(ValueError):
+    """The text is not base58btc."""
+
+
+def base58_encode(data: bytes) -> str:
+    """Encode bytes as base58btc; each leading zero byte becomes ``1``."""
+    zeros = len(data) - len(data.lstrip(b"\x00"))
+    number = int.from_bytes(data, "big")
+    digits: list[str] = []
+    while number:
+        number, remainder = divmod(number, 58)
+        digits.append(_B58_ALPHABET[remainder])
+    return "1" * zeros + "".join(reversed(digits))
+
+
+def base58_decode(text: str) -> bytes:
+    """Decode base58btc text; each leading ``1`` becomes a zero byte.
+
+    Raises `Base58Error` on a character outside the alphabet. The cost is
+    quadratic in the length: callers bound untrusted input first.
+    """
+    number = 0
+    for char in text:
+        digit = _B58_INDEX.get(char)
+        if digit is None:
+            raise Base58Error(f"not a base58btc character: {char!r}")
+        number = number * 58 + digit
+    zeros = len(text) - len(text.lstrip("1"))
+    return b"\x00" * zeros + number.to_bytes((number.bit_length() + 7) // 8, "big")
+
+
+def validate_peer_id(multihash: bytes) -> None:
+    """Check that bytes are a peer id multihash, raising `InvalidPeerId` if not.
+
+    Accepts ``12 20 <32 bytes>`` (sha2-256) and ``00 <len> <PublicKey>``
+    (identity) whose digest is a deterministically serialized Ed25519 or
+    secp256k1 ``PublicKey``: RSA and ECDSA keys never fit in 42 bytes.
+    """
+    if len(multihash) < 2:
+        raise InvalidPeerId("peer id multihash too short")
+    code, length = multihash[0], multihash[1]
+    if code == _SHA2_256:
+        if length != _SHA2_256_LENGTH:
+            raise InvalidPeerId(f"sha2-256 peer id with a {length}-byte digest")
+        if len(multihash) != 2 + _SHA2_256_LENGTH:
+            raise InvalidPeerId("sha2-256 peer id digest length mismatch")
+        return
+    if code != _IDENTITY:
+        raise InvalidPeerId(f"peer id multihash code {code:#x} is neither identity nor sha2-256")
+    if length > MAX_INLINE_KEY_LENGTH:
+        raise InvalidPeerId(f"identity peer id longer than {MAX_INLINE_KEY_LENGTH} bytes")
+    if len(multihash) != 2 + length:
+        raise InvalidPeerId("identity peer id digest length mismatch")
+    key = multihash[2:]
+    if len(key) < 4 or key[0] != _KEY_TYPE_TAG or key[2] != _KEY_DATA_TAG:
+        raise InvalidPeerId("identity peer id does not hold a serialized PublicKey")
+    size = _INLINE_KEY_SIZES.get(key[1])
+    if size is None:
+        raise InvalidPeerId(f"identity peer id with unsupported key type {key[1]}")
+    if key[3] != size or len(key) != 4 + size:
+        raise InvalidPeerId("identity peer id key data has the wrong length")
+
+
+def parse_peer_id(text: str) -> bytes:
+    """Parse a peer id in legacy base58btc or CIDv1 text form to its multihash."""
+    if not text:
+        raise InvalidPeerId("empty peer id")
+    if len(text) > MAX_PEER_ID_TEXT:
+        raise InvalidPeerId(f"peer id text longer than {MAX_PEER_ID_TEXT} characters")
+    if text[0] == "1" or text.startswith("Qm"):
+        multihash = _decode_base58(text)
+    else:
+        cid = _decode_multibase(text)
+        if not cid.startswith(_CID_PREFIX):
+            raise InvalidPeerId("peer id CID is not version 1 with codec libp2p-key (0x72)")
+        multihash = cid[len(_CID_PREFIX) :]
+    validate_peer_id(multihash)
+    return multihash
+
+
+def peer_id_to_text(multihash: bytes) -> str:
+    """The legacy base58btc text of a peer id multihash."""
+    validate_peer_id(multihash)
+    return base58_encode(multihash)
+
+
+def peer_id_to_cid(multihash: bytes) -> str:
+    """The CIDv1 text (multibase base32, ``b…``) of a peer id multihash."""
+    validate_peer_id(multihash)
+    encoded = base64.b32encode(_CID_PREFIX + multihash).decode("ascii")
+    return "b" + encoded.rstrip("=").lower()
+
+
+def _decode_base58(text: str) -> bytes:
+    try:
+        return base58_decode(text)
+    except Base58Error as error:
+        raise InvalidPeerId(str(error)) from None
+
+
+def _decode_multibase(text: str) -> bytes:
+    prefix, body = text[0], text[1:]
+    if not body:
+        raise InvalidPeerId("empty multibase body")
+    if prefix == "z":
+        return _decode_base58(body)
+    if prefix in "bB":
+        alphabet = _B32_LOWER if prefix == "b" else _B32_UPPER
+        if not alphabet.issuperset(body) or len(body) % 8 in (1, 3, 6):
+            raise InvalidPeerId("invalid base32 peer id")
+        padded = body.upper() + "=" * (-len(body) % 8)
+        try:
+            return base64.b32decode(padded)
+        except binascii.Error:  # pragma: no cover - excluded by the checks above
+            raise InvalidPeerId("invalid base32 peer id") from None
+    if prefix in "fF":
+        alphabet = _B16_LOWER if prefix == "f" else _B16_UPPER
+        if not alphabet.issuperset(body) or len(body) % 2:
+            raise InvalidPeerId("invalid base16 peer id")
+        return bytes.fromhex(body)
+    raise InvalidPeerId(f"unsupported peer id multibase prefix {prefix!r}")

@@ -1,0 +1,87 @@
+"""Run the daemon and the command-line client as real processes, without sleeps."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import sys
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ProcessProtocol
+from twisted.python.failure import Failure
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+CLI = [sys.executable, "-m", "rendezvous.client.cli"]
+
+
+def environment() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class Process(ProcessProtocol):
+    """A child process whose output lines can be awaited."""
+
+    def __init__(self) -> None:
+        self.output = ""
+        self.errors = ""
+        self.ended: Deferred[int] = Deferred()
+        self._waiting: list[tuple[re.Pattern[str], Deferred[re.Match[str]]]] = []
+        self.exit_code: int | None = None
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data.decode(errors="replace")
+        self._check()
+
+    def errReceived(self, data: bytes) -> None:
+        self.errors += data.decode(errors="replace")
+        self._check()
+
+    def _check(self) -> None:
+        for pattern, d in list(self._waiting):
+            match = pattern.search(self.output) or pattern.search(self.errors)
+            if match:
+                self._waiting.remove((pattern, d))
+                d.callback(match)
+
+    def wait_for(self, pattern: str) -> Deferred[re.Match[str]]:
+        """Fires with the first match of ``pattern`` in the output, now or later."""
+        d: Deferred[re.Match[str]] = Deferred()
+        self._waiting.append((re.compile(pattern), d))
+        self._check()
+        return d
+
+    def processEnded(self, reason: Failure) -> None:
+        self.exit_code = getattr(reason.value, "exitCode", None)
+        for _, d in self._waiting:
+            d.errback(RuntimeError(f"process ended first:\n{self.output}\n{self.errors}"))
+        self._waiting.clear()
+        self.ended.callback(self.exit_code if self.exit_code is not None else -1)
+
+    def interrupt(self, signal_name: str = "INT") -> Deferred[int]:
+        """Send a signal; fires with the exit code, -1 when the signal ended the process."""
+        if not self.ended.called and self.transport is not None:
+            self.transport.signalProcess(signal_name)
+        return self.ended
+
+    def kill(self) -> Deferred[int] | None:
+        if self.ended.called:
+            return None
+        with contextlib.suppress(Exception):
+            self.transport.signalProcess("KILL")  # type: ignore[union-attr]
+        return self.ended
+
+
+def spawn(args: list[str], cwd: str) -> Process:
+    process = Process()
+    reactor.spawnProcess(process, args[0], args, env=environment(), path=cwd)  # type: ignore[attr-defined]
+    return process
+
+
+__all__ = ["CLI", "TWISTD", "Process", "signal", "spawn"]
