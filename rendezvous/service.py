@@ -82,8 +82,8 @@ def _listener(
 class _Banner(Service):
     log = Logger()
 
-    def privilegedStartService(self) -> None:
-        super().privilegedStartService()
+    def startService(self) -> None:
+        super().startService()
         self.log.info("rendezvous {version} starting, in-memory store", version=__version__)
 
 

@@ -210,3 +210,22 @@ class EncodeTests(SynchronousTestCase):
             (message.type, message.error.status, message.error.text), (Message.ERROR, status, text)
         )
         self.assertEqual(message.HasField("request_id"), request_id is not None)
+
+
+class DocumentedExampleTests(SynchronousTestCase):
+    def test_worked_example_of_docs_protocol(self) -> None:
+        """The bytes shown in docs/protocol.rst's worked example are what subscribers get."""
+        from rendezvous.addrs import multiaddr_from_text
+
+        text = "QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N"
+        p = Peer(text, parse_peer_id(text), (multiaddr_from_text("/ip4/192.0.2.1/tcp/4001"),))
+        frame = LiveCodec(Limits()).announcement_frame(
+            Announcement(Change.REGISTER, Registration("my-app", p))
+        )
+        self.assertEqual(len(frame), 73)
+        self.assertEqual(
+            frame.hex(" "),
+            "48 08 00 12 44 0a 06 6d 79 2d 61 70 70 12 3a 0a 2e "
+            + text.encode().hex(" ")
+            + " 12 08 04 c0 00 02 01 06 0f a1",
+        )
