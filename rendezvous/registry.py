@@ -176,6 +176,8 @@ class Registry:
         registration, _ = entry.registrations.pop(key)
         del session.registrations[(namespace, key)]
         self.registration_count -= 1
+        # Announce while the session still owns the id, so it is not told of its own.
+        self._announce(entry, Announcement(Change.UNREGISTER, registration))
         if session.identity is None:
             count = session.own_keys[key] - 1
             if count:
@@ -183,7 +185,6 @@ class Registry:
             else:
                 del session.own_keys[key]
                 del self._owners[key]
-        self._announce(entry, Announcement(Change.UNREGISTER, registration))
         self._drop_if_empty(namespace, entry)
 
     def _announce(self, entry: _Namespace, announcement: Announcement) -> None:

@@ -53,6 +53,13 @@ class RegistryTests(SynchronousTestCase):
         self.assertEqual(only.peer.addrs, (tcp_addr(9),))
         self.assertEqual(self.registry.registration_count, 1)
 
+    def test_own_unregister_not_echoed(self) -> None:
+        pa = peer("A")
+        self.registry.subscribe(self.session_a, "app")
+        self.registry.register(self.session_a, "app", pa)
+        self.registry.unregister(self.session_a, "app", pa.key)
+        self.assertEqual(self.a.seen, [])
+
     def test_unregister_announced_once_and_unknown_ignored(self) -> None:
         pa = peer("A")
         self.registry.subscribe(self.session_b, "app")
