@@ -33,7 +33,7 @@ class Refused(Exception):
         return f"{self.status.name} ({int(self.status)}): {self.text}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Peer:
     """A peer as registered: its id (text and multihash) and how to reach it."""
 

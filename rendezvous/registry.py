@@ -113,7 +113,8 @@ class Registry:
                 session.own_keys[key] = count + 1
                 if count == 0:
                     self._owners[key] = session
-        self._announce(entry, Announcement(Change.REGISTER, registration))
+        if entry.subscribers:
+            self._announce(entry, Announcement(Change.REGISTER, registration))
         return registration
 
     def unregister(self, session: Session, namespace: str, key: bytes) -> bool:
@@ -177,7 +178,8 @@ class Registry:
         del session.registrations[(namespace, key)]
         self.registration_count -= 1
         # Announce while the session still owns the id, so it is not told of its own.
-        self._announce(entry, Announcement(Change.UNREGISTER, registration))
+        if entry.subscribers:
+            self._announce(entry, Announcement(Change.UNREGISTER, registration))
         if session.identity is None:
             count = session.own_keys[key] - 1
             if count:

@@ -18,6 +18,8 @@ from rendezvous.limits import Limits
 from rendezvous.model import Announcement, Change, Peer, Refused, Registration, Status
 from rendezvous.pb.live_pb2 import Message
 from rendezvous.peerid import InvalidPeerId, parse_peer_id
+from rendezvous.registry import Session
+from rendezvous.store.base import Store
 from rendezvous.varint import encode_uvarint
 
 REGISTER = Message.REGISTER
@@ -26,7 +28,7 @@ RENDEZVOUS = Message.RENDEZVOUS
 DISCOVER = Message.DISCOVER
 ERROR = Message.ERROR
 
-_CACHE_SIZE = 4096
+_CACHE_SIZE = 65536
 _KIND_NAMES = {
     REGISTER: "register",
     UNREGISTER: "unregister",
@@ -35,33 +37,45 @@ _KIND_NAMES = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RegisterRequest:
     namespace: str
     peer: Peer
 
+    def submit(self, store: Store, session: Session, request_id: int | None) -> None:
+        store.register(session, self.namespace, self.peer, request_id)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True)
 class UnregisterRequest:
     namespace: str
     key: bytes
 
+    def submit(self, store: Store, session: Session, request_id: int | None) -> None:
+        store.unregister(session, self.namespace, self.key, request_id)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True)
 class RendezvousRequest:
     namespace: str
 
+    def submit(self, store: Store, session: Session, request_id: int | None) -> None:
+        store.subscribe(session, self.namespace, request_id)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True)
 class DiscoverRequest:
     namespace: str
     limit: int
+
+    def submit(self, store: Store, session: Session, request_id: int | None) -> None:
+        store.discover(session, self.namespace, self.limit, request_id)
 
 
 Request = RegisterRequest | UnregisterRequest | RendezvousRequest | DiscoverRequest
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Parsed:
     """One frame's requests, in order, and the request id to copy into replies."""
 
@@ -80,6 +94,8 @@ class LiveCodec:
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
+        self._short_namespace = limits.max_namespace_bytes // 4
+        """Namespaces this long or shorter fit in the limit whatever their characters."""
         self._peer_ids: dict[str, bytes] = {}
         self._valid_addrs: dict[bytes, None] = {}
 
@@ -123,28 +139,33 @@ class LiveCodec:
             if not entry.HasField("peer"):
                 raise Refused(Status.INVALID_PEER, "REGISTER without a peer")
             wire = entry.peer
-            key = self._peer_id(wire.id)
-            limits = self.limits
+            text = wire.id
+            key = self._peer_ids.get(text) if type(text) is str else None
+            if key is None:
+                key = self._peer_id(text)
             addrs = tuple(wire.addrs)
-            if len(addrs) > limits.max_addrs_per_peer:
-                raise Refused(
-                    Status.INVALID_PEER, f"more than {limits.max_addrs_per_peer} addresses"
-                )
-            valid = self._valid_addrs
-            for addr in addrs:
-                if addr not in valid:
-                    self._check_addr(addr)
+            if addrs:
+                limits = self.limits
+                if len(addrs) > limits.max_addrs_per_peer:
+                    raise Refused(
+                        Status.INVALID_PEER, f"more than {limits.max_addrs_per_peer} addresses"
+                    )
+                valid = self._valid_addrs
+                for addr in addrs:
+                    if addr not in valid:
+                        self._check_addr(addr)
             record: bytes | None = None
             if wire.HasField("signed_peer_record"):
                 record = wire.signed_peer_record
-                if len(record) > limits.max_signed_record_bytes:
+                limit = self.limits.max_signed_record_bytes
+                if len(record) > limit:
                     raise Refused(
                         Status.INVALID_SIGNED_PEER_RECORD,
-                        f"signed peer record over {limits.max_signed_record_bytes} bytes",
+                        f"signed peer record over {limit} bytes",
                     )
         except Refused as refusal:
             return refusal
-        return RegisterRequest(namespace, Peer(wire.id, key, addrs, record))
+        return RegisterRequest(namespace, Peer(text, key, addrs, record))
 
     def _unregister(self, entry: Message.Unregister) -> UnregisterRequest | Refused:
         try:
@@ -173,12 +194,14 @@ class LiveCodec:
 
     def _namespace(self, namespace: str | bytes) -> str:
         # upb hands out a proto2 string field that is not UTF-8 as bytes.
+        if type(namespace) is str and 0 < len(namespace) <= self._short_namespace:
+            return namespace
         if not isinstance(namespace, str):
             raise Refused(Status.INVALID_NAMESPACE, "namespace is not UTF-8")
         if not namespace:
             raise Refused(Status.INVALID_NAMESPACE, "namespace is empty")
         limit = self.limits.max_namespace_bytes
-        if len(namespace) * 4 > limit and len(namespace.encode()) > limit:
+        if len(namespace.encode()) > limit:
             raise Refused(Status.INVALID_NAMESPACE, f"namespace is over {limit} bytes")
         return namespace
 

@@ -10,13 +10,7 @@ from typing import Protocol
 
 from twisted.logger import Logger
 
-from rendezvous.live.codec import (
-    DiscoverRequest,
-    LiveCodec,
-    RegisterRequest,
-    RendezvousRequest,
-    UnregisterRequest,
-)
+from rendezvous.live.codec import LiveCodec
 from rendezvous.live.framing import FrameDecoder, FramingError
 from rendezvous.loglimit import LogLimiter
 from rendezvous.metrics import Metrics
@@ -86,7 +80,7 @@ class LiveSession:
         except Refused as refusal:
             self._fail(refusal, None)
             return False
-        self.dialect.metrics.sessions_opened.inc()
+        self.dialect.metrics.sessions_opened += 1
         return True
 
     def feed(self, data: bytes) -> None:
@@ -114,22 +108,16 @@ class LiveSession:
         dialect = self.dialect
         parsed = dialect.codec.parse(frame)
         if parsed.kind is not None:
-            dialect.metrics.messages_in[parsed.kind].inc()
+            dialect.metrics.received[parsed.kind] += 1
         request_id = parsed.request_id
         store = dialect.store
         session = self._session
         assert session is not None
         for request in parsed.requests:
-            if isinstance(request, RegisterRequest):
-                store.register(session, request.namespace, request.peer, request_id)
-            elif isinstance(request, DiscoverRequest):
-                store.discover(session, request.namespace, request.limit, request_id)
-            elif isinstance(request, RendezvousRequest):
-                store.subscribe(session, request.namespace, request_id)
-            elif isinstance(request, UnregisterRequest):
-                store.unregister(session, request.namespace, request.key, request_id)
-            else:
+            if type(request) is Refused:
                 self.refused(request_id, request)
+            else:
+                request.submit(store, session, request_id)  # type: ignore[union-attr]
             if self.closed:
                 return
 
@@ -139,7 +127,7 @@ class LiveSession:
         if self.closed:
             return
         if self.channel.send(self.dialect.codec.announcement_frame(announcement)):
-            self.dialect.metrics.messages_out[announcement.change.value].inc()
+            self.dialect.metrics.sent[announcement.change.value] += 1
         else:
             self._drop_slow()
 
@@ -157,7 +145,7 @@ class LiveSession:
         self.dialect.log_refusal(self.label, refusal)
         frame = self.dialect.codec.error_frame(refusal.status, refusal.text, request_id)
         if self.channel.send(frame):
-            self.dialect.metrics.messages_out["error"].inc()
+            self.dialect.metrics.sent["error"] += 1
         else:
             self._drop_slow()
 
@@ -167,15 +155,15 @@ class LiveSession:
         if self.closed:
             return
         codec = self.dialect.codec
-        sent = self.dialect.metrics.messages_out["register"]
+        sent = self.dialect.metrics.sent
         for frame in codec.registrations_frames(registrations, request_id, empty=empty):
             if not self.channel.send(frame):
                 self._drop_slow()
                 return
-            sent.inc()
+            sent["register"] += 1
 
     def _drop_slow(self) -> None:
-        self.dialect.metrics.slow_subscribers_dropped.inc()
+        self.dialect.metrics.slow_subscribers_dropped += 1
         refusal = Refused(Status.UNAVAILABLE, "too slow: unsent messages passed the limit")
         self._fail(refusal, None, discard_pending=True)
 
