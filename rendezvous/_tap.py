@@ -7,8 +7,18 @@ import dataclasses
 from twisted.application.service import IService
 from twisted.python import usage
 
+from rendezvous.addrs import InvalidMultiaddr
 from rendezvous.limits import Limits
+from rendezvous.p2p.host import HostLimits
+from rendezvous.p2p.keys import IdentityFileError, load_or_create_identity
+from rendezvous.p2p.transport import TCPAddress
 from rendezvous.service import Daemon, DaemonConfig
+from rendezvous.store.redis.target import (
+    PASSWORD_VARIABLE,
+    BadTarget,
+    is_redis_url,
+    parse_target,
+)
 
 _LIMIT_FLAGS: list[tuple[str, str, str]] = [
     ("max-frame-bytes", "max_frame_bytes", "largest message accepted, in bytes"),
@@ -25,6 +35,18 @@ _LIMIT_FLAGS: list[tuple[str, str, str]] = [
     ("max-pending-bytes", "max_pending_bytes", "unsent bytes before a slow client is dropped"),
 ]
 _DEFAULTS = Limits()
+_P2P_LIMIT_FLAGS: list[tuple[str, str, str, type]] = [
+    ("p2p-max-connections", "max_connections", "libp2p connections open at once", int),
+    ("p2p-max-connections-per-ip", "max_connections_per_ip", "from one IP address", int),
+    ("p2p-max-streams", "max_streams_per_connection", "streams per libp2p connection", int),
+    (
+        "p2p-negotiation-timeout",
+        "negotiation_timeout",
+        "seconds to secure a libp2p connection, and to agree on each stream's protocol",
+        float,
+    ),
+]
+_P2P_DEFAULTS = HostLimits()
 
 
 class Options(usage.Options):
@@ -36,22 +58,87 @@ class Options(usage.Options):
         "Listens on tcp:4001 unless --listen is given."
     )
     optParameters = [
-        ["store", None, "memory", "where registrations live: memory (the only store so far)"],
+        [
+            "store",
+            None,
+            "memory",
+            "where registrations live: memory, or redis://[USER@]HOST:PORT/DB (rediss:// for "
+            "TLS) to share one registry among daemons",
+        ],
+        [
+            "store-password-file",
+            None,
+            None,
+            f"file holding the Redis password (else ${PASSWORD_VARIABLE}; never in the URL)",
+        ],
+        [
+            "store-ca-file",
+            None,
+            None,
+            "rediss:// store: PEM certificates to trust instead of the system's",
+        ],
+        [
+            "lease",
+            None,
+            10.0,
+            "redis store: seconds after which a daemon that went silent has its "
+            "registrations announced gone by the others",
+            float,
+        ],
         ["metrics", None, None, "strport serving Prometheus text at /metrics, e.g. tcp:9090"],
+        [
+            "identity",
+            None,
+            None,
+            "libp2p private key file, created (mode 0600) if missing; without it, "
+            "a new peer id each run",
+        ],
     ] + [[flag, None, getattr(_DEFAULTS, field), help, int] for flag, field, help in _LIMIT_FLAGS]
+    optParameters += [
+        [flag, None, getattr(_P2P_DEFAULTS, field), help, kind]
+        for flag, field, help, kind in _P2P_LIMIT_FLAGS
+    ]
 
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["p2p-listen"] = []
 
     def opt_listen(self, description: str) -> None:
         """strport for the live dialect (repeatable): tcp:4001, ssl:4443:privateKey=key.pem:
         certKey=cert.pem, unix:/run/rendezvous.sock, systemd:domain=INET:index=0"""
         self["listen"].append(description)
 
+    def opt_p2p_listen(self, multiaddr: str) -> None:
+        """libp2p TCP multiaddr (repeatable): /ip4/127.0.0.1/tcp/4002, /ip6/::/tcp/4002"""
+        try:
+            TCPAddress.parse(multiaddr)
+        except InvalidMultiaddr as e:
+            raise usage.UsageError(f"--p2p-listen: {e}") from None
+        self["p2p-listen"].append(multiaddr)
+
     def postOptions(self) -> None:
-        if self["store"] != "memory":
-            raise usage.UsageError(f"unknown --store {self['store']!r}: use memory")
+        store = self["store"]
+        if store != "memory":
+            if not is_redis_url(store):
+                raise usage.UsageError(f"unknown --store {store!r}: use memory or redis://…")
+            try:
+                parse_target(store, self["store-password-file"], ca_file=self["store-ca-file"])
+            except BadTarget as e:
+                raise usage.UsageError(str(e)) from None
+        if self["identity"] is not None:
+            try:
+                load_or_create_identity(self["identity"])
+            except IdentityFileError as e:
+                raise usage.UsageError(f"--identity: {e}") from None
+        if not 0.5 <= self["lease"] <= 3600:
+            raise usage.UsageError("--lease must be between 0.5 and 3600 seconds")
+        try:
+            self["p2p-limits"] = HostLimits(
+                **{field: self[flag] for flag, field, _, _ in _P2P_LIMIT_FLAGS}
+            )
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
         try:
             self["limits"] = dataclasses.replace(
                 _DEFAULTS, **{field: self[flag] for flag, field, _ in _LIMIT_FLAGS}
@@ -67,5 +154,12 @@ def makeService(options: Options) -> IService:
         listen=tuple(options["listen"]) or ("tcp:4001",),
         metrics=options["metrics"],
         limits=options["limits"],
+        store=options["store"],
+        store_password_file=options["store-password-file"],
+        store_ca_file=options["store-ca-file"],
+        lease=options["lease"],
+        p2p_listen=tuple(options["p2p-listen"]),
+        identity=options["identity"],
+        p2p_limits=options["p2p-limits"],
     )
     return Daemon(config, reactor)

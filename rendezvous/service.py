@@ -25,8 +25,15 @@ from rendezvous.limits import Limits
 from rendezvous.live.codec import LiveCodec
 from rendezvous.live.protocol import LiveFactory, describe
 from rendezvous.live.session import LiveDialect
+from rendezvous.live.stream import PROTOCOL_ID as LIVE_PROTOCOL_ID
+from rendezvous.live.stream import live_stream_handler
 from rendezvous.loglimit import LogLimiter
 from rendezvous.metrics import Metrics
+from rendezvous.p2p.host import Host, HostLimits
+from rendezvous.p2p.keys import PrivateKey, load_or_create_identity
+from rendezvous.p2p.listen import p2p_listener
+from rendezvous.p2p.transport import TCPAddress
+from rendezvous.store.base import Store
 from rendezvous.store.memory import MemoryStore
 
 
@@ -35,6 +42,17 @@ class DaemonConfig:
     listen: Sequence[str] = ("tcp:4001",)
     metrics: str | None = None
     limits: Limits = field(default_factory=Limits)
+    store: str = "memory"
+    """``memory`` or ``redis://HOST:PORT/DB`` / ``rediss://…`` (see `rendezvous.store.redis`)."""
+    store_password_file: str | None = None
+    store_ca_file: str | None = None
+    lease: float = 10.0
+    """Redis store: seconds after which a silent daemon's registrations are reaped."""
+    p2p_listen: Sequence[str] = ()
+    """libp2p TCP multiaddrs, e.g. ``/ip4/127.0.0.1/tcp/4002`` (port 0 picks one)."""
+    identity: str | None = None
+    """libp2p private key file, created (mode 0600) if missing; None: a new key per run."""
+    p2p_limits: HostLimits = field(default_factory=HostLimits)
 
 
 @implementer(IStreamServerEndpoint)
@@ -82,14 +100,57 @@ def _listener(
 class _Banner(Service):
     log = Logger()
 
+    def __init__(self, store: str) -> None:
+        self.store = store
+
     def startService(self) -> None:
         super().startService()
-        self.log.info("rendezvous {version} starting, in-memory store", version=__version__)
+        self.log.info(
+            "rendezvous {version} starting, {store}", version=__version__, store=self.store
+        )
 
 
-def live_dialect(store: MemoryStore, limits: Limits, clock: IReactorTime) -> LiveDialect:
+class _StoreService(Service):
+    """Starts the store with the daemon; stopping waits for the store to let go."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def startService(self) -> None:
+        super().startService()
+        self.store.start()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return self.store.stop()
+
+
+def make_store(config: DaemonConfig, clock: IReactorTime) -> tuple[Store, str]:
+    """The store ``config`` names, and words for the start-up banner."""
+    if config.store == "memory":
+        return MemoryStore(config.limits), "in-memory store"
+    from rendezvous.store.redis import RedisLink, RedisStore, parse_target
+
+    target = parse_target(config.store, config.store_password_file, ca_file=config.store_ca_file)
+    link = RedisLink(clock, target, "rendezvous:")
+    store = RedisStore(link, clock, config.limits, lease=config.lease)
+    return store, f"redis store {target.describe()}"
+
+
+def live_dialect(store: Store, limits: Limits, clock: IReactorTime) -> LiveDialect:
     """The live dialect over ``store``, with its metrics and log limiter."""
     return LiveDialect(store, LiveCodec(limits), Metrics(store.stats), LogLimiter(clock.seconds))
+
+
+def p2p_host(config: DaemonConfig, clock: IReactorTime, dialect: LiveDialect) -> Host:
+    """The libp2p host: identify, ping and the live dialect on `LIVE_PROTOCOL_ID`."""
+    if config.identity is not None:
+        identity = load_or_create_identity(config.identity)
+    else:
+        identity = PrivateKey.generate()
+    host = Host(identity, clock, config.p2p_limits)
+    host.set_handler(LIVE_PROTOCOL_ID, live_stream_handler(dialect, clock))
+    return host
 
 
 class Daemon(MultiService):
@@ -97,17 +158,25 @@ class Daemon(MultiService):
 
     def __init__(self, config: DaemonConfig, clock: IReactorTime) -> None:
         super().__init__()
-        self.store = MemoryStore(config.limits)
+        self.store, banner = make_store(config, clock)
         self.dialect = live_dialect(self.store, config.limits, clock)
         self.metrics = self.dialect.metrics
         self.live_factory = LiveFactory(self.dialect, clock)
         self.live_ports: list[IListeningPort] = []
         self.metrics_ports: list[IListeningPort] = []
-        _Banner().setServiceParent(self)
+        _StoreService(self.store).setServiceParent(self)
+        _Banner(banner).setServiceParent(self)
         for description in config.listen:
             _listener(
                 description, self.live_factory, "live dialect", self.live_ports
             ).setServiceParent(self)
+        self.p2p_host: Host | None = None
+        self.p2p_ports: list[IListeningPort] = []
+        if config.p2p_listen:
+            self.p2p_host = p2p_host(config, clock, self.dialect)
+            for text in config.p2p_listen:
+                address = TCPAddress.parse(text)
+                p2p_listener(address, self.p2p_host, self.p2p_ports).setServiceParent(self)
         if config.metrics is not None:
             root = Resource()
             root.putChild(b"metrics", MetricsResource(registry=self.metrics.registry))

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections import deque
-
-from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.interfaces import IAddress, IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from rendezvous.live.outbound import Outbound
 from rendezvous.live.session import LiveDialect, LiveSession
 
 
@@ -26,28 +25,22 @@ def describe(address: IAddress) -> str:
 
 @implementer(IPushProducer)
 class LiveProtocol(Protocol):
-    """One client connection. Writes go straight to the transport until it pushes back;
-    then they queue, up to the session's bound, and the client's input is paused."""
+    """One client connection: bytes in to its `LiveSession`, frames out through an
+    `Outbound` that applies backpressure (the transport is its `Carrier`)."""
 
     log = Logger()
 
     def __init__(self, dialect: LiveDialect, clock: IReactorTime, abort_after: float) -> None:
         self.dialect = dialect
-        self.clock = clock
-        self.abort_after = abort_after
-        self.max_pending = dialect.codec.limits.max_pending_bytes
-        self._queue: deque[bytes] = deque()
-        self._pending = 0
-        self._paused = False
-        self._closing = False
-        self._abort: IDelayedCall | None = None
+        self.label = "?"
+        self.outbound = Outbound(self, clock, dialect.codec.limits.max_pending_bytes, abort_after)
         self.session: LiveSession | None = None
 
     def connectionMade(self) -> None:
         self.label = describe(self.transport.getPeer())  # type: ignore[union-attr]
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
         self.log.debug("session opened: {peer}", peer=self.label)
-        session = self.dialect.session(self, self.label)
+        session = self.dialect.session(self.outbound, self.label)
         if session.start():
             self.session = session
 
@@ -56,75 +49,45 @@ class LiveProtocol(Protocol):
             self.session.feed(data)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self._abort is not None and self._abort.active():
-            self._abort.cancel()
-        self._queue.clear()
+        self.outbound.lost()
         if self.session is not None:
             self.session.end()
             self.session = None
-        self.log.debug("session closed: {peer}", peer=getattr(self, "label", "?"))
+        self.log.debug("session closed: {peer}", peer=self.label)
 
-    # -- Channel ------------------------------------------------------------
+    # -- Carrier ------------------------------------------------------------
 
-    def send(self, data: bytes) -> bool:
-        if self._closing:
-            return True
-        if not self._paused:
-            self.transport.write(data)  # type: ignore[union-attr]
-            return True
-        if self._pending + len(data) > self.max_pending:
-            return False
-        self._queue.append(data)
-        self._pending += len(data)
-        return True
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)  # type: ignore[union-attr]
 
-    def close(self, last: bytes | None = None, *, discard_pending: bool = False) -> None:
-        if self._closing:
-            return
-        self._closing = True
+    def pause_reading(self) -> None:
+        self.transport.pauseProducing()  # type: ignore[union-attr]
+
+    def resume_reading(self) -> None:
+        self.transport.resumeProducing()  # type: ignore[union-attr]
+
+    def finish(self) -> bool:
         transport = self.transport
         assert transport is not None
-        if discard_pending:
-            self._queue.clear()
-        while self._queue:
-            transport.write(self._queue.popleft())
-        self._pending = 0
-        if last:
-            transport.write(last)
         # A registered producer would keep the transport open once its buffer drains.
         transport.unregisterProducer()  # type: ignore[attr-defined]
         transport.loseConnection()
-        self._abort = self.clock.callLater(self.abort_after, self._abort_now)
+        return False
 
-    def _abort_now(self) -> None:
-        self._abort = None
+    def abort(self) -> None:
         self.log.info("closing {peer} that did not read its last messages", peer=self.label)
         self.transport.abortConnection()  # type: ignore[union-attr]
 
     # -- IPushProducer: the transport's write buffer --------------------------
 
     def pauseProducing(self) -> None:
-        if not self._paused:
-            self._paused = True
-            self.transport.pauseProducing()  # type: ignore[union-attr]
+        self.outbound.pause()
 
     def resumeProducing(self) -> None:
-        if not self._paused or self._closing:
-            return
-        self._paused = False
-        transport = self.transport
-        assert transport is not None
-        queue = self._queue
-        while queue and not self._paused:
-            data = queue.popleft()
-            self._pending -= len(data)
-            transport.write(data)
-        if not self._paused:
-            transport.resumeProducing()  # type: ignore[attr-defined]
+        self.outbound.resume()
 
     def stopProducing(self) -> None:
-        self._queue.clear()
-        self._pending = 0
+        self.outbound.lost()
 
 
 class LiveFactory(Factory):

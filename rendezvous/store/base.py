@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from twisted.internet.defer import Deferred
+
 from rendezvous.model import Announcement, Peer, Refused, Registration
 from rendezvous.registry import Session
 
@@ -43,6 +45,12 @@ class StoreStats:
 
 class Store(Protocol):
     """Registrations and subscriptions, shared by every dialect of a daemon."""
+
+    def start(self) -> None:
+        """The daemon starts: connect to whatever backs the store (never blocks)."""
+
+    def stop(self) -> Deferred[None]:
+        """The daemon stops: remove and announce its sessions' registrations, disconnect."""
 
     def open_session(self, client: Client, identity: bytes | None = None) -> Session:
         """Admit a client (raises `Refused` when full); ``identity`` is an authenticated id."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from twisted.internet.defer import Deferred, succeed
+
 from rendezvous.limits import Limits
 from rendezvous.model import Peer, Refused
 from rendezvous.registry import Registry, Session
@@ -13,6 +15,12 @@ class MemoryStore:
 
     def __init__(self, limits: Limits | None = None) -> None:
         self.registry = Registry(limits)
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> Deferred[None]:
+        return succeed(None)
 
     def open_session(self, client: Client, identity: bytes | None = None) -> Session:
         return self.registry.open_session(client, identity)

@@ -1,0 +1,540 @@
+"""One libp2p connection over TCP: the Twisted Protocol that moves bytes through the machines.
+
+Upgrade: multistream-select `/noise` on the raw bytes (other proposals, such as go's
+`/tls/1.0.0`, are answered ``na``), the Noise XX handshake, multistream-select
+`/yamux/1.0.0` inside Noise, then yamux. Each inbound stream selects its protocol among
+the host's handlers by multistream-select and is handed to a new `StreamProtocol`.
+Every failure of the peer closes the connection with one log line.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from rendezvous.p2p import noise, yamux
+from rendezvous.p2p.keys import verify_identity
+from rendezvous.p2p.multistream import Initiator, MultistreamError, Responder
+from rendezvous.p2p.noise import NoiseError, NoiseSession
+from rendezvous.p2p.stream import Stream, StreamProtocol
+from rendezvous.p2p.transport import TCPAddress
+from rendezvous.p2p.yamux import YamuxError, YamuxEvent, YamuxSession
+from rendezvous.peerid import peer_id_to_text
+
+if TYPE_CHECKING:
+    from rendezvous.p2p.host import Host
+
+_SECURITY, _HANDSHAKE, _MUXER, _MUXED, _CLOSED = range(5)
+ABORT_AFTER = 5.0
+"""Seconds a closing connection may take to flush before it is aborted."""
+
+
+class UpgradeFailed(Exception):
+    """The connection closed before it was secured and multiplexed."""
+
+
+class StreamFailed(Exception):
+    """An outbound stream could not be opened or its protocol was not agreed."""
+
+
+class _Negotiation:
+    """A stream whose protocol is being agreed."""
+
+    __slots__ = ("deferred", "negotiator", "protocol", "stream_id", "timer")
+
+    def __init__(
+        self,
+        stream_id: int,
+        negotiator: Initiator | Responder,
+        timer: IDelayedCall,
+        protocol: StreamProtocol | None = None,
+        deferred: Deferred[Stream] | None = None,
+    ) -> None:
+        self.stream_id = stream_id
+        self.negotiator = negotiator
+        self.timer = timer
+        self.protocol = protocol
+        self.deferred = deferred
+
+
+@implementer(IPushProducer)
+class Connection(Protocol):
+    """A secured, multiplexed connection to one peer (dialled or accepted)."""
+
+    log = Logger()
+
+    def __init__(self, host: Host, *, dialer: bool, expected_peer_id: bytes | None = None) -> None:
+        self.host = host
+        self.dialer = dialer
+        self.expected_peer_id = expected_peer_id
+        self.ready: Deferred[Connection] = Deferred()
+        """Fires with this connection once streams can be opened (errbacks only when dialling)."""
+        self.remote_peer_id = b""
+        self.remote_public_key = b""
+        self.remote_address: TCPAddress | None = None
+        self.label = "?"
+        self._state = _SECURITY
+        self._transport: Any = None
+        self._negotiator: Initiator | Responder | None = None
+        self._noise: NoiseSession | None = None
+        self._yamux: YamuxSession | None = None
+        self._streams: dict[int, Stream] = {}
+        self._negotiating: dict[int, _Negotiation] = {}
+        self._upgrade_timer: IDelayedCall | None = None
+        self._abort_timer: IDelayedCall | None = None
+        self._upgrade_bytes = 0
+        self._paused = False
+        self._admitted = False
+        self._ip: str | None = None
+        self._failure = "connection lost"
+
+    @property
+    def is_ready(self) -> bool:
+        return self._state == _MUXED
+
+    @property
+    def streams(self) -> list[Stream]:
+        return list(self._streams.values())
+
+    # -- Twisted Protocol -----------------------------------------------------
+
+    def connectionMade(self) -> None:
+        transport: Any = self.transport
+        self._transport = transport
+        peer = transport.getPeer()
+        self.remote_address = TCPAddress.from_address(peer)
+        self._ip = self.remote_address.host if self.remote_address is not None else None
+        self.label = self.remote_address.text() if self.remote_address is not None else str(peer)
+        if not self.host.admit(self, self._ip):
+            self._state = _CLOSED
+            self._failure = "too many connections"
+            self._log_closing("refused: too many connections")
+            transport.abortConnection()
+            return
+        self._admitted = True
+        transport.registerProducer(self, True)
+        timeout = self.host.limits.negotiation_timeout
+        self._upgrade_timer = self.host.clock.callLater(timeout, self._upgrade_timed_out)
+        if self.dialer:
+            initiator = Initiator([noise.PROTOCOL_ID])
+            self._negotiator = initiator
+            transport.write(initiator.start())
+        else:
+            responder = Responder([noise.PROTOCOL_ID])
+            self._negotiator = responder
+            transport.write(responder.start())
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._state == _CLOSED:
+            return
+        try:
+            self._receive(data)
+        except (MultistreamError, NoiseError, YamuxError, UpgradeFailed) as error:
+            self._fail(str(error))
+        except Exception:
+            self.log.failure("unexpected error on the connection with {peer}", peer=self.label)
+            self._fail("internal error")
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._state = _CLOSED
+        for timer in (self._upgrade_timer, self._abort_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        if self._admitted:
+            self._admitted = False
+            self.host.release(self, self._ip)
+        negotiating, self._negotiating = self._negotiating, {}
+        for negotiation in negotiating.values():
+            if negotiation.timer.active():
+                negotiation.timer.cancel()
+            if negotiation.deferred is not None:
+                negotiation.deferred.errback(StreamFailed("the connection closed"))
+        for stream in list(self._streams.values()):
+            self._lost(stream, "connection lost")
+        if not self.ready.called and self.dialer:
+            self.ready.errback(UpgradeFailed(f"{self.label}: {self._failure}"))
+        self.log.debug("connection with {peer} closed", peer=self.label)
+
+    def close(self) -> None:
+        """Say GoAway and close the connection."""
+        if self._state == _CLOSED:
+            return
+        if self._yamux is not None:
+            self._yamux.go_away()
+            self._flush()
+        self._close_transport()
+
+    # -- upgrade --------------------------------------------------------------
+
+    def _receive(self, data: bytes) -> None:
+        state = self._state
+        if state != _MUXED:
+            self._upgrade_bytes += len(data)
+            if self._upgrade_bytes > self.host.limits.max_upgrade_bytes:
+                raise UpgradeFailed("too many bytes before the connection was ready")
+        if state == _SECURITY:
+            negotiator = self._negotiator
+            assert negotiator is not None
+            self._write(negotiator.feed(data))
+            if negotiator.selected is None:
+                return
+            data = negotiator.leftover
+            self._start_noise()
+            state = self._state
+        if state == _HANDSHAKE:
+            session = self._noise
+            assert session is not None
+            self._write(session.receive_handshake(data))
+            if not session.complete:
+                return
+            self._secured(session)
+            plaintext = session.decrypt(b"")
+        else:
+            assert self._noise is not None
+            plaintext = self._noise.decrypt(data)
+        if self._state == _MUXER:
+            negotiator = self._negotiator
+            assert negotiator is not None
+            self._write_secure(negotiator.feed(plaintext))
+            if negotiator.selected is None:
+                return
+            plaintext = negotiator.leftover
+            self._muxed()
+        if plaintext and self._state == _MUXED:
+            assert self._yamux is not None
+            self._handle_events(self._yamux.feed(plaintext))
+
+    def _start_noise(self) -> None:
+        self._state = _HANDSHAKE
+        self._noise = NoiseSession(
+            initiator=self.dialer,
+            identity=self.host.identity,
+            verify_identity=verify_identity,
+            expected_peer_id=self.expected_peer_id,
+        )
+        self._write(self._noise.start())
+
+    def _secured(self, session: NoiseSession) -> None:
+        assert session.remote_peer_id is not None and session.remote_public_key is not None
+        self.remote_peer_id = session.remote_peer_id
+        self.remote_public_key = session.remote_public_key
+        self.label = f"{peer_id_to_text(self.remote_peer_id)} at {self.label}"
+        self._state = _MUXER
+        negotiator: Initiator | Responder
+        if self.dialer:
+            negotiator = Initiator([yamux.PROTOCOL_ID])
+        else:
+            negotiator = Responder([yamux.PROTOCOL_ID])
+        self._negotiator = negotiator
+        self._write_secure(negotiator.start())
+
+    def _muxed(self) -> None:
+        self._state = _MUXED
+        self._negotiator = None
+        if self._upgrade_timer is not None and self._upgrade_timer.active():
+            self._upgrade_timer.cancel()
+        self._upgrade_timer = None
+        self._yamux = YamuxSession(
+            dialer=self.dialer, max_streams=self.host.limits.max_streams_per_connection
+        )
+        self.log.debug("connected to {peer}", peer=self.label)
+        self.ready.callback(self)
+
+    def _upgrade_timed_out(self) -> None:
+        self._upgrade_timer = None
+        self._fail("negotiation timed out")
+
+    # -- yamux events ---------------------------------------------------------
+
+    def _handle_events(self, events: list[YamuxEvent]) -> None:
+        for event in events:
+            if self._state == _CLOSED:
+                return
+            try:
+                self._dispatch(event)
+            except Exception:
+                self.log.failure(
+                    "stream {stream} with {peer} failed", stream=event, peer=self.label
+                )
+                stream = self._streams.get(getattr(event, "stream_id", 0))
+                if stream is not None:
+                    self.stream_reset(stream)
+        self._flush()
+
+    def _dispatch(self, event: YamuxEvent) -> None:
+        if isinstance(event, yamux.DataReceived):
+            negotiation = self._negotiating.get(event.stream_id)
+            if negotiation is not None:
+                self._negotiate(negotiation, event.data)
+                return
+            stream = self._streams.get(event.stream_id)
+            if stream is not None and stream.protocol is not None:
+                stream.protocol.data_received(event.data)
+        elif isinstance(event, yamux.StreamOpened):
+            self._inbound_stream(event.stream_id)
+        elif isinstance(event, yamux.StreamEnded):
+            negotiation = self._negotiating.get(event.stream_id)
+            if negotiation is not None:
+                self._negotiation_failed(negotiation, "the peer closed the stream")
+                return
+            stream = self._streams.get(event.stream_id)
+            if stream is not None and stream.protocol is not None:
+                stream.protocol.end_received()
+                self._reap(stream)
+        elif isinstance(event, yamux.StreamReset):
+            negotiation = self._negotiating.pop(event.stream_id, None)
+            if negotiation is not None:
+                self._end_negotiation(negotiation, "the peer reset the stream")
+                return
+            stream = self._streams.get(event.stream_id)
+            if stream is not None:
+                self._lost(stream, "reset by the peer")
+        elif isinstance(event, yamux.SendBufferDrained):
+            stream = self._streams.get(event.stream_id)
+            if stream is not None:
+                self._update_writing(stream)
+                self._reap(stream)
+        elif isinstance(event, yamux.GoAwayReceived):
+            self.log.debug("{peer} said GoAway ({code})", peer=self.label, code=event.code)
+
+    # -- stream negotiation ---------------------------------------------------
+
+    def _inbound_stream(self, stream_id: int) -> None:
+        session = self._yamux
+        assert session is not None
+        if not session.has_stream(stream_id):
+            return  # reset or refused by a later frame of the same batch
+        session.accept(stream_id)
+        responder = Responder(self.host.handlers)
+        timer = self.host.clock.callLater(
+            self.host.limits.negotiation_timeout, self._stream_timed_out, stream_id
+        )
+        self._negotiating[stream_id] = _Negotiation(stream_id, responder, timer)
+        session.write(stream_id, responder.start())
+
+    def open_stream(self, protocol_id: str, protocol: StreamProtocol) -> Deferred[Stream]:
+        """Open a stream for ``protocol_id``; fires once the peer agreed, after
+        ``protocol.stream_started``; fails with `StreamFailed`."""
+        session = self._yamux
+        if self._state != _MUXED or session is None:
+            return fail(StreamFailed("the connection is not ready"))
+        try:
+            stream_id = session.open_stream()
+        except YamuxError as error:
+            return fail(StreamFailed(str(error)))
+        initiator = Initiator([protocol_id])
+        timer = self.host.clock.callLater(
+            self.host.limits.negotiation_timeout, self._stream_timed_out, stream_id
+        )
+        deferred: Deferred[Stream] = Deferred()
+        self._negotiating[stream_id] = _Negotiation(stream_id, initiator, timer, protocol, deferred)
+        session.write(stream_id, initiator.start())
+        self._flush()
+        return deferred
+
+    def _negotiate(self, negotiation: _Negotiation, data: bytes) -> None:
+        session = self._yamux
+        assert session is not None
+        negotiator = negotiation.negotiator
+        try:
+            reply = negotiator.feed(data)
+        except MultistreamError as error:
+            self._negotiation_failed(negotiation, str(error))
+            return
+        stream_id = negotiation.stream_id
+        if reply and session.has_stream(stream_id):
+            session.write(stream_id, reply)
+        protocol_id = negotiator.selected
+        if protocol_id is None:
+            return
+        del self._negotiating[stream_id]
+        if negotiation.timer.active():
+            negotiation.timer.cancel()
+        stream = Stream(self, stream_id, protocol_id)
+        self._streams[stream_id] = stream
+        protocol = negotiation.protocol
+        if protocol is None:
+            protocol = self.host.handlers[protocol_id]()
+        stream.protocol = protocol
+        protocol.stream_started(stream)
+        self._update_writing(stream)  # the TCP connection may already push back
+        if negotiation.deferred is not None:
+            negotiation.deferred.callback(stream)
+        leftover = negotiator.leftover
+        if leftover and not stream.closed:
+            protocol.data_received(leftover)
+
+    def _stream_timed_out(self, stream_id: int) -> None:
+        negotiation = self._negotiating.get(stream_id)
+        if negotiation is not None:
+            self._negotiation_failed(negotiation, "protocol negotiation timed out")
+            self._flush()
+
+    def _negotiation_failed(self, negotiation: _Negotiation, reason: str) -> None:
+        self._negotiating.pop(negotiation.stream_id, None)
+        if self._yamux is not None:
+            self._yamux.reset(negotiation.stream_id)
+        self._end_negotiation(negotiation, reason)
+
+    def _end_negotiation(self, negotiation: _Negotiation, reason: str) -> None:
+        if negotiation.timer.active():
+            negotiation.timer.cancel()
+        self.log.debug(
+            "stream {stream} with {peer} not negotiated: {reason}",
+            stream=negotiation.stream_id,
+            peer=self.label,
+            reason=reason,
+        )
+        if negotiation.deferred is not None:
+            negotiation.deferred.errback(StreamFailed(reason))
+
+    # -- stream operations (called through `Stream`) ---------------------------
+
+    def stream_write(self, stream: Stream, data: bytes) -> None:
+        session = self._yamux
+        if stream.local_closed or session is None or self._state != _MUXED:
+            return
+        if not session.has_stream(stream.stream_id):
+            return  # the peer reset it: its StreamReset event is on its way
+        try:
+            session.write(stream.stream_id, data)
+        except YamuxError as error:
+            self.log.info(
+                "resetting stream {stream} with {peer}: {reason}",
+                stream=stream.stream_id,
+                peer=self.label,
+                reason=str(error),
+            )
+            self.stream_reset(stream)
+            return
+        self._flush()
+        self._update_writing(stream)
+
+    def stream_close(self, stream: Stream) -> None:
+        session = self._yamux
+        if stream.local_closed or session is None or self._state != _MUXED:
+            return
+        stream.local_closed = True
+        session.close(stream.stream_id)
+        self._flush()
+        self._reap(stream)
+
+    def stream_reset(self, stream: Stream) -> None:
+        if stream.closed:
+            return
+        stream.local_closed = True
+        if self._yamux is not None and self._state == _MUXED:
+            self._yamux.reset(stream.stream_id)
+            self._flush()
+        self._lost(stream, "reset")
+
+    def stream_pause_reading(self, stream: Stream) -> None:
+        if self._yamux is not None and self._yamux.has_stream(stream.stream_id):
+            self._yamux.pause_reading(stream.stream_id)
+
+    def stream_resume_reading(self, stream: Stream) -> None:
+        if self._yamux is not None and self._state == _MUXED:
+            self._handle_events(self._yamux.resume_reading(stream.stream_id))
+
+    def _update_writing(self, stream: Stream) -> None:
+        session = self._yamux
+        paused = self._paused or (session is not None and session.buffered(stream.stream_id) > 0)
+        if paused == stream.writing_paused or stream.closed:
+            return
+        stream.writing_paused = paused
+        protocol = stream.protocol
+        if protocol is not None:
+            if paused:
+                protocol.pause_writing()
+            else:
+                protocol.resume_writing()
+
+    def _reap(self, stream: Stream) -> None:
+        """Forget a stream yamux is done with (both sides closed)."""
+        if self._yamux is not None and not self._yamux.has_stream(stream.stream_id):
+            self._lost(stream, None)
+
+    def _lost(self, stream: Stream, reason: str | None) -> None:
+        if stream.closed:
+            return
+        stream.closed = True
+        stream.local_closed = True
+        self._streams.pop(stream.stream_id, None)
+        if stream.protocol is not None:
+            try:
+                stream.protocol.stream_closed(reason)
+            except Exception:
+                self.log.failure("stream handler of {peer} failed on close", peer=self.label)
+
+    # -- IPushProducer: the TCP transport's write buffer ------------------------
+
+    def pauseProducing(self) -> None:
+        if self._paused or self._state == _CLOSED:
+            return
+        self._paused = True
+        self._transport.pauseProducing()
+        for stream in list(self._streams.values()):
+            self._update_writing(stream)
+
+    def resumeProducing(self) -> None:
+        if not self._paused or self._state == _CLOSED:
+            return
+        self._paused = False
+        self._transport.resumeProducing()
+        for stream in list(self._streams.values()):
+            self._update_writing(stream)
+
+    def stopProducing(self) -> None:
+        pass
+
+    # -- writing and closing --------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        if data:
+            self._transport.write(data)
+
+    def _write_secure(self, plaintext: bytes) -> None:
+        if plaintext:
+            assert self._noise is not None
+            self._transport.write(self._noise.encrypt(plaintext))
+
+    def _flush(self) -> None:
+        if self._yamux is not None and self._state == _MUXED:
+            self._write_secure(self._yamux.data_to_send())
+
+    def _fail(self, reason: str) -> None:
+        if self._state == _CLOSED:
+            return
+        if self._state == _MUXED and self._yamux is not None:
+            # A yamux failure queued a GoAway: send it.
+            self._write_secure(self._yamux.data_to_send())
+        self._failure = reason
+        self._log_closing(reason)
+        self._close_transport()
+
+    def _log_closing(self, reason: str) -> None:
+        allowed, suppressed = self.host.limiter.allow()
+        if not allowed:
+            return
+        if suppressed:
+            self.log.warn("{suppressed} connection failures were not logged", suppressed=suppressed)
+        self.log.info(
+            "closing the connection with {peer}: {reason}", peer=self.label, reason=reason
+        )
+
+    def _close_transport(self) -> None:
+        self._state = _CLOSED
+        transport = self._transport
+        transport.unregisterProducer()
+        transport.loseConnection()
+        self._abort_timer = self.host.clock.callLater(ABORT_AFTER, self._abort)
+
+    def _abort(self) -> None:
+        self._abort_timer = None
+        self._transport.abortConnection()

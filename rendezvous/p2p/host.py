@@ -1,0 +1,153 @@
+"""A libp2p host: our identity, the stream handlers we serve, limits, and connections."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress, IReactorTime, IStreamClientEndpoint
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+
+from rendezvous import __version__
+from rendezvous.loglimit import LogLimiter
+from rendezvous.p2p import identify, ping
+from rendezvous.p2p.connection import Connection
+from rendezvous.p2p.envelope import PeerRecord, seal_peer_record
+from rendezvous.p2p.keys import PrivateKey
+from rendezvous.p2p.stream import StreamProtocol
+
+StreamHandler = Callable[[], StreamProtocol]
+"""Makes the protocol object of one inbound stream."""
+
+PROTOCOL_VERSION = "ipfs/0.1.0"
+AGENT_VERSION = f"rendezvous/{__version__}"
+
+
+@dataclass(frozen=True, slots=True)
+class HostLimits:
+    max_connections: int = 10_000
+    max_connections_per_ip: int = 64
+    max_streams_per_connection: int = 128
+    negotiation_timeout: float = 15.0
+    """Seconds to secure and multiplex a connection, and to agree on each stream's protocol."""
+    max_upgrade_bytes: int = 256 * 1024
+    """Bytes a peer may send before its connection is secured and multiplexed."""
+
+    def __post_init__(self) -> None:
+        for name in self.__dataclass_fields__:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+
+
+class Host:
+    """Shared by every connection, listening or dialled; serves identify and ping."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        identity: PrivateKey,
+        clock: IReactorTime,
+        limits: HostLimits | None = None,
+        agent_version: str = AGENT_VERSION,
+    ) -> None:
+        self.identity = identity
+        self.peer_id = identity.peer_id()
+        self.clock = clock
+        self.limits = limits if limits is not None else HostLimits()
+        self.agent_version = agent_version
+        self.protocol_version = PROTOCOL_VERSION
+        self.handlers: dict[str, StreamHandler] = {
+            identify.PROTOCOL_ID: lambda: identify.IdentifyResponder(self),
+            ping.PROTOCOL_ID: ping.PingResponder,
+        }
+        self.connections: set[Connection] = set()
+        self.limiter = LogLimiter(clock.seconds)
+        """Rate-limits the log lines a stranger's connections can cause."""
+        self._per_ip: Counter[str] = Counter()
+        self._listen_addrs: list[bytes] = []
+        self._signed_record: bytes | None = None
+
+    # -- what we serve --------------------------------------------------------
+
+    def set_handler(self, protocol_id: str, handler: StreamHandler) -> None:
+        self.handlers[protocol_id] = handler
+
+    @property
+    def listen_addrs(self) -> list[bytes]:
+        """Binary multiaddrs (without ``/p2p``) we can be reached at."""
+        return list(self._listen_addrs)
+
+    def add_listen_addr(self, addr: bytes) -> None:
+        if addr not in self._listen_addrs:
+            self._listen_addrs.append(addr)
+            self._signed_record = None
+
+    def signed_peer_record(self) -> bytes:
+        """Our listen addresses in a signed peer record (a new seq whenever they change)."""
+        if self._signed_record is None:
+            seq = int(self.clock.seconds() * 1_000_000)
+            record = PeerRecord(self.peer_id, seq, tuple(self._listen_addrs))
+            self._signed_record = seal_peer_record(self.identity, record)
+        return self._signed_record
+
+    # -- connections ----------------------------------------------------------
+
+    def admit(self, connection: Connection, ip: str | None) -> bool:
+        """Count a new connection, or refuse it when a limit is reached."""
+        limits = self.limits
+        if len(self.connections) >= limits.max_connections:
+            return False
+        if ip is not None and self._per_ip[ip] >= limits.max_connections_per_ip:
+            return False
+        self.connections.add(connection)
+        if ip is not None:
+            self._per_ip[ip] += 1
+        return True
+
+    def release(self, connection: Connection, ip: str | None) -> None:
+        if connection not in self.connections:
+            return
+        self.connections.discard(connection)
+        if ip is not None:
+            self._per_ip[ip] -= 1
+            if not self._per_ip[ip]:
+                del self._per_ip[ip]
+
+    def factory(self) -> HostFactory:
+        """The factory to listen with."""
+        return HostFactory(self)
+
+    def dial(
+        self, endpoint: IStreamClientEndpoint, peer_id: bytes | None = None
+    ) -> Deferred[Connection]:
+        """Connect, secure and multiplex; fires with the connection once streams can open.
+
+        With ``peer_id``, the handshake fails unless the peer proves that identity.
+        """
+        connection = Connection(self, dialer=True, expected_peer_id=peer_id)
+        factory = Factory()
+        factory.buildProtocol = lambda addr: connection  # type: ignore[method-assign]
+        connected = endpoint.connect(factory)
+
+        def upgraded(_: object) -> Deferred[Connection]:
+            return connection.ready
+
+        return connected.addCallback(upgraded)
+
+
+class HostFactory(Factory):
+    """Builds a listening-side `Connection` per accepted TCP connection."""
+
+    noisy = False
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+
+    def buildProtocol(self, addr: IAddress | None) -> Connection:
+        connection = Connection(self.host, dialer=False)
+        connection.factory = self
+        return connection

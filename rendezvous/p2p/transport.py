@@ -1,0 +1,78 @@
+"""TCP multiaddrs (``/ip4/127.0.0.1/tcp/4001``, ``/ip6/::1/tcp/4001``) and Twisted endpoints."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.interfaces import IAddress, IReactorTCP, IStreamClientEndpoint
+
+from rendezvous.addrs import InvalidMultiaddr, multiaddr_from_text
+from rendezvous.peerid import InvalidPeerId, parse_peer_id
+
+
+@dataclass(frozen=True, slots=True)
+class TCPAddress:
+    """A parsed TCP multiaddr, with the peer id it names if it ends in ``/p2p/…``."""
+
+    host: str
+    port: int
+    ipv6: bool = False
+    peer_id: bytes | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> TCPAddress:
+        """Parse ``/ip4|ip6/HOST/tcp/PORT[/p2p/ID]``; raises `InvalidMultiaddr`."""
+        parts = text.split("/")
+        if len(parts) not in (5, 7) or parts[0] or parts[1] not in ("ip4", "ip6"):
+            raise InvalidMultiaddr(f"not a TCP multiaddr: {text!r}")
+        if parts[3] != "tcp" or not parts[4].isdigit() or int(parts[4]) > 65535:
+            raise InvalidMultiaddr(f"not a TCP multiaddr: {text!r}")
+        ipv6 = parts[1] == "ip6"
+        try:
+            host = str(ipaddress.IPv6Address(parts[2]) if ipv6 else ipaddress.IPv4Address(parts[2]))
+        except ValueError:
+            raise InvalidMultiaddr(f"bad IP address in {text!r}") from None
+        peer_id = None
+        if len(parts) == 7:
+            if parts[5] != "p2p":
+                raise InvalidMultiaddr(f"not a TCP multiaddr: {text!r}")
+            try:
+                peer_id = parse_peer_id(parts[6])
+            except InvalidPeerId as error:
+                raise InvalidMultiaddr(f"bad peer id in {text!r}: {error}") from None
+        return cls(host, int(parts[4]), ipv6, peer_id)
+
+    @classmethod
+    def from_address(cls, address: IAddress) -> TCPAddress | None:
+        """The address of a Twisted TCP transport end, or None for anything else."""
+        host = getattr(address, "host", None)
+        port = getattr(address, "port", None)
+        if not isinstance(host, str) or not isinstance(port, int):
+            return None
+        try:
+            ip = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return None
+        return cls(str(ip), port, ip.version == 6)
+
+    def with_port(self, port: int) -> TCPAddress:
+        return TCPAddress(self.host, port, self.ipv6, self.peer_id)
+
+    def text(self) -> str:
+        """The multiaddr text, without any ``/p2p`` part."""
+        return f"/{'ip6' if self.ipv6 else 'ip4'}/{self.host}/tcp/{self.port}"
+
+    def binary(self) -> bytes:
+        return multiaddr_from_text(self.text())
+
+    def server_description(self) -> str:
+        """The strports description that listens on this address."""
+        interface = self.host.replace(":", "\\:")
+        return f"tcp{'6' if self.ipv6 else ''}:{self.port}:interface={interface}"
+
+    def client_endpoint(self, reactor: IReactorTCP, timeout: float = 30) -> IStreamClientEndpoint:
+        if self.ipv6:
+            return TCP6ClientEndpoint(reactor, self.host, self.port, timeout)  # type: ignore[no-untyped-call]
+        return TCP4ClientEndpoint(reactor, self.host, self.port, timeout)

@@ -1,0 +1,301 @@
+"""Two connections to Redis, kept up: one for commands and scripts, one for pub/sub.
+
+Built on txredisapi's protocol (RESP parsing, commands, reply timeouts); connecting,
+AUTH, SELECT and reconnecting with backoff are a `Connector` on the injected clock.
+The link is *up* when both connections are ready (scripts loaded, the publish flavour
+known); losing either closes the other, so every recovery starts from two fresh
+connections and every subscription has to be made again.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import txredisapi
+from twisted.internet.defer import Deferred, fail, gatherResults
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from rendezvous.store.redis.connector import Connector
+from rendezvous.store.redis.scripts import ALL, Script
+from rendezvous.store.redis.target import RedisTarget
+
+
+class LinkDown(Exception):
+    """Redis is not reachable right now."""
+
+
+_MESSAGES = {b"message", b"smessage"}
+_CONFIRMATIONS = {b"subscribe", b"ssubscribe"}
+_UNSUBSCRIBED = {b"unsubscribe", b"sunsubscribe"}
+
+
+class _CommandProtocol(txredisapi.RedisProtocol):  # type: ignore[misc]
+    link: RedisLink
+
+    def connectionLost(self, why: Failure) -> None:
+        super().connectionLost(why)
+        self.link._lost(self)
+
+
+class _SubscriberProtocol(txredisapi.RedisProtocol):  # type: ignore[misc]
+    link: RedisLink
+
+    def replyReceived(self, reply: Any) -> None:
+        if isinstance(reply, list) and len(reply) == 3:
+            kind = reply[0]
+            if kind in _MESSAGES:
+                self.link._message(reply[1], reply[2])
+                return
+            if kind in _CONFIRMATIONS:
+                self.link._subscribed(reply[1])
+                return
+            if kind in _UNSUBSCRIBED:
+                return
+        super().replyReceived(reply)
+
+    def send(self, *args: str | bytes) -> None:
+        self.transport.write(self._build_command(*args))
+
+    def connectionLost(self, why: Failure) -> None:
+        super().connectionLost(why)
+        self.link._lost(self)
+
+
+class _Factory(Factory):
+    """Builds txredisapi protocols with our settings (bytes in, bytes out)."""
+
+    noisy = False
+
+    def __init__(self, link: RedisLink, kind: type[_CommandProtocol | _SubscriberProtocol]) -> None:
+        self.link = link
+        self.kind = kind
+
+    def buildProtocol(self, addr: object) -> _CommandProtocol | _SubscriberProtocol:
+        link = self.link
+        p = self.kind(charset=None, replyTimeout=link.timeout, convertNumbers=False)
+        p.factory = self
+        p.link = link
+        p.callLater = link.clock.callLater
+        return p
+
+
+def endpoint_for(reactor: Any, target: RedisTarget, timeout: float) -> IStreamClientEndpoint:
+    endpoint: IStreamClientEndpoint = HostnameEndpoint(
+        reactor, target.host, target.port, timeout=timeout
+    )
+    if target.tls:
+        from twisted.internet.ssl import Certificate, optionsForClientTLS, trustRootFromCertificates
+
+        trust = None
+        if target.ca_file is not None:
+            with open(target.ca_file, "rb") as f:
+                pem = f.read()
+            certificates = [
+                Certificate.loadPEM(b"-----BEGIN CERTIFICATE-----" + block)
+                for block in pem.split(b"-----BEGIN CERTIFICATE-----")[1:]
+            ]
+            trust = trustRootFromCertificates(certificates)
+        endpoint = wrapClientTLS(optionsForClientTLS(target.host, trustRoot=trust), endpoint)
+    return endpoint
+
+
+class RedisLink:
+    """Commands, scripts and pub/sub on one Redis server, with `on_up`/`on_down` events."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        target: RedisTarget,
+        prefix: str,
+        *,
+        clock: IReactorTime | None = None,
+        timeout: float = 5.0,
+        max_retry_delay: float = 2.0,
+        endpoint: IStreamClientEndpoint | None = None,
+        sharded: bool | None = None,
+    ) -> None:
+        """``sharded``: None to use sharded pub/sub where the server has it."""
+        self.target = target
+        self.clock: IReactorTime = clock or reactor
+        self.timeout = timeout
+        self.max_retry_delay = max_retry_delay
+        self.prefix = prefix
+        self.channel_prefix = f"{prefix}{target.db}:c:"
+        self.sharded = False
+        self._sharded = sharded
+        self.on_up: Callable[[], None] = lambda: None
+        self.on_down: Callable[[], None] = lambda: None
+        self.on_message: Callable[[str, bytes], None] = lambda ns, data: None
+        self._command: _CommandProtocol | None = None
+        self._subscriber: _SubscriberProtocol | None = None
+        self._pending: dict[bytes, deque[Deferred[None]]] = {}
+        self.up = False
+        endpoint = endpoint or endpoint_for(reactor, target, timeout)
+        self._commands: Connector[_CommandProtocol] = Connector(
+            endpoint,
+            _Factory(self, _CommandProtocol),
+            self.clock,
+            self._prepare_command,
+            self._retry,
+            "command",
+        )
+        self._subscriptions: Connector[_SubscriberProtocol] = Connector(
+            endpoint,
+            _Factory(self, _SubscriberProtocol),
+            self.clock,
+            self._prepare_subscriber,
+            self._retry,
+            "pub/sub",
+        )
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def start(self) -> None:
+        self._commands.start()
+        self._subscriptions.start()
+
+    def stop(self) -> Deferred[Any]:
+        return gatherResults([self._commands.stop(), self._subscriptions.stop()])
+
+    def _retry(self, failures: int) -> float:
+        return float(min(self.max_retry_delay, 0.05 * 2 ** min(failures, 20)))
+
+    async def _login(self, protocol: _CommandProtocol | _SubscriberProtocol) -> None:
+        """AUTH and SELECT, which fail the preparation (and are retried) when refused."""
+        await protocol.whenConnected()
+        target = self.target
+        if target.password is not None:
+            if target.username:
+                await protocol.execute_command("AUTH", target.username, target.password)
+            else:
+                await protocol.execute_command("AUTH", target.password)
+        if target.db:
+            await protocol.execute_command("SELECT", target.db)
+
+    def _prepare_command(self, protocol: _CommandProtocol) -> Deferred[None]:
+        async def prepare() -> None:
+            await self._login(protocol)
+            try:
+                info = await protocol.execute_command("COMMAND", "INFO", "SPUBLISH")
+            except txredisapi.ResponseError:
+                info = [None]
+            sharded = bool(info and info[0]) if self._sharded is None else self._sharded
+            for script in ALL:
+                await protocol.execute_command("SCRIPT", "LOAD", script.source)
+            self.sharded = sharded
+            self._command = protocol
+            self._changed()
+
+        return Deferred.fromCoroutine(prepare())
+
+    def _prepare_subscriber(self, protocol: _SubscriberProtocol) -> Deferred[None]:
+        async def prepare() -> None:
+            await self._login(protocol)
+            self._subscriber = protocol
+            self._changed()
+
+        return Deferred.fromCoroutine(prepare())
+
+    def _changed(self) -> None:
+        if not self.up and self._command is not None and self._subscriber is not None:
+            self.up = True
+            self.log.info(
+                "redis {target} connected ({flavour} pub/sub)",
+                target=self.target.describe(),
+                flavour="sharded" if self.sharded else "classic",
+            )
+            self.on_up()
+
+    def _lost(self, protocol: _CommandProtocol | _SubscriberProtocol) -> None:
+        if isinstance(protocol, _CommandProtocol):
+            self._commands.lost(protocol)
+        else:
+            self._subscriptions.lost(protocol)
+        if protocol is self._command:
+            self._command = None
+        elif protocol is self._subscriber:
+            self._subscriber = None
+            pending, self._pending = self._pending, {}
+            for waiting in pending.values():
+                for d in waiting:
+                    d.errback(LinkDown("the pub/sub connection was lost"))
+        else:
+            return
+        for other in (self._command, self._subscriber):
+            if other is not None and other.transport is not None:
+                other.transport.loseConnection()
+        if self.up:
+            self.up = False
+            self.log.warn("redis {target} connection lost", target=self.target.describe())
+            self.on_down()
+
+    def reset(self) -> None:
+        """Drop both connections (they come back with scripts loaded afresh)."""
+        for protocol in (self._command, self._subscriber):
+            if protocol is not None and protocol.transport is not None:
+                protocol.transport.loseConnection()
+
+    # -- commands ---------------------------------------------------------------
+
+    def call(self, *args: str | bytes | int) -> Deferred[Any]:
+        """Run a command; fails at once with `LinkDown` when the link is not up."""
+        command = self._command
+        if not self.up or command is None:
+            return fail(LinkDown("redis is unreachable"))
+        try:
+            d: Deferred[Any] = command.execute_command(*args)
+        except txredisapi.ConnectionError as e:
+            return fail(LinkDown(str(e)))
+        return d
+
+    def run(self, script: Script, *args: str | bytes | int) -> Deferred[Any]:
+        """Run one of our scripts with its common arguments."""
+        publish = "SPUBLISH" if self.sharded else "PUBLISH"
+        return self.call("EVALSHA", script.sha, 0, self.prefix, publish, self.channel_prefix, *args)
+
+    # -- pub/sub ----------------------------------------------------------------
+
+    def channel(self, namespace: str) -> bytes:
+        return (self.channel_prefix + namespace).encode()
+
+    def subscribe(self, namespace: str) -> Deferred[None]:
+        """Fires once the subscription is active: every later publish will arrive."""
+        subscriber = self._subscriber
+        if not self.up or subscriber is None:
+            return fail(LinkDown("redis is unreachable"))
+        channel = self.channel(namespace)
+        d: Deferred[None] = Deferred()
+        self._pending.setdefault(channel, deque()).append(d)
+        subscriber.send("SSUBSCRIBE" if self.sharded else "SUBSCRIBE", channel)
+        return d
+
+    def unsubscribe(self, namespace: str) -> None:
+        subscriber = self._subscriber
+        if self.up and subscriber is not None:
+            channel = self.channel(namespace)
+            subscriber.send("SUNSUBSCRIBE" if self.sharded else "UNSUBSCRIBE", channel)
+
+    def _subscribed(self, channel: bytes) -> None:
+        waiting = self._pending.get(channel)
+        if waiting:
+            d = waiting.popleft()
+            if not waiting:
+                del self._pending[channel]
+            d.callback(None)
+
+    def _message(self, channel: bytes, data: bytes) -> None:
+        prefix = self.channel_prefix.encode()
+        if channel.startswith(prefix):
+            try:
+                namespace = channel[len(prefix) :].decode()
+            except UnicodeDecodeError:
+                return
+            self.on_message(namespace, data)

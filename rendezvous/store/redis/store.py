@@ -1,0 +1,637 @@
+"""The Redis store: a fleet of daemons sharing one registry through Redis.
+
+Redis holds the registrations (changed only by the atomic scripts of `scripts`, which
+also publish every change); each daemon keeps the local side: its sessions, their
+subscriptions, and a mirror of every namespace one of them watches, fed by pub/sub and
+joined to a snapshot by the fleet-wide sequence number. A daemon proves it lives with a
+lease it renews; any daemon reaps the registrations of one whose lease ran out.
+"""
+
+from __future__ import annotations
+
+import uuid
+from functools import partial
+
+import txredisapi
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from rendezvous.limits import Limits
+from rendezvous.live.codec import entry_bytes
+from rendezvous.loglimit import LogLimiter
+from rendezvous.model import Peer, Refused, Registration, Status
+from rendezvous.registry import Session
+from rendezvous.store.base import Client, StoreStats
+from rendezvous.store.redis import scripts
+from rendezvous.store.redis.link import LinkDown, RedisLink
+from rendezvous.store.redis.mirror import Mirror, Push
+from rendezvous.store.redis.replies import Replies, Slot
+from rendezvous.store.redis.wire import (
+    BadData,
+    parse_published,
+    registration,
+    split_member,
+)
+
+_REFUSALS = {
+    b"AUTH": Status.NOT_AUTHORIZED,
+    b"LIMIT": Status.LIMIT_EXCEEDED,
+    b"FULL": Status.UNAVAILABLE,
+    b"LEASE": Status.UNAVAILABLE,
+}
+_UNREACHABLE = "registry store (redis) unreachable"
+
+
+class RedisSession(Session):
+    """A session of this daemon, with what the shared registry holds for it."""
+
+    __slots__ = ("entries", "replies", "sid", "wrote")
+
+    def __init__(self, client: Client, identity: bytes | None, sid: str) -> None:
+        super().__init__(client, identity)
+        self.sid = sid
+        self.entries: dict[tuple[str, bytes], Registration] = {}
+        """Registrations Redis confirmed for this session."""
+        self.replies = Replies()
+        self.wrote = False
+        """Whether Redis may hold something of this session."""
+
+
+class _Namespace(Mirror["RedisSession"]):
+    """A namespace some local session watches: its mirror, and who waits for a snapshot."""
+
+    __slots__ = ("timer", "waiting")
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.waiting: list[tuple[RedisSession, Slot]] = []
+        self.timer: IDelayedCall | None = None
+        """Ends the grace period of doubtful registrations."""
+
+    def cancel_timer(self) -> None:
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
+
+
+def _client(session: Session) -> Client:
+    client: Client = session.subscriber  # type: ignore[assignment]
+    return client
+
+
+class RedisStore:
+    """A `Store` whose registry lives in Redis and is shared by every daemon using it."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        link: RedisLink,
+        clock: IReactorTime,
+        limits: Limits | None = None,
+        lease: float = 10.0,
+        daemon_id: str | None = None,
+    ) -> None:
+        self.link = link
+        self.clock = clock
+        self.limits = limits or Limits()
+        self.lease = lease
+        self.daemon = daemon_id or uuid.uuid4().hex
+        self._sessions: dict[RedisSession, None] = {}
+        self._namespaces: dict[str, _Namespace] = {}
+        self._next_sid = 0
+        self._epoch = 0
+        self._prune_needed = False
+        self._retry: IDelayedCall | None = None
+        self._stopping = False
+        self.registration_count = 0
+        self.ready = False
+        """Connected, lease held and this daemon's registrations re-asserted."""
+        self._waiters: list[tuple[bool, Deferred[None]]] = []
+        self._limiter = LogLimiter(clock.seconds)
+        self._recovering = False
+        self._tick = LoopingCall(self._renew)
+        self._tick.clock = clock
+        link.on_up = self._up
+        link.on_down = self._down
+        link.on_message = self._message
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def start(self) -> None:
+        self.log.info(
+            "redis store {target} as daemon {daemon}, lease {lease}s",
+            target=self.link.target.describe(),
+            daemon=self.daemon,
+            lease=self.lease,
+        )
+        self.link.start()
+
+    def stop(self) -> Deferred[None]:
+        """Remove and announce every registration of this daemon, then disconnect."""
+        self._stopping = True
+        if self._tick.running:
+            self._tick.stop()
+        self._cancel_retry()
+        for state in self._namespaces.values():
+            state.cancel_timer()
+
+        async def stop() -> None:
+            if self.link.up:
+                try:
+                    await self.link.run(scripts.DROP_DAEMON, self.daemon)
+                except Exception as e:
+                    self.log.warn("could not remove this daemon's registrations: {e}", e=e)
+            await self.link.stop()
+
+        return Deferred.fromCoroutine(stop())
+
+    # -- sessions -------------------------------------------------------------------
+
+    def open_session(self, client: Client, identity: bytes | None = None) -> Session:
+        if len(self._sessions) >= self.limits.max_sessions:
+            raise Refused(Status.UNAVAILABLE, "too many sessions")
+        self._next_sid += 1
+        session = RedisSession(client, identity, str(self._next_sid))
+        self._sessions[session] = None
+        return session
+
+    def close_session(self, session: Session) -> None:
+        assert isinstance(session, RedisSession)
+        if not session.open:
+            return
+        session.open = False
+        del self._sessions[session]
+        for name in session.subscriptions:
+            state = self._namespaces.get(name)
+            if state is not None:
+                state.subscribers.pop(session, None)
+                state.waiting = [(s, slot) for s, slot in state.waiting if s is not session]
+                self._forget_if_unwatched(state)
+        session.subscriptions.clear()
+        self.registration_count -= len(session.entries)
+        session.entries.clear()
+        if session.wrote and not self._stopping and self.link.up:
+            # Failing, it is left to the prune that follows a reconnection.
+            self.link.run(scripts.DROP_SESSION, self.daemon, session.sid).addErrback(
+                self._drop_failed
+            )
+
+    # -- requests ---------------------------------------------------------------------
+
+    def register(
+        self, session: Session, namespace: str, peer: Peer, request_id: int | None
+    ) -> None:
+        assert isinstance(session, RedisSession)
+        slot = session.replies.reserve()
+        key = peer.key
+        if session.identity is not None and key != session.identity:
+            self._refuse(
+                session,
+                slot,
+                request_id,
+                Status.NOT_AUTHORIZED,
+                "peer id differs from the authenticated one",
+            )
+            return
+        registration = Registration(namespace, peer)
+        raw = session.identity is None
+        if raw:  # pushes of this peer may come back before the reply: it is ours already
+            self._own(session, key, 1)
+        session.wrote = True
+        limits = self.limits
+        d = self.link.run(
+            scripts.REGISTER,
+            self.daemon,
+            session.sid,
+            namespace,
+            key,
+            entry_bytes(registration),
+            "1" if raw else "0",
+            limits.max_registrations_per_session,
+            limits.max_registrations,
+        )
+
+        def settle() -> None:
+            if raw:
+                self._own(session, key, -1)
+
+        def done(reply: list[bytes]) -> None:
+            settle()
+            if reply[0] != b"OK":
+                self._refused_by_script(session, slot, request_id, reply)
+                return
+            slot_key = (namespace, key)
+            if session.open and slot_key not in session.entries:
+                self.registration_count += 1
+                if raw:
+                    self._own(session, key, 1)
+            if session.open:
+                session.entries[slot_key] = registration
+            slot.fill(_nothing)
+
+        def failed(failure: Failure) -> None:
+            settle()
+            self._request_failed(session, slot, request_id, failure)
+
+        d.addCallbacks(done, failed)
+
+    def unregister(
+        self, session: Session, namespace: str, key: bytes, request_id: int | None
+    ) -> None:
+        assert isinstance(session, RedisSession)
+        slot = session.replies.reserve()
+        slot_key = (namespace, key)
+        identity = session.identity
+        if identity is not None and key != identity and slot_key not in session.entries:
+            self._refuse(
+                session,
+                slot,
+                request_id,
+                Status.NOT_AUTHORIZED,
+                "peer id differs from the authenticated one",
+            )
+            return
+        d = self.link.run(
+            scripts.UNREGISTER,
+            self.daemon,
+            session.sid,
+            namespace,
+            key,
+            "1" if session.identity is None else "0",
+        )
+
+        def done(reply: list[bytes]) -> None:
+            if reply[0] != b"OK":
+                self._refused_by_script(session, slot, request_id, reply)
+                return
+            if reply[1] == b"1":
+                self._forget_entry(session, slot_key)
+            slot.fill(_nothing)
+
+        d.addCallbacks(done, partial(self._request_failed, session, slot, request_id))
+
+    def subscribe(self, session: Session, namespace: str, request_id: int | None) -> None:
+        assert isinstance(session, RedisSession)
+        slot = session.replies.reserve()
+        if namespace not in session.subscriptions and (
+            len(session.subscriptions) >= self.limits.max_subscriptions_per_session
+        ):
+            self._refuse(
+                session,
+                slot,
+                request_id,
+                Status.LIMIT_EXCEEDED,
+                "too many subscriptions in this session",
+            )
+            return
+        if not self.link.up:
+            self._refuse(session, slot, request_id, Status.UNAVAILABLE, _UNREACHABLE)
+            return
+        state = self._namespaces.get(namespace)
+        if state is None:
+            state = self._namespaces[namespace] = _Namespace(namespace)
+            self._sync(state)
+        session.subscriptions[namespace] = None
+        state.waiting.append((session, slot))
+        if state.synced:
+            self._release(state)
+
+    def discover(
+        self, session: Session, namespace: str, limit: int, request_id: int | None
+    ) -> None:
+        assert isinstance(session, RedisSession)
+        slot = session.replies.reserve()
+        d = self.link.run(scripts.SNAPSHOT, namespace, limit)
+
+        def done(reply: list[bytes]) -> None:
+            try:
+                found = [registration(entry) for entry in reply[2::2]]
+            except BadData as e:
+                self.log.error("bad data in redis: {e}", e=e)
+                self._refuse(session, slot, request_id, Status.INTERNAL_ERROR, "bad stored data")
+                return
+            client = _client(session)
+            slot.fill(lambda: client.discovered(request_id, namespace, found))
+
+        d.addCallbacks(done, partial(self._request_failed, session, slot, request_id))
+
+    def when(self, ready: bool = True) -> Deferred[None]:
+        """Fires once `ready` equals ``ready`` (at once if it does)."""
+        d: Deferred[None] = Deferred()
+        if self.ready == ready:
+            d.callback(None)
+        else:
+            self._waiters.append((ready, d))
+        return d
+
+    def _set_ready(self, ready: bool) -> None:
+        if self.ready == ready:
+            return
+        self.ready = ready
+        if ready:
+            self.log.info("redis store ready (daemon {daemon})", daemon=self.daemon)
+        waiters, self._waiters = self._waiters, []
+        for wanted, d in waiters:
+            if wanted == ready:
+                d.callback(None)
+            else:
+                self._waiters.append((wanted, d))
+
+    def stats(self) -> StoreStats:
+        return StoreStats(
+            sessions=len(self._sessions),
+            registrations=self.registration_count,
+            namespaces=len(self._namespaces),
+            subscriptions=sum(len(state.subscribers) for state in self._namespaces.values()),
+        )
+
+    # -- answers ------------------------------------------------------------------------
+
+    def _refuse(
+        self,
+        session: RedisSession,
+        slot: Slot,
+        request_id: int | None,
+        status: Status,
+        text: str,
+    ) -> None:
+        client = _client(session)
+        slot.fill(lambda: client.refused(request_id, Refused(status, text)))
+
+    def _refused_by_script(
+        self, session: RedisSession, slot: Slot, request_id: int | None, reply: list[bytes]
+    ) -> None:
+        status = _REFUSALS.get(reply[0], Status.INTERNAL_ERROR)
+        text = reply[1].decode(errors="replace") if len(reply) > 1 else "refused"
+        if reply[0] == b"LEASE":
+            text = _UNREACHABLE
+            if not self._recovering:
+                self._recover(resync=False)
+        self._refuse(session, slot, request_id, status, text)
+
+    def _drop_failed(self, failure: Failure) -> None:
+        if self._failed(failure, "removing a closed session's registrations"):
+            self._prune_needed = True  # Redis refused (out of memory…): retried each tick
+
+    def _request_failed(
+        self, session: RedisSession, slot: Slot, request_id: int | None, failure: Failure
+    ) -> None:
+        self._failed(failure, "a request")
+        self._refuse(session, slot, request_id, Status.UNAVAILABLE, _UNREACHABLE)
+
+    def _failed(self, failure: Failure, what: str) -> bool:
+        """Log what is not a plain outage (and say so); scripts gone reset the link."""
+        error = failure.value
+        if isinstance(error, LinkDown | txredisapi.ConnectionError):
+            return False  # lost or timed out: the link knows, and recovery follows
+        allowed, suppressed = self._limiter.allow()
+        if allowed and isinstance(error, txredisapi.ResponseError):
+            # Redis said no (out of memory, read-only replica, ACL…): one line says why.
+            self.log.error(
+                "redis store: {what} failed: {error} ({suppressed} more not logged)",
+                what=what,
+                error=error,
+                suppressed=suppressed,
+            )
+        elif allowed:
+            self.log.failure("redis store: {what} failed", failure, what=what)
+        if isinstance(error, txredisapi.ResponseError) and "NOSCRIPT" in str(error):
+            self.link.reset()  # SCRIPT FLUSH: reconnecting loads them again
+        return True
+
+    # -- local ownership ------------------------------------------------------------------
+
+    @staticmethod
+    def _own(session: RedisSession, key: bytes, delta: int) -> None:
+        count = session.own_keys.get(key, 0) + delta
+        if count > 0:
+            session.own_keys[key] = count
+        else:
+            session.own_keys.pop(key, None)
+
+    def _forget_entry(self, session: RedisSession, slot_key: tuple[str, bytes]) -> None:
+        if session.entries.pop(slot_key, None) is not None:
+            self.registration_count -= 1
+            if session.identity is None:
+                self._own(session, slot_key[1], -1)
+
+    # -- namespaces: snapshot, pushes, resync ---------------------------------------------
+
+    def _sync(self, state: _Namespace) -> None:
+        """(Re)subscribe, then read a snapshot; pushes meanwhile wait in the buffer."""
+        generation = state.begin_sync()
+        d = self.link.subscribe(state.name)
+        d.addCallback(lambda _: self.link.run(scripts.SNAPSHOT, state.name, 0))
+        d.addCallbacks(
+            partial(self._synced, state, generation),
+            partial(self._sync_failed, state, generation),
+        )
+
+    def _current(self, state: _Namespace, generation: int) -> bool:
+        return self._namespaces.get(state.name) is state and state.generation == generation
+
+    def _synced(self, state: _Namespace, generation: int, reply: list[bytes]) -> None:
+        if not self._current(state, generation):
+            return
+        try:
+            pairs = zip(reply[1::2], reply[2::2], strict=True)
+            fresh = {key: registration(entry) for key, entry in pairs}
+        except BadData as e:
+            self.log.error("bad data in redis: {e}", e=e)
+            fresh = {}
+        resync = bool(state.subscribers)
+        state.cancel_timer()
+        pushes = state.synced_with(int(reply[0]), fresh)
+        if resync and (pushes or state.doubtful):
+            self.log.info(
+                "resync of {namespace}: {count} changes missed, {doubtful} awaiting re-assertion",
+                namespace=state.name,
+                count=len(pushes),
+                doubtful=len(state.doubtful),
+            )
+        if state.doubtful:
+            state.timer = self.clock.callLater(self.lease, self._settle, state, generation)
+        self._push(state, pushes)
+        self._release(state)
+
+    def _settle(self, state: _Namespace, generation: int) -> None:
+        """The end of the grace period: what was not re-asserted is announced gone."""
+        state.timer = None
+        if self._current(state, generation):
+            self._push(state, state.settle())
+
+    def _sync_failed(self, state: _Namespace, generation: int, failure: Failure) -> None:
+        if not self._current(state, generation):
+            return
+        self._failed(failure, f"reading namespace {state.name!r}")
+        self._refuse_waiting(state)
+        self._forget_if_unwatched(state)
+
+    def _release(self, state: _Namespace) -> None:
+        waiting, state.waiting = state.waiting, []
+        for session, slot in waiting:
+            slot.fill(partial(self._deliver_snapshot, state, session))
+
+    def _deliver_snapshot(self, state: _Namespace, session: RedisSession) -> None:
+        if not session.open or state.name not in session.subscriptions:
+            return
+        state.subscribers[session] = None
+        _client(session).snapshot(state.name, state.snapshot(session.own_keys))
+
+    def _refuse_waiting(self, state: _Namespace) -> None:
+        waiting, state.waiting = state.waiting, []
+        for session, slot in waiting:
+            if session not in state.subscribers:
+                session.subscriptions.pop(state.name, None)
+            self._refuse(session, slot, None, Status.UNAVAILABLE, _UNREACHABLE)
+
+    def _forget_if_unwatched(self, state: _Namespace) -> None:
+        unwatched = not state.subscribers and not state.waiting
+        if unwatched and self._namespaces.get(state.name) is state:
+            state.cancel_timer()
+            del self._namespaces[state.name]
+            self.link.unsubscribe(state.name)
+
+    def _message(self, namespace: str, data: bytes) -> None:
+        state = self._namespaces.get(namespace)
+        if state is None:
+            return
+        try:
+            published = parse_published(data)
+        except BadData as e:
+            self.log.error("bad announcement on {namespace}: {e}", namespace=namespace, e=e)
+            return
+        self._push(state, state.receive(published))
+
+    @staticmethod
+    def _push(state: _Namespace, pushes: list[Push]) -> None:
+        for key, announcement in pushes:
+            for session in list(state.subscribers):
+                if key not in session.own_keys:
+                    _client(session).announce(announcement)
+
+    # -- the link: outages, recovery, lease and reaper --------------------------------------
+
+    def _down(self) -> None:
+        self._set_ready(False)
+        self._recovering = False
+        self._cancel_retry()
+        if self._tick.running:
+            self._tick.stop()
+        self._epoch += 1
+        for state in list(self._namespaces.values()):
+            state.synced = False
+            state.generation += 1
+            self._refuse_waiting(state)
+            self._forget_if_unwatched(state)
+
+    def _up(self) -> None:
+        if not self._stopping:
+            self._recover(resync=True)
+
+    def _recover(self, *, resync: bool) -> None:
+        """Take the lease, re-assert the live sessions' registrations, resync namespaces."""
+        if self._stopping:
+            return
+        epoch = self._epoch = self._epoch + 1
+        self._recovering = True
+        self._cancel_retry()
+        if self._tick.running:
+            self._tick.stop()
+
+        async def recover() -> None:
+            link = self.link
+            await link.run(scripts.LEASE, self.daemon, self._lease_ms(), "0")
+            live = [session for session in self._sessions if session.wrote]
+            await link.run(scripts.PRUNE, self.daemon, *[session.sid for session in live])
+            self._prune_needed = False
+            for session in live:
+                if epoch != self._epoch:
+                    return
+                await self._reassert(session)
+            if epoch != self._epoch:
+                return
+            if resync:
+                for state in list(self._namespaces.values()):
+                    self._sync(state)
+            self._tick.start(self.lease / 3, now=False)
+            self._recovering = False
+            self._set_ready(True)
+
+        def failed(failure: Failure) -> None:
+            if epoch == self._epoch:
+                self._recovering = False
+            if self._failed(failure, "recovery") and epoch == self._epoch and self.link.up:
+                self._retry = self.clock.callLater(1.0, self._retry_recovery, resync)
+
+        Deferred.fromCoroutine(recover()).addErrback(failed)
+
+    def _retry_recovery(self, resync: bool) -> None:
+        self._retry = None
+        if self.link.up and not self._stopping:
+            self._recover(resync=resync)
+
+    def _cancel_retry(self) -> None:
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+
+    async def _reassert(self, session: RedisSession) -> None:
+        if not session.open:
+            return
+        args: list[str | bytes] = []
+        for (namespace, key), reg in session.entries.items():
+            args += [namespace, key, entry_bytes(reg)]
+        reply = await self.link.run(
+            scripts.SYNC_SESSION,
+            self.daemon,
+            session.sid,
+            "1" if session.identity is None else "0",
+            *args,
+        )
+        if reply[0] != b"OK":
+            raise RuntimeError("lease lost during recovery")
+        for member in reply[1:]:
+            key, name = split_member(member)
+            self.log.warn(
+                "registration of {key} in {namespace} lost to another session while "
+                "redis was unreachable",
+                key=key.hex(),
+                namespace=name.decode(errors="replace"),
+            )
+            self._forget_entry(session, (name.decode(errors="replace"), key))
+
+    def _lease_ms(self) -> int:
+        return max(1, int(self.lease * 1000))
+
+    def _renew(self) -> Deferred[None]:
+        epoch = self._epoch
+        link = self.link
+
+        async def renew() -> None:
+            renewed = await link.run(scripts.LEASE, self.daemon, self._lease_ms(), "1")
+            if not renewed:
+                if epoch == self._epoch:
+                    self.log.warn("lease of {daemon} expired: re-asserting", daemon=self.daemon)
+                    self._recover(resync=False)
+                return
+            if self._prune_needed:
+                live = [session.sid for session in self._sessions if session.wrote]
+                await link.run(scripts.PRUNE, self.daemon, *live)
+                self._prune_needed = False
+            reaped = await link.run(scripts.REAP, self.daemon, int(self.lease * 1000 / 3))
+            if reaped > 0:
+                self.log.info("reaped {count} daemons whose lease expired", count=reaped)
+
+        def failed(failure: Failure) -> None:
+            self._failed(failure, "lease renewal")
+
+        return Deferred.fromCoroutine(renew()).addErrback(failed)
+
+
+def _nothing() -> None:
+    pass

@@ -1,0 +1,151 @@
+"""The Redis store's pure parts: URL and password, stored data, ordered answers, options."""
+
+from __future__ import annotations
+
+import os
+
+from twisted.python import usage
+from twisted.trial.unittest import TestCase
+
+from rendezvous._tap import Options
+from rendezvous.live.codec import entry_bytes
+from rendezvous.model import Change, Registration
+from rendezvous.store.redis.mirror import Mirror
+from rendezvous.store.redis.replies import Replies
+from rendezvous.store.redis.target import BadTarget, RedisTarget, parse_target
+from rendezvous.store.redis.wire import (
+    BadData,
+    Published,
+    parse_published,
+    registration,
+    split_member,
+)
+
+from .helpers import peer, tcp_addr
+
+
+class TargetTests(TestCase):
+    def test_forms(self) -> None:
+        self.assertEqual(
+            parse_target("redis://db.internal", environ={}), RedisTarget("db.internal")
+        )
+        self.assertEqual(
+            parse_target("rediss://rv@[::1]:6380/3", environ={}),
+            RedisTarget("::1", 6380, 3, tls=True, username="rv"),
+        )
+        self.assertEqual(parse_target("redis://h:1/2", environ={}).describe(), "redis://h:1/2")
+
+    def test_password_from_environment_or_file(self) -> None:
+        target = parse_target("redis://h", environ={"RENDEZVOUS_REDIS_PASSWORD": "s3cret"})
+        self.assertEqual(target.password, "s3cret")
+        self.assertNotIn("s3cret", repr(target) + target.describe())
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("from-file\n")
+        target = parse_target("redis://h", path, environ={"RENDEZVOUS_REDIS_PASSWORD": "env"})
+        self.assertEqual(target.password, "from-file")
+
+    def test_refused(self) -> None:
+        for url in (
+            "redis://:pw@h",  # a password on the command line
+            "redis://u:pw@h",
+            "http://h",
+            "redis:///0",
+            "redis://h/x",
+            "redis://h:99999",
+            "redis://h?db=1",
+        ):
+            with self.assertRaises(BadTarget, msg=url):
+                parse_target(url, environ={})
+        with self.assertRaises(BadTarget):
+            parse_target("redis://h", os.path.join(self.mktemp(), "missing"))
+
+
+class OptionsTests(TestCase):
+    def test_store_flags(self) -> None:
+        options = Options()
+        options.parseOptions(["--store", "redis://127.0.0.1:6379/1", "--lease", "2.5"])
+        self.assertEqual((options["store"], options["lease"]), ("redis://127.0.0.1:6379/1", 2.5))
+        for bad in (
+            ["--store", "postgres://h"],
+            ["--store", "redis://:pw@h"],
+            ["--store", "redis://h", "--lease", "0.1"],
+        ):
+            with self.assertRaises(usage.UsageError, msg=bad):
+                Options().parseOptions(bad)
+
+
+class WireTests(TestCase):
+    def test_entry_round_trip(self) -> None:
+        original = Registration("ns", peer("a", tcp_addr(1), tcp_addr(2)))
+        entry = entry_bytes(original)
+        decoded = registration(entry)
+        self.assertEqual(decoded, original)
+        self.assertEqual(decoded.wire, entry)
+
+    def test_published(self) -> None:
+        reg = Registration("ns", peer("a", tcp_addr(1)))
+        key = reg.peer.key
+        data = b"42:U" + len(key).to_bytes(2, "big") + key + entry_bytes(reg)
+        published = parse_published(data)
+        self.assertEqual(
+            (published.seq, published.change, published.key, published.registration),
+            (42, Change.UNREGISTER, key, reg),
+        )
+        self.assertEqual(split_member(b"\x00\x02abns"), (b"ab", b"ns"))
+
+    def test_malformed(self) -> None:
+        for data in (b"", b"x:R", b"1:X\x00\x00", b"1:R\x00\x09ab", b"1:R\x00\x01a\xff"):
+            with self.assertRaises(BadData, msg=data):
+                parse_published(data)
+
+
+class RepliesTests(TestCase):
+    def test_in_order_although_ready_out_of_order(self) -> None:
+        replies = Replies()
+        done: list[int] = []
+        first, second, third = replies.reserve(), replies.reserve(), replies.reserve()
+        third.fill(lambda: done.append(3))
+        second.fill(lambda: done.append(2))
+        self.assertEqual(done, [])
+        first.fill(lambda: done.append(1))
+        self.assertEqual(done, [1, 2, 3])
+        replies.answer(lambda: done.append(4))  # nothing waiting: at once
+        self.assertEqual((done, len(replies)), ([1, 2, 3, 4], 0))
+
+    def test_answer_reserving_more_while_running(self) -> None:
+        replies = Replies()
+        done: list[str] = []
+        first = replies.reserve()
+        first.fill(lambda: replies.answer(lambda: done.append("nested")))
+        self.assertEqual(done, ["nested"])
+
+
+class MirrorTests(TestCase):
+    A = Registration("ns", peer("A", tcp_addr(1)))
+    B = Registration("ns", peer("B", tcp_addr(2)))
+
+    def published(self, seq: int, change: str, reg: Registration) -> Published:
+        return Published(seq, Change(change), reg.peer.key, reg)
+
+    def test_resync_diff_and_doubts(self) -> None:
+        a, b = self.A, self.B
+        mirror: Mirror[str] = Mirror("ns")
+        mirror.begin_sync()
+        self.assertEqual(mirror.receive(self.published(4, "register", b)), [])  # buffered
+        pushes = mirror.synced_with(3, {a.peer.key: a})  # then the buffer, after the snapshot
+        self.assertEqual([(p.change, p.registration) for _, p in pushes], [(Change.REGISTER, b)])
+        self.assertEqual(mirror.snapshot({}), [a, b])
+        mirror.subscribers["s"] = None
+        moved = Registration("ns", peer("B", tcp_addr(9)))
+        mirror.begin_sync()
+        pushes = mirror.synced_with(9, {b.peer.key: moved})  # Redis kept its data
+        self.assertEqual(
+            [(p.change, p.registration) for _, p in pushes],
+            [(Change.UNREGISTER, a), (Change.REGISTER, moved)],
+        )
+        mirror.begin_sync()
+        self.assertEqual(mirror.synced_with(0, {}), [])  # Redis lost it: doubtful
+        self.assertEqual(list(mirror.doubtful), [b.peer.key])
+        self.assertEqual([p.change for _, p in mirror.settle()], [Change.UNREGISTER])
+        self.assertEqual(mirror.snapshot({}), [])

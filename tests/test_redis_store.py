@@ -1,0 +1,263 @@
+"""`RedisStore`'s logic on a fake link and a `Clock`: order, joins, outages, resyncs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
+from twisted.trial.unittest import TestCase
+
+from rendezvous.live.codec import entry_bytes
+from rendezvous.model import Announcement, Refused, Registration, Status
+from rendezvous.store.redis.link import LinkDown
+from rendezvous.store.redis.store import RedisStore
+from rendezvous.store.redis.target import RedisTarget
+
+from .helpers import peer, tcp_addr
+
+
+class FakeLink:
+    """Records script runs and subscriptions; the test answers them."""
+
+    def __init__(self) -> None:
+        self.target = RedisTarget("fake")
+        self.up = True
+        self.runs: list[tuple[str, tuple[Any, ...], Deferred[Any]]] = []
+        self.subscriptions: list[tuple[str, Deferred[None]]] = []
+        self.on_up: Any = None
+        self.on_down: Any = None
+        self.on_message: Any = None
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> Deferred[None]:
+        return succeed(None)
+
+    def reset(self) -> None:
+        pass
+
+    def run(self, script: Any, *args: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.runs.append((script.name, args, d))
+        return d
+
+    def subscribe(self, namespace: str) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        self.subscriptions.append((namespace, d))
+        return d
+
+    def unsubscribe(self, namespace: str) -> None:
+        pass
+
+    def take(self, name: str) -> tuple[tuple[Any, ...], Deferred[Any]]:
+        for i, (script, args, d) in enumerate(self.runs):
+            if script == name:
+                del self.runs[i]
+                return args, d
+        raise AssertionError(f"no {name} run among {[r[0] for r in self.runs]}")
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.seen: list[tuple[Any, ...]] = []
+
+    def announce(self, announcement: Announcement) -> None:
+        self.seen.append((announcement.change.value, announcement.registration.peer.id))
+
+    def snapshot(self, namespace: str, registrations: list[Registration]) -> None:
+        self.seen.append(("snapshot", [r.peer.id for r in registrations]))
+
+    def discovered(
+        self, request_id: int | None, namespace: str, registrations: list[Registration]
+    ) -> None:
+        self.seen.append(("discovered", request_id, [r.peer.id for r in registrations]))
+
+    def refused(self, request_id: int | None, refusal: Refused) -> None:
+        self.seen.append(("refused", request_id, refusal.status))
+
+
+def published(seq: int, change: str, registration: Registration) -> bytes:
+    key = registration.peer.key
+    return (
+        f"{seq}:{change}".encode() + len(key).to_bytes(2, "big") + key + entry_bytes(registration)
+    )
+
+
+def snapshot_reply(seq: int, *registrations: Registration) -> list[bytes]:
+    reply = [str(seq).encode()]
+    for registration in registrations:
+        reply += [registration.peer.key, entry_bytes(registration)]
+    return reply
+
+
+A = Registration("ns", peer("A", tcp_addr(1)))
+B = Registration("ns", peer("B", tcp_addr(2)))
+C = Registration("ns", peer("C", tcp_addr(3)))
+
+
+class StoreTestCase(TestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.link = FakeLink()
+        self.store = RedisStore(self.link, self.clock, lease=10.0)  # type: ignore[arg-type]
+
+    def session(self, identity: bytes | None = None) -> tuple[Any, Recorder]:
+        client = Recorder()
+        return self.store.open_session(client, identity), client
+
+    def subscribed(self, seq: int, *registrations: Registration) -> tuple[Any, Recorder]:
+        session, client = self.session()
+        self.store.subscribe(session, "ns", None)
+        _, d = self.link.subscriptions.pop()
+        d.callback(None)
+        _, snap = self.link.take("snapshot")
+        snap.callback(snapshot_reply(seq, *registrations))
+        return session, client
+
+    def recover(self, seq: int, *registrations: Registration) -> None:
+        """The link comes back: lease, prune, re-assertions, then each namespace's resync."""
+        self.link.up = True
+        self.link.on_up()
+        self.link.take("lease")[1].callback(1)
+        self.link.take("prune")[1].callback(1)
+        while any(run[0] == "sync_session" for run in self.link.runs):
+            self.link.take("sync_session")[1].callback([b"OK"])
+        for _, d in self.link.subscriptions:
+            d.callback(None)
+        self.link.subscriptions.clear()
+        if any(run[0] == "snapshot" for run in self.link.runs):
+            self.link.take("snapshot")[1].callback(snapshot_reply(seq, *registrations))
+
+
+class StoreLogicTests(StoreTestCase):
+    def test_answers_keep_request_order(self) -> None:
+        """A refusal decided here waits for the answer Redis has not given yet."""
+        session, client = self.session(identity=A.peer.key)
+        self.store.discover(session, "ns", 10, 1)
+        self.store.register(session, "ns", B.peer, 2)  # not the authenticated id
+        self.assertEqual(client.seen, [])
+        _, d = self.link.take("snapshot")
+        d.callback(snapshot_reply(5, A))
+        self.assertEqual(
+            client.seen,
+            [("discovered", 1, [A.peer.id]), ("refused", 2, Status.NOT_AUTHORIZED)],
+        )
+
+    def test_snapshot_joined_to_pushes_by_sequence(self) -> None:
+        session, client = self.session()
+        self.store.subscribe(session, "ns", None)
+        _, subscribed = self.link.subscriptions.pop()
+        subscribed.callback(None)
+        # Published before and after the snapshot was read, arriving before its reply.
+        self.link.on_message("ns", published(7, "R", B))
+        self.link.on_message("ns", published(8, "R", C))
+        _, snap = self.link.take("snapshot")
+        snap.callback(snapshot_reply(7, A, B))
+        self.link.on_message("ns", published(8, "R", C))  # a duplicate is dropped
+        self.link.on_message("ns", published(9, "U", A))
+        # C, buffered while the snapshot was read, is in it: told once, nothing missed.
+        self.assertEqual(
+            client.seen,
+            [("snapshot", [A.peer.id, B.peer.id, C.peer.id]), ("unregister", A.peer.id)],
+        )
+
+    def test_own_registration_not_pushed_even_before_the_reply(self) -> None:
+        session, client = self.subscribed(3)
+        self.store.register(session, "ns", A.peer, None)
+        self.link.on_message("ns", published(4, "R", A))  # pub/sub beats the reply
+        _, d = self.link.take("register")
+        d.callback([b"OK", b"1"])
+        self.assertEqual(client.seen, [("snapshot", [])])
+        self.assertEqual(self.store.stats().registrations, 1)
+
+    def test_outage_refuses_quickly_and_keeps_sessions(self) -> None:
+        watcher, _ = self.subscribed(3, A)
+        other, other_client = self.session()
+        self.store.register(other, "ns", B.peer, 1)
+        self.link.up = False
+        _, d = self.link.take("register")
+        d.errback(LinkDown("gone"))
+        self.link.on_down()
+        self.store.discover(other, "ns", 10, 2)
+        self.link.take("snapshot")[1].errback(LinkDown("gone"))
+        self.store.subscribe(other, "ns", 3)
+        self.assertEqual(
+            other_client.seen,
+            [
+                ("refused", 1, Status.UNAVAILABLE),
+                ("refused", 2, Status.UNAVAILABLE),
+                ("refused", 3, Status.UNAVAILABLE),
+            ],
+        )
+        self.assertTrue(watcher.open)
+        self.assertFalse(self.store.ready)
+
+    def test_resync_tells_what_was_missed(self) -> None:
+        _, client = self.subscribed(10, A, B)
+        self.link.on_down()
+        self.recover(12, A, C)  # Redis kept its data: B left and C came meanwhile
+        self.assertEqual(client.seen[1:], [("unregister", B.peer.id), ("register", C.peer.id)])
+        self.assertTrue(self.store.ready)
+        self.link.on_message("ns", published(12, "R", C))  # already told
+        self.assertEqual(len(client.seen), 3)
+
+    def test_redis_lost_its_data(self) -> None:
+        """Re-asserted registrations are not announced; the rest are, after a lease."""
+        _, client = self.subscribed(10, A, B)
+        self.link.on_down()
+        self.recover(0)  # empty: the daemons have not re-asserted yet
+        self.assertEqual(client.seen, [("snapshot", [A.peer.id, B.peer.id])])
+        self.link.on_message("ns", published(1, "R", A))  # A's daemon re-asserts it
+        self.clock.advance(9.9)
+        self.assertEqual(len(client.seen), 1)
+        self.clock.advance(0.1)  # B's daemon did not come back within a lease
+        self.assertEqual(client.seen[1:], [("unregister", B.peer.id)])
+        self.clock.advance(100)
+        self.assertEqual(len(client.seen), 2)
+
+    def test_clean_stop_drops_the_daemon(self) -> None:
+        session, _ = self.session()
+        self.store.register(session, "ns", A.peer, None)
+        self.link.take("register")[1].callback([b"OK", b"1"])
+        self.store.stop()
+        args, _ = self.link.take("drop_daemon")
+        self.assertEqual(args, (self.store.daemon,))
+
+
+class RecoveryTests(StoreTestCase):
+    def test_lost_lease_is_taken_again_and_registrations_reasserted(self) -> None:
+        session, _ = self.session()
+        self.store.register(session, "ns", A.peer, None)
+        self.link.take("register")[1].callback([b"OK", b"1"])
+        self.recover(3)
+        self.clock.advance(10 / 3)  # the lease is renewed every third of it
+        args, renew = self.link.take("lease")
+        self.assertEqual(args[-1], "1")
+        renew.callback(0)  # it had expired: reaped by the fleet meanwhile
+        self.assertEqual(self.link.take("lease")[0][-1], "0")
+
+    def test_reassertion_conflict_drops_the_registration(self) -> None:
+        """Another session took the peer id while this daemon was away."""
+        elsewhere = Registration("other", B.peer)
+        session, _ = self.session()
+        self.store.register(session, "ns", A.peer, None)
+        self.link.take("register")[1].callback([b"OK", b"1"])
+        self.store.register(session, "other", B.peer, None)
+        self.link.take("register")[1].callback([b"OK", b"1"])
+        self.link.on_down()
+        self.link.up = True
+        self.link.on_up()
+        self.link.take("lease")[1].callback(1)
+        self.link.take("prune")[1].callback(1)
+        args, sync = self.link.take("sync_session")
+        self.assertEqual(
+            args[3:],
+            ("ns", A.peer.key, entry_bytes(A), "other", B.peer.key, entry_bytes(elsewhere)),
+        )
+        key = A.peer.key
+        sync.callback([b"OK", len(key).to_bytes(2, "big") + key + b"ns"])
+        self.assertEqual(self.store.stats().registrations, 1)
+        self.assertNotIn(key, session.own_keys)
+        self.assertTrue(self.store.ready)
