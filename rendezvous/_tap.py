@@ -33,6 +33,10 @@ _LIMIT_FLAGS: list[tuple[str, str, str]] = [
     ("discover-default-limit", "discover_default_limit", "DISCOVER limit when none is given"),
     ("discover-max-limit", "discover_max_limit", "larger DISCOVER limits are clamped to this"),
     ("max-pending-bytes", "max_pending_bytes", "unsent bytes before a slow client is dropped"),
+    ("ttl-min", "ttl_min", "shortest TTL granted to a /rendezvous/1.0.0 REGISTER, in seconds"),
+    ("ttl-max", "ttl_max", "longest TTL granted (at most 259200 s: 72 h)"),
+    ("ttl-default", "ttl_default", "TTL granted when a REGISTER names none"),
+    ("max-registrations-per-peer", "max_registrations_per_peer", "TTL registrations of one peer"),
 ]
 _DEFAULTS = Limits()
 _P2P_LIMIT_FLAGS: list[tuple[str, str, str, type]] = [
@@ -54,7 +58,8 @@ class Options(usage.Options):
     longdesc = (
         "Run the rendezvous service: peers REGISTER in namespaces, DISCOVER them, and "
         "enter RENDEZVOUS to be pushed every REGISTER and UNREGISTER as it happens. "
-        "Registrations last until their peer unregisters or disconnects. "
+        "Registrations last until their peer unregisters or disconnects (over libp2p, "
+        "/rendezvous/1.0.0 registrations last their TTL instead). "
         "Listens on tcp:4001 unless --listen is given."
     )
     optParameters = [
@@ -110,7 +115,8 @@ class Options(usage.Options):
         self["listen"].append(description)
 
     def opt_p2p_listen(self, multiaddr: str) -> None:
-        """libp2p TCP multiaddr (repeatable): /ip4/127.0.0.1/tcp/4002, /ip6/::/tcp/4002"""
+        """libp2p multiaddr (repeatable): /ip4/127.0.0.1/tcp/4002, /ip6/::/tcp/4002,
+        /ip4/0.0.0.0/tcp/4003/ws (WebSocket)"""
         try:
             TCPAddress.parse(multiaddr)
         except InvalidMultiaddr as e:

@@ -22,6 +22,13 @@ class Limits:
     discover_max_limit: int = 1000
     max_pending_bytes: int = 1024 * 1024
     """Unsent bytes a subscriber may have queued before it is dropped as too slow."""
+    max_registrations_per_peer: int = 1000
+    """TTL registrations (standard dialect) one peer id may hold across namespaces."""
+    ttl_min: int = 120
+    """Shortest TTL granted, in seconds (standard dialect)."""
+    ttl_max: int = 72 * 3600
+    ttl_default: int = 2 * 3600
+    """The TTL granted to a REGISTER that names none."""
 
     def __post_init__(self) -> None:
         for name in self.__dataclass_fields__:
@@ -29,3 +36,5 @@ class Limits:
                 raise ValueError(f"{name} must be at least 1")
         if self.discover_default_limit > self.discover_max_limit:
             raise ValueError("discover_default_limit must not exceed discover_max_limit")
+        if not self.ttl_min <= self.ttl_default <= self.ttl_max <= 72 * 3600:
+            raise ValueError("TTL bounds need ttl_min <= ttl_default <= ttl_max <= 259200 s")

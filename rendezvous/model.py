@@ -56,6 +56,8 @@ class Registration:
     peer: Peer
     expires: float | None = None
     """Seconds on the registry clock when a TTL registration ends; None: while its session lives."""
+    seq: int = 0
+    """When it was last (re)registered, in the registry's order of changes (DISCOVER cookies)."""
     wire: bytes | None = field(default=None, compare=False, repr=False)
 
 

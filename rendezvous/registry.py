@@ -2,10 +2,17 @@
 
 It knows nothing of sockets, dialects or time sources; it tells each subscriber of a
 namespace about every change there through `Subscriber.announce`.
+
+A registration is held either by a live session (until it ends or unregisters) or, for
+the standard dialect, by nobody until its TTL runs out: the caller says when, on its
+own clock, and calls `expire` with the time whenever `next_expiry` has passed. One
+peer id has one registration per namespace whatever the dialect: the newer replaces
+the older when the id is the session's authenticated one (or the session's own).
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterator
 from itertools import islice
 from typing import Protocol
@@ -53,6 +60,10 @@ class Registry:
         self._owners: dict[bytes, Session] = {}
         self._sessions: dict[Session, None] = {}
         self.registration_count = 0
+        self._seq = 0
+        self._expiries: list[tuple[float, int, str, bytes]] = []
+        self._ttl_counts: dict[bytes, int] = {}
+        """TTL registrations held per peer id."""
 
     # -- sessions ---------------------------------------------------------
 
@@ -93,17 +104,23 @@ class Registry:
         entry = self._namespaces.get(namespace)
         slot = (namespace, key)
         replacing = slot in session.registrations
-        if not replacing:
-            if entry is not None and key in entry.registrations:
-                # Held by a session that no longer owns the id (libp2p) or by none.
+        if not replacing and entry is not None and key in entry.registrations:
+            _, holder = entry.registrations[key]
+            if holder is not None or session.identity is None:
+                # Held by a session that no longer owns the id (libp2p), or a TTL
+                # registration that an unauthenticated session cannot vouch for.
                 raise Refused(Status.NOT_AUTHORIZED, "peer id is registered by another session")
+            self._detach(namespace, key, None)
+            entry = self._namespaces.get(namespace)
+        if not replacing:
             if len(session.registrations) >= self.limits.max_registrations_per_session:
                 raise Refused(Status.LIMIT_EXCEEDED, "too many registrations in this session")
             if self.registration_count >= self.limits.max_registrations:
                 raise Refused(Status.UNAVAILABLE, "registry is full")
         if entry is None:
             entry = self._namespaces[namespace] = _Namespace()
-        registration = Registration(namespace, peer)
+        self._seq += 1
+        registration = Registration(namespace, peer, seq=self._seq)
         entry.registrations[key] = (registration, session)
         if not replacing:
             session.registrations[slot] = None
@@ -124,6 +141,16 @@ class Registry:
             return True
         if session.identity is not None and key != session.identity:
             raise Refused(Status.NOT_AUTHORIZED, "peer id differs from the authenticated one")
+        if session.identity is not None:
+            entry = self._namespaces.get(namespace)
+            held = entry.registrations.get(key) if entry is not None else None
+            if held is not None and held[1] is None:
+                registration = self._detach(namespace, key, None)
+                self._announce_gone(namespace, registration)
+                return True
+            if held is not None and held[1] is not None and held[1].identity == key:
+                self._remove(held[1], namespace, key)  # another session of the same peer's
+                return True
         owner = self._owners.get(key)
         if owner is not None and owner is not session:
             raise Refused(Status.NOT_AUTHORIZED, "peer id is registered by another session")
@@ -153,6 +180,85 @@ class Registry:
             return []
         return [registration for registration, _ in islice(entry.registrations.values(), limit)]
 
+    def register_ttl(
+        self, identity: bytes, namespace: str, peer: Peer, expires: float
+    ) -> Registration:
+        """Add or replace the TTL registration of the authenticated ``identity``.
+
+        It replaces any registration of the id in ``namespace`` (a live session's too),
+        lasts until ``expires`` on the caller's clock, and is announced.
+        """
+        key = peer.key
+        if key != identity:
+            raise Refused(Status.NOT_AUTHORIZED, "peer id differs from the authenticated one")
+        entry = self._namespaces.get(namespace)
+        held = entry.registrations.get(key) if entry is not None else None
+        adds_ttl = held is None or held[1] is not None
+        if adds_ttl and self._ttl_counts.get(key, 0) >= self.limits.max_registrations_per_peer:
+            raise Refused(Status.LIMIT_EXCEEDED, "too many registrations for this peer")
+        if held is not None:
+            self._detach(namespace, key, held[1])
+        elif self.registration_count >= self.limits.max_registrations:
+            raise Refused(Status.UNAVAILABLE, "registry is full")
+        entry = self._namespaces.get(namespace)
+        if entry is None:
+            entry = self._namespaces[namespace] = _Namespace()
+        self._seq += 1
+        registration = Registration(namespace, peer, expires, seq=self._seq)
+        entry.registrations[key] = (registration, None)
+        self.registration_count += 1
+        self._ttl_counts[key] = self._ttl_counts.get(key, 0) + 1
+        heapq.heappush(self._expiries, (expires, self._seq, namespace, key))
+        if entry.subscribers:
+            self._announce(entry, Announcement(Change.REGISTER, registration))
+        return registration
+
+    def next_expiry(self) -> float | None:
+        """When the next TTL registration ends, or None if none is held."""
+        expiries = self._expiries
+        while expiries and not self._current(expiries[0]):
+            heapq.heappop(expiries)
+        return expiries[0][0] if expiries else None
+
+    def expire(self, now: float) -> list[Registration]:
+        """Remove and announce (UNREGISTER) every TTL registration ended by ``now``."""
+        expired = []
+        expiries = self._expiries
+        while expiries and expiries[0][0] <= now:
+            item = heapq.heappop(expiries)
+            if self._current(item):
+                registration = self._detach(item[2], item[3], None)
+                self._announce_gone(item[2], registration)
+                expired.append(registration)
+        return expired
+
+    def discover_since(
+        self, namespace: str | None, after: int, limit: int, *, signed_only: bool = False
+    ) -> list[Registration]:
+        """At most ``limit`` registrations (re)registered after change ``after``, in order.
+
+        ``namespace`` None means every namespace; ``signed_only`` keeps those that carry
+        a signed peer record.
+        """
+        if namespace is None:
+            entries = list(self._namespaces.values())
+        else:
+            entry = self._namespaces.get(namespace)
+            entries = [] if entry is None else [entry]
+        candidates = (
+            registration
+            for entry in entries
+            for registration, _ in entry.registrations.values()
+            if registration.seq > after
+            and (not signed_only or registration.peer.signed_peer_record is not None)
+        )
+        return heapq.nsmallest(limit, candidates, key=lambda registration: registration.seq)
+
+    @property
+    def last_seq(self) -> int:
+        """The number of the latest change: a DISCOVER cookie's position."""
+        return self._seq
+
     # -- introspection ----------------------------------------------------
 
     @property
@@ -172,13 +278,15 @@ class Registry:
 
     # -- internals ----------------------------------------------------------
 
-    def _remove(self, session: Session, namespace: str, key: bytes) -> None:
+    def _remove(
+        self, session: Session, namespace: str, key: bytes, announce: bool = True
+    ) -> Registration:
         entry = self._namespaces[namespace]
         registration, _ = entry.registrations.pop(key)
         del session.registrations[(namespace, key)]
         self.registration_count -= 1
         # Announce while the session still owns the id, so it is not told of its own.
-        if entry.subscribers:
+        if announce and entry.subscribers:
             self._announce(entry, Announcement(Change.UNREGISTER, registration))
         if session.identity is None:
             count = session.own_keys[key] - 1
@@ -187,6 +295,35 @@ class Registry:
             else:
                 del session.own_keys[key]
                 del self._owners[key]
+        if announce:
+            self._drop_if_empty(namespace, entry)
+        return registration
+
+    def _current(self, item: tuple[float, int, str, bytes]) -> bool:
+        """Whether a queued expiry still belongs to a held TTL registration."""
+        _, seq, namespace, key = item
+        entry = self._namespaces.get(namespace)
+        held = entry.registrations.get(key) if entry is not None else None
+        return held is not None and held[1] is None and held[0].seq == seq
+
+    def _detach(self, namespace: str, key: bytes, holder: Session | None) -> Registration:
+        """Remove a registration without announcing it (the caller does, or replaces it)."""
+        if holder is not None:
+            return self._remove(holder, namespace, key, announce=False)
+        entry = self._namespaces[namespace]
+        registration, _ = entry.registrations.pop(key)
+        self.registration_count -= 1
+        count = self._ttl_counts[key] - 1
+        if count:
+            self._ttl_counts[key] = count
+        else:
+            del self._ttl_counts[key]
+        return registration
+
+    def _announce_gone(self, namespace: str, registration: Registration) -> None:
+        entry = self._namespaces[namespace]
+        if entry.subscribers:
+            self._announce(entry, Announcement(Change.UNREGISTER, registration))
         self._drop_if_empty(namespace, entry)
 
     def _announce(self, entry: _Namespace, announcement: Announcement) -> None:

@@ -33,6 +33,10 @@ from rendezvous.p2p.host import Host, HostLimits
 from rendezvous.p2p.keys import PrivateKey, load_or_create_identity
 from rendezvous.p2p.listen import p2p_listener
 from rendezvous.p2p.transport import TCPAddress
+from rendezvous.standard.codec import StandardCodec
+from rendezvous.standard.session import StandardDialect
+from rendezvous.standard.stream import CANVAS_PROTOCOL_ID, standard_stream_handler
+from rendezvous.standard.stream import PROTOCOL_ID as STANDARD_PROTOCOL_ID
 from rendezvous.store.base import Store
 from rendezvous.store.memory import MemoryStore
 
@@ -49,7 +53,7 @@ class DaemonConfig:
     lease: float = 10.0
     """Redis store: seconds after which a silent daemon's registrations are reaped."""
     p2p_listen: Sequence[str] = ()
-    """libp2p TCP multiaddrs, e.g. ``/ip4/127.0.0.1/tcp/4002`` (port 0 picks one)."""
+    """libp2p multiaddrs, e.g. ``/ip4/127.0.0.1/tcp/4002``, ``…/tcp/4003/ws`` (port 0 picks one)."""
     identity: str | None = None
     """libp2p private key file, created (mode 0600) if missing; None: a new key per run."""
     p2p_limits: HostLimits = field(default_factory=HostLimits)
@@ -128,7 +132,7 @@ class _StoreService(Service):
 def make_store(config: DaemonConfig, clock: IReactorTime) -> tuple[Store, str]:
     """The store ``config`` names, and words for the start-up banner."""
     if config.store == "memory":
-        return MemoryStore(config.limits), "in-memory store"
+        return MemoryStore(config.limits, clock), "in-memory store"
     from rendezvous.store.redis import RedisLink, RedisStore, parse_target
 
     target = parse_target(config.store, config.store_password_file, ca_file=config.store_ca_file)
@@ -143,13 +147,23 @@ def live_dialect(store: Store, limits: Limits, clock: IReactorTime) -> LiveDiale
 
 
 def p2p_host(config: DaemonConfig, clock: IReactorTime, dialect: LiveDialect) -> Host:
-    """The libp2p host: identify, ping and the live dialect on `LIVE_PROTOCOL_ID`."""
+    """The libp2p host: identify, ping, the live dialect on `LIVE_PROTOCOL_ID` and the
+    standard dialect on `STANDARD_PROTOCOL_ID` and `CANVAS_PROTOCOL_ID`."""
     if config.identity is not None:
         identity = load_or_create_identity(config.identity)
     else:
         identity = PrivateKey.generate()
     host = Host(identity, clock, config.p2p_limits)
     host.set_handler(LIVE_PROTOCOL_ID, live_stream_handler(dialect, clock))
+    standard = StandardDialect(
+        dialect.store,
+        StandardCodec(config.limits),
+        clock,
+        LogLimiter(clock.seconds),
+        metrics=dialect.metrics,
+    )
+    for protocol_id in (STANDARD_PROTOCOL_ID, CANVAS_PROTOCOL_ID):
+        host.set_handler(protocol_id, standard_stream_handler(standard))
     return host
 
 

@@ -61,7 +61,13 @@ def component(code: int, value: bytes = b"", var: bool = False) -> bytes:
 
 ports = st.integers(0, 65535).map(lambda p: p.to_bytes(2, "big"))
 labels = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=12)
-hostnames = st.lists(labels, min_size=1, max_size=3).map(".".join)
+# A host name that spells a protocol name ("dns", "tcp") is beyond the text parser
+# of PyPI multiaddr (it reads the name as the next protocol): not generated here.
+hostnames = (
+    st.lists(labels, min_size=1, max_size=3)
+    .map(".".join)
+    .filter(lambda h: h not in {name for name, _ in PROTOCOLS.values()})
+)
 peer_mhs = st.one_of(
     st.binary(min_size=32, max_size=32).map(lambda d: b"\x12\x20" + d),
     st.binary(min_size=32, max_size=32).map(lambda k: b"\x00\x24\x08\x01\x12\x20" + k),

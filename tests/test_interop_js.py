@@ -20,7 +20,8 @@ from .processes import ROOT, TWISTD, Process, spawn
 
 JS = os.path.join(ROOT, "interop", "js")
 NODE = shutil.which("node")
-P2P_LISTENING = r"listening on (/ip4/127\.0\.0\.1/tcp/\d+/p2p/(\w+))"
+P2P_LISTENING = r"listening on (/ip4/127\.0\.0\.1/tcp/\d+/p2p/(\w+))\n"
+WS_LISTENING = r"listening on (/ip4/127\.0\.0\.1/tcp/\d+/ws/p2p/(\w+))\n"
 
 
 class JsLibp2pTests(TestCase):
@@ -40,7 +41,7 @@ class JsLibp2pTests(TestCase):
         return process
 
     @inlineCallbacks
-    def start_daemon(self):  # type: ignore[no-untyped-def]
+    def start_daemon(self, ws: bool = False):  # type: ignore[no-untyped-def]
         daemon = self.spawn(
             [
                 *TWISTD,
@@ -50,11 +51,11 @@ class JsLibp2pTests(TestCase):
                 "--listen",
                 "tcp:0:interface=127.0.0.1",
                 "--p2p-listen",
-                "/ip4/127.0.0.1/tcp/0",
+                "/ip4/127.0.0.1/tcp/0/ws" if ws else "/ip4/127.0.0.1/tcp/0",
             ],
             self.cwd,
         )
-        match = yield daemon.wait_for(P2P_LISTENING)
+        match = yield daemon.wait_for(WS_LISTENING if ws else P2P_LISTENING)
         return daemon, match.group(1), match.group(2)
 
     @inlineCallbacks
@@ -67,7 +68,15 @@ class JsLibp2pTests(TestCase):
 
     @inlineCallbacks
     def test_ping_and_identify(self):  # type: ignore[no-untyped-def]
-        daemon, target, peer_id = yield self.start_daemon()
+        yield self.check_ping_and_identify(ws=False)
+
+    @inlineCallbacks
+    def test_ping_and_identify_over_websocket(self):  # type: ignore[no-untyped-def]
+        yield self.check_ping_and_identify(ws=True)
+
+    @inlineCallbacks
+    def check_ping_and_identify(self, ws: bool):  # type: ignore[no-untyped-def]
+        daemon, target, peer_id = yield self.start_daemon(ws)
         result = yield self.run_script("ping.mjs", target)
         self.assertEqual(result["peerId"], peer_id)
         self.assertGreaterEqual(result["rtt"], 0)
@@ -79,13 +88,22 @@ class JsLibp2pTests(TestCase):
         self.assertEqual(result["listenAddrs"], [listen])
         self.assertEqual(result["signedPeerRecord"]["addresses"], [listen])
         self.assertTrue(result["observedAddr"].startswith("/ip4/127.0.0.1/tcp/"))
+        self.assertEqual(result["observedAddr"].endswith("/ws"), ws)
         yield daemon.interrupt("TERM")
         self.assertNotIn("Traceback", daemon.output + daemon.errors)
 
     @inlineCallbacks
     def test_live_dialect(self):  # type: ignore[no-untyped-def]
         """js peers on /rendezvous/live/1.0.0: push, refusal of another id, end of stream."""
-        daemon, target, _ = yield self.start_daemon()
+        yield self.check_live_dialect(ws=False)
+
+    @inlineCallbacks
+    def test_live_dialect_over_websocket(self):  # type: ignore[no-untyped-def]
+        yield self.check_live_dialect(ws=True)
+
+    @inlineCallbacks
+    def check_live_dialect(self, ws: bool):  # type: ignore[no-untyped-def]
+        daemon, target, _ = yield self.start_daemon(ws)
         result = yield self.run_script("live.mjs", target)
         alice, bob = result["alice"], result["bob"]
         refused = result["refused"]
@@ -99,10 +117,19 @@ class JsLibp2pTests(TestCase):
     @inlineCallbacks
     def test_our_dialer_against_js(self):  # type: ignore[no-untyped-def]
         """Our host dials a js-libp2p listener: Noise initiator, yamux dialer, ping, identify."""
+        yield self.check_our_dialer(ws=False)
+
+    @inlineCallbacks
+    def test_our_dialer_against_js_over_websocket(self):  # type: ignore[no-untyped-def]
+        yield self.check_our_dialer(ws=True)
+
+    @inlineCallbacks
+    def check_our_dialer(self, ws: bool):  # type: ignore[no-untyped-def]
         assert NODE is not None
-        node = self.spawn([NODE, "listen.mjs"], JS)
-        match = yield node.wait_for(P2P_LISTENING)
+        node = self.spawn([NODE, "listen.mjs", *(["ws"] if ws else [])], JS)
+        match = yield node.wait_for(WS_LISTENING if ws else P2P_LISTENING)
         address = TCPAddress.parse(match.group(1))
+        self.assertEqual(address.ws, ws)
         host = Host(PrivateKey.generate(), reactor)
         connection = yield host.dial(address.client_endpoint(reactor), address.peer_id)
         rtt = yield ping.ping(connection, reactor)

@@ -236,7 +236,7 @@ class RecoveryTests(StoreTestCase):
         args, renew = self.link.take("lease")
         self.assertEqual(args[-1], "1")
         renew.callback(0)  # it had expired: reaped by the fleet meanwhile
-        self.assertEqual(self.link.take("lease")[0][-1], "0")
+        self.assertEqual(self.link.take("lease")[0][2], "0")
 
     def test_reassertion_conflict_drops_the_registration(self) -> None:
         """Another session took the peer id while this daemon was away."""
@@ -254,7 +254,10 @@ class RecoveryTests(StoreTestCase):
         args, sync = self.link.take("sync_session")
         self.assertEqual(
             args[3:],
-            ("ns", A.peer.key, entry_bytes(A), "other", B.peer.key, entry_bytes(elsewhere)),
+            (
+                *("ns", A.peer.key, entry_bytes(A), "0"),
+                *("other", B.peer.key, entry_bytes(elsewhere), "0"),
+            ),
         )
         key = A.peer.key
         sync.callback([b"OK", len(key).to_bytes(2, "big") + key + b"ns"])

@@ -1,11 +1,12 @@
 // Two js-libp2p peers speak the live dialect (/rendezvous/live/1.0.0) to a daemon:
 // bob enters rendezvous, alice registers herself (and tries to register bob: refused),
 // then alice closes her stream. Prints one JSON line of what each peer was sent.
-// Usage: node live.mjs /ip4/127.0.0.1/tcp/4002/p2p/12D3KooW...
+// Usage: node live.mjs /ip4/127.0.0.1/tcp/4002[/ws]/p2p/12D3KooW...
 import './polyfills.mjs'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { tcp } from '@libp2p/tcp'
+import { webSockets } from '@libp2p/websockets'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 
@@ -105,7 +106,7 @@ const frame = (message) => concat([varint(message.length), message])
 // -- a live session on one stream ---------------------------------------------
 async function session () {
   const node = await createLibp2p({
-    transports: [tcp()],
+    transports: [tcp(), webSockets()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()]
   })

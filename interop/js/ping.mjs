@@ -1,17 +1,18 @@
 // Dial a rendezvous daemon at a /p2p multiaddr, ping and identify it, print one JSON line.
-// Usage: node ping.mjs /ip4/127.0.0.1/tcp/4002/p2p/12D3KooW...
+// Usage: node ping.mjs /ip4/127.0.0.1/tcp/4002[/ws]/p2p/12D3KooW...
 import './polyfills.mjs'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify } from '@libp2p/identify'
 import { ping } from '@libp2p/ping'
 import { tcp } from '@libp2p/tcp'
+import { webSockets } from '@libp2p/websockets'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 
 const target = multiaddr(process.argv[2])
 const node = await createLibp2p({
-  transports: [tcp()],
+  transports: [tcp(), webSockets()],
   connectionEncrypters: [noise()],
   streamMuxers: [yamux()],
   services: { identify: identify({ runOnConnectionOpen: false }), ping: ping() }

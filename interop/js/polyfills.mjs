@@ -7,3 +7,9 @@ if (typeof Promise.withResolvers !== 'function') {
     return { promise, resolve, reject }
   }
 }
+
+// @libp2p/websockets dials with the global WebSocket, which Node 20 lacks (Node 22 has one).
+if (typeof globalThis.WebSocket !== 'function') {
+  const { WebSocket } = await import('ws')
+  globalThis.WebSocket = WebSocket
+}

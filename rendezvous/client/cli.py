@@ -11,7 +11,7 @@ import json
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, TypeAlias
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import react
@@ -20,7 +20,12 @@ from twisted.python import usage
 from rendezvous import __version__
 from rendezvous.addrs import InvalidMultiaddr, multiaddr_from_text, multiaddr_to_text
 from rendezvous.client.errors import ConnectionClosed, RendezvousError
-from rendezvous.client.live import Event, LiveClientProtocol, PeerEntry, connect
+from rendezvous.client.live import Event, LiveClient, PeerEntry, connect
+from rendezvous.p2p.keys import IdentityFileError, PrivateKey, load_or_create_identity
+from rendezvous.p2p.transport import TCPAddress
+
+if TYPE_CHECKING:
+    from rendezvous.client.standard import StandardClient
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -29,8 +34,12 @@ EXIT_UNREACHABLE = 3
 
 _ENDPOINT_HELP = (
     "ENDPOINT is host:port, or a Twisted client strport: tcp:host=H:port=P, "
-    "tls:host=H:port=P, unix:path=/run/rendezvous.sock"
+    "tls:host=H:port=P, unix:path=/run/rendezvous.sock; or a libp2p multiaddr "
+    "/ip4/H/tcp/P[/ws]/p2p/PEER_ID, dialled with a fresh Ed25519 identity (or --identity)"
 )
+DIALECTS = ("live", "standard")
+Session: TypeAlias = "LiveClient | StandardClient"
+"""What the commands talk through, whichever the dialect."""
 
 
 def _addr_text(addr: bytes) -> str:
@@ -57,6 +66,16 @@ def _entry_text(entry: PeerEntry) -> str:
 
 
 class _Target(usage.Options):
+    optParameters: list[list[Any]] = [
+        [
+            "dialect",
+            None,
+            "live",
+            "live, or standard (libp2p /rendezvous/1.0.0: signed records with a TTL, no watch)",
+        ],
+        ["identity", None, None, "libp2p: private key file (created, mode 0600, if missing)"],
+    ]
+
     def parseOptions(self, options: list[str] | None = None) -> None:
         """Accept options after the positional arguments too, as people type them."""
         if options is not None:
@@ -83,12 +102,37 @@ class _Target(usage.Options):
     def parseArgs(self, endpoint: str, namespace: str) -> None:  # type: ignore[override]
         self["endpoint"] = endpoint
         self["namespace"] = namespace
+        self["multiaddr"] = None
+        if endpoint.startswith("/"):
+            try:
+                self["multiaddr"] = TCPAddress.parse(endpoint)
+            except InvalidMultiaddr as e:
+                raise usage.UsageError(str(e)) from None
+
+    def postOptions(self) -> None:
+        if self["dialect"] not in DIALECTS:
+            raise usage.UsageError(f"--dialect must be one of {', '.join(DIALECTS)}")
+        if self["dialect"] == "standard" and self["multiaddr"] is None:
+            raise usage.UsageError("the standard dialect runs over libp2p: give a multiaddr")
+        self["key"] = None
+        if self["identity"] is not None:
+            if self["multiaddr"] is None:
+                raise usage.UsageError("--identity applies to libp2p multiaddrs only")
+            try:
+                self["key"] = load_or_create_identity(self["identity"])
+            except IdentityFileError as e:
+                raise usage.UsageError(f"--identity: {e}") from None
+        elif self["multiaddr"] is not None:
+            self["key"] = PrivateKey.generate()
 
 
 class DiscoverOptions(_Target):
     synopsis = "ENDPOINT NAMESPACE [--limit N] [--json]"
     longdesc = "Print the peers registered in NAMESPACE, one per line. " + _ENDPOINT_HELP
-    optParameters = [["limit", "l", 0, "at most this many peers (0: the server's default)", int]]
+    optParameters = [
+        ["limit", "l", 0, "at most this many peers (0: the server's default)", int],
+        *_Target.optParameters,
+    ]
     optFlags = [["json", "j", "one JSON object per line"]]
 
 
@@ -100,14 +144,27 @@ class WatchOptions(_Target):
     )
     optFlags = [["json", "j", "one JSON object per line"]]
 
+    def postOptions(self) -> None:
+        super().postOptions()
+        if self["dialect"] == "standard":
+            raise usage.UsageError("watch needs the live dialect: the standard one has no push")
+
 
 class RegisterOptions(_Target):
-    synopsis = "ENDPOINT NAMESPACE --id PEER_ID [--addr MULTIADDR ...]"
+    synopsis = "ENDPOINT NAMESPACE [--id PEER_ID] [--addr MULTIADDR ...]"
     longdesc = (
         "Register a peer in NAMESPACE and stay registered until interrupted (Ctrl-C or "
         "SIGTERM), then unregister and exit. " + _ENDPOINT_HELP
     )
-    optParameters = [["id", "i", None, "the peer id to register (base58 or CIDv1)"]]
+    optParameters = [
+        [
+            "id",
+            "i",
+            None,
+            "the peer id to register (base58 or CIDv1); over libp2p, our own by default",
+        ],
+        *_Target.optParameters,
+    ]
 
     def __init__(self) -> None:
         super().__init__()
@@ -123,14 +180,21 @@ class RegisterOptions(_Target):
     opt_a = opt_addr
 
     def postOptions(self) -> None:
+        super().postOptions()
         if not self["id"]:
-            raise usage.UsageError("--id is required")
+            if self["key"] is None:
+                raise usage.UsageError("--id is required (except over libp2p)")
+            self["id"] = self["key"].peer_id_text()
+        elif self["dialect"] == "standard" and self["id"] != self["key"].peer_id_text():
+            raise usage.UsageError("the standard dialect registers only our own id: drop --id")
 
 
 class Options(usage.Options):
     synopsis = "rendezvous"
     longdesc = (
-        "Talk to a rendezvous server (live dialect). Exit codes: 0 ok, 1 refused, "
+        "Talk to a rendezvous server (live dialect over a raw stream or libp2p, or the "
+        "standard dialect over libp2p). "
+        "Exit codes: 0 ok, 1 refused, "
         "2 usage, 3 unreachable or disconnected."
     )
     subCommands = [
@@ -149,7 +213,7 @@ class Options(usage.Options):
             raise usage.UsageError("a command is required: discover, watch or register")
 
 
-async def _discover(client: LiveClientProtocol, options: usage.Options, out: TextIO) -> int:
+async def _discover(client: Session, options: usage.Options, out: TextIO) -> int:
     entries = await client.discover(options["namespace"], options["limit"])
     for entry in entries:
         print(_entry_json(entry) if options["json"] else _entry_text(entry), file=out, flush=True)
@@ -183,21 +247,21 @@ class _Interrupts:
         if not self.received.called:
             self.received.callback(value)
 
-    async def wait(self, client: LiveClientProtocol) -> bool:
+    async def wait(self, client: Session) -> bool:
         """Wait for a signal (True) or the connection's end (False)."""
         client.closed.addCallback(lambda _: self._fire(False))
         return await self.received
 
 
 async def _watch(
-    interrupts: _Interrupts, client: LiveClientProtocol, options: usage.Options, out: TextIO
+    interrupts: _Interrupts, client: LiveClient, options: usage.Options, out: TextIO
 ) -> int:
     await client.rendezvous(options["namespace"], _printer(options, out))
     return EXIT_OK if await interrupts.wait(client) else EXIT_UNREACHABLE
 
 
 async def _register(
-    interrupts: _Interrupts, client: LiveClientProtocol, options: usage.Options, out: TextIO
+    interrupts: _Interrupts, client: Session, options: usage.Options, out: TextIO
 ) -> int:
     namespace, peer_id = options["namespace"], options["id"]
     await client.register(namespace, peer_id, options["addrs"])
@@ -213,7 +277,7 @@ async def run(reactor: Any, options: Options, out: TextIO, err: TextIO) -> int:
     command, sub = options.subCommand, options.subOptions
     interrupts = _Interrupts(reactor)
     try:
-        client = await connect(reactor, sub["endpoint"])
+        client = await _connect(reactor, sub)
     except Exception as e:
         print(f"rendezvous: cannot reach {sub['endpoint']}: {e}", file=err)
         return EXIT_UNREACHABLE
@@ -221,6 +285,7 @@ async def run(reactor: Any, options: Options, out: TextIO, err: TextIO) -> int:
         if command == "discover":
             return await _discover(client, sub, out)
         if command == "watch":
+            assert isinstance(client, LiveClient)  # the standard dialect is refused
             return await _watch(interrupts, client, sub, out)
         return await _register(interrupts, client, sub, out)
     except RendezvousError as e:
@@ -230,8 +295,20 @@ async def run(reactor: Any, options: Options, out: TextIO, err: TextIO) -> int:
         print(f"rendezvous: connection lost: {e}", file=err)
         return EXIT_UNREACHABLE
     finally:
-        if client.transport is not None:
-            client.transport.loseConnection()
+        client.disconnect()
+
+
+async def _connect(reactor: Any, options: usage.Options) -> Session:
+    """A session with the server: libp2p for a multiaddr, else a client strport."""
+    if options["dialect"] == "standard":
+        from rendezvous.client.standard import connect_standard
+
+        return await connect_standard(reactor, options["multiaddr"], options["key"])
+    if options["multiaddr"] is None:
+        return await connect(reactor, options["endpoint"])
+    from rendezvous.client.p2p import connect_p2p
+
+    return await connect_p2p(reactor, options["multiaddr"], options["key"])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,10 +1,14 @@
-"""A Twisted client for the live dialect.
+"""A Twisted client for the live dialect, over a raw stream or a libp2p stream.
 
 The live dialect answers only DISCOVER and refusals, so to learn that a REGISTER,
 UNREGISTER or RENDEZVOUS succeeded the client follows it with a DISCOVER carrying the
 same request id: the server answers in order, so the DISCOVER's reply means success
 (and, for RENDEZVOUS, that the snapshot has been delivered) and an ERROR with the id
 means refusal.
+
+`LiveClient` is the byte-level session, without I/O of its own; `LiveClientProtocol`
+runs it over a Twisted transport, `rendezvous.client.p2p.LiveClientStream` over a
+libp2p stream.
 """
 
 from __future__ import annotations
@@ -52,8 +56,8 @@ def _entry(item: Message.Register | Message.Unregister) -> PeerEntry:
     return PeerEntry(item.ns, peer.id, tuple(peer.addrs), record)
 
 
-class LiveClientProtocol(Protocol):
-    """One session with a rendezvous server."""
+class LiveClient:
+    """One session with a rendezvous server; subclasses move its bytes."""
 
     log = Logger()
 
@@ -127,20 +131,35 @@ class LiveClientProtocol(Protocol):
         return request_id
 
     def _send(self, message: Message) -> None:
-        if self.connected and self.transport is not None:
-            self.transport.write(frame(message.SerializeToString()))
+        if self.connected:
+            self._write(frame(message.SerializeToString()))
+
+    # -- what a subclass provides and calls -----------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def disconnect(self) -> None:
+        """Close the session (the server then removes what it registered)."""
+        raise NotImplementedError
+
+    def _opened(self) -> None:
+        self.connected = True
+
+    def _lost(self, reason: str) -> None:
+        self.connected = False
+        self._fail_all(ConnectionClosed(reason))
+        if not self.closed.called:
+            self.closed.callback(None)
 
     # -- replies and pushes -------------------------------------------------------
 
-    def connectionMade(self) -> None:
-        self.connected = True
-
-    def dataReceived(self, data: bytes) -> None:
+    def _bytes_received(self, data: bytes) -> None:
         try:
             frames = self._decoder.feed(data)
         except FramingError as e:
             self.log.error("unframeable data from the server: {error}", error=e)
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self.disconnect()
             return
         for payload in frames:
             message = Message()
@@ -182,10 +201,27 @@ class LiveClientProtocol(Protocol):
         for d, _ in pending.values():
             d.errback(error)
 
+
+# ``connected`` is a bool here, an int in Twisted's BaseProtocol.
+class LiveClientProtocol(LiveClient, Protocol):  # type: ignore[misc]
+    """A session over a Twisted transport (TCP, TLS, UNIX socket)."""
+
+    def connectionMade(self) -> None:
+        self._opened()
+
+    def dataReceived(self, data: bytes) -> None:
+        self._bytes_received(data)
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.connected = False
-        self._fail_all(ConnectionClosed(reason.getErrorMessage()))
-        self.closed.callback(None)
+        self._lost(reason.getErrorMessage())
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def disconnect(self) -> None:
+        if self.transport is not None:
+            self.transport.loseConnection()
 
 
 def endpoint_description(target: str) -> str:
@@ -207,6 +243,7 @@ def connect(reactor: IReactorCore, target: str) -> Deferred[LiveClientProtocol]:
 
 __all__ = [
     "Event",
+    "LiveClient",
     "LiveClientProtocol",
     "PeerEntry",
     "RendezvousError",

@@ -29,6 +29,9 @@ DISCOVER = Message.DISCOVER
 ERROR = Message.ERROR
 
 _CACHE_SIZE = 65536
+_HEADER_TABLE = 2048
+_REGISTER_HEADERS = [b"\x12" + encode_uvarint(length) for length in range(_HEADER_TABLE)]
+"""The tag and length of a ``Message.register`` entry, for the usual entry sizes."""
 _KIND_NAMES = {
     REGISTER: "register",
     UNREGISTER: "unregister",
@@ -259,15 +262,19 @@ class LiveCodec:
         tail = b"" if request_id is None else b"\x38" + encode_uvarint(request_id)
         parts = [b"\x08\x00"]
         size = 2 + len(tail)
+        headers = _REGISTER_HEADERS
         for registration in registrations:
-            entry = entry_bytes(registration)
-            item = b"\x12" + encode_uvarint(len(entry)) + entry
-            if size + len(item) > budget and len(parts) > 1:
+            entry = registration.wire or entry_bytes(registration)
+            length = len(entry)
+            header = headers[length] if length < _HEADER_TABLE else b"\x12" + encode_uvarint(length)
+            item_size = len(header) + length
+            if size + item_size > budget and len(parts) > 1:
                 yield self._frame(parts, tail)
                 parts = [b"\x08\x00"]
                 size = 2 + len(tail)
-            parts.append(item)
-            size += len(item)
+            parts.append(header)
+            parts.append(entry)
+            size += item_size
         if len(parts) > 1 or empty:
             yield self._frame(parts, tail)
 

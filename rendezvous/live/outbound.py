@@ -51,7 +51,8 @@ class Outbound:
         self._clock = clock
         self.max_pending = max_pending
         self.abort_after = abort_after
-        self._queue: deque[bytes] = deque()
+        self._queue: deque[bytes] | None = None
+        """Made when the carrier first pushes back: most sessions never need one."""
         self.pending = 0
         """Bytes queued here, not yet handed to the carrier."""
         self.paused = False
@@ -66,6 +67,8 @@ class Outbound:
             return True
         if self.pending + len(data) > self.max_pending:
             return False
+        if self._queue is None:
+            self._queue = deque()
         self._queue.append(data)
         self.pending += len(data)
         return True
@@ -75,10 +78,10 @@ class Outbound:
             return
         self.closing = True
         carrier = self._carrier
-        if discard_pending:
-            self._queue.clear()
-        while self._queue:
-            carrier.write(self._queue.popleft())
+        queue, self._queue = self._queue, None
+        if queue and not discard_pending:
+            for data in queue:
+                carrier.write(data)
         self.pending = 0
         if last:
             carrier.write(last)
@@ -114,5 +117,5 @@ class Outbound:
         if self._abort is not None and self._abort.active():
             self._abort.cancel()
         self._abort = None
-        self._queue.clear()
+        self._queue = None
         self.pending = 0

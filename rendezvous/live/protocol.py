@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+
+from twisted.internet import tcp
 from twisted.internet.interfaces import IAddress, IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
@@ -23,6 +26,14 @@ def describe(address: IAddress) -> str:
     return f"unix {name.decode() if isinstance(name, bytes) else name or '-'}"
 
 
+def eager_socket(transport: object) -> socket.socket | None:
+    """The socket of a plain (not TLS) TCP or UNIX transport, which may be written to
+    directly while the transport has nothing queued; None for any other transport."""
+    if isinstance(transport, tcp.Connection) and not transport.TLS:
+        return transport.socket
+    return None
+
+
 @implementer(IPushProducer)
 class LiveProtocol(Protocol):
     """One client connection: bytes in to its `LiveSession`, frames out through an
@@ -35,8 +46,10 @@ class LiveProtocol(Protocol):
         self.label = "?"
         self.outbound = Outbound(self, clock, dialect.codec.limits.max_pending_bytes, abort_after)
         self.session: LiveSession | None = None
+        self._socket: socket.socket | None = None
 
     def connectionMade(self) -> None:
+        self._socket = eager_socket(self.transport)
         self.label = describe(self.transport.getPeer())  # type: ignore[union-attr]
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
         self.log.debug("session opened: {peer}", peer=self.label)
@@ -49,6 +62,7 @@ class LiveProtocol(Protocol):
             self.session.feed(data)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._socket = None
         self.outbound.lost()
         if self.session is not None:
             self.session.end()
@@ -58,7 +72,18 @@ class LiveProtocol(Protocol):
     # -- Carrier ------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        self.transport.write(data)  # type: ignore[union-attr]
+        transport = self.transport
+        sock = self._socket
+        # With nothing queued, send at once: a buffered write costs the poller two changes.
+        if sock is not None and not transport.dataBuffer and not transport._tempDataBuffer:  # type: ignore[union-attr]
+            try:
+                sent = sock.send(data)
+            except OSError:  # EAGAIN, or an error Twisted will find on its own
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
+        transport.write(data)  # type: ignore[union-attr]
 
     def pause_reading(self) -> None:
         self.transport.pauseProducing()  # type: ignore[union-attr]
@@ -67,6 +92,7 @@ class LiveProtocol(Protocol):
         self.transport.resumeProducing()  # type: ignore[union-attr]
 
     def finish(self) -> bool:
+        self._socket = None
         transport = self.transport
         assert transport is not None
         # A registered producer would keep the transport open once its buffer drains.

@@ -68,6 +68,8 @@ class Connection(Protocol):
     """A secured, multiplexed connection to one peer (dialled or accepted)."""
 
     log = Logger()
+    relayed = False
+    """True when the connection runs over a relay circuit (`rendezvous.relay.relayed`)."""
 
     def __init__(self, host: Host, *, dialer: bool, expected_peer_id: bytes | None = None) -> None:
         self.host = host

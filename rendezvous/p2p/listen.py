@@ -11,6 +11,7 @@ from zope.interface import implementer
 
 from rendezvous.p2p.host import Host
 from rendezvous.p2p.transport import TCPAddress
+from rendezvous.p2p.websocket import WebSocketServerEndpoint
 
 
 @implementer(IStreamServerEndpoint)
@@ -48,7 +49,11 @@ class _AnnouncingEndpoint:
 
 
 def p2p_listener(address: TCPAddress, host: Host, ports: list[IListeningPort]) -> Service:
-    """A strports service on ``address`` (bind errors fail start-up) serving ``host``."""
+    """A strports service on ``address`` (bind errors fail start-up) serving ``host``,
+    inside WebSockets when the address ends in ``/ws``."""
     service = strports.service(address.server_description(), host.factory())
-    service.endpoint = _AnnouncingEndpoint(service.endpoint, address, host, ports)
+    endpoint = service.endpoint
+    if address.ws:
+        endpoint = WebSocketServerEndpoint(endpoint, host.clock, host.limits.max_connections)
+    service.endpoint = _AnnouncingEndpoint(endpoint, address, host, ports)
     return service

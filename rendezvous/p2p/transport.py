@@ -1,4 +1,5 @@
-"""TCP multiaddrs (``/ip4/127.0.0.1/tcp/4001``, ``/ip6/::1/tcp/4001``) and Twisted endpoints."""
+"""TCP multiaddrs (``/ip4/127.0.0.1/tcp/4001``, ``/ip6/::1/tcp/4001``, ``…/tcp/4002/ws``)
+and Twisted endpoints."""
 
 from __future__ import annotations
 
@@ -14,17 +15,22 @@ from rendezvous.peerid import InvalidPeerId, parse_peer_id
 
 @dataclass(frozen=True, slots=True)
 class TCPAddress:
-    """A parsed TCP multiaddr, with the peer id it names if it ends in ``/p2p/…``."""
+    """A parsed TCP multiaddr, with the peer id it names if it ends in ``/p2p/…``;
+    ``ws`` when libp2p runs inside a WebSocket on that port (``…/tcp/PORT/ws``)."""
 
     host: str
     port: int
     ipv6: bool = False
     peer_id: bytes | None = None
+    ws: bool = False
 
     @classmethod
     def parse(cls, text: str) -> TCPAddress:
-        """Parse ``/ip4|ip6/HOST/tcp/PORT[/p2p/ID]``; raises `InvalidMultiaddr`."""
+        """Parse ``/ip4|ip6/HOST/tcp/PORT[/ws][/p2p/ID]``; raises `InvalidMultiaddr`."""
         parts = text.split("/")
+        ws = len(parts) > 5 and parts[5] == "ws"
+        if ws:
+            del parts[5]
         if len(parts) not in (5, 7) or parts[0] or parts[1] not in ("ip4", "ip6"):
             raise InvalidMultiaddr(f"not a TCP multiaddr: {text!r}")
         if parts[3] != "tcp" or not parts[4].isdigit() or int(parts[4]) > 65535:
@@ -42,11 +48,12 @@ class TCPAddress:
                 peer_id = parse_peer_id(parts[6])
             except InvalidPeerId as error:
                 raise InvalidMultiaddr(f"bad peer id in {text!r}: {error}") from None
-        return cls(host, int(parts[4]), ipv6, peer_id)
+        return cls(host, int(parts[4]), ipv6, peer_id, ws)
 
     @classmethod
     def from_address(cls, address: IAddress) -> TCPAddress | None:
-        """The address of a Twisted TCP transport end, or None for anything else."""
+        """The address of a Twisted TCP transport end (a WebSocket's when it has a true
+        ``websocket`` attribute), or None for anything else."""
         host = getattr(address, "host", None)
         port = getattr(address, "port", None)
         if not isinstance(host, str) or not isinstance(port, int):
@@ -55,14 +62,16 @@ class TCPAddress:
             ip = ipaddress.ip_address(host.split("%", 1)[0])
         except ValueError:
             return None
-        return cls(str(ip), port, ip.version == 6)
+        ws = getattr(address, "websocket", False) is True
+        return cls(str(ip), port, ip.version == 6, ws=ws)
 
     def with_port(self, port: int) -> TCPAddress:
-        return TCPAddress(self.host, port, self.ipv6, self.peer_id)
+        return TCPAddress(self.host, port, self.ipv6, self.peer_id, self.ws)
 
     def text(self) -> str:
         """The multiaddr text, without any ``/p2p`` part."""
-        return f"/{'ip6' if self.ipv6 else 'ip4'}/{self.host}/tcp/{self.port}"
+        ws = "/ws" if self.ws else ""
+        return f"/{'ip6' if self.ipv6 else 'ip4'}/{self.host}/tcp/{self.port}{ws}"
 
     def binary(self) -> bytes:
         return multiaddr_from_text(self.text())
@@ -73,6 +82,15 @@ class TCPAddress:
         return f"tcp{'6' if self.ipv6 else ''}:{self.port}:interface={interface}"
 
     def client_endpoint(self, reactor: IReactorTCP, timeout: float = 30) -> IStreamClientEndpoint:
+        """Connects to this address (inside a WebSocket when ``ws``)."""
+        tcp: IStreamClientEndpoint
         if self.ipv6:
-            return TCP6ClientEndpoint(reactor, self.host, self.port, timeout)  # type: ignore[no-untyped-call]
-        return TCP4ClientEndpoint(reactor, self.host, self.port, timeout)
+            tcp = TCP6ClientEndpoint(reactor, self.host, self.port, timeout)  # type: ignore[no-untyped-call]
+        else:
+            tcp = TCP4ClientEndpoint(reactor, self.host, self.port, timeout)
+        if not self.ws:
+            return tcp
+        from rendezvous.p2p.websocket import WebSocketClientEndpoint
+
+        host = f"[{self.host}]" if self.ipv6 else self.host
+        return WebSocketClientEndpoint(tcp, f"ws://{host}:{self.port}", reactor)  # type: ignore[arg-type]

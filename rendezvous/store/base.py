@@ -35,6 +35,13 @@ class Client(Protocol):
         """A request was refused."""
 
 
+class StandardClient(Client, Protocol):
+    """A standard-dialect session's side: also told when a TTL registration is made."""
+
+    def registered(self, request_id: int | None, registration: Registration) -> None:
+        """The answer to `Store.register_ttl`: the registration as now held."""
+
+
 @dataclass(frozen=True, slots=True)
 class StoreStats:
     sessions: int
@@ -71,5 +78,26 @@ class Store(Protocol):
     def discover(
         self, session: Session, namespace: str, limit: int, request_id: int | None
     ) -> None: ...
+
+    def register_ttl(
+        self, session: Session, namespace: str, peer: Peer, ttl: int, request_id: int | None
+    ) -> None:
+        """A registration of the session's authenticated id that lasts ``ttl`` seconds
+        (not the session's life); answered by `StandardClient.registered`."""
+
+    def discover_since(
+        self,
+        session: Session,
+        namespace: str | None,
+        after: int,
+        limit: int,
+        request_id: int | None,
+        *,
+        signed_only: bool = True,
+    ) -> None:
+        """Registrations (re)made after change ``after``, oldest change first, of
+        ``namespace`` or of all (None), only those carrying a signed peer record unless
+        told otherwise; answered by `Client.discovered` (`Registration.seq` tells the
+        position reached)."""
 
     def stats(self) -> StoreStats: ...

@@ -11,7 +11,14 @@ the pushes after it. Keys, under the prefix ``P``:
 - ``P d:DAEMON`` set of the daemon's session ids; ``P daemons`` set of daemon ids;
 - ``P lease:DAEMON`` present while the daemon lives (expires unless renewed);
 - ``P owner`` / ``P owncount`` hashes: which raw-stream session speaks for a peer id;
-- ``P seq`` the sequence; ``P count`` registrations held; ``P reaper`` the reaper's lock.
+- ``P seq`` the sequence; ``P count`` registrations held; ``P reaper`` the reaper's lock;
+- ``P c:NS`` / ``P c`` sorted sets peer key / ``KEYLEN KEY NS`` -> sequence of the latest
+  (re)registration, and ``P cs:NS`` / ``P cs`` the same for those carrying a signed peer
+  record (standard DISCOVER, cookies);
+- TTL registrations (standard dialect) are held by nobody (TOKEN is empty): ``P x`` sorted
+  set ``KEYLEN KEY NS`` -> expiry (ms on the daemons' clock), ``P ttlcount`` hash peer key ->
+  TTL registrations held; ``P expirer`` the daemon elected to follow every expiry (a
+  lock with expiry); ``P epoch`` names the registry's life in DISCOVER cookies.
 
 Every script takes ``ARGV[1..3]`` = key prefix, publish command, channel prefix.
 """
@@ -42,10 +49,26 @@ end
 local function leased(daemon)
   return redis.call('EXISTS', P .. 'lease:' .. daemon) == 1
 end
-local function add(ns, key, entry, token, daemon, session, raw)
+local function stamp(ns, key, seq, signed)
+  local m = packkey(key) .. ns
+  redis.call('ZADD', P .. 'c:' .. ns, seq, key)
+  redis.call('ZADD', P .. 'c', seq, m)
+  if signed then
+    redis.call('ZADD', P .. 'cs:' .. ns, seq, key)
+    redis.call('ZADD', P .. 'cs', seq, m)
+  else
+    redis.call('ZREM', P .. 'cs:' .. ns, key)
+    redis.call('ZREM', P .. 'cs', m)
+  end
+end
+local function add(ns, key, entry, token, daemon, session, raw, signed)
   redis.call('INCR', P .. 'count')
-  redis.call('SADD', P .. 's:' .. token, packkey(key) .. ns)
-  redis.call('SADD', P .. 'd:' .. daemon, session)
+  if token == '' then
+    redis.call('HINCRBY', P .. 'ttlcount', key, 1)
+  else
+    redis.call('SADD', P .. 's:' .. token, packkey(key) .. ns)
+    redis.call('SADD', P .. 'd:' .. daemon, session)
+  end
   if raw then
     redis.call('HSET', P .. 'owner', key, token)
     redis.call('HINCRBY', P .. 'owncount', key, 1)
@@ -53,25 +76,45 @@ local function add(ns, key, entry, token, daemon, session, raw)
   redis.call('HSET', P .. 'r:' .. ns, key, token .. '|' .. entry)
   local seq = announce(ns, 'R', key, entry)
   redis.call('ZADD', P .. 'o:' .. ns, 'NX', seq, key)
+  stamp(ns, key, seq, signed)
+  return seq
 end
-local function remove(ns, key, token)
-  local regs = P .. 'r:' .. ns
-  local v = redis.call('HGET', regs, key)
-  if not v then return false end
-  local holder, entry = split(v)
-  if holder ~= token then return false end
-  redis.call('HDEL', regs, key)
+local function detach(ns, key, holder)
+  local m = packkey(key) .. ns
+  redis.call('HDEL', P .. 'r:' .. ns, key)
   redis.call('ZREM', P .. 'o:' .. ns, key)
-  redis.call('SREM', P .. 's:' .. token, packkey(key) .. ns)
-  if redis.call('HGET', P .. 'owner', key) == token then
-    if redis.call('HINCRBY', P .. 'owncount', key, -1) <= 0 then
-      redis.call('HDEL', P .. 'owner', key)
-      redis.call('HDEL', P .. 'owncount', key)
+  redis.call('ZREM', P .. 'c:' .. ns, key)
+  redis.call('ZREM', P .. 'c', m)
+  redis.call('ZREM', P .. 'cs:' .. ns, key)
+  redis.call('ZREM', P .. 'cs', m)
+  if holder == '' then
+    redis.call('ZREM', P .. 'x', m)
+    if redis.call('HINCRBY', P .. 'ttlcount', key, -1) <= 0 then
+      redis.call('HDEL', P .. 'ttlcount', key)
+    end
+  else
+    redis.call('SREM', P .. 's:' .. holder, m)
+    if redis.call('HGET', P .. 'owner', key) == holder then
+      if redis.call('HINCRBY', P .. 'owncount', key, -1) <= 0 then
+        redis.call('HDEL', P .. 'owner', key)
+        redis.call('HDEL', P .. 'owncount', key)
+      end
     end
   end
   redis.call('DECR', P .. 'count')
+end
+local function remove(ns, key, token)
+  local v = redis.call('HGET', P .. 'r:' .. ns, key)
+  if not v then return false end
+  local holder, entry = split(v)
+  if holder ~= token then return false end
+  detach(ns, key, holder)
   announce(ns, 'U', key, entry)
   return true
+end
+local function next_expiry()
+  local first = redis.call('ZRANGE', P .. 'x', 0, 0, 'WITHSCORES')
+  return first[2] or ''
 end
 local function foreign_owner(key, token)
   local o = redis.call('HGET', P .. 'owner', key)
@@ -93,32 +136,98 @@ local function drop_daemon(daemon)
   end
   redis.call('DEL', P .. 'd:' .. daemon, P .. 'lease:' .. daemon)
   redis.call('SREM', P .. 'daemons', daemon)
+  if redis.call('GET', P .. 'expirer') == daemon then redis.call('DEL', P .. 'expirer') end
 end
 """
 
 _REGISTER = """
 local daemon, session, ns, key, entry = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local raw, token = ARGV[9] == '1', ARGV[4] .. '/' .. ARGV[5]
+local signed = ARGV[12] == '1'
 if not leased(daemon) then return {'LEASE', 'lease lost'} end
 if raw and foreign_owner(key, token) then
   return {'AUTH', 'peer id is registered by another session'}
 end
 local v = redis.call('HGET', P .. 'r:' .. ns, key)
-if v then
-  local holder = split(v)
-  if holder ~= token then return {'AUTH', 'peer id is registered by another session'} end
+local holder = v and split(v)
+if v and holder == token then
   redis.call('HSET', P .. 'r:' .. ns, key, token .. '|' .. entry)
-  announce(ns, 'R', key, entry)
+  stamp(ns, key, announce(ns, 'R', key, entry), signed)
   return {'OK', '0'}
+end
+if v and (holder ~= '' or raw) then
+  -- another session's, or a TTL registration a raw session cannot vouch for
+  return {'AUTH', 'peer id is registered by another session'}
 end
 if redis.call('SCARD', P .. 's:' .. token) >= tonumber(ARGV[10]) then
   return {'LIMIT', 'too many registrations in this session'}
 end
-if tonumber(redis.call('GET', P .. 'count') or '0') >= tonumber(ARGV[11]) then
+if not v and tonumber(redis.call('GET', P .. 'count') or '0') >= tonumber(ARGV[11]) then
   return {'FULL', 'registry is full'}
 end
-add(ns, key, entry, token, daemon, session, raw)
+if v then detach(ns, key, '') end -- the id's own TTL registration, replaced
+add(ns, key, entry, token, daemon, session, raw, signed)
 return {'OK', '1'}
+"""
+
+_REGISTER_TTL = """
+local ns, key, entry, signed = ARGV[4], ARGV[5], ARGV[6], ARGV[7] == '1'
+local expires, per_peer, most = ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10])
+local v = redis.call('HGET', P .. 'r:' .. ns, key)
+local holder = v and split(v)
+if (not v or holder ~= '') and
+    tonumber(redis.call('HGET', P .. 'ttlcount', key) or '0') >= per_peer then
+  return {'LIMIT', 'too many registrations for this peer'}
+end
+if not v and tonumber(redis.call('GET', P .. 'count') or '0') >= most then
+  return {'FULL', 'registry is full'}
+end
+if v then detach(ns, key, holder) end -- replaced, announced by the REGISTER that follows
+local seq = add(ns, key, entry, '', '', '', false, signed)
+redis.call('ZADD', P .. 'x', expires, packkey(key) .. ns)
+return {'OK', seq}
+"""
+
+_EXPIRE = """
+local now, batch, daemon, lock = ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7]
+local holder = redis.call('GET', P .. 'expirer')
+local elected = not holder or holder == daemon
+if elected then redis.call('SET', P .. 'expirer', daemon, 'PX', lock) end
+local n = 0
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', P .. 'x', '-inf', now, 'LIMIT', 0, batch)) do
+  local ns, key = unmember(m)
+  if remove(ns, key, '') then n = n + 1 else redis.call('ZREM', P .. 'x', m) end
+end
+if elected then return {n, next_expiry()} end
+return {n, ''}
+"""
+
+_DISCOVER_SINCE = """
+local all, ns, after, limit = ARGV[4] == '1', ARGV[5], ARGV[6], tonumber(ARGV[7])
+local signed, now = ARGV[8] == '1', tonumber(ARGV[9])
+local set = P .. (signed and 'cs' or 'c') .. (all and '' or (':' .. ns))
+local out = {redis.call('GET', P .. 'epoch') or ''}
+local found, from = 0, '(' .. after
+while found < limit do
+  local items = redis.call('ZRANGEBYSCORE', set, from, '+inf', 'WITHSCORES',
+                           'LIMIT', 0, limit - found)
+  if #items == 0 then break end
+  for i = 1, #items, 2 do
+    local name, key = ns, items[i]
+    if all then name, key = unmember(items[i]) end
+    from = '(' .. items[i + 1]
+    local v = redis.call('HGET', P .. 'r:' .. name, key)
+    local expires = redis.call('ZSCORE', P .. 'x', packkey(key) .. name) or ''
+    if v and (expires == '' or tonumber(expires) > now) then
+      local _, entry = split(v)
+      out[#out + 1] = items[i + 1]
+      out[#out + 1] = expires
+      out[#out + 1] = entry
+      found = found + 1
+    end
+  end
+end
+return out
 """
 
 _UNREGISTER = """
@@ -126,6 +235,7 @@ local daemon, session, ns, key = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local raw, token = ARGV[8] == '1', ARGV[4] .. '/' .. ARGV[5]
 if not leased(daemon) then return {'LEASE', 'lease lost'} end
 if remove(ns, key, token) then return {'OK', '1'} end
+if not raw and remove(ns, key, '') then return {'OK', '1'} end -- the id's TTL registration
 if raw and foreign_owner(key, token) then
   return {'AUTH', 'peer id is registered by another session'}
 end
@@ -166,7 +276,8 @@ if renew then
 end
 redis.call('SET', key, '1', 'PX', ms)
 redis.call('SADD', P .. 'daemons', daemon)
-return 1
+redis.call('SET', P .. 'epoch', ARGV[7], 'NX')
+return redis.call('GET', P .. 'epoch')
 """
 
 _REAP = """
@@ -195,7 +306,7 @@ local daemon, session, raw = ARGV[4], ARGV[5], ARGV[6] == '1'
 local token = daemon .. '/' .. session
 if not leased(daemon) then return {'LEASE'} end
 local want = {}
-for i = 7, #ARGV, 3 do want[packkey(ARGV[i + 1]) .. ARGV[i]] = true end
+for i = 7, #ARGV, 4 do want[packkey(ARGV[i + 1]) .. ARGV[i]] = true end
 for _, m in ipairs(redis.call('SMEMBERS', P .. 's:' .. token)) do
   if not want[m] then
     local ns, key = unmember(m)
@@ -203,8 +314,8 @@ for _, m in ipairs(redis.call('SMEMBERS', P .. 's:' .. token)) do
   end
 end
 local out = {'OK'}
-for i = 7, #ARGV, 3 do
-  local ns, key, entry = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+for i = 7, #ARGV, 4 do
+  local ns, key, entry, signed = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3] == '1'
   local v = redis.call('HGET', P .. 'r:' .. ns, key)
   if v then
     local holder, old = split(v)
@@ -212,12 +323,12 @@ for i = 7, #ARGV, 3 do
       out[#out + 1] = packkey(key) .. ns
     elseif old ~= entry then
       redis.call('HSET', P .. 'r:' .. ns, key, token .. '|' .. entry)
-      announce(ns, 'R', key, entry)
+      stamp(ns, key, announce(ns, 'R', key, entry), signed)
     end
   elseif raw and foreign_owner(key, token) then
     out[#out + 1] = packkey(key) .. ns
   else
-    add(ns, key, entry, token, daemon, session, raw)
+    add(ns, key, entry, token, daemon, session, raw, signed)
   end
 end
 return out
@@ -247,4 +358,20 @@ LEASE = _script("lease", _LEASE)
 REAP = _script("reap", _REAP)
 PRUNE = _script("prune", _PRUNE)
 SYNC_SESSION = _script("sync_session", _SYNC_SESSION)
-ALL = (REGISTER, UNREGISTER, SNAPSHOT, DROP_SESSION, DROP_DAEMON, LEASE, REAP, PRUNE, SYNC_SESSION)
+REGISTER_TTL = _script("register_ttl", _REGISTER_TTL)
+EXPIRE = _script("expire", _EXPIRE)
+DISCOVER_SINCE = _script("discover_since", _DISCOVER_SINCE)
+ALL = (
+    REGISTER,
+    UNREGISTER,
+    SNAPSHOT,
+    DROP_SESSION,
+    DROP_DAEMON,
+    LEASE,
+    REAP,
+    PRUNE,
+    SYNC_SESSION,
+    REGISTER_TTL,
+    EXPIRE,
+    DISCOVER_SINCE,
+)

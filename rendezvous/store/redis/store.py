@@ -5,10 +5,20 @@ also publish every change); each daemon keeps the local side: its sessions, thei
 subscriptions, and a mirror of every namespace one of them watches, fed by pub/sub and
 joined to a snapshot by the fleet-wide sequence number. A daemon proves it lives with a
 lease it renews; any daemon reaps the registrations of one whose lease ran out.
+
+TTL registrations (standard dialect) belong to no daemon. One daemon at a time is
+elected (a lock in Redis, taken at lease renewals) to follow the earliest expiry of the
+fleet; every daemon also follows those of the registrations it took, so they end on time
+whoever is elected. The expiry script removes and announces what is due atomically, so
+each expiry is announced once however many daemons run it. The sequence number of a
+registration's latest change is its DISCOVER cookie position, and the cookie epoch is
+the fleet's (`epoch`), so a cookie from one daemon is good at any other.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import heapq
 import uuid
 from functools import partial
 
@@ -24,7 +34,8 @@ from rendezvous.live.codec import entry_bytes
 from rendezvous.loglimit import LogLimiter
 from rendezvous.model import Peer, Refused, Registration, Status
 from rendezvous.registry import Session
-from rendezvous.store.base import Client, StoreStats
+from rendezvous.standard.cookie import new_epoch
+from rendezvous.store.base import Client, StandardClient, StoreStats
 from rendezvous.store.redis import scripts
 from rendezvous.store.redis.link import LinkDown, RedisLink
 from rendezvous.store.redis.mirror import Mirror, Push
@@ -77,6 +88,10 @@ class _Namespace(Mirror["RedisSession"]):
         self.timer = None
 
 
+_EXPIRE_BATCH = 100
+"""TTL registrations removed by one run of the expiry script (the next run follows at once)."""
+
+
 def _client(session: Session) -> Client:
     client: Client = session.subscriber  # type: ignore[assignment]
     return client
@@ -113,6 +128,11 @@ class RedisStore:
         self._waiters: list[tuple[bool, Deferred[None]]] = []
         self._limiter = LogLimiter(clock.seconds)
         self._recovering = False
+        self.epoch: bytes | None = None
+        """The fleet's DISCOVER cookie epoch, once read from Redis."""
+        self._expiry: IDelayedCall | None = None
+        self._expiries: list[int] = []
+        """When (ms) the TTL registrations this daemon took end, earliest first."""
         self._tick = LoopingCall(self._renew)
         self._tick.clock = clock
         link.on_up = self._up
@@ -136,6 +156,7 @@ class RedisStore:
         if self._tick.running:
             self._tick.stop()
         self._cancel_retry()
+        self._cancel_expiry()
         for state in self._namespaces.values():
             state.cancel_timer()
 
@@ -213,6 +234,7 @@ class RedisStore:
             "1" if raw else "0",
             limits.max_registrations_per_session,
             limits.max_registrations,
+            _signed(peer),
         )
 
         def settle() -> None:
@@ -316,6 +338,90 @@ class RedisStore:
                 return
             client = _client(session)
             slot.fill(lambda: client.discovered(request_id, namespace, found))
+
+        d.addCallbacks(done, partial(self._request_failed, session, slot, request_id))
+
+    def register_ttl(
+        self, session: Session, namespace: str, peer: Peer, ttl: int, request_id: int | None
+    ) -> None:
+        assert isinstance(session, RedisSession)
+        slot = session.replies.reserve()
+        identity = session.identity
+        if identity is None or peer.key != identity:
+            text = (
+                "TTL registrations need an authenticated id"
+                if identity is None
+                else "peer id differs from the authenticated one"
+            )
+            self._refuse(session, slot, request_id, Status.NOT_AUTHORIZED, text)
+            return
+        expires_ms = _ms(self.clock.seconds() + ttl)
+        limits = self.limits
+        d = self.link.run(
+            scripts.REGISTER_TTL,
+            namespace,
+            peer.key,
+            entry_bytes(Registration(namespace, peer)),
+            _signed(peer),
+            expires_ms,
+            limits.max_registrations_per_peer,
+            limits.max_registrations,
+        )
+
+        def done(reply: list[bytes]) -> None:
+            if reply[0] != b"OK":
+                self._refused_by_script(session, slot, request_id, reply)
+                return
+            heapq.heappush(self._expiries, expires_ms)
+            self._schedule_expiry(expires_ms)
+            held = Registration(namespace, peer, expires_ms / 1000, seq=int(reply[1]))
+            client: StandardClient = session.subscriber  # type: ignore[assignment]
+            slot.fill(lambda: client.registered(request_id, held))
+
+        d.addCallbacks(done, partial(self._request_failed, session, slot, request_id))
+
+    def discover_since(
+        self,
+        session: Session,
+        namespace: str | None,
+        after: int,
+        limit: int,
+        request_id: int | None,
+        *,
+        signed_only: bool = True,
+    ) -> None:
+        assert isinstance(session, RedisSession)
+        slot = session.replies.reserve()
+        d = self.link.run(
+            scripts.DISCOVER_SINCE,
+            "1" if namespace is None else "0",
+            namespace or "",
+            after,
+            limit,
+            "1" if signed_only else "0",
+            _ms(self.clock.seconds()),
+        )
+
+        def done(reply: list[bytes]) -> None:
+            if reply[0]:
+                self.epoch = reply[0]
+            try:
+                found = [
+                    dataclasses.replace(
+                        registration(entry),
+                        seq=int(seq),
+                        expires=int(expires) / 1000 if expires else None,
+                    )
+                    for seq, expires, entry in zip(
+                        reply[1::3], reply[2::3], reply[3::3], strict=True
+                    )
+                ]
+            except (BadData, ValueError) as e:
+                self.log.error("bad data in redis: {e}", e=e)
+                self._refuse(session, slot, request_id, Status.INTERNAL_ERROR, "bad stored data")
+                return
+            client = _client(session)
+            slot.fill(lambda: client.discovered(request_id, namespace or "", found))
 
         d.addCallbacks(done, partial(self._request_failed, session, slot, request_id))
 
@@ -537,7 +643,7 @@ class RedisStore:
         """Take the lease, re-assert the live sessions' registrations, resync namespaces."""
         if self._stopping:
             return
-        epoch = self._epoch = self._epoch + 1
+        generation = self._epoch = self._epoch + 1
         self._recovering = True
         self._cancel_retry()
         if self._tick.running:
@@ -545,15 +651,17 @@ class RedisStore:
 
         async def recover() -> None:
             link = self.link
-            await link.run(scripts.LEASE, self.daemon, self._lease_ms(), "0")
+            epoch = await link.run(scripts.LEASE, self.daemon, self._lease_ms(), "0", new_epoch())
+            if isinstance(epoch, bytes) and epoch:
+                self.epoch = epoch
             live = [session for session in self._sessions if session.wrote]
             await link.run(scripts.PRUNE, self.daemon, *[session.sid for session in live])
             self._prune_needed = False
             for session in live:
-                if epoch != self._epoch:
+                if generation != self._epoch:
                     return
                 await self._reassert(session)
-            if epoch != self._epoch:
+            if generation != self._epoch:
                 return
             if resync:
                 for state in list(self._namespaces.values()):
@@ -563,9 +671,9 @@ class RedisStore:
             self._set_ready(True)
 
         def failed(failure: Failure) -> None:
-            if epoch == self._epoch:
+            if generation == self._epoch:
                 self._recovering = False
-            if self._failed(failure, "recovery") and epoch == self._epoch and self.link.up:
+            if self._failed(failure, "recovery") and generation == self._epoch and self.link.up:
                 self._retry = self.clock.callLater(1.0, self._retry_recovery, resync)
 
         Deferred.fromCoroutine(recover()).addErrback(failed)
@@ -585,7 +693,7 @@ class RedisStore:
             return
         args: list[str | bytes] = []
         for (namespace, key), reg in session.entries.items():
-            args += [namespace, key, entry_bytes(reg)]
+            args += [namespace, key, entry_bytes(reg), _signed(reg.peer)]
         reply = await self.link.run(
             scripts.SYNC_SESSION,
             self.daemon,
@@ -626,11 +734,65 @@ class RedisStore:
             reaped = await link.run(scripts.REAP, self.daemon, int(self.lease * 1000 / 3))
             if reaped > 0:
                 self.log.info("reaped {count} daemons whose lease expired", count=reaped)
+            await self._run_expiry()  # also expiries this daemon has not heard of
 
         def failed(failure: Failure) -> None:
             self._failed(failure, "lease renewal")
 
         return Deferred.fromCoroutine(renew()).addErrback(failed)
+
+    # -- TTL expiry ---------------------------------------------------------------------------
+
+    def _schedule_expiry(self, when_ms: bytes | int) -> None:
+        """Have one delayed call pending for the earliest expiry known (ms; empty: none)."""
+        if self._stopping or when_ms in (b"", ""):
+            return
+        when = int(when_ms) / 1000
+        call = self._expiry
+        if call is not None and call.active():
+            if call.getTime() <= when:
+                return
+            call.cancel()
+        self._expiry = self.clock.callLater(max(0.0, when - self.clock.seconds()), self._expiry_due)
+
+    def _cancel_expiry(self) -> None:
+        if self._expiry is not None and self._expiry.active():
+            self._expiry.cancel()
+        self._expiry = None
+
+    def _expiry_due(self) -> None:
+        self._expiry = None
+        if self.link.up:  # otherwise recovery's renewals run it
+            self._run_expiry().addErrback(self._failed, "expiring TTL registrations")
+
+    def _run_expiry(self) -> Deferred[None]:
+        """Remove and announce every TTL registration due (taking or keeping the
+        election if free or ours), then wait for the next one to follow."""
+
+        async def run() -> None:
+            while True:
+                now = _ms(self.clock.seconds())
+                removed, upcoming = await self.link.run(
+                    scripts.EXPIRE, now, _EXPIRE_BATCH, self.daemon, self._lease_ms()
+                )
+                if int(removed) < _EXPIRE_BATCH:
+                    break
+            own = self._expiries
+            while own and own[0] <= now:
+                heapq.heappop(own)
+            if own:
+                self._schedule_expiry(own[0])
+            self._schedule_expiry(upcoming)  # the fleet's earliest, if elected
+
+        return Deferred.fromCoroutine(run())
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
+
+
+def _signed(peer: Peer) -> str:
+    return "0" if peer.signed_peer_record is None else "1"
 
 
 def _nothing() -> None:

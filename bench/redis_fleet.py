@@ -1,0 +1,432 @@
+"""Scenario 7: the Redis store. REGISTER/s through Redis, and fan-out across a fleet.
+
+A private ``redis-server`` (no persistence, temporary directory, free loopback port) is
+started for the run and flushed before every measurement.
+
+(a) REGISTER/s: the load of scenario 1 (``register_throughput.py``: pipelined chunks of
+REGISTER frames per session, each closed by a DISCOVER whose reply proves it was handled),
+against one daemon with ``--store redis://…`` and against one with the memory store. The
+default is smaller than scenario 1's (50 sessions x 20 ids x 2 chunks: 2,000 REGISTERs in
+flight, not 200,000), so that the Redis daemon drains what is in flight in about a second.
+
+(b) fan-out: subscribers in one namespace spread evenly over ``--daemons`` daemons sharing
+the Redis (one generator process per daemon); one REGISTER sent to the first daemon; each
+subscriber's delivery time is measured as in ``fanout.py`` (kernel receive timestamp,
+SO_TIMESTAMPNS, minus the moment the publisher sent). The same subscribers on one daemon
+with the memory store, and on one daemon with the Redis store, are the references.
+
+Every daemon is pinned to CPU 0 (a fleet shares one core: on a machine with two cores
+nothing else is fair to the single-daemon references); ``redis-server`` and the load
+generators are pinned to the other CPU(s). Daemon, redis-server, generator and other
+processes' CPU are reported separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common as c
+import fanout
+import register_throughput as rt
+from _common import helpers
+
+_READY = b"Ready to accept connections"
+_STORE_READY = "redis store ready"
+
+
+class RedisServer:
+    """A private redis-server process, killed and its directory removed by ``stop``."""
+
+    def __init__(self, path: str):
+        self.dir = tempfile.mkdtemp(prefix="bench-redis-")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.log = os.path.join(self.dir, "redis.log")
+        argv = [path, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        argv += ["--appendonly", "no", "--dir", self.dir, "--daemonize", "no"]
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(argv, cwd=self.dir, stdout=log, stderr=subprocess.STDOUT)
+        c._children.append(self.proc)
+        c.pin(c.CLIENT_CPUS, self.proc.pid)
+        deadline = time.monotonic() + 20
+        while True:
+            with open(self.log, "rb") as f:
+                if _READY in f.read():
+                    break
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                with open(self.log, "rb") as f:
+                    text = f.read().decode(errors="replace")
+                raise RuntimeError(f"redis-server did not start:\n{text}")
+            time.sleep(0.05)
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.conn: socket.socket | None = None
+
+    def command(self, *words: str) -> bytes:
+        """One command in RESP; its reply: a bulk string's content, else the first line."""
+        out = f"*{len(words)}\r\n".encode()
+        for w in words:
+            out += f"${len(w.encode())}\r\n{w}\r\n".encode()
+        if self.conn is None:  # one connection, kept: probes cost redis-server little CPU
+            self.conn = socket.create_connection(("127.0.0.1", self.port), timeout=30)
+        s = self.conn
+        s.sendall(out)
+        reply = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+            head, sep, rest = reply.partition(b"\r\n")
+            if not sep:
+                continue
+            if not head.startswith(b"$"):
+                return head
+            if len(rest) >= int(head[1:]) + 2:
+                return rest[: int(head[1:])]
+        raise RuntimeError(f"redis-server closed the connection: {reply!r}")
+
+    def flush(self) -> None:
+        self.command("FLUSHALL")
+
+    def cpu(self) -> float:
+        """CPU seconds redis-server used (its own getrusage, in µs: finer than /proc)."""
+        info = self.command("INFO", "cpu").decode()
+        fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+        return float(fields["used_cpu_user"]) + float(fields["used_cpu_sys"])
+
+    def stop(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        if self.proc.poll() is None:
+            self.proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
+        if self.proc in c._children:
+            c._children.remove(self.proc)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def redis_server_path() -> str | None:
+    return os.environ.get("RENDEZVOUS_REDIS_SERVER") or shutil.which("redis-server")
+
+
+def daemon(store: str, extra: list[str] | None = None) -> c.Server:
+    """Our daemon on ``store`` ("memory" or a redis URL), ready to serve."""
+    server = c.Server("rendezvous", ["--store", store, *(extra or [])])
+    if store != "memory":
+        deadline = time.monotonic() + 30
+        while _STORE_READY not in server.log_text():
+            server.check_alive()
+            if time.monotonic() > deadline:
+                server.stop()
+                raise RuntimeError(f"the redis store never got ready:\n{server.log_text()}")
+            time.sleep(0.05)
+    return server
+
+
+def errors_logged(server: c.Server) -> int:
+    """Lines of the daemon's log saying a request was refused or failed."""
+    return sum(
+        1
+        for line in server.log_text().splitlines()
+        if "refused" in line or "failed" in line or "Traceback" in line
+    )
+
+
+# -- (a) REGISTER/s ---------------------------------------------------------------------
+
+
+def measure_register(store: str, redis: RedisServer, args) -> dict:
+    redis.flush()
+    extra = ["--max-registrations-per-session", str(max(256, args.per_session))]
+    server = daemon(redis.url if store == "redis" else "memory", extra)
+    workers = []
+    try:
+        first = 0
+        for n in c.split(args.sessions, min(args.generators, args.sessions)):
+            workers.append(
+                c.Worker(rt.worker, server.port, n, first, args.per_session, args.window)
+            )
+            first += n
+        sizes = [w.recv()[1] for w in workers]  # every generator says it is ready
+        frame_bytes = sizes[0]
+        t_start = time.monotonic() + args.warmup
+        t_end = t_start + args.seconds
+        for w in workers:
+            w.send("run", t_start, t_end)
+        time.sleep(max(0.0, t_start - time.monotonic()))
+        cpu0, r0, all0 = server.cpu(), redis.cpu(), c.system_cpu()
+        time.sleep(max(0.0, t_end - time.monotonic()))
+        cpu1, r1, all1 = server.cpu(), redis.cpu(), c.system_cpu()
+        results = [w.recv(args.seconds + 60) for w in workers]
+        server.check_alive()
+        refused = errors_logged(server)
+        held = redis.command("HLEN", "rendezvous:r:bench")
+    finally:
+        for w in workers:
+            w.stop()
+        server.stop()
+    seconds = c.median([r["seconds"] for r in results])
+    regs = sum(r["chunks"] for r in results) * args.per_session
+    gen_cpu = sum(r["cpu"] for r in results)
+    daemon_cpu, redis_cpu = cpu1 - cpu0, r1 - r0
+    return {
+        "store": store,
+        "rate": regs / seconds,
+        "daemon_cpu": daemon_cpu / args.seconds,
+        "per_cpu_second": regs / seconds / max(1e-9, daemon_cpu / args.seconds),
+        "redis_cpu": redis_cpu / args.seconds if store == "redis" else float("nan"),
+        "gen_cpu": gen_cpu / seconds,
+        "others_cpu": max(0.0, (all1 - all0) - daemon_cpu - redis_cpu - gen_cpu) / args.seconds,
+        "frame_bytes": frame_bytes,
+        "refusals_logged": refused,
+        "redis_held": held.decode(errors="replace"),
+    }
+
+
+# -- (b) fan-out ------------------------------------------------------------------------
+
+
+def measure_fanout(store: str, count: int, redis: RedisServer, args) -> list[dict]:
+    """``count`` daemons on ``store``; one generator process per daemon, even split."""
+    redis.flush()
+    url = redis.url if store == "redis" else "memory"
+    servers: list[c.Server] = []
+    workers: list[c.Worker] = []
+    label = f"{store}, {count} daemon{'s' if count > 1 else ''}"
+    try:
+        for _ in range(count):
+            servers.append(daemon(url))
+        first = 0
+        gens = max(count, args.generators)
+        for i, n in enumerate(c.split(args.subscribers, gens)):
+            port = servers[i % count].port
+            workers.append(c.Worker(fanout.worker, port, n, first, args.batch))
+            first += n
+        ready = sum(w.recv(300)[1] for w in workers)
+        assert ready == args.subscribers, ready
+        pub = c.connect(servers[0].port, 199)
+        pub.setblocking(True)
+        rounds = []
+        for r in range(args.rounds):
+            time.sleep(args.pause)
+            frame = c.frame(helpers.register(fanout.NS, f"s7-pub-{r}", helpers.tcp_addr(r % 250)))
+            c.broadcast(workers, "round", 60)
+            cpu0 = sum(s.cpu() for s in servers)
+            r0, all0 = redis.cpu(), c.system_cpu()
+            t0 = time.time()
+            pub.sendall(frame)
+            results = [w.recv(90) for w in workers]
+            cpu1 = sum(s.cpu() for s in servers)
+            r1, all1 = redis.cpu(), c.system_cpu()
+            gen_cpu = sum(res[2] for res in results)
+            lat = sorted((a - t0) * 1000 for res in results for a in res[1])
+            daemons_cpu, redis_cpu = cpu1 - cpu0, r1 - r0
+            rounds.append(
+                {
+                    "setup": label,
+                    "p50_ms": c.percentile(lat, 50),
+                    "p99_ms": c.percentile(lat, 99),
+                    "max_ms": lat[-1],
+                    "min_ms": lat[0],
+                    "deliveries_per_s": len(lat) / (lat[-1] / 1000),
+                    "daemons_cpu_ms": daemons_cpu * 1000,
+                    "redis_cpu_ms": redis_cpu * 1000 if store == "redis" else float("nan"),
+                    "gen_cpu_ms": gen_cpu * 1000,
+                    "others_cpu_ms": max(0.0, (all1 - all0) - daemons_cpu - redis_cpu - gen_cpu)
+                    * 1000,
+                    "latencies_ms": lat,
+                }
+            )
+        for s in servers:
+            s.check_alive()
+        pub.close()
+        return rounds
+    finally:
+        for w in workers:
+            w.stop()
+        for s in servers:
+            s.stop()
+
+
+REG_KEYS = ("rate", "daemon_cpu", "per_cpu_second", "redis_cpu", "gen_cpu", "others_cpu")
+FAN_KEYS = (
+    "p50_ms",
+    "p99_ms",
+    "max_ms",
+    "deliveries_per_s",
+    "daemons_cpu_ms",
+    "redis_cpu_ms",
+    "gen_cpu_ms",
+    "others_cpu_ms",
+)
+
+
+def pct(v: float) -> str:
+    return "-" if v != v else f"{v:.0%}"
+
+
+def main(args) -> int:
+    if args.quick:
+        args.sessions, args.per_session, args.seconds, args.warmup = 10, 20, 0.5, 0.3
+        args.subscribers, args.rounds, args.pause, args.runs = 60, 2, 0.05, 1
+    path = redis_server_path()
+    if not path:
+        print("redis-server not found (PATH or $RENDEZVOUS_REDIS_SERVER)", file=sys.stderr)
+        return 3
+    started = time.monotonic()
+    for i in range(args.sessions):  # encoded once here, inherited by the forked generators
+        rt.session_chunk(i, args.per_session)
+    redis = RedisServer(path)
+    try:
+        reg: dict[str, list[dict]] = {"memory": [], "redis": []}
+        setups = [("memory", 1), ("redis", 1), ("redis", args.daemons)]
+        fan: dict[str, list[dict]] = {}
+        for _ in range(args.runs):
+            for store in reg:
+                reg[store].append(measure_register(store, redis, args))
+            for store, count in setups:
+                rounds = measure_fanout(store, count, redis, args)
+                fan.setdefault(rounds[0]["setup"], []).extend(rounds)
+    finally:
+        redis.stop()
+    elapsed = time.monotonic() - started
+
+    reg_med = {s: {k: c.median([r[k] for r in rs]) for k in REG_KEYS} for s, rs in reg.items()}
+    mem = reg_med["memory"]
+    rows = []
+    for store, m in reg_med.items():
+        rows.append(
+            [
+                store,
+                m["rate"],
+                pct(m["daemon_cpu"]),
+                m["per_cpu_second"],
+                pct(m["redis_cpu"]),
+                pct(m["gen_cpu"]),
+                pct(m["others_cpu"]),
+                m["rate"] / mem["rate"],
+            ]
+        )
+    frame_bytes = reg["memory"][0]["frame_bytes"]
+    print(
+        c.table(
+            f"Scenario 7a: REGISTER throughput, one daemon, {args.sessions:,} sessions x "
+            f"{args.per_session} ids, ~{frame_bytes}-byte frames, median of {args.runs} "
+            f"run(s) x {args.seconds:g} s",
+            [
+                "store",
+                "registrations/s",
+                "daemon CPU",
+                "per daemon CPU-s",
+                "redis-server CPU",
+                "generator CPU",
+                "other processes' CPU",
+                "vs memory",
+            ],
+            rows,
+        )
+    )
+    refusals = sum(r["refusals_logged"] for rs in reg.values() for r in rs)
+    if refusals:
+        print(f"(warning: {refusals} refusal or failure lines in the daemons' logs)")
+
+    fan_med = {s: {k: c.median([r[k] for r in rs]) for k in FAN_KEYS} for s, rs in fan.items()}
+    rows = []
+    for setup, m in fan_med.items():
+        rows.append(
+            [
+                setup,
+                m["p50_ms"],
+                m["p99_ms"],
+                m["max_ms"],
+                m["deliveries_per_s"],
+                m["daemons_cpu_ms"],
+                m["redis_cpu_ms"],
+                m["gen_cpu_ms"],
+                m["others_cpu_ms"],
+            ]
+        )
+    print()
+    print(
+        c.table(
+            f"Scenario 7b: fan-out of one REGISTER to {args.subscribers:,} subscribers spread "
+            f"over the daemons, median of {args.runs} run(s) x {args.rounds} rounds",
+            [
+                "setup",
+                "p50 ms",
+                "p99 ms",
+                "max ms",
+                "deliveries/s",
+                "daemons' CPU ms",
+                "redis-server CPU ms",
+                "generator CPU ms",
+                "other processes' CPU ms",
+            ],
+            rows,
+        )
+    )
+    print(f"\n({elapsed:.0f} s; every daemon on CPU 0, redis-server and generators on the rest)")
+
+    def typical(setup: str) -> dict:
+        rs = sorted(fan[setup], key=lambda r: r["max_ms"])
+        return rs[len(rs) // 2]
+
+    c.write_json(
+        args.json,
+        {
+            "scenario": "redis_fleet",
+            "args": vars(args),
+            "register_median": [{"store": s, **m} for s, m in reg_med.items()],
+            "register_samples": reg,
+            "fanout_median": [{"setup": s, **m} for s, m in fan_med.items()],
+            "fanout_samples": {
+                s: [{x: y for x, y in r.items() if x != "latencies_ms"} for r in rs]
+                for s, rs in fan.items()
+            },
+            "typical_latencies_ms": {s: typical(s)["latencies_ms"] for s in fan},
+            "seconds": elapsed,
+        },
+    )
+    if args.plot and (plt := c.pyplot()):
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        for setup in fan:
+            lat = typical(setup)["latencies_ms"]
+            ax.plot(lat, [(i + 1) / len(lat) * 100 for i in range(len(lat))], label=setup)
+        ax.set_xlabel("delivery time after the REGISTER was sent (ms)")
+        ax.set_ylabel("subscribers reached (%)")
+        ax.set_title(f"Scenario 7: fan-out to {args.subscribers:,} subscribers (median round)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(args.plot, dpi=110)
+    return 0
+
+
+if __name__ == "__main__":
+    p = c.base_parser(__doc__, timeout=170)
+    for action in p._actions:  # the common options this scenario has no use for
+        if action.dest in ("servers", "profile"):
+            action.help = argparse.SUPPRESS
+    p.add_argument("--sessions", type=int, default=50, help="(a) pipelining sessions")
+    p.add_argument("--per-session", type=int, default=20, help="(a) peer ids per session")
+    p.add_argument("--window", type=int, default=2, help="(a) chunks in flight per session")
+    p.add_argument("--seconds", type=float, default=2.0, help="(a) measured seconds")
+    p.add_argument("--warmup", type=float, default=1.0, help="(a) seconds before measuring")
+    p.add_argument("--daemons", type=int, default=3, help="(b) daemons in the fleet")
+    p.add_argument("--subscribers", type=int, default=3000, help="(b) subscribers in all")
+    p.add_argument("--rounds", type=int, default=5, help="(b) REGISTERs per run")
+    p.add_argument("--pause", type=float, default=0.3, help="(b) seconds between rounds")
+    p.add_argument("--generators", type=int, default=3, help="load-generator processes")
+    p.add_argument("--batch", type=int, default=500, help="(b) connections opened at once")
+    c.main_wrapper(main, p.parse_args())

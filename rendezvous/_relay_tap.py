@@ -1,0 +1,151 @@
+"""`twistd rendezvous-relay`: command-line options and the service they make."""
+
+from __future__ import annotations
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from rendezvous.addrs import InvalidMultiaddr
+from rendezvous.p2p.host import HostLimits
+from rendezvous.p2p.keys import IdentityFileError, load_or_create_identity
+from rendezvous.p2p.transport import TCPAddress
+from rendezvous.peerid import InvalidPeerId, parse_peer_id
+from rendezvous.relay.announce import DEFAULT_NAMESPACE, DEFAULT_TTL
+from rendezvous.relay.resources import Acl, RelayLimits
+from rendezvous.relay.service import RelayConfig, RelayDaemon
+
+_LIMIT_FLAGS: list[tuple[str, str, str]] = [
+    ("reservation-ttl", "reservation_ttl", "seconds a reservation lasts unless renewed"),
+    ("max-reservations", "max_reservations", "reservations held in all"),
+    ("max-reservations-per-ip", "max_reservations_per_ip", "reservations from one IP address"),
+    ("max-circuits", "max_circuits", "circuits relayed at once"),
+    ("max-circuits-per-peer", "max_circuits_per_peer", "circuits one peer takes part in"),
+    ("circuit-duration", "circuit_duration", "seconds before a circuit is cut"),
+    ("circuit-bytes", "circuit_bytes", "bytes relayed in each direction before a circuit is cut"),
+]
+_DEFAULTS = RelayLimits()
+_HOST_DEFAULTS = HostLimits()
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "Run a libp2p circuit relay v2 node: peers reserve a slot (hop RESERVE) and others "
+        "reach them through it (hop CONNECT, stop). Listens on /ip4/0.0.0.0/tcp/4010 unless "
+        "--p2p-listen is given."
+    )
+    optParameters = [
+        [
+            "identity",
+            None,
+            None,
+            "libp2p private key file, created (mode 0600) if missing; without it, "
+            "a new peer id each run",
+        ],
+        ["metrics", None, None, "strport serving Prometheus text at /metrics, e.g. tcp:9091"],
+        [
+            "namespace",
+            None,
+            DEFAULT_NAMESPACE,
+            "rendezvous namespace the relay registers in (with --announce-to)",
+        ],
+        [
+            "announce-ttl",
+            None,
+            DEFAULT_TTL,
+            "seconds of registration asked for; renewed at 3/4 of the TTL granted",
+            int,
+        ],
+        [
+            "p2p-max-connections",
+            None,
+            _HOST_DEFAULTS.max_connections,
+            "libp2p connections open at once",
+            int,
+        ],
+        [
+            "p2p-max-connections-per-ip",
+            None,
+            _HOST_DEFAULTS.max_connections_per_ip,
+            "libp2p connections from one IP address",
+            int,
+        ],
+    ] + [[flag, None, getattr(_DEFAULTS, field), help, int] for flag, field, help in _LIMIT_FLAGS]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["p2p-listen"] = []
+        self["allow-peer"] = []
+        self["allow-subnet"] = []
+        self["announce-to"] = []
+
+    def opt_announce_to(self, multiaddr: str) -> None:
+        """rendezvous daemon to stay registered at, standard dialect (repeatable):
+        /ip4/10.0.0.5/tcp/4002/p2p/12D3KooW…"""
+        try:
+            address = TCPAddress.parse(multiaddr)
+        except InvalidMultiaddr as e:
+            raise usage.UsageError(f"--announce-to: {e}") from None
+        if address.peer_id is None:
+            raise usage.UsageError("--announce-to: the address must end in /p2p/<peer-id>")
+        self["announce-to"].append(multiaddr)
+
+    def opt_p2p_listen(self, multiaddr: str) -> None:
+        """libp2p TCP multiaddr (repeatable): /ip4/0.0.0.0/tcp/4010, /ip6/::/tcp/4010"""
+        try:
+            TCPAddress.parse(multiaddr)
+        except InvalidMultiaddr as e:
+            raise usage.UsageError(f"--p2p-listen: {e}") from None
+        self["p2p-listen"].append(multiaddr)
+
+    def opt_allow_peer(self, peer_id: str) -> None:
+        """only this peer id may reserve (repeatable; default: anyone)"""
+        try:
+            self["allow-peer"].append(parse_peer_id(peer_id))
+        except InvalidPeerId as e:
+            raise usage.UsageError(f"--allow-peer: {e}") from None
+
+    def opt_allow_subnet(self, subnet: str) -> None:
+        """only peers connected from this subnet may reserve (repeatable, e.g. 10.0.0.0/8;
+        default: any address)"""
+        try:
+            self["allow-subnet"].extend(Acl.parse_subnets([subnet]))
+        except ValueError as e:
+            raise usage.UsageError(f"--allow-subnet: {e}") from None
+
+    def postOptions(self) -> None:
+        if self["identity"] is not None:
+            try:
+                load_or_create_identity(self["identity"])
+            except IdentityFileError as e:
+                raise usage.UsageError(f"--identity: {e}") from None
+        try:
+            self["limits"] = RelayLimits(**{field: self[flag] for flag, field, _ in _LIMIT_FLAGS})
+            self["p2p-limits"] = HostLimits(
+                max_connections=self["p2p-max-connections"],
+                max_connections_per_ip=self["p2p-max-connections-per-ip"],
+            )
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+        if not self["namespace"] or len(self["namespace"].encode()) > 255:
+            raise usage.UsageError("--namespace must be 1 to 255 bytes")
+        if not 1 <= self["announce-ttl"] <= 72 * 3600:
+            raise usage.UsageError("--announce-ttl must be between 1 and 259200 seconds")
+        self["acl"] = Acl(frozenset(self["allow-peer"]), tuple(self["allow-subnet"]))
+
+
+def makeService(options: Options) -> IService:
+    from twisted.internet import reactor
+
+    config = RelayConfig(
+        p2p_listen=tuple(options["p2p-listen"]) or RelayConfig.p2p_listen,
+        identity=options["identity"],
+        p2p_limits=options["p2p-limits"],
+        limits=options["limits"],
+        acl=options["acl"],
+        metrics=options["metrics"],
+        announce_to=tuple(options["announce-to"]),
+        namespace=options["namespace"],
+        announce_ttl=options["announce-ttl"],
+    )
+    return RelayDaemon(config, reactor)

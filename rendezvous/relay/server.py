@@ -1,0 +1,380 @@
+"""The hop service on a `Host`: reservations, CONNECT through them, and the stop dial.
+
+`RelayServer.hop_handler` is the stream handler of `HOP_PROTOCOL_ID`. A RESERVE is
+answered with the reservation (expiry, relay addresses ending in ``/p2p/<relay-id>``,
+a signed voucher, the circuit limit) and the stream is closed. A CONNECT to a peer that
+holds a reservation opens a stop stream on the connection that peer reserved over; once
+the target answers OK the hop stream is answered OK and both streams become a `Circuit`.
+Every refusal is answered with its Status at once and counted by reason; nothing waits
+in a queue: requests past a limit are refused.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from rendezvous.addrs import multiaddr_from_text, multiaddr_to_text
+from rendezvous.p2p.stream import Stream, StreamProtocol
+from rendezvous.p2p.transport import TCPAddress
+from rendezvous.pb.circuit_pb2 import Limit
+from rendezvous.peerid import peer_id_to_text
+from rendezvous.relay import hop, stop
+from rendezvous.relay.codec import (
+    CONNECTION_FAILED,
+    HOP_PROTOCOL_ID,
+    MAX_MESSAGE_BYTES,
+    OK,
+    STOP_PROTOCOL_ID,
+    MalformedMessage,
+    hop_status,
+    status_name,
+)
+from rendezvous.relay.resources import Acl, Refused, RelayLimits, Resources
+from rendezvous.relay.splice import Circuit
+from rendezvous.relay.stats import RelayStats
+from rendezvous.relay.voucher import Voucher, seal_voucher
+
+if TYPE_CHECKING:
+    from rendezvous.p2p.connection import Connection
+    from rendezvous.p2p.host import Host
+
+REQUEST_TIMEOUT: Final = 15.0
+"""Seconds a hop stream may take to send its request, and a target to answer a stop."""
+SWEEP_INTERVAL: Final = 30.0
+"""Seconds between sweeps of expired reservations and of those whose peer left."""
+
+
+def is_relayed(connection: Connection) -> bool:
+    """Whether ``connection`` itself runs over a relay circuit."""
+    return connection.relayed
+
+
+class RelayServer:
+    """Circuit relay v2 hop service state shared by every hop stream of a host."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        host: Host,
+        clock: IReactorTime,
+        limits: RelayLimits | None = None,
+        acl: Acl | None = None,
+        stats: RelayStats | None = None,
+    ) -> None:
+        self.host = host
+        self.clock = clock
+        self.limits = limits if limits is not None else RelayLimits()
+        self.resources = Resources(self.limits, acl if acl is not None else Acl(), clock.seconds)
+        self.stats = stats if stats is not None else RelayStats()
+        self.stats.gauges = lambda: (len(self.resources.reservations), self.resources.circuits)
+        self.holders: dict[bytes, Connection] = {}
+        """The connection each reservation was made over (stop streams go there)."""
+        self.circuits: set[Circuit] = set()
+        self._sweeper = LoopingCall(self.sweep)
+        self._sweeper.clock = clock
+
+    def install(self) -> None:
+        """Serve the hop protocol on the host."""
+        self.host.set_handler(HOP_PROTOCOL_ID, self.hop_handler)
+
+    def start(self) -> None:
+        self._sweeper.start(SWEEP_INTERVAL, now=False)
+
+    def stop(self) -> None:
+        if self._sweeper.running:
+            self._sweeper.stop()
+        for circuit in list(self.circuits):
+            circuit.reset("shutdown")
+
+    def hop_handler(self) -> StreamProtocol:
+        return HopHandler(self)
+
+    @property
+    def limit(self) -> Limit:
+        """What every circuit is told: seconds, and bytes per direction."""
+        return Limit(duration=self.limits.circuit_duration, data=self.limits.circuit_bytes)
+
+    def sweep(self) -> None:
+        """Forget expired reservations and those whose connection closed."""
+        for peer in self.resources.expire():
+            self.holders.pop(peer, None)
+            self.log.info("reservation of {peer} expired", peer=peer_id_to_text(peer))
+        for peer, connection in list(self.holders.items()):
+            if not connection.is_ready:
+                self._drop(peer)
+
+    def _drop(self, peer: bytes) -> None:
+        self.holders.pop(peer, None)
+        if self.resources.drop(peer):
+            self.log.info("reservation of {peer} ended: disconnected", peer=peer_id_to_text(peer))
+
+    # -- requests -------------------------------------------------------------
+
+    def reserve(self, connection: Connection) -> bytes:
+        """Make or renew the peer's reservation; the framed answer."""
+        peer = connection.remote_peer_id
+        ip = connection.remote_address.host if connection.remote_address is not None else None
+        try:
+            reservation, renewed = self.resources.reserve(peer, ip, relayed=is_relayed(connection))
+        except Refused as refusal:
+            self.stats.refused_reservation(refusal.reason)
+            self._log_refusal("reservation", connection, refusal)
+            return hop_status(refusal.status)
+        self.holders[peer] = connection
+        expire = int(reservation.expire)
+        voucher = seal_voucher(self.host.identity, Voucher(self.host.peer_id, peer, expire))
+        if renewed:
+            self.stats.reservations_renewed += 1
+        else:
+            self.stats.reservations_opened += 1
+        self.log.info(
+            "reservation {what} for {peer} until {expire}",
+            what="renewed" if renewed else "made",
+            peer=peer_id_to_text(peer),
+            expire=expire,
+        )
+        return hop.reservation_ok(expire, self.relay_addrs(connection), voucher, self.limit)
+
+    def relay_addrs(self, connection: Connection) -> list[bytes]:
+        """Where the relay can be reached, each ending in ``/p2p/<relay-id>``: the address
+        the client reached us at first, then our other specific listen addresses."""
+        suffix = "/p2p/" + self.host.identity.peer_id_text()
+        texts: list[str] = []
+        local = _local_address(connection)
+        if local is not None:
+            texts.append(local.text())
+        for addr in self.host.listen_addrs:
+            text = multiaddr_to_text(addr)
+            if "/0.0.0.0/" not in text and "/::/" not in text and text not in texts:
+                texts.append(text)
+        if not texts:  # never empty: rust clients refuse such a reservation
+            texts = [multiaddr_to_text(addr) for addr in self.host.listen_addrs]
+        return [multiaddr_from_text(text + suffix) for text in texts]
+
+    def _log_refusal(self, what: str, connection: Connection, refusal: Refused) -> None:
+        allowed, _ = self.host.limiter.allow()
+        if allowed:
+            self.log.info(
+                "{what} refused to {peer}: {reason} ({status})",
+                what=what,
+                peer=connection.label,
+                reason=refusal.reason,
+                status=status_name(refusal.status),
+            )
+
+
+def _local_address(connection: Connection) -> TCPAddress | None:
+    transport = connection.transport
+    if transport is None:
+        return None
+    address = TCPAddress.from_address(transport.getHost())
+    if address is None or address.host in ("0.0.0.0", "::"):
+        return None
+    return address
+
+
+class HopHandler(StreamProtocol):
+    """One inbound hop stream: a request, its answer, and maybe a circuit."""
+
+    def __init__(self, server: RelayServer) -> None:
+        self.server = server
+        self.machine = hop.HopServer()
+        self.target: bytes | None = None
+        self.stop_stream: Stream | None = None
+        self.done = False
+        self._timer: IDelayedCall | None = None
+
+    @property
+    def connection(self) -> Connection:
+        assert self.stream is not None
+        return self.stream.connection
+
+    def stream_started(self, stream: Stream) -> None:
+        super().stream_started(stream)
+        self._timer = self.server.clock.callLater(REQUEST_TIMEOUT, self._timed_out)
+
+    def data_received(self, data: bytes) -> None:
+        if self.done:
+            return
+        if self.machine.request is not None:
+            # Early bytes of the circuit, before our OK: hold a little, no more.
+            self.machine.feed(data)
+            if self.machine.buffered > MAX_MESSAGE_BYTES:
+                self._abandon("too many bytes before the circuit opened")
+            return
+        request = self.machine.feed(data)
+        if request is None:
+            return
+        self._cancel_timer()
+        if isinstance(request, hop.BadRequest):
+            self.server.stats.refused_circuit(status_name(request.status).lower().replace("_", " "))
+            self._answer(request.reply)
+        elif isinstance(request, hop.ReserveRequest):
+            self._answer(self.server.reserve(self.connection))
+        else:
+            self._connect(request.target)
+
+    def stream_closed(self, reason: str | None) -> None:
+        self._cancel_timer()
+        if not self.done:
+            self._abandon("the initiator went away")
+
+    # -- CONNECT --------------------------------------------------------------
+
+    def _connect(self, target: bytes) -> None:
+        server = self.server
+        source = self.connection.remote_peer_id
+        holder = server.holders.get(target)
+        if holder is None or not holder.is_ready:
+            server._drop(target)  # a reservation ends with its connection
+        try:
+            server.resources.open_circuit(source, target, relayed=is_relayed(self.connection))
+        except Refused as refusal:
+            server.stats.refused_circuit(refusal.reason)
+            server._log_refusal("circuit", self.connection, refusal)
+            self._answer(hop_status(refusal.status))
+            return
+        self.target = target
+        assert holder is not None
+        self._timer = server.clock.callLater(REQUEST_TIMEOUT, self._timed_out)
+        opener = _StopOpener(self, source)
+        holder.open_stream(STOP_PROTOCOL_ID, opener).addErrback(self._stop_failed)
+
+    def _stop_failed(self, failure: Failure) -> None:
+        self._fail(f"stop stream: {failure.getErrorMessage()}")
+
+    def stop_answered(self, stream: Stream, status: int, leftover: bytes) -> None:
+        """The target answered the stop CONNECT."""
+        if self.done:
+            stream.reset()
+            return
+        self.stop_stream = None
+        if status != OK:
+            stream.reset()
+            self._fail(f"the target answered {status_name(status)}")
+            return
+        self._cancel_timer()
+        self.done = True
+        assert self.stream is not None and self.target is not None
+        hop_stream = self.stream
+        early = self.machine.leftover()
+        hop_stream.write(hop.connect_ok(self.server.limit))
+        server = self.server
+        source, target = hop_stream.remote_peer_id, self.target
+        label = f"circuit {peer_id_to_text(source)} -> {peer_id_to_text(target)}"
+        circuit: Circuit
+
+        def closed(reason: str) -> None:
+            server.circuits.discard(circuit)
+            server.resources.close_circuit(source, target)
+
+        circuit = Circuit(
+            server.clock,
+            (hop_stream, stream),
+            duration=server.limits.circuit_duration,
+            max_bytes=server.limits.circuit_bytes,
+            stats=server.stats,
+            on_closed=closed,
+            label=label,
+        )
+        server.circuits.add(circuit)
+        server.stats.circuits_opened += 1
+        server.log.info("{circuit} opened", circuit=label)
+        if early:
+            circuit.received(0, early)
+        if leftover:
+            circuit.received(1, leftover)
+
+    # -- endings --------------------------------------------------------------
+
+    def _answer(self, reply: bytes) -> None:
+        """Write the answer and close the stream (a request served or refused)."""
+        self.done = True
+        self._cancel_timer()
+        assert self.stream is not None
+        self.stream.write(reply)
+        self.stream.close()
+
+    def _fail(self, reason: str) -> None:
+        """The circuit could not be opened: CONNECTION_FAILED, release what was counted."""
+        if self.done:
+            return
+        self.done = True
+        self.server.stats.refused_circuit("connection failed")
+        self.server.log.info(
+            "circuit from {peer} failed: {reason}", peer=self.connection.label, reason=reason
+        )
+        self._release()
+        self._answer(hop_status(CONNECTION_FAILED))
+
+    def _abandon(self, reason: str) -> None:
+        if self.done:
+            return
+        self.done = True
+        self._cancel_timer()
+        self._release()
+        if self.stream is not None:
+            self.stream.reset()
+
+    def _release(self) -> None:
+        if self.stop_stream is not None:
+            self.stop_stream.reset()
+            self.stop_stream = None
+        if self.target is not None:
+            assert self.stream is not None
+            self.server.resources.close_circuit(self.stream.remote_peer_id, self.target)
+            self.target = None
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self.target is None:
+            self._abandon("no request in time")
+        else:
+            self._fail("the target did not answer in time")
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+
+class _StopOpener(StreamProtocol):
+    """The relay's stop stream to the target until it answers."""
+
+    def __init__(self, hop_handler: HopHandler, source: bytes) -> None:
+        self.hop_handler = hop_handler
+        self.source = source
+        self.machine = stop.StopDialer()
+        self.answered = False
+
+    def stream_started(self, stream: Stream) -> None:
+        super().stream_started(stream)
+        self.hop_handler.stop_stream = stream
+        stream.write(stop.connect_message(self.source, self.hop_handler.server.limit))
+
+    def data_received(self, data: bytes) -> None:
+        if self.answered:
+            return
+        assert self.stream is not None
+        try:
+            status = self.machine.feed(data)
+        except MalformedMessage as error:
+            self.answered = True
+            self.stream.reset()
+            self.hop_handler._fail(f"the target's answer: {error}")
+            return
+        if status is None:
+            return
+        self.answered = True
+        self.hop_handler.stop_answered(self.stream, status, self.machine.leftover())
+
+    def stream_closed(self, reason: str | None) -> None:
+        if not self.answered:
+            self.answered = True
+            self.hop_handler._fail("the target closed the stop stream")

@@ -1,0 +1,281 @@
+"""One standard-dialect stream as pure logic: messages in, store requests, answers out.
+
+A stream may carry any number of requests, each answered in order (REGISTER with a
+REGISTER_RESPONSE, DISCOVER with a DISCOVER_RESPONSE, UNREGISTER with nothing); when
+the client half-closes, the stream is closed once every answer is written. Its
+registrations outlive it: they last their TTL and belong to the authenticated peer id.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+from weakref import WeakKeyDictionary
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from rendezvous.live.framing import FrameDecoder, FramingError, frame
+from rendezvous.loglimit import LogLimiter
+from rendezvous.metrics import Metrics
+from rendezvous.model import Announcement, Refused, Registration, Status
+from rendezvous.registry import Session
+from rendezvous.standard.codec import (
+    DiscoverRequest,
+    Invalid,
+    Layout,
+    Message,
+    RegisterRequest,
+    StandardCodec,
+    UnregisterRequest,
+)
+from rendezvous.standard.cookie import decode_cookie, encode_cookie, new_epoch
+from rendezvous.store.base import Store
+
+
+class Channel(Protocol):
+    """What carries a stream's answers."""
+
+    def send(self, data: bytes) -> None: ...
+
+    def finish(self) -> None:
+        """Half-close after what was sent."""
+
+    def abort(self) -> None:
+        """Reset: the client broke the protocol."""
+
+
+class StandardDialect:
+    """What every standard-dialect stream of a daemon shares."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        store: Store,
+        codec: StandardCodec,
+        clock: IReactorTime,
+        limiter: LogLimiter,
+        epoch: bytes | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.store = store
+        self.metrics = metrics
+        """Where refusals are counted (shared with the live dialect)."""
+        self.codec = codec
+        self.clock = clock
+        self.limiter = limiter
+        self._epoch = epoch or new_epoch()
+        self.prespec: WeakKeyDictionary[object, None] = WeakKeyDictionary()
+        """Connections that spoke the pre-spec layout: their later streams are answered in it."""
+
+    @property
+    def epoch(self) -> bytes:
+        """Names the registry's life in DISCOVER cookies: the fleet's, when the store is
+        shared (known once it has connected), else this daemon's."""
+        shared: bytes | None = getattr(self.store, "epoch", None)
+        return shared or self._epoch
+
+    def session(
+        self, channel: Channel, label: str, identity: bytes, connection: object
+    ) -> StandardSession:
+        layout = Layout.PRESPEC if connection in self.prespec else None
+        return StandardSession(self, channel, label, identity, connection, layout)
+
+    def log_refusal(self, label: str, refusal: Refused) -> None:
+        if self.metrics is not None:
+            self.metrics.refused(refusal.status.name.lower())
+        allowed, suppressed = self.limiter.allow()
+        if not allowed:
+            return
+        if suppressed:
+            self.log.warn("{suppressed} refusals were not logged", suppressed=suppressed)
+        self.log.info(
+            "refused {peer}: {status} ({code}) {reason}",
+            peer=label,
+            status=refusal.status.name,
+            code=int(refusal.status),
+            reason=refusal.text,
+        )
+
+
+class StandardSession:
+    """A stream's requests and their answers; the store's `StandardClient` for it."""
+
+    def __init__(
+        self,
+        dialect: StandardDialect,
+        channel: Channel,
+        label: str,
+        identity: bytes,
+        connection: object,
+        layout: Layout | None,
+    ) -> None:
+        self.dialect = dialect
+        self.channel = channel
+        self.label = label
+        self.identity = identity
+        self.connection = connection
+        self.layout = layout
+        """The client's layout, once a REGISTER showed it (None: the spec's)."""
+        self._decoder = FrameDecoder(dialect.codec.limits.max_frame_bytes)
+        self._session: Session | None = None
+        self._pending: dict[int, tuple[int, Layout, str, int]] = {}
+        """Unanswered requests by our request id: kind, layout, namespace, cookie position."""
+        self._next_id = 0
+        self._input_ended = False
+        self.closed = False
+
+    def start(self) -> bool:
+        try:
+            self._session = self.dialect.store.open_session(self, self.identity)
+        except Refused as refusal:
+            self.dialect.log_refusal(self.label, refusal)
+            return False
+        return True
+
+    def feed(self, data: bytes) -> None:
+        if self.closed:
+            return
+        try:
+            frames = self._decoder.feed(data)
+        except FramingError as e:
+            self._abort(Refused(Status.INVALID_MESSAGE, f"unframeable input: {e}"))
+            return
+        for message in frames:
+            try:
+                self._handle(message)
+            except Exception:
+                self.dialect.log.failure("standard request from {peer} failed", peer=self.label)
+                self._internal_error()
+            if self.closed:
+                return
+
+    def input_ended(self) -> None:
+        """The client half-closed: finish once every request is answered."""
+        self._input_ended = True
+        self._finish_if_done()
+
+    def end(self) -> None:
+        """The stream is gone (its registrations stay until their TTL ends)."""
+        self.closed = True
+        session, self._session = self._session, None
+        if session is not None:
+            self.dialect.store.close_session(session)
+
+    def _handle(self, data: bytes) -> None:
+        dialect = self.dialect
+        layout, request = dialect.codec.parse(data, self.identity)
+        if layout is not None and layout is not self.layout:
+            self.layout = layout
+            if layout is Layout.PRESPEC:
+                dialect.prespec[self.connection] = None
+        layout = self.layout or Layout.SPEC
+        session = self._session
+        assert session is not None
+        self._next_id += 1
+        request_id = self._next_id
+        if type(request) is Invalid:
+            if request.kind is None:
+                self._abort(request.refusal)
+            else:
+                self._pending[request_id] = (request.kind, layout, "", 0)
+                self.refused(request_id, request.refusal)
+        elif type(request) is RegisterRequest:
+            self._pending[request_id] = (Message.REGISTER, layout, request.namespace, request.ttl)
+            dialect.store.register_ttl(
+                session, request.namespace, request.peer, request.ttl, request_id
+            )
+        elif type(request) is UnregisterRequest:
+            dialect.store.unregister(session, request.namespace, self.identity, request_id)
+        elif type(request) is DiscoverRequest:
+            namespace = request.namespace
+            try:
+                after = (
+                    0
+                    if request.cookie is None
+                    else decode_cookie(request.cookie, dialect.epoch, namespace)
+                )
+            except Refused as refusal:
+                self._pending[request_id] = (Message.DISCOVER, layout, namespace, 0)
+                self.refused(request_id, refusal)
+                return
+            self._pending[request_id] = (Message.DISCOVER, layout, namespace, after)
+            dialect.store.discover_since(
+                session,
+                namespace or None,
+                after,
+                request.limit,
+                request_id,
+                signed_only=layout is Layout.SPEC,
+            )
+
+    # -- StandardClient: answers from the store ---------------------------
+
+    def registered(self, request_id: int | None, registration: Registration) -> None:
+        answer = self._answer(request_id)
+        if answer is None:
+            return
+        _, layout, _, ttl = answer
+        self._send(self.dialect.codec.register_response(layout, ttl))
+
+    def discovered(
+        self, request_id: int | None, namespace: str, registrations: list[Registration]
+    ) -> None:
+        answer = self._answer(request_id)
+        if answer is None:
+            return
+        _, layout, asked, after = answer
+        dialect = self.dialect
+
+        def cookie(position: int) -> bytes:
+            return encode_cookie(dialect.epoch, position, asked)
+
+        data = dialect.codec.discover_response(
+            layout, registrations, dialect.clock.seconds(), after, cookie
+        )
+        self._send(data)
+
+    def refused(self, request_id: int | None, refusal: Refused) -> None:
+        self.dialect.log_refusal(self.label, refusal)
+        answer = self._answer(request_id)
+        if answer is None:
+            return  # an UNREGISTER: the spec has no answer for it
+        kind, layout, _, _ = answer
+        data = self.dialect.codec.refusal(layout, kind, refusal)
+        if data is not None:
+            self._send(data)
+
+    def announce(self, announcement: Announcement) -> None:
+        """Never subscribed: nothing is pushed on the standard dialect."""
+
+    def snapshot(self, namespace: str, registrations: list[Registration]) -> None:
+        """Never subscribed."""
+
+    # -- internals --------------------------------------------------------
+
+    def _answer(self, request_id: int | None) -> tuple[int, Layout, str, int] | None:
+        if request_id is None:
+            return None
+        return self._pending.pop(request_id, None)
+
+    def _send(self, data: bytes) -> None:
+        if not self.closed:
+            self.channel.send(frame(data))
+            self._finish_if_done()
+
+    def _finish_if_done(self) -> None:
+        if self._input_ended and not self._pending and not self.closed:
+            self.channel.finish()
+
+    def _internal_error(self) -> None:
+        """Answer the request that failed (the latest) with E_INTERNAL_ERROR."""
+        refusal = Refused(Status.INTERNAL_ERROR, "internal error")
+        if self._next_id in self._pending:
+            self.refused(self._next_id, refusal)
+        else:
+            self._abort(refusal)
+
+    def _abort(self, refusal: Refused) -> None:
+        self.dialect.log_refusal(self.label, refusal)
+        self.channel.abort()
+        self.end()

@@ -1,0 +1,58 @@
+"""Smoke runs of the bench scripts at tiny sizes, so they keep working.
+
+Only that each script exits 0 and prints its table is checked: no timing is asserted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial import unittest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "bench")
+
+
+class BenchSmokeTests(unittest.TestCase):
+    timeout = 120
+
+    async def run_script(self, name: str, title: str, row: str = "rendezvous") -> str:
+        env = dict(os.environ, PYTHONPATH=ROOT)
+        out, err, code = await getProcessOutputAndValue(
+            sys.executable,
+            [os.path.join(BENCH, name), "--quick", "--timeout", "90"],
+            env=env,
+            path=ROOT,
+        )
+        text = out.decode(errors="replace")
+        self.assertEqual(code, 0, f"{name} exited {code}:\n{text}\n{err.decode(errors='replace')}")
+        self.assertIn(title, text)
+        # A table row: "   rendezvous |  1,234 | ...".
+        self.assertRegex(text, re.compile(rf"^\s*{row}\s*\|.*\|", re.M))
+        return text
+
+    async def test_register_throughput(self) -> None:
+        await self.run_script("register_throughput.py", "Scenario 1:")
+
+    async def test_fanout(self) -> None:
+        await self.run_script("fanout.py", "Scenario 2:")
+
+    async def test_discover_latency(self) -> None:
+        await self.run_script("discover_latency.py", "Scenario 3:")
+
+    async def test_sessions_held(self) -> None:
+        await self.run_script("sessions_held.py", "Scenario 4:")
+
+    async def test_fanout_floor(self) -> None:
+        await self.run_script("fanout_floor.py", "Scenario 2 floor:", "raw send loop")
+
+    async def test_redis_fleet(self) -> None:
+        from .redis_server import redis_server_path
+
+        redis_server_path()  # skips (or fails under $RENDEZVOUS_REQUIRE_REDIS) without one
+        text = await self.run_script("redis_fleet.py", "Scenario 7a:", "redis")
+        self.assertIn("Scenario 7b:", text)
+        self.assertRegex(text, re.compile(r"^\s*redis, 3 daemons\s*\|.*\|", re.M))

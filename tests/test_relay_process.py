@@ -1,0 +1,184 @@
+"""`twistd rendezvous-relay` as a real process: our hosts reserve and relay through it."""
+
+from __future__ import annotations
+
+import os
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.trial.unittest import TestCase
+from twisted.web.client import Agent, readBody
+
+from rendezvous.addrs import multiaddr_to_text
+from rendezvous.p2p.envelope import open_peer_record
+from rendezvous.p2p.host import Host
+from rendezvous.p2p.keys import PrivateKey, load_or_create_identity
+from rendezvous.p2p.stream import StreamProtocol
+from rendezvous.p2p.transport import TCPAddress
+from rendezvous.pb.circuit_pb2 import Limit
+from rendezvous.peerid import peer_id_to_text
+from rendezvous.relay import client, codec
+from rendezvous.relay.client import RelayRefused, StopHandler
+from rendezvous.standard.client import open_point
+
+from .processes import TWISTD, Process, spawn
+
+P2P_LISTENING = r"listening on (/ip4/127\.0\.0\.1/tcp/\d+/p2p/(\w+))"
+
+
+class Collect(StreamProtocol):
+    """Fires ``done`` with everything received once the peer half-closes."""
+
+    def __init__(self, reply: bytes = b"") -> None:
+        self.reply = reply
+        self.received = b""
+        self.done: Deferred[bytes] = Deferred()
+
+    def data_received(self, data: bytes) -> None:
+        self.received += data
+
+    def end_received(self) -> None:
+        assert self.stream is not None
+        if self.reply:
+            self.stream.write(self.reply)
+        self.stream.close()
+        self.done.callback(self.received)
+
+
+class ProcessBase(TestCase):
+    timeout = 60
+
+    def setUp(self) -> None:
+        self.cwd = os.path.abspath(self.mktemp())
+        os.makedirs(self.cwd)
+
+    def spawn(self, args: list[str]) -> Process:
+        process = spawn(args, self.cwd)
+        self.addCleanup(process.kill)
+        return process
+
+
+class RelayProcessTests(ProcessBase):
+    @inlineCallbacks
+    def test_reserve_and_relay(self):  # type: ignore[no-untyped-def]
+        relay = self.spawn(
+            [
+                *TWISTD,
+                "-n",
+                "--pidfile=",
+                "rendezvous-relay",
+                "--p2p-listen",
+                "/ip4/127.0.0.1/tcp/0",
+                "--identity",
+                "relay.key",
+                "--metrics",
+                "tcp:0:interface=127.0.0.1",
+            ]
+        )
+        match = yield relay.wait_for(P2P_LISTENING)
+        metrics = yield relay.wait_for(r"metrics listening on tcp 127\.0\.0\.1:(\d+)")
+        key = load_or_create_identity(os.path.join(self.cwd, "relay.key"))
+        self.assertEqual(match.group(2), key.peer_id_text())
+        address = TCPAddress.parse(match.group(1))
+
+        bob_key, alice_key = PrivateKey.generate(), PrivateKey.generate()
+        bob_host = Host(bob_key, reactor)
+        bob_side = Collect(reply=b"pong from bob")
+
+        def accept(source: bytes, limit: Limit | None) -> StreamProtocol:
+            self.assertEqual(source, alice_key.peer_id())
+            return bob_side
+
+        bob_host.set_handler(codec.STOP_PROTOCOL_ID, lambda: StopHandler(accept))
+        bob = yield bob_host.dial(address.client_endpoint(reactor), address.peer_id)
+        self.addCleanup(bob.close)
+        info = yield client.reserve(bob)
+        self.assertEqual([multiaddr_to_text(a) for a in info.addrs], [match.group(1)])
+        self.assertEqual(info.voucher.peer, bob_key.peer_id())
+
+        alice_host = Host(alice_key, reactor)
+        alice = yield alice_host.dial(address.client_endpoint(reactor), address.peer_id)
+        self.addCleanup(alice.close)
+        circuit = yield client.connect(alice, bob_key.peer_id())
+        alice_side = Collect()
+        circuit.attach(alice_side)
+        circuit.stream.write(b"ping from alice" * 1000)
+        circuit.stream.close()
+        received = yield bob_side.done
+        self.assertEqual(received, b"ping from alice" * 1000)
+        self.assertEqual((yield alice_side.done), b"pong from bob")
+
+        url = f"http://127.0.0.1:{metrics.group(1)}/metrics".encode()
+        response = yield Agent(reactor).request(b"GET", url)
+        text = (yield readBody(response)).decode()
+        for line in [
+            "relay_reservations_opened_total 1.0",
+            "relay_circuits_opened_total 1.0",
+            'relay_bytes_relayed_total{direction="to target"} 15000.0',
+            'relay_bytes_relayed_total{direction="to initiator"} 13.0',
+        ]:
+            self.assertIn(line + "\n", text)
+
+        # A peer without a reservation cannot be reached.
+        nobody = client.connect(alice, PrivateKey.generate().peer_id())
+        refusal = yield self.assertFailure(nobody, RelayRefused)
+        self.assertEqual(refusal.status, codec.NO_RESERVATION)
+
+        code = yield relay.interrupt("TERM")
+        self.assertIn(code, (0, -1))
+        log = relay.output + relay.errors
+        self.assertNotIn("Traceback", log)
+        self.assertIn("reservation made for " + bob_key.peer_id_text(), log)
+        self.assertIn("circuit " + alice_key.peer_id_text(), log)
+
+
+class AnnounceTests(ProcessBase):
+    """``--announce-to``: the relay registers in the standard dialect; DISCOVER finds it."""
+
+    @inlineCallbacks
+    def test_relay_found_by_discover(self):  # type: ignore[no-untyped-def]
+        daemon = self.spawn(
+            [
+                *TWISTD,
+                "-n",
+                "--pidfile=",
+                "rendezvous",
+                "--listen",
+                "tcp:0:interface=127.0.0.1",
+                "--p2p-listen",
+                "/ip4/127.0.0.1/tcp/0",
+            ]
+        )
+        match = yield daemon.wait_for(P2P_LISTENING)
+        rendezvous = match.group(1)
+        relay = self.spawn(
+            [
+                *TWISTD,
+                "-n",
+                "--pidfile=",
+                "rendezvous-relay",
+                "--p2p-listen",
+                "/ip4/127.0.0.1/tcp/0",
+                "--announce-to",
+                rendezvous,
+                "--namespace",
+                "fleet",
+            ]
+        )
+        relay_match = yield relay.wait_for(P2P_LISTENING)
+        yield relay.wait_for(r"registered in fleet at ")
+        address = TCPAddress.parse(rendezvous)
+        host = Host(PrivateKey.generate(), reactor)
+        connection = yield host.dial(address.client_endpoint(reactor), address.peer_id)
+        self.addCleanup(connection.close)
+        point = yield open_point(connection)
+        answer = yield point.discover("fleet")
+        (registration,) = answer.discoverResponse.registrations
+        record, _ = open_peer_record(registration.signedPeerRecord)
+        self.assertEqual(peer_id_to_text(record.peer_id), relay_match.group(2))
+        self.assertEqual(
+            [multiaddr_to_text(a) for a in record.addrs], [relay_match.group(1).split("/p2p/")[0]]
+        )
+        yield relay.interrupt("TERM")
+        yield daemon.interrupt("TERM")
+        self.assertNotIn("Traceback", relay.output + relay.errors)
