@@ -1,5 +1,7 @@
 """Interop with py-libp2p 0.8 (trio-based, in its own virtualenv): it pings and identifies
-our daemon over TCP and over WebSocket.
+our daemon over TCP and over WebSocket, and its own rendezvous client
+(``libp2p.discovery.rendezvous``, the pre-spec layout) registers, discovers and
+unregisters, seen by other py-libp2p peers and by live-dialect subscribers.
 
 The interpreter is ``$RENDEZVOUS_PY_LIBP2P``, by default ``interop/py/venv/bin/python``
 (``python3.11 -m venv interop/py/venv && interop/py/venv/bin/pip install -r
@@ -15,11 +17,15 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
+from rendezvous.addrs import multiaddr_to_text
+from rendezvous.client.live import Event, connect
+
 from .processes import ROOT, TWISTD, Process, spawn
 
 PY = os.path.join(ROOT, "interop", "py")
 PYTHON = os.environ.get("RENDEZVOUS_PY_LIBP2P", os.path.join(PY, "venv", "bin", "python"))
 P2P_LISTENING = r"listening on (/ip4/127\.0\.0\.1/tcp/\d+(?:/ws)?/p2p/(\w+))\n"
+LIVE_LISTENING = r"live dialect listening on tcp (127\.0\.0\.1:\d+) "
 
 
 class PyLibp2pTests(TestCase):
@@ -34,12 +40,12 @@ class PyLibp2pTests(TestCase):
         self.cwd = os.path.abspath(self.mktemp())
         os.makedirs(self.cwd)
 
-    def run_script(self, *args: str) -> Process:
-        """Run ``ping.py`` with the py-libp2p interpreter, outside our PYTHONPATH."""
+    def run_script(self, *args: str, script: str = "ping.py") -> Process:
+        """Run ``script`` with the py-libp2p interpreter, outside our PYTHONPATH."""
         process = Process()
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
         reactor.spawnProcess(  # type: ignore[attr-defined]
-            process, PYTHON, [PYTHON, os.path.join(PY, "ping.py"), *args], env=env, path=PY
+            process, PYTHON, [PYTHON, os.path.join(PY, script), *args], env=env, path=PY
         )
         self.addCleanup(process.kill)
         return process
@@ -80,5 +86,124 @@ class PyLibp2pTests(TestCase):
         for protocol in ("/ipfs/id/1.0.0", "/ipfs/ping/1.0.0", "/rendezvous/live/1.0.0"):
             self.assertIn(protocol, result["protocols"])
         self.assertEqual(result["listenAddrs"], [target.split("/p2p/")[0]])
+        yield daemon.interrupt("TERM")
+        self.assertNotIn("Traceback", daemon.output + daemon.errors)
+
+    # -- py-libp2p's rendezvous client (pre-spec layout) --------------------------
+
+    @inlineCallbacks
+    def start_daemon(self):  # type: ignore[no-untyped-def]
+        """A daemon with a live-dialect TCP listener and a libp2p TCP listener:
+        ``(daemon, p2p target, daemon peer id, live host:port)``."""
+        daemon = spawn(
+            [
+                *TWISTD,
+                "-n",
+                "--pidfile=",
+                "rendezvous",
+                "--listen",
+                "tcp:0:interface=127.0.0.1",
+                "--p2p-listen",
+                "/ip4/127.0.0.1/tcp/0",
+            ],
+            self.cwd,
+        )
+        self.addCleanup(daemon.kill)
+        match = yield daemon.wait_for(P2P_LISTENING)
+        live = yield daemon.wait_for(LIVE_LISTENING)
+        return daemon, match.group(1), match.group(2), live.group(1)
+
+    @inlineCallbacks
+    def rendezvous_client(self, *args: str):  # type: ignore[no-untyped-def]
+        """Run ``rendezvous_client.py`` to completion: its JSON lines, by event, in order."""
+        peer = self.run_script(*args, script="rendezvous_client.py")
+        code = yield peer.ended
+        self.assertEqual(code, 0, peer.output + peer.errors)
+        steps = [json.loads(line) for line in peer.output.strip().splitlines()]
+        return steps
+
+    def discovered(self, step: dict[str, object]) -> dict[str, list[str]]:
+        self.assertEqual(step["event"], "discovered")
+        return {peer["id"]: peer["addrs"] for peer in step["peers"]}  # type: ignore[attr-defined]
+
+    @inlineCallbacks
+    def test_rendezvous_register_and_discover(self):  # type: ignore[no-untyped-def]
+        """py-libp2p's RendezvousClient: REGISTER (its default TTL, 2 h) is granted and
+        DISCOVER returns the peer with the addresses it advertised."""
+        daemon, target, peer_id, _ = yield self.start_daemon()
+        steps = yield self.rendezvous_client(target, "py-interop")
+        connected, registered, discovered = steps
+        self.assertEqual(connected["event"], "connected")
+        self.assertEqual(connected["peerId"], peer_id)
+        self.assertGreaterEqual(connected["rtt"], 0)
+        self.assertEqual(registered, {"event": "registered", "ns": "py-interop", "ttl": 7200})
+        me = connected["self"]
+        advertised = [addr.split("/p2p/")[0] for addr in connected["addrs"]]
+        self.assertEqual(self.discovered(discovered), {me: advertised})
+        self.assertTrue(discovered["cookie"])
+        yield daemon.interrupt("TERM")
+        self.assertNotIn("Traceback", daemon.output + daemon.errors)
+
+    @inlineCallbacks
+    def test_rendezvous_second_peer_discovers_first(self):  # type: ignore[no-untyped-def]
+        """The first peer registers with py-libp2p's minimum TTL (120 s) and leaves; its
+        registration outlives the connection and a second py-libp2p peer discovers it."""
+        daemon, target, _, _ = yield self.start_daemon()
+        first = yield self.rendezvous_client(target, "py-pair", "--ttl", "120")
+        self.assertEqual(first[1], {"event": "registered", "ns": "py-pair", "ttl": 120})
+        second = yield self.rendezvous_client(target, "py-pair")
+        alice, bob = first[0], second[0]
+        self.assertNotEqual(alice["self"], bob["self"])
+        self.assertEqual(
+            self.discovered(second[2]),
+            {
+                alice["self"]: [addr.split("/p2p/")[0] for addr in alice["addrs"]],
+                bob["self"]: [addr.split("/p2p/")[0] for addr in bob["addrs"]],
+            },
+        )
+        yield daemon.interrupt("TERM")
+        self.assertNotIn("Traceback", daemon.output + daemon.errors)
+
+    @inlineCallbacks
+    def test_rendezvous_seen_by_live_subscriber(self):  # type: ignore[no-untyped-def]
+        """A live-dialect subscriber over raw TCP is pushed the py-libp2p peer's REGISTER,
+        then its UNREGISTER; the peer's DISCOVER after unregistering is empty."""
+        daemon, target, _, live = yield self.start_daemon()
+        subscriber = yield connect(reactor, live)
+        pushed: dict[str, Deferred[Event]] = {"register": Deferred(), "unregister": Deferred()}
+        events: list[Event] = []
+
+        def handler(event: Event) -> None:
+            events.append(event)
+            if not pushed[event.kind].called:
+                pushed[event.kind].callback(event)
+
+        yield subscriber.rendezvous("py-live", handler)
+        self.assertEqual(events, [])
+
+        steps = yield self.rendezvous_client(target, "py-live", "--unregister")
+        self.assertEqual(
+            [step["event"] for step in steps],
+            ["connected", "registered", "discovered", "unregistered", "discovered"],
+        )
+        me = steps[0]["self"]
+        self.assertEqual(list(self.discovered(steps[2])), [me])
+        self.assertEqual(self.discovered(steps[4]), {})
+
+        registered = yield pushed["register"]
+        unregistered = yield pushed["unregister"]
+        self.assertEqual(registered.entry.namespace, "py-live")
+        self.assertEqual(registered.entry.peer_id, me)
+        self.assertEqual(
+            [multiaddr_to_text(addr) for addr in registered.entry.addrs],
+            [addr.split("/p2p/")[0] for addr in steps[0]["addrs"]],
+        )
+        self.assertEqual(
+            (unregistered.entry.namespace, unregistered.entry.peer_id), ("py-live", me)
+        )
+        self.assertEqual([event.kind for event in events], ["register", "unregister"])
+
+        subscriber.disconnect()
+        yield subscriber.closed
         yield daemon.interrupt("TERM")
         self.assertNotIn("Traceback", daemon.output + daemon.errors)
