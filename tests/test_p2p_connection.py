@@ -167,7 +167,8 @@ class InMemoryTests(SynchronousTestCase):
         self.assertEqual(info.publicKey, SERVER_KEY.public_key_bytes())
         self.assertEqual(list(info.listenAddrs), [multiaddr_from_text("/ip4/10.0.0.1/tcp/4001")])
         self.assertEqual(
-            list(info.protocols), sorted([ECHO, identify.PROTOCOL_ID, ping.PROTOCOL_ID])
+            list(info.protocols),
+            sorted([ECHO, identify.PROTOCOL_ID, identify.PUSH_PROTOCOL_ID, ping.PROTOCOL_ID]),
         )
         self.assertEqual(info.observedAddr, multiaddr_from_text("/ip4/10.0.0.2/tcp/50000"))
         self.assertEqual(info.protocolVersion, "ipfs/0.1.0")
@@ -534,3 +535,40 @@ class FuzzTests(SynchronousTestCase):
     ) -> None:
         message = Identify(agentVersion=agent, listenAddrs=addrs, protocols=protocols)
         self.assertEqual(identify.decode(identify.encode(message)), message)
+
+
+class IdentifyPushTests(InMemoryTests):
+    def test_new_listen_address_is_pushed_to_connected_peers(self) -> None:
+        _, server, pump = self.connect()
+        pump.flush()
+        self.client_host.add_listen_addr(multiaddr_from_text("/ip4/10.0.0.2/tcp/4005"))
+        pump.flush()
+        pushed = self.server_host.pushed[server]
+        self.assertEqual(list(pushed.listenAddrs), [multiaddr_from_text("/ip4/10.0.0.2/tcp/4005")])
+        self.assertEqual(pushed.publicKey, CLIENT_KEY.public_key_bytes())
+        self.client_host.add_listen_addr(multiaddr_from_text("/ip4/10.0.0.2/tcp/4006"))
+        pump.flush()
+        self.assertEqual(
+            list(self.server_host.pushed[server].listenAddrs),
+            [
+                multiaddr_from_text("/ip4/10.0.0.2/tcp/4005"),
+                multiaddr_from_text("/ip4/10.0.0.2/tcp/4006"),
+            ],
+        )
+
+    def test_push_with_another_key_or_garbage_is_refused(self) -> None:
+        client, server, pump = self.connect()
+        pump.flush()
+        for payload in (
+            identify.encode(Identify(publicKey=SERVER_KEY.public_key_bytes())),
+            b"\xff" * 11,
+        ):
+            recorder = Recorder()
+            opened = client.open_stream(identify.PUSH_PROTOCOL_ID, recorder)
+            pump.flush()
+            stream = self.successResultOf(opened)
+            stream.write(payload)
+            stream.close()
+            pump.flush()
+            self.assertNotIn(server, self.server_host.pushed)
+            self.assertEqual(len(recorder.closed), 1)

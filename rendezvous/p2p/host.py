@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from weakref import WeakKeyDictionary
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from rendezvous import __version__
 from rendezvous.loglimit import LogLimiter
@@ -18,6 +20,7 @@ from rendezvous.p2p.connection import Connection
 from rendezvous.p2p.envelope import PeerRecord, seal_peer_record
 from rendezvous.p2p.keys import PrivateKey
 from rendezvous.p2p.stream import StreamProtocol
+from rendezvous.pb.identify_pb2 import Identify
 
 StreamHandler = Callable[[], StreamProtocol]
 """Makes the protocol object of one inbound stream."""
@@ -62,9 +65,12 @@ class Host:
         self.protocol_version = PROTOCOL_VERSION
         self.handlers: dict[str, StreamHandler] = {
             identify.PROTOCOL_ID: lambda: identify.IdentifyResponder(self),
+            identify.PUSH_PROTOCOL_ID: lambda: identify.IdentifyPushReceiver(self),
             ping.PROTOCOL_ID: ping.PingResponder,
         }
         self.connections: set[Connection] = set()
+        self.pushed: WeakKeyDictionary[Connection, Identify] = WeakKeyDictionary()
+        """What each connected peer last told us by identify push."""
         self.limiter = LogLimiter(clock.seconds)
         """Rate-limits the log lines a stranger's connections can cause."""
         self._per_ip: Counter[str] = Counter()
@@ -85,6 +91,12 @@ class Host:
         if addr not in self._listen_addrs:
             self._listen_addrs.append(addr)
             self._signed_record = None
+            for connection in list(self.connections):
+                if connection.ready.called:
+                    identify.push_identify(self, connection).addErrback(self._push_failed)
+
+    def _push_failed(self, failure: Failure) -> None:
+        self.log.debug("identify push failed: {error}", error=failure.getErrorMessage())
 
     def signed_peer_record(self) -> bytes:
         """Our listen addresses in a signed peer record (a new seq whenever they change)."""

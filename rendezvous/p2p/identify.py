@@ -1,8 +1,11 @@
-"""identify `/ipfs/id/1.0.0`: tell a peer who we are, and ask a peer who it is.
+"""identify `/ipfs/id/1.0.0`: tell a peer who we are, and ask a peer who it is;
+identify push `/ipfs/id/push/1.0.0`: tell a peer, unasked, that this changed.
 
 The answer is one uvarint-delimited ``Identify`` protobuf written on a stream the
 asking peer opened, then the stream is closed. A peer may split its answer into
-several messages (go sends the signed record second): they are merged.
+several messages (go sends the signed record second): they are merged. A push is the
+same message on a stream the pushing peer opens; what a peer pushes is kept, merged,
+for as long as its connection lives.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from typing import TYPE_CHECKING, Final
 
 from google.protobuf.message import DecodeError
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 
 from rendezvous.p2p.stream import Stream, StreamProtocol
 from rendezvous.pb.identify_pb2 import Identify
@@ -21,6 +25,7 @@ if TYPE_CHECKING:
     from rendezvous.p2p.host import Host
 
 PROTOCOL_ID: Final = "/ipfs/id/1.0.0"
+PUSH_PROTOCOL_ID: Final = "/ipfs/id/push/1.0.0"
 MAX_MESSAGE_BYTES: Final = 8 * 1024
 MAX_ANSWER_BYTES: Final = 64 * 1024
 
@@ -122,3 +127,59 @@ def identify(connection: Connection) -> Deferred[Identify]:
         return request.answer
 
     return opened.addCallback(answered)
+
+
+class IdentifyPushReceiver(StreamProtocol):
+    """Takes a peer's identify push and keeps it for the connection (`Host.pushed`)."""
+
+    log = Logger()
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self._received = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        self._received += data
+        if len(self._received) > MAX_ANSWER_BYTES:
+            assert self.stream is not None
+            self.stream.reset()
+
+    def end_received(self) -> None:
+        stream = self.stream
+        assert stream is not None
+        try:
+            message = decode(bytes(self._received))
+        except IdentifyError as error:
+            self.log.debug("bad identify push: {error}", error=error)
+            stream.reset()
+            return
+        if (
+            message.HasField("publicKey")
+            and message.publicKey != stream.connection.remote_public_key
+        ):
+            self.log.debug("identify push with another peer's key")
+            stream.reset()
+            return
+        known = self.host.pushed.get(stream.connection)
+        if known is None:
+            self.host.pushed[stream.connection] = message
+        else:
+            # Repeated fields are replaced, not appended: a push says what is true now.
+            for field in ("listenAddrs", "protocols"):
+                if getattr(message, field):
+                    known.ClearField(field)
+            known.MergeFrom(message)
+        stream.close()
+
+
+def push_identify(host: Host, connection: Connection) -> Deferred[None]:
+    """Tell the peer of ``connection`` what we are now (our addresses changed)."""
+    pusher = StreamProtocol()
+    opened = connection.open_stream(PUSH_PROTOCOL_ID, pusher)
+
+    def send(stream: Stream) -> None:
+        remote = connection.remote_address
+        stream.write(encode(identify_message(host, remote.binary() if remote else None)))
+        stream.close()
+
+    return opened.addCallback(send)
