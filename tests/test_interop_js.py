@@ -7,14 +7,17 @@ import os
 import shutil
 
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
+from rendezvous.addrs import multiaddr_to_text
+from rendezvous.client import live
 from rendezvous.p2p import identify, ping
 from rendezvous.p2p.envelope import open_peer_record
 from rendezvous.p2p.host import Host
 from rendezvous.p2p.keys import PrivateKey
 from rendezvous.p2p.transport import TCPAddress
+from rendezvous.peerid import peer_id_to_text
 
 from .processes import ROOT, TWISTD, Process, spawn
 
@@ -22,6 +25,7 @@ JS = os.path.join(ROOT, "interop", "js")
 NODE = shutil.which("node")
 P2P_LISTENING = r"listening on (/ip4/127\.0\.0\.1/tcp/\d+/p2p/(\w+))\n"
 WS_LISTENING = r"listening on (/ip4/127\.0\.0\.1/tcp/\d+/ws/p2p/(\w+))\n"
+LIVE_LISTENING = r"live dialect listening on tcp 127\.0\.0\.1:(\d+)"
 
 
 class JsLibp2pTests(TestCase):
@@ -141,3 +145,106 @@ class JsLibp2pTests(TestCase):
         self.assertEqual(record.peer_id, address.peer_id)
         connection.close()
         yield node.interrupt("TERM")
+
+    # -- the standard dialect, /rendezvous/1.0.0, from a js-libp2p v3 peer --------
+
+    @inlineCallbacks
+    def run_standard(self, target: str, namespace: str, ws: bool):  # type: ignore[no-untyped-def]
+        """standard.mjs: a js peer REGISTERs its signed peer record, then DISCOVERs."""
+        result = yield self.run_script("standard.mjs", target, namespace, *(["ws"] if ws else []))
+        self.assertEqual(result["register"], {"status": 0, "statusText": "", "ttl": 7200})
+        self.assertEqual((result["discover"]["status"], result["discover"]["statusText"]), (0, ""))
+        self.assertTrue(result["discover"]["cookie"])
+        self.assertTrue(result["foundSelf"])
+        [listen] = result["addrs"]
+        self.assertTrue(listen.startswith("/ip4/127.0.0.1/tcp/"), listen)
+        self.assertEqual(listen.endswith("/ws"), ws)
+        return result
+
+    def registered(self, result) -> dict[str, list[str]]:  # type: ignore[no-untyped-def]
+        """The peers a standard.mjs DISCOVER returned, by id: their signed addresses."""
+        return {r["id"]: r["addrs"] for r in result["discover"]["registrations"]}
+
+    @inlineCallbacks
+    def test_standard_register_and_discover(self):  # type: ignore[no-untyped-def]
+        """A js v3 peer registers a signed peer record and discovers it on /rendezvous/1.0.0."""
+        yield self.check_standard(ws=False)
+
+    @inlineCallbacks
+    def test_standard_register_and_discover_over_websocket(self):  # type: ignore[no-untyped-def]
+        yield self.check_standard(ws=True)
+
+    @inlineCallbacks
+    def check_standard(self, ws: bool):  # type: ignore[no-untyped-def]
+        daemon, target, _ = yield self.start_daemon(ws)
+        result = yield self.run_standard(target, "js-ns", ws)
+        self.assertEqual(self.registered(result), {result["id"]: result["addrs"]})
+        [registration] = result["discover"]["registrations"]
+        self.assertEqual(registration["ns"], "js-ns")
+        self.assertLessEqual(registration["ttl"], 7200)
+        self.assertGreater(registration["ttl"], 7000)
+        yield daemon.interrupt("TERM")
+        self.assertNotIn("Traceback", daemon.output + daemon.errors)
+
+    @inlineCallbacks
+    def test_standard_second_peer_discovers_first(self):  # type: ignore[no-untyped-def]
+        """The first js peer's registration outlives its stream and connection: a second
+        js peer discovers it, its record opened and verified in js."""
+        yield self.check_second_peer(ws=False)
+
+    @inlineCallbacks
+    def test_standard_second_peer_discovers_first_over_websocket(self):  # type: ignore[no-untyped-def]
+        yield self.check_second_peer(ws=True)
+
+    @inlineCallbacks
+    def check_second_peer(self, ws: bool):  # type: ignore[no-untyped-def]
+        daemon, target, _ = yield self.start_daemon(ws)
+        first = yield self.run_standard(target, "shared", ws)
+        second = yield self.run_standard(target, "shared", ws)
+        self.assertNotEqual(first["id"], second["id"])
+        self.assertEqual(
+            self.registered(second),
+            {first["id"]: first["addrs"], second["id"]: second["addrs"]},
+        )
+        other = yield self.run_standard(target, "elsewhere", ws)
+        self.assertEqual(self.registered(other), {other["id"]: other["addrs"]})
+        yield daemon.interrupt("TERM")
+        self.assertNotIn("Traceback", daemon.output + daemon.errors)
+
+    @inlineCallbacks
+    def test_standard_registration_reaches_live_subscriber(self):  # type: ignore[no-untyped-def]
+        """A raw-TCP live subscriber is pushed the js peer's /rendezvous/1.0.0 REGISTER."""
+        yield self.check_live_subscriber(ws=False)
+
+    @inlineCallbacks
+    def test_standard_registration_over_websocket_reaches_live_subscriber(self):  # type: ignore[no-untyped-def]
+        yield self.check_live_subscriber(ws=True)
+
+    @inlineCallbacks
+    def check_live_subscriber(self, ws: bool):  # type: ignore[no-untyped-def]
+        daemon, target, _ = yield self.start_daemon(ws)
+        port = yield daemon.wait_for(LIVE_LISTENING)
+        client = yield live.connect(reactor, f"127.0.0.1:{port.group(1)}")
+        self.addCleanup(client.disconnect)
+        pushed: Deferred[live.Event] = Deferred()
+
+        def handler(event: live.Event) -> None:
+            if not pushed.called:
+                pushed.callback(event)
+
+        yield client.rendezvous("watched", handler)  # fires once the (empty) snapshot is in
+        self.assertFalse(pushed.called)
+        result = yield self.run_standard(target, "watched", ws)
+        event = yield pushed
+        self.assertEqual(event.kind, "register")
+        entry = event.entry
+        self.assertEqual((entry.namespace, entry.peer_id), ("watched", result["id"]))
+        self.assertEqual([multiaddr_to_text(a) for a in entry.addrs], result["addrs"])
+        assert entry.signed_peer_record is not None
+        record, _ = open_peer_record(entry.signed_peer_record)
+        self.assertEqual(peer_id_to_text(record.peer_id), result["id"])
+        self.assertEqual([multiaddr_to_text(a) for a in record.addrs], result["addrs"])
+        client.disconnect()
+        yield client.closed
+        yield daemon.interrupt("TERM")
+        self.assertNotIn("Traceback", daemon.output + daemon.errors)
