@@ -60,7 +60,7 @@ class Options(usage.Options):
         "enter RENDEZVOUS to be pushed every REGISTER and UNREGISTER as it happens. "
         "Registrations last until their peer unregisters or disconnects (over libp2p, "
         "/rendezvous/1.0.0 registrations last their TTL instead). "
-        "Listens on tcp:4001 unless --listen is given."
+        "Listens on tcp:4001 unless --listen or --p2p-listen is given."
     )
     optParameters = [
         [
@@ -153,11 +153,18 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
 
 
+def _live_listeners(options: Options) -> tuple[str, ...]:
+    """The --listen strports; tcp:4001 when no listener at all was asked for."""
+    if options["listen"] or options["p2p-listen"]:
+        return tuple(options["listen"])
+    return ("tcp:4001",)
+
+
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     config = DaemonConfig(
-        listen=tuple(options["listen"]) or ("tcp:4001",),
+        listen=_live_listeners(options),
         metrics=options["metrics"],
         limits=options["limits"],
         store=options["store"],

@@ -67,6 +67,19 @@ class OptionsTests(SynchronousTestCase):
         ):
             self.assertRaises(usage.UsageError, self.parse, *args)
 
+    def test_libp2p_only_daemon_opens_no_default_port(self) -> None:
+        service = _tap.makeService(self.parse("--p2p-listen", "/ip4/127.0.0.1/tcp/0"))
+        self.assertEqual(service.live_ports, [])  # type: ignore[attr-defined]
+        self.assertEqual(
+            [
+                s
+                for s in service
+                if getattr(s, "endpoint", None) is not None  # type: ignore[attr-defined]
+                and getattr(s.endpoint, "_what", "") == "live dialect"
+            ],
+            [],
+        )
+
     def test_make_service_listens_on_default_port(self) -> None:
         service = _tap.makeService(self.parse())
         self.assertEqual(
