@@ -56,3 +56,26 @@ class BenchSmokeTests(unittest.TestCase):
         text = await self.run_script("redis_fleet.py", "Scenario 7a:", "redis")
         self.assertIn("Scenario 7b:", text)
         self.assertRegex(text, re.compile(r"^\s*redis, 3 daemons\s*\|.*\|", re.M))
+
+    def _need_node_modules(self, folder: str) -> None:
+        import shutil
+
+        if shutil.which("node") is None:
+            raise unittest.SkipTest("node is not installed: the js baseline cannot run")
+        if not os.path.isdir(os.path.join(ROOT, "interop", folder, "node_modules")):
+            raise unittest.SkipTest(
+                f"interop/{folder}/node_modules is missing: run `npm ci` in interop/{folder}"
+            )
+
+    async def test_libp2p_path(self) -> None:
+        self._need_node_modules("js-canvas")
+        text = await self.run_script(
+            "libp2p_path.py", "Scenario 5:", r"REGISTER \(refresh\)\s*\|\s*ours"
+        )
+        self.assertRegex(text, re.compile(r"^\s*DISCOVER limit 64\s*\|\s*js \(canvas\)\s*\|", re.M))
+
+    async def test_relay_path(self) -> None:
+        self._need_node_modules("js-relay")
+        text = await self.run_script("relay_path.py", "Scenario 6:", r"MiB/s .*\|\s*ours")
+        self.assertRegex(text, re.compile(r"in parallel\s*\|\s*js-libp2p\s*\|", re.M))
+        self.assertRegex(text, re.compile(r"one at a time\s*\|\s*raw loopback TCP\s*\|", re.M))

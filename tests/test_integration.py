@@ -288,3 +288,38 @@ class ManySessionsTests(DaemonTestCase):
         self.assertEqual(daemon.store.stats().sessions, sessions)
         entries = yield publisher.discover("crowd", limit=1000)
         self.assertEqual(len(entries), 11)
+
+
+class NoDelayTests(DaemonTestCase):
+    @inlineCallbacks
+    def test_sessions_send_small_messages_at_once(self):  # type: ignore[no-untyped-def]
+        daemon = self.start()
+        client = yield self.client(self.target(daemon))
+        yield client.discover("ns")
+        [session] = list(daemon.store.registry._sessions)  # type: ignore[attr-defined]
+        carrier = session.subscriber.channel._carrier
+        self.assertTrue(carrier.transport.getTcpNoDelay())
+
+
+class NoDelayUnitTests(TestCase):
+    def test_found_through_wrappers_and_harmless_elsewhere(self) -> None:
+        from rendezvous.nodelay import no_delay
+
+        calls: list[bool] = []
+
+        class Tcp:
+            def setTcpNoDelay(self, enabled: bool) -> None:
+                calls.append(enabled)
+
+        class Wrapper:
+            transport = Tcp()
+
+        class Unix:
+            def setTcpNoDelay(self, enabled: bool) -> None:
+                raise OSError("not TCP")
+
+        no_delay(Wrapper())
+        no_delay(Unix())
+        no_delay(object())
+        no_delay(None)
+        self.assertEqual(calls, [True])

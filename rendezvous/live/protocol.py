@@ -13,6 +13,7 @@ from zope.interface import implementer
 
 from rendezvous.live.outbound import Outbound
 from rendezvous.live.session import LiveDialect, LiveSession
+from rendezvous.nodelay import no_delay
 
 
 def describe(address: IAddress) -> str:
@@ -49,6 +50,7 @@ class LiveProtocol(Protocol):
         self._socket: socket.socket | None = None
 
     def connectionMade(self) -> None:
+        no_delay(self.transport)
         self._socket = eager_socket(self.transport)
         self.label = describe(self.transport.getPeer())  # type: ignore[union-attr]
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]

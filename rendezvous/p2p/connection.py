@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from rendezvous.nodelay import no_delay
 from rendezvous.p2p import noise, yamux
 from rendezvous.p2p.keys import verify_identity
 from rendezvous.p2p.multistream import Initiator, MultistreamError, Responder
@@ -109,6 +110,7 @@ class Connection(Protocol):
     def connectionMade(self) -> None:
         transport: Any = self.transport
         self._transport = transport
+        no_delay(transport)
         peer = transport.getPeer()
         self.remote_address = TCPAddress.from_address(peer)
         self._ip = self.remote_address.host if self.remote_address is not None else None
