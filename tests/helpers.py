@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 
+from twisted.internet.defer import Deferred
+
 from rendezvous.model import Peer
+from rendezvous.p2p.stream import StreamProtocol
 from rendezvous.pb.live_pb2 import Message
 from rendezvous.peerid import parse_peer_id, peer_id_to_text
 from rendezvous.varint import decode_uvarint, encode_uvarint
@@ -100,3 +103,22 @@ def expected_unregister(namespace: str, name: str, *addrs: bytes) -> Message:
     entry.peer.id = peer_id(name)
     entry.peer.addrs.extend(addrs)
     return message
+
+
+class Collect(StreamProtocol):
+    """Fires ``done`` with what was received once the peer half-closes; answers ``reply``."""
+
+    def __init__(self, reply: bytes = b"") -> None:
+        self.reply = reply
+        self.received = b""
+        self.done: Deferred[bytes] = Deferred()
+
+    def data_received(self, data: bytes) -> None:
+        self.received += data
+
+    def end_received(self) -> None:
+        assert self.stream is not None
+        if self.reply:
+            self.stream.write(self.reply)
+        self.stream.close()
+        self.done.callback(self.received)

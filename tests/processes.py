@@ -16,6 +16,8 @@ from twisted.python.failure import Failure
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 CLI = [sys.executable, "-m", "rendezvous.client.cli"]
+P2P_LISTENING = r"listening on (/ip4/127\.0\.0\.1/tcp/\d+/p2p/(\w+))"
+"""A daemon's libp2p address as it logs it: (full multiaddr, peer id)."""
 
 
 def environment() -> dict[str, str]:

@@ -25,11 +25,10 @@ from rendezvous.standard.client import open_point
 from rendezvous.standard.stream import CANVAS_PROTOCOL_ID, PROTOCOL_ID
 
 from .helpers import framed, rendezvous, tcp_addr
-from .processes import ROOT, TWISTD, Process, spawn
+from .processes import P2P_LISTENING, ROOT, TWISTD, Process, spawn
 
 JS = os.path.join(ROOT, "interop", "js-canvas")
 NODE = shutil.which("node")
-P2P_LISTENING = r"listening on (/ip4/127\.0\.0\.1/tcp/\d+/p2p/(\w+))"
 LIVE_LISTENING = r"live dialect listening on tcp 127\.0\.0\.1:(\d+)"
 
 

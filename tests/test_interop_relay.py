@@ -21,31 +21,12 @@ from rendezvous.pb.circuit_pb2 import Limit
 from rendezvous.relay import client, codec, relayed
 from rendezvous.relay.client import StopHandler
 
-from .processes import ROOT, TWISTD, Process, spawn
+from .helpers import Collect
+from .processes import P2P_LISTENING, ROOT, TWISTD, Process, spawn
 
 JS = os.path.join(ROOT, "interop", "js-relay")
 NODE = shutil.which("node")
 ECHO = "/rendezvous-test/echo/1.0.0"
-P2P_LISTENING = r"listening on (/ip4/127\.0\.0\.1/tcp/\d+/p2p/(\w+))"
-
-
-class Collect(StreamProtocol):
-    """Fires ``done`` with what was received once the peer half-closes; answers ``reply``."""
-
-    def __init__(self, reply: bytes = b"") -> None:
-        self.reply = reply
-        self.received = b""
-        self.done: Deferred[bytes] = Deferred()
-
-    def data_received(self, data: bytes) -> None:
-        self.received += data
-
-    def end_received(self) -> None:
-        assert self.stream is not None
-        if self.reply:
-            self.stream.write(self.reply)
-        self.stream.close()
-        self.done.callback(self.received)
 
 
 class JsRelayBase(TestCase):

@@ -26,9 +26,8 @@ from rendezvous.relay.fleet import (
     join,
 )
 
-from .processes import TWISTD, Process, spawn
+from .processes import P2P_LISTENING, TWISTD, Process, spawn
 
-P2P_LISTENING = r"listening on (/ip4/127\.0\.0\.1/tcp/\d+/p2p/(\w+))"
 EXCHANGE = "/rendezvous-test/exchange/1.0.0"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, readBody
 
@@ -21,28 +21,8 @@ from rendezvous.relay import client, codec
 from rendezvous.relay.client import RelayRefused, StopHandler
 from rendezvous.standard.client import open_point
 
-from .processes import TWISTD, Process, spawn
-
-P2P_LISTENING = r"listening on (/ip4/127\.0\.0\.1/tcp/\d+/p2p/(\w+))"
-
-
-class Collect(StreamProtocol):
-    """Fires ``done`` with everything received once the peer half-closes."""
-
-    def __init__(self, reply: bytes = b"") -> None:
-        self.reply = reply
-        self.received = b""
-        self.done: Deferred[bytes] = Deferred()
-
-    def data_received(self, data: bytes) -> None:
-        self.received += data
-
-    def end_received(self) -> None:
-        assert self.stream is not None
-        if self.reply:
-            self.stream.write(self.reply)
-        self.stream.close()
-        self.done.callback(self.received)
+from .helpers import Collect
+from .processes import P2P_LISTENING, TWISTD, Process, spawn
 
 
 class ProcessBase(TestCase):
