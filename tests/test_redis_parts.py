@@ -1,21 +1,28 @@
-"""The Redis store's pure parts: URL and password, stored data, ordered answers, options."""
+"""The Redis store's parts: URL and password, stored data, ordered answers, options, and
+the Redis protocol as the link drives it."""
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
+import txredisapi
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.python import usage
 from twisted.trial.unittest import TestCase
 
 from rendezvous._tap import Options
 from rendezvous.live.codec import entry_bytes
 from rendezvous.model import Change, Registration
+from rendezvous.store.redis.link import _CommandProtocol, _Factory
 from rendezvous.store.redis.mirror import Mirror
 from rendezvous.store.redis.replies import Replies
 from rendezvous.store.redis.target import BadTarget, RedisTarget, parse_target
 from rendezvous.store.redis.wire import (
     BadData,
     Published,
+    parse_eviction,
     parse_published,
     registration,
     split_member,
@@ -99,6 +106,23 @@ class WireTests(TestCase):
             with self.assertRaises(BadData, msg=data):
                 parse_published(data)
 
+    def test_eviction(self) -> None:
+        eviction = parse_eviction(b"12:7:\x00\x02ab" + "é".encode())
+        self.assertEqual(
+            (eviction.seq, eviction.session, eviction.key, eviction.namespace),
+            (12, "7", b"ab", "é"),
+        )
+        for data in (
+            b"",
+            b"12:7",
+            b"x:7:\x00\x00",
+            b"1:s:\x00\x00",
+            b"1:2:\x00",
+            b"1:2:\x00\x00\xff",
+        ):
+            with self.assertRaises(BadData, msg=data):
+                parse_eviction(data)
+
 
 class RepliesTests(TestCase):
     def test_in_order_although_ready_out_of_order(self) -> None:
@@ -149,3 +173,56 @@ class MirrorTests(TestCase):
         self.assertEqual(list(mirror.doubtful), [b.peer.key])
         self.assertEqual([p.change for _, p in mirror.settle()], [Change.UNREGISTER])
         self.assertEqual(mirror.snapshot({}), [])
+
+
+class _LinkStub:
+    def __init__(self) -> None:
+        self.clock = Clock()
+        self.timeout = 5.0
+
+
+class LeanProtocolTests(TestCase):
+    """txredisapi's protocol as the link drives it: encoding, parsing, the watchdog."""
+
+    def setUp(self) -> None:
+        self.link = _LinkStub()
+        protocol = _Factory(self.link, _CommandProtocol).buildProtocol(None)  # type: ignore[arg-type]
+        assert isinstance(protocol, _CommandProtocol)
+        self.transport = StringTransport()
+        protocol.makeConnection(self.transport)
+        self.protocol = protocol
+
+    def test_commands_encoded_in_one_pass(self) -> None:
+        self.protocol.execute_command("SET", b"k\r\n", 12, "é")
+        self.assertEqual(
+            self.transport.value(),
+            b"*4\r\n$3\r\nSET\r\n$3\r\nk\r\n\r\n$2\r\n12\r\n$2\r\n" + "é".encode() + b"\r\n",
+        )
+
+    def test_a_pipelined_batch_is_parsed_at_once(self) -> None:
+        replies: list[Any] = []
+        for _ in range(3):
+            self.protocol.execute_command("EVALSHA").addCallback(replies.append)
+        self.protocol.dataReceived(b"*2\r\n$2\r\nOK\r\n$1\r\n1\r\n$3\r\nabc\r\n:7\r\n")
+        self.assertEqual(replies, [[b"OK", b"1"], b"abc", 7])  # no reactor turn needed
+        # Nothing was left for a later turn: the only call pending is the watchdog's.
+        self.assertEqual([call.getTime() for call in self.link.clock.getDelayedCalls()], [1.0])
+        self.link.clock.advance(1)
+        self.assertEqual(self.link.clock.getDelayedCalls(), [])
+
+    def test_no_reply_for_the_timeout_fails_what_is_outstanding(self) -> None:
+        failures: list[Any] = []
+        self.link.clock.advance(100)  # idle time does not count
+        for _ in range(2):
+            self.protocol.execute_command("GET", "k").addErrback(failures.append)
+        self.assertEqual(len(self.link.clock.getDelayedCalls()), 1)  # one watchdog
+        self.link.clock.advance(4)
+        self.protocol.dataReceived(b"$1\r\nv\r\n")  # progress: the wait starts again
+        self.link.clock.advance(4)
+        self.assertEqual(failures, [])
+        self.assertFalse(self.transport.disconnecting)
+        self.link.clock.advance(1)
+        self.assertEqual(
+            [f.check(txredisapi.TimeoutError) for f in failures], [txredisapi.TimeoutError]
+        )
+        self.assertTrue(self.transport.disconnected or self.transport.disconnecting)

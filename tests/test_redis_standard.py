@@ -229,6 +229,12 @@ class StandardPeer:
         message.register.ttl = ttl
         return self.ask(message)  # type: ignore[no-any-return]
 
+    def unregister(self, ns: str) -> None:
+        """Sent without waiting: UNREGISTER has no answer."""
+        message = Message(type=Message.UNREGISTER, unregister=Message.Unregister(ns=ns))
+        payload = message.SerializeToString()
+        self.session.feed(encode_uvarint(len(payload)) + payload)
+
     def discover(self, ns: str, limit: int = 0, cookie: bytes = b"") -> Deferred[Message]:
         message = Message(type=Message.DISCOVER)
         message.discover.ns = ns
@@ -358,6 +364,58 @@ class StandardFleetTests(FleetTestCase):
         self.assertEqual(list(later.discoverResponse.registrations), [])
 
     @inlineCallbacks
+    def test_ttl_registration_takes_over_a_live_one_held_elsewhere(self):  # type: ignore[no-untyped-def]
+        """The raw session on daemon one loses the id, as on one daemon: it is pushed
+        alice's registration (no longer its own) and cannot take the id back."""
+        one = yield self.daemon()
+        two = yield self.daemon()
+        alice = StandardPeer(self.dialect(two), b"a")
+        raw = yield self.client(one)
+        yield raw.register("app", alice.text, [tcp_addr(9)])
+        seen = Watcher()
+        yield raw.rendezvous("app", seen)
+        self.assertEqual(self.store(one).stats().registrations, 1)
+        yield alice.register("app", 60)
+        yield seen.until(1)
+        self.assertEqual(seen.events, [("register", alice.text)])
+        self.assertEqual(self.store(one).stats().registrations, 0)
+        yield self.assertFailure(raw.register("app", alice.text, [tcp_addr(9)]), NotAuthorized)
+
+    @inlineCallbacks
+    def test_authenticated_unregister_ends_the_ids_live_registration_elsewhere(self):  # type: ignore[no-untyped-def]
+        one = yield self.daemon()
+        two = yield self.daemon()
+        alice = StandardPeer(self.dialect(two), b"a")
+        store = self.store(one)
+        holder = Recorder()
+        session = store.open_session(holder, alice.id)  # alice over libp2p, live dialect
+        live = Peer(alice.text, alice.id, (tcp_addr(9),))
+        done: Deferred[None] = Deferred()
+        holder.discovered = lambda *_: done.callback(None)  # type: ignore[method-assign]
+        store.register(session, "app", live, 1)
+        store.discover(session, "app", 10, 2)
+        yield done
+        watcher = yield self.client(one)
+        seen = Watcher()
+        yield watcher.rendezvous("app", seen)
+        self.assertEqual(seen.events, [("register", alice.text)])
+
+        alice.unregister("app")  # the same peer, through daemon two
+        yield seen.until(2)
+        self.assertEqual(seen.events[1:], [("unregister", alice.text)])
+        self.assertEqual(store.stats().registrations, 0)
+        self.assertEqual(holder.seen, [])
+
+        again: Deferred[None] = Deferred()
+        holder.discovered = lambda *_: again.callback(None)  # type: ignore[method-assign]
+        store.register(session, "app", live, 3)
+        store.discover(session, "app", 10, 4)
+        yield again
+        yield seen.until(3)
+        self.assertEqual(seen.events[2:], [("register", alice.text)])
+        self.assertEqual(store.stats().registrations, 1)
+
+    @inlineCallbacks
     def test_all_namespaces_signed_only_and_unregister_elsewhere(self):  # type: ignore[no-untyped-def]
         one = yield self.daemon()
         two = yield self.daemon()
@@ -397,10 +455,7 @@ class StandardFleetTests(FleetTestCase):
         seen = Watcher()
         yield watcher.rendezvous("app", seen)
         self.assertEqual(seen.events, [("register", alice.text), ("register", peer("C").id)])
-        elsewhere = StandardPeer(self.dialect(two), b"a")
-        message = Message(type=Message.UNREGISTER, unregister=Message.Unregister(ns="app"))
-        payload = message.SerializeToString()
-        elsewhere.session.feed(encode_uvarint(len(payload)) + payload)
+        StandardPeer(self.dialect(two), b"a").unregister("app")
         yield seen.until(3)
         self.assertEqual(seen.events[2:], [("unregister", alice.text)])
         found = yield reader.discover("app")

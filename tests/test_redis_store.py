@@ -28,6 +28,8 @@ class FakeLink:
         self.on_up: Any = None
         self.on_down: Any = None
         self.on_message: Any = None
+        self.on_eviction: Any = None
+        self.daemon_subscriptions = 0
 
     def start(self) -> None:
         pass
@@ -50,6 +52,10 @@ class FakeLink:
 
     def unsubscribe(self, namespace: str) -> None:
         pass
+
+    def subscribe_daemon(self, daemon: str) -> Deferred[None]:
+        self.daemon_subscriptions += 1
+        return succeed(None)
 
     def take(self, name: str) -> tuple[tuple[Any, ...], Deferred[Any]]:
         for i, (script, args, d) in enumerate(self.runs):
@@ -168,7 +174,7 @@ class StoreLogicTests(StoreTestCase):
         self.store.register(session, "ns", A.peer, None)
         self.link.on_message("ns", published(4, "R", A))  # pub/sub beats the reply
         _, d = self.link.take("register")
-        d.callback([b"OK", b"1"])
+        d.callback([b"OK", b"1", 1])
         self.assertEqual(client.seen, [("snapshot", [])])
         self.assertEqual(self.store.stats().registrations, 1)
 
@@ -220,7 +226,7 @@ class StoreLogicTests(StoreTestCase):
     def test_clean_stop_drops_the_daemon(self) -> None:
         session, _ = self.session()
         self.store.register(session, "ns", A.peer, None)
-        self.link.take("register")[1].callback([b"OK", b"1"])
+        self.link.take("register")[1].callback([b"OK", b"1", 1])
         self.store.stop()
         args, _ = self.link.take("drop_daemon")
         self.assertEqual(args, (self.store.daemon,))
@@ -230,7 +236,7 @@ class RecoveryTests(StoreTestCase):
     def test_lost_lease_is_taken_again_and_registrations_reasserted(self) -> None:
         session, _ = self.session()
         self.store.register(session, "ns", A.peer, None)
-        self.link.take("register")[1].callback([b"OK", b"1"])
+        self.link.take("register")[1].callback([b"OK", b"1", 1])
         self.recover(3)
         self.clock.advance(10 / 3)  # the lease is renewed every third of it
         args, renew = self.link.take("lease")
@@ -243,9 +249,9 @@ class RecoveryTests(StoreTestCase):
         elsewhere = Registration("other", B.peer)
         session, _ = self.session()
         self.store.register(session, "ns", A.peer, None)
-        self.link.take("register")[1].callback([b"OK", b"1"])
+        self.link.take("register")[1].callback([b"OK", b"1", 1])
         self.store.register(session, "other", B.peer, None)
-        self.link.take("register")[1].callback([b"OK", b"1"])
+        self.link.take("register")[1].callback([b"OK", b"1", 1])
         self.link.on_down()
         self.link.up = True
         self.link.on_up()
@@ -263,4 +269,54 @@ class RecoveryTests(StoreTestCase):
         sync.callback([b"OK", len(key).to_bytes(2, "big") + key + b"ns"])
         self.assertEqual(self.store.stats().registrations, 1)
         self.assertNotIn(key, session.own_keys)
+        self.assertTrue(self.store.ready)
+
+
+def eviction(seq: int, session: Any, registration: Registration) -> bytes:
+    key = registration.peer.key
+    member = len(key).to_bytes(2, "big") + key + registration.namespace.encode()
+    return f"{seq}:{session.sid}:".encode() + member
+
+
+class EvictionTests(StoreTestCase):
+    """Another session (on any daemon) took or removed a registration of ours."""
+
+    def registered(self, session: Any, registration: Registration, seq: int) -> None:
+        self.store.register(session, registration.namespace, registration.peer, None)
+        self.link.take("register")[1].callback([b"OK", b"1", seq])
+
+    def test_forgotten_and_its_successor_pushed(self) -> None:
+        session, client = self.subscribed(3)
+        self.registered(session, A, 4)
+        self.link.on_eviction(eviction(5, session, A))  # a TTL registration of A's id
+        self.link.on_message("ns", published(6, "R", A))
+        self.assertEqual(self.store.stats().registrations, 0)
+        self.assertNotIn(A.peer.key, session.own_keys)
+        self.assertEqual(client.seen, [("snapshot", []), ("register", A.peer.id)])
+        self.store.close_session(session)
+        self.assertEqual([run[0] for run in self.link.runs], ["drop_session"])
+
+    def test_an_eviction_older_than_the_registration_is_ignored(self) -> None:
+        """Re-registered after the eviction; its notice came after the reply."""
+        session, _ = self.session()
+        self.registered(session, A, 9)
+        self.link.on_eviction(eviction(8, session, A))
+        self.assertEqual(self.store.stats().registrations, 1)
+        self.assertIn(A.peer.key, session.own_keys)
+
+    def test_unknown_sessions_and_bad_notices_change_nothing(self) -> None:
+        session, _ = self.session()
+        self.registered(session, A, 2)
+        other, _ = self.session()
+        self.store.close_session(other)
+        self.link.runs.clear()
+        self.link.on_eviction(eviction(5, other, A))
+        self.link.on_eviction(eviction(5, session, B))
+        self.link.on_eviction(b"5:x:" + eviction(5, session, A))
+        self.link.on_eviction(b"5:1:\x00")
+        self.assertEqual(self.store.stats().registrations, 1)
+
+    def test_recovery_listens_for_evictions_first(self) -> None:
+        self.recover(0)
+        self.assertEqual(self.link.daemon_subscriptions, 1)
         self.assertTrue(self.store.ready)

@@ -16,7 +16,7 @@ from typing import Any
 import txredisapi
 from twisted.internet.defer import Deferred, fail, gatherResults
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -33,9 +33,76 @@ class LinkDown(Exception):
 _MESSAGES = {b"message", b"smessage"}
 _CONFIRMATIONS = {b"subscribe", b"ssubscribe"}
 _UNSUBSCRIBED = {b"unsubscribe", b"sunsubscribe"}
+_DAEMON_MARK = b"\xff"
 
 
-class _CommandProtocol(txredisapi.RedisProtocol):  # type: ignore[misc]
+class _LeanProtocol(txredisapi.RedisProtocol):  # type: ignore[misc]
+    """txredisapi's protocol without three costs that dominate a busy daemon's CPU:
+
+    - commands are encoded in one pass (bytes, str and int arguments only);
+    - the input that follows a bulk string is parsed at once, not on a later reactor
+      turn (one turn per bulk string of a pipelined batch, otherwise);
+    - one watchdog per connection replaces a delayed call per command: when commands
+      are outstanding and no reply has come for ``timeout`` seconds, they all fail with
+      ``TimeoutError`` and the connection is aborted.
+    """
+
+    link: RedisLink
+    timeout = 5.0
+    _since = 0.0
+    _watchdog: IDelayedCall | None = None
+    _rest: deque[bytes]
+
+    def _build_command(self, *args: bytes | str | int, **kwargs: Any) -> bytes:
+        out = [b"*%d\r\n" % len(args)]
+        for arg in args:
+            data = arg if isinstance(arg, bytes) else str(arg).encode()
+            out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+        return b"".join(out)
+
+    def setLineMode(self, extra: bytes | str = b"") -> None:
+        self.line_mode = 1
+        if extra:
+            self._rest.append(extra)  # type: ignore[arg-type]
+
+    def dataReceived(self, data: bytes, unpause: bool = False) -> None:
+        super().dataReceived(data, unpause)
+        rest = self._rest
+        while rest:
+            super().dataReceived(rest.popleft())
+
+    def execute_command(self, *args: bytes | str | int, **kwargs: Any) -> Deferred[Any]:
+        if not self.replyQueue.waiting:
+            self._since = self.link.clock.seconds()  # idle until now: the wait starts here
+        d: Deferred[Any] = super().execute_command(*args, **kwargs)
+        if self._watchdog is None and self.timeout:
+            self._watchdog = self.link.clock.callLater(self.timeout / 5, self._watch)
+        return d
+
+    def replyReceived(self, reply: Any) -> None:
+        self._since = self.link.clock.seconds()
+        super().replyReceived(reply)
+
+    def _watch(self) -> None:
+        self._watchdog = None
+        if not self.replyQueue.waiting or self.transport is None:
+            return
+        if self.link.clock.seconds() - self._since >= self.timeout:
+            error = txredisapi.TimeoutError(f"no reply from redis in {self.timeout} seconds")
+            while self.replyQueue.waiting:
+                self.replyQueue.put(error)
+            self.transport.abortConnection()
+            return
+        self._watchdog = self.link.clock.callLater(self.timeout / 5, self._watch)
+
+    def connectionLost(self, why: Failure) -> None:
+        if self._watchdog is not None and self._watchdog.active():
+            self._watchdog.cancel()
+        self._watchdog = None
+        super().connectionLost(why)
+
+
+class _CommandProtocol(_LeanProtocol):
     link: RedisLink
 
     def connectionLost(self, why: Failure) -> None:
@@ -43,7 +110,7 @@ class _CommandProtocol(txredisapi.RedisProtocol):  # type: ignore[misc]
         self.link._lost(self)
 
 
-class _SubscriberProtocol(txredisapi.RedisProtocol):  # type: ignore[misc]
+class _SubscriberProtocol(_LeanProtocol):
     link: RedisLink
 
     def replyReceived(self, reply: Any) -> None:
@@ -78,9 +145,11 @@ class _Factory(Factory):
 
     def buildProtocol(self, addr: object) -> _CommandProtocol | _SubscriberProtocol:
         link = self.link
-        p = self.kind(charset=None, replyTimeout=link.timeout, convertNumbers=False)
+        p = self.kind(charset=None, replyTimeout=0, convertNumbers=False)
         p.factory = self
         p.link = link
+        p.timeout = link.timeout
+        p._rest = deque()
         p.callLater = link.clock.callLater
         return p
 
@@ -134,6 +203,7 @@ class RedisLink:
         self.on_up: Callable[[], None] = lambda: None
         self.on_down: Callable[[], None] = lambda: None
         self.on_message: Callable[[str, bytes], None] = lambda ns, data: None
+        self.on_eviction: Callable[[bytes], None] = lambda data: None
         self._command: _CommandProtocol | None = None
         self._subscriber: _SubscriberProtocol | None = None
         self._pending: dict[bytes, deque[Deferred[None]]] = {}
@@ -266,12 +336,22 @@ class RedisLink:
     def channel(self, namespace: str) -> bytes:
         return (self.channel_prefix + namespace).encode()
 
+    def daemon_channel(self, daemon: str) -> bytes:
+        """Where a daemon is told of its sessions' evictions (0xFF: no namespace's)."""
+        return self.channel_prefix.encode() + _DAEMON_MARK + daemon.encode()
+
     def subscribe(self, namespace: str) -> Deferred[None]:
         """Fires once the subscription is active: every later publish will arrive."""
+        return self.listen(self.channel(namespace))
+
+    def subscribe_daemon(self, daemon: str) -> Deferred[None]:
+        """Listen for evictions of the sessions of ``daemon`` (`on_eviction`)."""
+        return self.listen(self.daemon_channel(daemon))
+
+    def listen(self, channel: bytes) -> Deferred[None]:
         subscriber = self._subscriber
         if not self.up or subscriber is None:
             return fail(LinkDown("redis is unreachable"))
-        channel = self.channel(namespace)
         d: Deferred[None] = Deferred()
         self._pending.setdefault(channel, deque()).append(d)
         subscriber.send("SSUBSCRIBE" if self.sharded else "SUBSCRIBE", channel)
@@ -294,6 +374,9 @@ class RedisLink:
     def _message(self, channel: bytes, data: bytes) -> None:
         prefix = self.channel_prefix.encode()
         if channel.startswith(prefix):
+            if channel[len(prefix) : len(prefix) + 1] == _DAEMON_MARK:
+                self.on_eviction(data)
+                return
             try:
                 namespace = channel[len(prefix) :].decode()
             except UnicodeDecodeError:

@@ -20,6 +20,11 @@ the pushes after it. Keys, under the prefix ``P``:
   TTL registrations held; ``P expirer`` the daemon elected to follow every expiry (a
   lock with expiry); ``P epoch`` names the registry's life in DISCOVER cookies.
 
+A session that loses a registration to another (replaced by a TTL registration, or
+removed by an UNREGISTER of a session authenticated as the id) is told on its daemon's
+channel, ``CH`` + byte 0xFF + daemon id (never a namespace's: namespaces are UTF-8),
+as ``SEQ:SESSION:KEYLEN KEY NS``, published before the change's announcement.
+
 Every script takes ``ARGV[1..3]`` = key prefix, publish command, channel prefix.
 """
 
@@ -112,6 +117,14 @@ local function remove(ns, key, token)
   announce(ns, 'U', key, entry)
   return true
 end
+local function evict(ns, key, holder)
+  -- tell the holder's daemon that its session lost the registration (before the
+  -- announcement that follows, on the same connection)
+  local cut = string.find(holder, '/[^/]*$')
+  local daemon, session = string.sub(holder, 1, cut - 1), string.sub(holder, cut + 1)
+  local seq = redis.call('INCR', P .. 'seq')
+  redis.call(PUB, CH .. '\\255' .. daemon, seq .. ':' .. session .. ':' .. packkey(key) .. ns)
+end
 local function next_expiry()
   local first = redis.call('ZRANGE', P .. 'x', 0, 0, 'WITHSCORES')
   return first[2] or ''
@@ -152,8 +165,9 @@ local v = redis.call('HGET', P .. 'r:' .. ns, key)
 local holder = v and split(v)
 if v and holder == token then
   redis.call('HSET', P .. 'r:' .. ns, key, token .. '|' .. entry)
-  stamp(ns, key, announce(ns, 'R', key, entry), signed)
-  return {'OK', '0'}
+  local seq = announce(ns, 'R', key, entry)
+  stamp(ns, key, seq, signed)
+  return {'OK', '0', seq}
 end
 if v and (holder ~= '' or raw) then
   -- another session's, or a TTL registration a raw session cannot vouch for
@@ -166,8 +180,7 @@ if not v and tonumber(redis.call('GET', P .. 'count') or '0') >= tonumber(ARGV[1
   return {'FULL', 'registry is full'}
 end
 if v then detach(ns, key, '') end -- the id's own TTL registration, replaced
-add(ns, key, entry, token, daemon, session, raw, signed)
-return {'OK', '1'}
+return {'OK', '1', add(ns, key, entry, token, daemon, session, raw, signed)}
 """
 
 _REGISTER_TTL = """
@@ -182,7 +195,10 @@ end
 if not v and tonumber(redis.call('GET', P .. 'count') or '0') >= most then
   return {'FULL', 'registry is full'}
 end
-if v then detach(ns, key, holder) end -- replaced, announced by the REGISTER that follows
+if v then -- replaced, announced by the REGISTER that follows
+  detach(ns, key, holder)
+  if holder ~= '' then evict(ns, key, holder) end
+end
 local seq = add(ns, key, entry, '', '', '', false, signed)
 redis.call('ZADD', P .. 'x', expires, packkey(key) .. ns)
 return {'OK', seq}
@@ -235,8 +251,17 @@ local daemon, session, ns, key = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local raw, token = ARGV[8] == '1', ARGV[4] .. '/' .. ARGV[5]
 if not leased(daemon) then return {'LEASE', 'lease lost'} end
 if remove(ns, key, token) then return {'OK', '1'} end
-if not raw and remove(ns, key, '') then return {'OK', '1'} end -- the id's TTL registration
-if raw and foreign_owner(key, token) then
+if not raw then
+  -- authenticated as the id: its TTL registration, or another such session's
+  local v = redis.call('HGET', P .. 'r:' .. ns, key)
+  local holder = v and split(v)
+  if v and (holder == '' or redis.call('HGET', P .. 'owner', key) ~= holder) then
+    if holder ~= '' then evict(ns, key, holder) end
+    remove(ns, key, holder)
+    return {'OK', '1'}
+  end
+end
+if foreign_owner(key, token) then
   return {'AUTH', 'peer id is registered by another session'}
 end
 return {'OK', '0'}

@@ -42,6 +42,7 @@ from rendezvous.store.redis.mirror import Mirror, Push
 from rendezvous.store.redis.replies import Replies, Slot
 from rendezvous.store.redis.wire import (
     BadData,
+    parse_eviction,
     parse_published,
     registration,
     split_member,
@@ -116,6 +117,7 @@ class RedisStore:
         self.lease = lease
         self.daemon = daemon_id or uuid.uuid4().hex
         self._sessions: dict[RedisSession, None] = {}
+        self._by_sid: dict[str, RedisSession] = {}
         self._namespaces: dict[str, _Namespace] = {}
         self._next_sid = 0
         self._epoch = 0
@@ -138,6 +140,7 @@ class RedisStore:
         link.on_up = self._up
         link.on_down = self._down
         link.on_message = self._message
+        link.on_eviction = self._evicted
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -178,6 +181,7 @@ class RedisStore:
         self._next_sid += 1
         session = RedisSession(client, identity, str(self._next_sid))
         self._sessions[session] = None
+        self._by_sid[session.sid] = session
         return session
 
     def close_session(self, session: Session) -> None:
@@ -186,6 +190,7 @@ class RedisStore:
             return
         session.open = False
         del self._sessions[session]
+        del self._by_sid[session.sid]
         for name in session.subscriptions:
             state = self._namespaces.get(name)
             if state is not None:
@@ -251,8 +256,8 @@ class RedisStore:
                 self.registration_count += 1
                 if raw:
                     self._own(session, key, 1)
-            if session.open:
-                session.entries[slot_key] = registration
+            if session.open:  # with its sequence number, to tell later evictions from earlier
+                session.entries[slot_key] = dataclasses.replace(registration, seq=int(reply[2]))
             slot.fill(_nothing)
 
         def failed(failure: Failure) -> None:
@@ -613,6 +618,21 @@ class RedisStore:
             return
         self._push(state, state.receive(published))
 
+    def _evicted(self, data: bytes) -> None:
+        """A session of ours lost a registration to another session: forget it here too."""
+        try:
+            eviction = parse_eviction(data)
+        except BadData as e:
+            self.log.error("bad eviction notice: {e}", e=e)
+            return
+        session = self._by_sid.get(eviction.session)
+        if session is None:
+            return
+        slot_key = (eviction.namespace, eviction.key)
+        held = session.entries.get(slot_key)
+        if held is not None and held.seq < eviction.seq:  # not re-registered since
+            self._forget_entry(session, slot_key)
+
     @staticmethod
     def _push(state: _Namespace, pushes: list[Push]) -> None:
         for key, announcement in pushes:
@@ -651,6 +671,7 @@ class RedisStore:
 
         async def recover() -> None:
             link = self.link
+            await link.subscribe_daemon(self.daemon)  # before re-assertion reports conflicts
             epoch = await link.run(scripts.LEASE, self.daemon, self._lease_ms(), "0", new_epoch())
             if isinstance(epoch, bytes) and epoch:
                 self.epoch = epoch

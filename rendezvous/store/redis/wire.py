@@ -37,6 +37,29 @@ def parse_published(data: bytes) -> Published:
     return Published(int(head), change, key, registration(entry))
 
 
+@dataclass(frozen=True, slots=True)
+class Eviction:
+    """A session of this daemon lost a registration: ``SEQ:SESSION:KEYLEN KEY NS``."""
+
+    seq: int
+    session: str
+    namespace: str
+    key: bytes
+
+
+def parse_eviction(data: bytes) -> Eviction:
+    head, sep, rest = data.partition(b":")
+    session, sep2, member = rest.partition(b":")
+    if not (sep and sep2 and head.isdigit() and session.isdigit()):
+        raise BadData("malformed eviction")
+    key, namespace = split_member(member)
+    try:
+        name = namespace.decode()
+    except UnicodeDecodeError:
+        raise BadData("namespace not UTF-8") from None
+    return Eviction(int(head), session.decode(), name, key)
+
+
 def split_member(data: bytes) -> tuple[bytes, bytes]:
     """``KEYLEN KEY TAIL`` (a 2-byte big-endian length) into the key and the tail."""
     if len(data) < 2:
