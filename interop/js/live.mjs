@@ -9,68 +9,11 @@ import { tcp } from '@libp2p/tcp'
 import { webSockets } from '@libp2p/websockets'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
+import { concat, decodeFields, fieldBytes, fieldString, fieldVarint, frame, readFrames, text } from './messages.mjs'
 
 const PROTOCOL = '/rendezvous/live/1.0.0'
 const [REGISTER, UNREGISTER, RENDEZVOUS, DISCOVER, ERROR] = [0, 1, 2, 3, 4]
 const target = multiaddr(process.argv[2])
-
-// -- protobuf by hand: just what the live dialect's Message needs --------------
-const utf8 = new TextEncoder()
-const text = new TextDecoder()
-
-function varint (value) {
-  const out = []
-  let n = BigInt(value)
-  while (n >= 0x80n) { out.push(Number(n & 0x7fn) | 0x80); n >>= 7n }
-  out.push(Number(n))
-  return Uint8Array.from(out)
-}
-
-function concat (parts) {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
-  let offset = 0
-  for (const p of parts) { out.set(p, offset); offset += p.length }
-  return out
-}
-
-const fieldVarint = (n, v) => concat([varint(n << 3), varint(v)])
-const fieldBytes = (n, b) => concat([varint((n << 3) | 2), varint(b.length), b])
-const fieldString = (n, s) => fieldBytes(n, utf8.encode(s))
-
-function readVarint (buf, offset) {
-  let value = 0n
-  let shift = 0n
-  for (;;) {
-    if (offset >= buf.length) return null
-    const byte = buf[offset++]
-    value |= BigInt(byte & 0x7f) << shift
-    if (byte < 0x80) return [Number(value), offset]
-    shift += 7n
-  }
-}
-
-function decodeFields (buf) {
-  const fields = {}
-  let offset = 0
-  while (offset < buf.length) {
-    let tag;
-    [tag, offset] = readVarint(buf, offset)
-    const [number, wire] = [tag >> 3, tag & 7]
-    let value
-    if (wire === 0) {
-      [value, offset] = readVarint(buf, offset)
-    } else if (wire === 2) {
-      let length;
-      [length, offset] = readVarint(buf, offset)
-      value = buf.subarray(offset, offset + length)
-      offset += length
-    } else {
-      throw new Error(`unexpected wire type ${wire}`)
-    }
-    (fields[number] ??= []).push(value)
-  }
-  return fields
-}
 
 function decodeMessage (buf) {
   const f = decodeFields(buf)
@@ -101,7 +44,6 @@ function register (ns, id, addrs, requestId) {
 const rendezvous = (ns) => concat([fieldVarint(1, RENDEZVOUS), fieldBytes(4, fieldString(1, ns))])
 const discover = (ns, requestId) =>
   concat([fieldVarint(1, DISCOVER), fieldBytes(5, fieldString(1, ns)), fieldVarint(7, requestId)])
-const frame = (message) => concat([varint(message.length), message])
 
 // -- a live session on one stream ---------------------------------------------
 async function session () {
@@ -111,21 +53,12 @@ async function session () {
     streamMuxers: [yamux()]
   })
   const stream = await node.dialProtocol(target, PROTOCOL)
-  let buffer = new Uint8Array()
   const received = []
   const waiting = []
-  stream.addEventListener('message', (event) => {
-    const data = event.data.subarray ? event.data.subarray() : event.data
-    buffer = concat([buffer, data])
-    for (;;) {
-      const header = readVarint(buffer, 0)
-      if (header == null || buffer.length < header[1] + header[0]) break
-      const message = decodeMessage(buffer.subarray(header[1], header[1] + header[0]))
-      buffer = buffer.slice(header[1] + header[0])
-      received.push(message)
-      for (const w of [...waiting]) {
-        if (w.test(message)) { waiting.splice(waiting.indexOf(w), 1); w.resolve(message) }
-      }
+  readFrames(stream, decodeMessage, (message) => {
+    received.push(message)
+    for (const w of [...waiting]) {
+      if (w.test(message)) { waiting.splice(waiting.indexOf(w), 1); w.resolve(message) }
     }
   })
   return {

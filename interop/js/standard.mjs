@@ -15,6 +15,7 @@ import { tcp } from '@libp2p/tcp'
 import { webSockets } from '@libp2p/websockets'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
+import { concat, decodeFields, fieldBytes, fieldString, fieldVarint, frame, readFrames, text } from './messages.mjs'
 
 const PROTOCOL = '/rendezvous/1.0.0'
 const [REGISTER, REGISTER_RESPONSE, , DISCOVER, DISCOVER_RESPONSE] = [0, 1, 2, 3, 4]
@@ -23,64 +24,6 @@ const target = multiaddr(process.argv[2])
 const ns = process.argv[3]
 const ws = process.argv[4] === 'ws'
 if (!ns) { console.error('usage: node standard.mjs <multiaddr> <ns> [ws]'); process.exit(64) }
-
-// -- protobuf by hand: the spec's Message (proto/rendezvous/pb/rendezvous.proto) ---
-const utf8 = new TextEncoder()
-const text = new TextDecoder()
-
-function varint (value) {
-  const out = []
-  let n = BigInt(value)
-  while (n >= 0x80n) { out.push(Number(n & 0x7fn) | 0x80); n >>= 7n }
-  out.push(Number(n))
-  return Uint8Array.from(out)
-}
-
-function concat (parts) {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
-  let offset = 0
-  for (const p of parts) { out.set(p, offset); offset += p.length }
-  return out
-}
-
-const fieldVarint = (n, v) => concat([varint(n << 3), varint(v)])
-const fieldBytes = (n, b) => concat([varint((n << 3) | 2), varint(b.length), b])
-const fieldString = (n, s) => fieldBytes(n, utf8.encode(s))
-
-function readVarint (buf, offset) {
-  let value = 0n
-  let shift = 0n
-  for (;;) {
-    if (offset >= buf.length) return null
-    const byte = buf[offset++]
-    value |= BigInt(byte & 0x7f) << shift
-    if (byte < 0x80) return [Number(value), offset]
-    shift += 7n
-  }
-}
-
-function decodeFields (buf) {
-  const fields = {}
-  let offset = 0
-  while (offset < buf.length) {
-    let tag;
-    [tag, offset] = readVarint(buf, offset)
-    const [number, wire] = [tag >> 3, tag & 7]
-    let value
-    if (wire === 0) {
-      [value, offset] = readVarint(buf, offset)
-    } else if (wire === 2) {
-      let length;
-      [length, offset] = readVarint(buf, offset)
-      value = buf.subarray(offset, offset + length)
-      offset += length
-    } else {
-      throw new Error(`unexpected wire type ${wire}`)
-    }
-    (fields[number] ??= []).push(value)
-  }
-  return fields
-}
 
 // Message{type=1; register=2; registerResponse=3; unregister=4; discover=5; discoverResponse=6}
 // Register{ns=1; signedPeerRecord=2; ttl=3}  Discover{ns=1; limit=2; cookie=3}
@@ -92,7 +35,6 @@ const discover = (namespace, limit) => concat([
   fieldVarint(1, DISCOVER),
   fieldBytes(5, concat([fieldString(1, namespace), fieldVarint(2, limit)]))
 ])
-const frame = (message) => concat([varint(message.length), message])
 
 function decodeMessage (buf) {
   const f = decodeFields(buf)
@@ -148,20 +90,11 @@ try {
   const envelope = await RecordEnvelope.seal(new PeerRecord({ peerId: node.peerId, multiaddrs: addrs }), privateKey)
 
   const stream = await node.dialProtocol(target, PROTOCOL)
-  let buffer = new Uint8Array()
   const received = []
   const waiting = []
-  stream.addEventListener('message', (event) => {
-    const data = event.data.subarray ? event.data.subarray() : event.data
-    buffer = concat([buffer, data])
-    for (;;) {
-      const header = readVarint(buffer, 0)
-      if (header == null || buffer.length < header[1] + header[0]) break
-      const message = decodeMessage(buffer.subarray(header[1], header[1] + header[0]))
-      buffer = buffer.slice(header[1] + header[0])
-      const w = waiting.shift()
-      if (w) w.resolve(message); else received.push(message)
-    }
+  readFrames(stream, decodeMessage, (message) => {
+    const w = waiting.shift()
+    if (w) w.resolve(message); else received.push(message)
   })
   const next = () => {
     if (received.length > 0) return Promise.resolve(received.shift())
