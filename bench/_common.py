@@ -539,6 +539,35 @@ def pyplot() -> Any:
     return plt
 
 
+def median_round(rounds: Sequence[dict[str, Any]], key: str = "max_ms") -> dict[str, Any]:
+    """The round whose ``key`` is the median: the one a plot shows as typical."""
+    ordered = sorted(rounds, key=lambda r: r[key])
+    return ordered[len(ordered) // 2]
+
+
+def plot_deliveries(
+    path: str, series: dict[str, list[float]], title: str, target_ms: float | None = None
+) -> None:
+    """Delivery times as cumulative curves (share of subscribers reached), one per series."""
+    plt = pyplot()
+    if plt is None:
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for label, latencies in series.items():
+        ax.plot(
+            latencies, [(i + 1) / len(latencies) * 100 for i in range(len(latencies))], label=label
+        )
+    if target_ms is not None:
+        ax.axvline(target_ms, color="grey", ls="--", label="target")
+    ax.set_xlabel("delivery time after the REGISTER was sent (ms)")
+    ax.set_ylabel("subscribers reached (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def summarise_profile(path: str, top: int = 15) -> str:
     import io
     import pstats

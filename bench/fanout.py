@@ -187,10 +187,6 @@ def main(args) -> int:
     if profile_text:
         print("\nprofile of the daemon (cProfile, by own time):\n" + profile_text)
 
-    def typical(kind: str) -> dict:
-        rs = sorted(samples[kind], key=lambda r: r["max_ms"])
-        return rs[len(rs) // 2]
-
     c.write_json(
         args.json,
         {
@@ -201,23 +197,17 @@ def main(args) -> int:
                 k: [{x: y for x, y in r.items() if x != "latencies_ms"} for r in rs]
                 for k, rs in samples.items()
             },
-            "typical_latencies_ms": {k: typical(k)["latencies_ms"] for k in kinds},
+            "typical_latencies_ms": {k: c.median_round(samples[k])["latencies_ms"] for k in kinds},
             "profile": profile_text,
         },
     )
-    if args.plot and (plt := c.pyplot()):
-        fig, ax = plt.subplots(figsize=(6, 3.6))
-        for kind in kinds:
-            lat = typical(kind)["latencies_ms"]
-            ax.plot(lat, [(i + 1) / len(lat) * 100 for i in range(len(lat))], label=kind)
-        ax.axvline(args.target_ms, color="grey", ls="--", label="target")
-        ax.set_xlabel("delivery time after the REGISTER was sent (ms)")
-        ax.set_ylabel("subscribers reached (%)")
-        ax.set_title(f"Scenario 2: fan-out to {args.subscribers:,} subscribers (median round)")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(args.plot, dpi=110)
+    if args.plot:
+        c.plot_deliveries(
+            args.plot,
+            {kind: c.median_round(samples[kind])["latencies_ms"] for kind in kinds},
+            f"Scenario 2: fan-out to {args.subscribers:,} subscribers (median round)",
+            args.target_ms,
+        )
     return 0
 
 

@@ -378,10 +378,6 @@ def main(args) -> int:
     )
     print(f"\n({elapsed:.0f} s; every daemon on CPU 0, redis-server and generators on the rest)")
 
-    def typical(setup: str) -> dict:
-        rs = sorted(fan[setup], key=lambda r: r["max_ms"])
-        return rs[len(rs) // 2]
-
     c.write_json(
         args.json,
         {
@@ -394,22 +390,16 @@ def main(args) -> int:
                 s: [{x: y for x, y in r.items() if x != "latencies_ms"} for r in rs]
                 for s, rs in fan.items()
             },
-            "typical_latencies_ms": {s: typical(s)["latencies_ms"] for s in fan},
+            "typical_latencies_ms": {s: c.median_round(fan[s])["latencies_ms"] for s in fan},
             "seconds": elapsed,
         },
     )
-    if args.plot and (plt := c.pyplot()):
-        fig, ax = plt.subplots(figsize=(6, 3.6))
-        for setup in fan:
-            lat = typical(setup)["latencies_ms"]
-            ax.plot(lat, [(i + 1) / len(lat) * 100 for i in range(len(lat))], label=setup)
-        ax.set_xlabel("delivery time after the REGISTER was sent (ms)")
-        ax.set_ylabel("subscribers reached (%)")
-        ax.set_title(f"Scenario 7: fan-out to {args.subscribers:,} subscribers (median round)")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(args.plot, dpi=110)
+    if args.plot:
+        c.plot_deliveries(
+            args.plot,
+            {setup: c.median_round(rounds)["latencies_ms"] for setup, rounds in fan.items()},
+            f"Scenario 7: fan-out to {args.subscribers:,} subscribers (median round)",
+        )
     return 0
 
 
