@@ -46,10 +46,10 @@ _INLINE_KEY_SIZES = {1: 32, 2: 33}  # Ed25519, Secp256k1 (compressed)
 
 _B58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _B58_INDEX = {char: index for index, char in enumerate(_B58_ALPHABET)}
-_B58_PAIRS = {
-    a + b: _B58_INDEX[a] * 58 + _B58_INDEX[b] for a in _B58_ALPHABET for b in _B58_ALPHABET
-}
-"""Two digits at a time: half the big-number steps of a digit-by-digit decode."""
+_B58_DIGITS = bytes(_B58_INDEX.get(chr(byte), 0xFF) for byte in range(256))
+"""ASCII byte to digit value (0xFF: not base58btc), for `bytes.translate`."""
+_B58_GROUP = 58**8
+"""Eight digits make one small integer: one big-number step per eight digits."""
 _B32_LOWER = frozenset("abcdefghijklmnopqrstuvwxyz234567")
 _B32_UPPER = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
 _B16_LOWER = frozenset("0123456789abcdef")
@@ -81,20 +81,18 @@ def base58_decode(text: str) -> bytes:
     Raises `Base58Error` on a character outside the alphabet. The cost is
     quadratic in the length: callers bound untrusted input first.
     """
+    digits = text.encode("ascii", "replace").translate(_B58_DIGITS)
+    if 0xFF in digits:
+        bad = next(char for char in text if char not in _B58_INDEX)
+        raise Base58Error(f"not a base58btc character: {bad!r}")
+    head = len(digits) % 8
     number = 0
-    pairs = _B58_PAIRS
-    odd = len(text) % 2
-    if odd:
-        digit = _B58_INDEX.get(text[0])
-        if digit is None:
-            raise Base58Error(f"not a base58btc character: {text[0]!r}")
-        number = digit
-    for start in range(odd, len(text), 2):
-        value = pairs.get(text[start : start + 2])
-        if value is None:
-            bad = next(c for c in text[start : start + 2] if c not in _B58_INDEX)
-            raise Base58Error(f"not a base58btc character: {bad!r}")
-        number = number * 3364 + value
+    for digit in digits[:head]:
+        number = number * 58 + digit
+    rest = iter(digits[head:])
+    for a, b, c, d, e, f, g, h in zip(rest, rest, rest, rest, rest, rest, rest, rest, strict=False):
+        group = ((((((a * 58 + b) * 58 + c) * 58 + d) * 58 + e) * 58 + f) * 58 + g) * 58 + h
+        number = number * _B58_GROUP + group
     zeros = len(text) - len(text.lstrip("1"))
     return b"\x00" * zeros + number.to_bytes((number.bit_length() + 7) // 8, "big")
 

@@ -82,6 +82,25 @@ class Base58Tests(SynchronousTestCase):
         with contextlib.suppress(Base58Error):
             base58_decode(text)
 
+    @given(st.text(alphabet=B58_ALPHABET, max_size=100))
+    def test_decode_matches_digit_by_digit(self, text: str) -> None:
+        """Every length (decoded eight digits at a time, plus a head) gives the plain sum."""
+        number = 0
+        for char in text:
+            number = number * 58 + B58_ALPHABET.index(char)
+        zeros = len(text) - len(text.lstrip("1"))
+        expected = b"\x00" * zeros + number.to_bytes((number.bit_length() + 7) // 8, "big")
+        self.assertEqual(base58_decode(text), expected)
+
+    @given(st.text(alphabet=B58_ALPHABET, max_size=30), st.text(min_size=1, max_size=3))
+    def test_first_bad_character_is_named(self, good: str, tail: str) -> None:
+        bad = next((char for char in tail if char not in B58_ALPHABET), None)
+        if bad is None:
+            return
+        with self.assertRaises(Base58Error) as caught:
+            base58_decode(good + tail)
+        self.assertEqual(str(caught.exception), f"not a base58btc character: {bad!r}")
+
 
 class ParsePeerIdTests(SynchronousTestCase):
     def test_spec_examples(self) -> None:

@@ -3,6 +3,12 @@
 Decoding uses the generated protobuf classes; encoding of registrations is done by
 hand from cached entry bytes, so one registration is serialised once however many
 announcements, snapshots and DISCOVER replies carry it.
+
+A session that registers again and again (to refresh or move its peers) may keep an
+entry cache: the exact bytes of a ``Message.register`` entry to the request protobuf
+and validation made of them. A REGISTER laid out as protobuf writers do
+(``08 00``, then ``12 len entry`` fields and at most a ``request_id``) whose entries are
+all cached is then answered without protobuf; anything else takes the protobuf path.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from rendezvous.pb.live_pb2 import Message
 from rendezvous.peerid import InvalidPeerId, parse_peer_id
 from rendezvous.registry import Session
 from rendezvous.store.base import Store
-from rendezvous.varint import encode_uvarint
+from rendezvous.varint import VarintError, decode_uvarint, encode_uvarint
 
 REGISTER = Message.REGISTER
 UNREGISTER = Message.UNREGISTER
@@ -88,6 +94,74 @@ class Parsed:
     requests: list[Request | Refused]
 
 
+EntryCache = dict[bytes, RegisterRequest]
+"""A session's ``Message.register`` entries (exact bytes) and what they were parsed to."""
+
+_REGISTER_START = b"\x08\x00\x12"
+"""``type = REGISTER``, then the tag of a ``register`` entry."""
+
+
+def _cached_registers(frame: bytes, entries: EntryCache) -> Parsed | None:
+    """The REGISTER in ``frame`` read from the cache, or None: the layout is not the
+    usual one, or an entry is not cached (protobuf and the checks must see it)."""
+    get = entries.get
+    requests: list[Request | Refused] = []
+    request_id = None
+    end = len(frame)
+    offset = 2
+    try:
+        while offset < end:
+            tag = frame[offset]
+            if tag == 0x12:
+                length = frame[offset + 1]
+                if length < 0x80:
+                    offset += 2
+                else:
+                    decoded = decode_uvarint(frame, offset + 1)
+                    if decoded is None:
+                        return None
+                    length, offset = decoded
+                stop = offset + length
+                if stop > end:
+                    return None
+                request = get(frame[offset:stop])
+                if request is None:
+                    return None
+                requests.append(request)
+                offset = stop
+            elif tag == 0x38:
+                decoded = decode_uvarint(frame, offset + 1)
+                if decoded is None:
+                    return None
+                request_id, offset = decoded
+            else:
+                return None
+    except (IndexError, VarintError):
+        return None
+    return Parsed("register", request_id, requests)
+
+
+def _scan_entries(frame: bytes) -> list[bytes] | None:
+    """The ``register`` entries of a frame protobuf parsed, if laid out as
+    `_cached_registers` reads them (they are then ``message.register``, in order)."""
+    found: list[bytes] = []
+    end = len(frame)
+    offset = 2
+    try:
+        while offset < end:
+            tag = frame[offset]
+            decoded = decode_uvarint(frame, offset + 1)
+            if decoded is None or tag not in (0x12, 0x38):
+                return None
+            value, offset = decoded
+            if tag == 0x12:
+                found.append(frame[offset : offset + value])
+                offset += value
+    except (IndexError, VarintError):
+        return None
+    return found if offset == end else None
+
+
 def _field(number: int, wire_type: int, payload: bytes) -> bytes:
     return encode_uvarint(number << 3 | wire_type) + encode_uvarint(len(payload)) + payload
 
@@ -101,11 +175,45 @@ class LiveCodec:
         """Namespaces this long or shorter fit in the limit whatever their characters."""
         self._peer_ids: dict[str, bytes] = {}
         self._valid_addrs: dict[bytes, None] = {}
+        self._entry_cache_size = limits.max_registrations_per_session
+        """A session's entry cache is emptied when it reaches this size."""
 
     # -- decoding ---------------------------------------------------------
 
-    def parse(self, frame: bytes) -> Parsed:
-        """Decode one frame; a refusal of the whole frame is `Parsed` with one `Refused`."""
+    def parse(self, frame: bytes, entries: EntryCache | None = None) -> Parsed:
+        """Decode one frame; a refusal of the whole frame is `Parsed` with one `Refused`.
+
+        With ``entries`` (a session's entry cache), a REGISTER whose entries are all
+        there is read from it, and the entries of one that is not are added to it.
+        """
+        if entries is None or not frame.startswith(_REGISTER_START):
+            return self._parse(frame)
+        scanned: list[bytes] | None = None
+        length = len(frame) - 4
+        if 0 <= length < 0x80 and frame[3] == length:  # one short entry, no request id
+            item = frame[4:]
+            request = entries.get(item)
+            if request is not None:
+                return Parsed("register", None, [request])
+            scanned = [item]
+        else:
+            cached = _cached_registers(frame, entries)
+            if cached is not None:
+                return cached
+        parsed = self._parse(frame)
+        if parsed.kind == "register":
+            if scanned is None:
+                scanned = _scan_entries(frame)
+            if scanned is not None:
+                limit = self._entry_cache_size
+                for item, result in zip(scanned, parsed.requests, strict=True):
+                    if type(result) is RegisterRequest:
+                        if len(entries) >= limit:
+                            entries.clear()
+                        entries[item] = result
+        return parsed
+
+    def _parse(self, frame: bytes) -> Parsed:
         message = Message()
         try:
             message.ParseFromString(frame)

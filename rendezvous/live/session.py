@@ -10,13 +10,15 @@ from typing import Protocol
 
 from twisted.logger import Logger
 
-from rendezvous.live.codec import LiveCodec
+from rendezvous.live.codec import EntryCache, LiveCodec, RegisterRequest
 from rendezvous.live.framing import FrameDecoder, FramingError
 from rendezvous.loglimit import LogLimiter
 from rendezvous.metrics import Metrics
-from rendezvous.model import Announcement, Refused, Registration, Status
+from rendezvous.model import Announcement, Change, Refused, Registration, Status
 from rendezvous.registry import Session
 from rendezvous.store.base import Store
+
+_REGISTER = Change.REGISTER
 
 
 class Channel(Protocol):
@@ -62,6 +64,10 @@ class LiveDialect:
 class LiveSession:
     """A client's session: frames requests, answers them, pushes announcements."""
 
+    _entries: EntryCache | None = None
+    """Made by a REGISTER that comes while the session holds registrations: only sessions
+    that register again and again pay for it (see `rendezvous.live.codec`)."""
+
     def __init__(
         self, dialect: LiveDialect, channel: Channel, label: str, identity: bytes | None
     ) -> None:
@@ -106,16 +112,22 @@ class LiveSession:
 
     def _handle(self, frame: bytes) -> None:
         dialect = self.dialect
-        parsed = dialect.codec.parse(frame)
+        session = self._session
+        assert session is not None
+        entries = self._entries
+        if entries is None and session.registrations and frame.startswith(b"\x08\x00"):
+            entries = self._entries = {}
+        parsed = dialect.codec.parse(frame, entries)
         if parsed.kind is not None:
             dialect.metrics.received[parsed.kind] += 1
         request_id = parsed.request_id
         store = dialect.store
-        session = self._session
-        assert session is not None
         for request in parsed.requests:
-            if type(request) is Refused:
-                self.refused(request_id, request)
+            cls = type(request)
+            if cls is RegisterRequest:
+                store.register(session, request.namespace, request.peer, request_id)  # type: ignore[union-attr]
+            elif cls is Refused:
+                self.refused(request_id, request)  # type: ignore[arg-type]
             else:
                 request.submit(store, session, request_id)  # type: ignore[union-attr]
             if self.closed:
@@ -124,10 +136,16 @@ class LiveSession:
     # -- Client: answers and pushes from the store ---------------------------
 
     def announce(self, announcement: Announcement) -> None:
+        # Once per subscriber of a namespace: the frame is encoded for the first only.
         if self.closed:
             return
-        if self.channel.send(self.dialect.codec.announcement_frame(announcement)):
-            self.dialect.metrics.sent[announcement.change.value] += 1
+        frame = announcement.encoded
+        if frame is None:
+            frame = self.dialect.codec.announcement_frame(announcement)
+        if self.channel.send(frame):
+            # `Change.value` is a Python-level property: identity is much cheaper.
+            change = "register" if announcement.change is _REGISTER else "unregister"
+            self.dialect.metrics.sent[change] += 1
         else:
             self._drop_slow()
 
