@@ -13,8 +13,10 @@ the older when the id is the session's authenticated one (or the session's own).
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_right
 from collections.abc import Iterator
 from itertools import islice
+from operator import attrgetter
 from typing import Protocol
 
 from rendezvous.limits import Limits
@@ -43,12 +45,143 @@ class Session:
         self.open = True
 
 
-class _Namespace:
+_seq_of = attrgetter("seq")
+_ABSENT: tuple[None, None] = (None, None)
+_COMPACT_AFTER = 64
+"""Dead registrations a read may walk over before it compacts the stretch it read."""
+
+
+class _Run:
+    """One list of registrations in increasing seq, and how many of them are dead."""
+
+    __slots__ = ("dead", "slots")
+
+    def __init__(self, slots: list[Registration]) -> None:
+        self.slots = slots
+        self.dead = 0
+
+
+class _Changes:
+    """Registrations in order of their latest change (seq), those with a signed peer
+    record apart: DISCOVER from a cookie's position in O(log n + limit), amortized.
+
+    Built by the first read (until then changes cost nothing: a daemon that only
+    speaks the live dialect never builds one). A registration is appended when made
+    (seqs only grow, so each list stays sorted) and left in place, dead, when removed or
+    replaced: `alive` tells. A change costs O(1): it counts the dead, swept out once
+    they are half a list; a read that walks over many of them compacts what it read.
+    """
+
+    __slots__ = ("_signed", "_unsigned", "indexed")
+
+    def __init__(self) -> None:
+        self.indexed = False
+        self._signed: _Run | None = None
+        self._unsigned: _Run | None = None
+
+    def alive(self, registration: Registration) -> bool:
+        """Whether ``registration`` is still held (not removed, not replaced)."""
+        raise NotImplementedError
+
+    def held(self) -> Iterator[Registration]:
+        """Every registration held, in any order."""
+        raise NotImplementedError
+
+    def add(self, registration: Registration) -> None:
+        """Index a new registration (once indexed)."""
+        if registration.peer.signed_peer_record is None:
+            if self._unsigned is None:
+                self._unsigned = _Run([registration])
+            else:
+                self._unsigned.slots.append(registration)
+        elif self._signed is None:
+            self._signed = _Run([registration])
+        else:
+            self._signed.slots.append(registration)
+
+    def discard(self, registration: Registration) -> None:
+        """``registration``, added earlier, is no longer held (call once `alive` says so)."""
+        signed = registration.peer.signed_peer_record is not None
+        run = self._signed if signed else self._unsigned
+        assert run is not None
+        run.dead += 1
+        if run.dead * 2 > len(run.slots):
+            alive = self.alive
+            run.slots = [r for r in run.slots if alive(r)]
+            run.dead = 0
+            if not run.slots:
+                if signed:
+                    self._signed = None
+                else:
+                    self._unsigned = None
+
+    def take(self, after: int, limit: int, signed_only: bool) -> list[Registration]:
+        """At most ``limit`` registrations with seq above ``after``, in increasing seq."""
+        if not self.indexed:
+            self._build()
+        signed, unsigned = self._signed, self._unsigned
+        found = [] if signed is None else self._read(signed, after, limit)
+        if signed_only or unsigned is None:
+            return found
+        more = self._read(unsigned, after, limit)
+        if not found or not more:
+            return found or more
+        return list(islice(heapq.merge(found, more, key=_seq_of), limit))
+
+    def _build(self) -> None:
+        self.indexed = True
+        for registration in sorted(self.held(), key=_seq_of):
+            self.add(registration)
+
+    def _read(self, run: _Run, after: int, limit: int) -> list[Registration]:
+        slots, alive = run.slots, self.alive
+        start = i = bisect_right(slots, after, key=_seq_of)
+        end = len(slots)
+        found: list[Registration] = []
+        while i < end and len(found) < limit:
+            registration = slots[i]
+            i += 1
+            if alive(registration):
+                found.append(registration)
+        skipped = i - start - len(found)
+        if skipped > _COMPACT_AFTER:
+            slots[start:i] = found
+            run.dead -= skipped
+        return found
+
+
+class _Namespace(_Changes):
+    """One namespace: its registrations by peer id, its subscribers, its change index."""
+
     __slots__ = ("registrations", "subscribers")
 
     def __init__(self) -> None:
+        super().__init__()
         self.registrations: dict[bytes, tuple[Registration, Session | None]] = {}
         self.subscribers: dict[Session, None] = {}
+
+    def alive(self, registration: Registration) -> bool:
+        return self.registrations.get(registration.peer.key, _ABSENT)[0] is registration
+
+    def held(self) -> Iterator[Registration]:
+        return (registration for registration, _ in self.registrations.values())
+
+
+class _EveryNamespace(_Changes):
+    """The change index of all namespaces together (DISCOVER of every namespace)."""
+
+    __slots__ = ("_namespaces",)
+
+    def __init__(self, namespaces: dict[str, _Namespace]) -> None:
+        super().__init__()
+        self._namespaces = namespaces
+
+    def alive(self, registration: Registration) -> bool:
+        entry = self._namespaces.get(registration.namespace)
+        return entry is not None and entry.alive(registration)
+
+    def held(self) -> Iterator[Registration]:
+        return (r for entry in self._namespaces.values() for r in entry.held())
 
 
 class Registry:
@@ -64,6 +197,10 @@ class Registry:
         self._expiries: list[tuple[float, int, str, bytes]] = []
         self._ttl_counts: dict[bytes, int] = {}
         """TTL registrations held per peer id."""
+        self._ttl_total = 0
+        """TTL registrations held: `_expiries` is swept when it holds many more."""
+        self._changes = _EveryNamespace(self._namespaces)
+        """Every namespace's registrations in order of change (each namespace has its own)."""
 
     # -- sessions ---------------------------------------------------------
 
@@ -121,7 +258,13 @@ class Registry:
             entry = self._namespaces[namespace] = _Namespace()
         self._seq += 1
         registration = Registration(namespace, peer, seq=self._seq)
-        entry.registrations[key] = (registration, session)
+        held = entry.registrations
+        replaced = held[key][0] if replacing else None
+        held[key] = (registration, session)
+        if entry.indexed or self._changes.indexed:
+            if replaced is not None:
+                self._unindex(entry, replaced)
+            self._index(entry, registration)
         if not replacing:
             session.registrations[slot] = None
             self.registration_count += 1
@@ -206,9 +349,16 @@ class Registry:
         self._seq += 1
         registration = Registration(namespace, peer, expires, seq=self._seq)
         entry.registrations[key] = (registration, None)
+        self._index(entry, registration)
         self.registration_count += 1
         self._ttl_counts[key] = self._ttl_counts.get(key, 0) + 1
-        heapq.heappush(self._expiries, (expires, self._seq, namespace, key))
+        self._ttl_total += 1
+        expiries = self._expiries
+        if len(expiries) > 2 * self._ttl_total + 64:
+            # Refreshes and removals leave stale entries: sweep them, amortized O(1).
+            expiries[:] = [item for item in expiries if self._current(item)]
+            heapq.heapify(expiries)
+        heapq.heappush(expiries, (expires, self._seq, namespace, key))
         if entry.subscribers:
             self._announce(entry, Announcement(Change.REGISTER, registration))
         return registration
@@ -238,21 +388,12 @@ class Registry:
         """At most ``limit`` registrations (re)registered after change ``after``, in order.
 
         ``namespace`` None means every namespace; ``signed_only`` keeps those that carry
-        a signed peer record.
+        a signed peer record. O(log n + limit), amortized, from the change indexes.
         """
-        if namespace is None:
-            entries = list(self._namespaces.values())
-        else:
-            entry = self._namespaces.get(namespace)
-            entries = [] if entry is None else [entry]
-        candidates = (
-            registration
-            for entry in entries
-            for registration, _ in entry.registrations.values()
-            if registration.seq > after
-            and (not signed_only or registration.peer.signed_peer_record is not None)
-        )
-        return heapq.nsmallest(limit, candidates, key=lambda registration: registration.seq)
+        changes = self._changes if namespace is None else self._namespaces.get(namespace)
+        if changes is None or limit <= 0:
+            return []
+        return changes.take(after, limit, signed_only)
 
     @property
     def last_seq(self) -> int:
@@ -283,6 +424,7 @@ class Registry:
     ) -> Registration:
         entry = self._namespaces[namespace]
         registration, _ = entry.registrations.pop(key)
+        self._unindex(entry, registration)
         del session.registrations[(namespace, key)]
         self.registration_count -= 1
         # Announce while the session still owns the id, so it is not told of its own.
@@ -312,13 +454,27 @@ class Registry:
             return self._remove(holder, namespace, key, announce=False)
         entry = self._namespaces[namespace]
         registration, _ = entry.registrations.pop(key)
+        self._unindex(entry, registration)
         self.registration_count -= 1
+        self._ttl_total -= 1
         count = self._ttl_counts[key] - 1
         if count:
             self._ttl_counts[key] = count
         else:
             del self._ttl_counts[key]
         return registration
+
+    def _index(self, entry: _Namespace, registration: Registration) -> None:
+        if entry.indexed:
+            entry.add(registration)
+        if self._changes.indexed:
+            self._changes.add(registration)
+
+    def _unindex(self, entry: _Namespace, registration: Registration) -> None:
+        if entry.indexed:
+            entry.discard(registration)
+        if self._changes.indexed:
+            self._changes.discard(registration)
 
     def _announce_gone(self, namespace: str, registration: Registration) -> None:
         entry = self._namespaces[namespace]

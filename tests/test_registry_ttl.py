@@ -127,6 +127,20 @@ class RegistryTTLTests(SynchronousTestCase):
         self.assertEqual([r.peer.id for r in new], [peers[0].id])
         self.assertEqual(self.registry.last_seq, new[-1].seq)
 
+    def test_refreshes_leave_no_pile_of_stale_expiries(self) -> None:
+        a, b = signed("A"), signed("B")
+        self.registry.register_ttl(b.key, "app", b, 5_000.0)
+        for n in range(1_000):
+            self.registry.register_ttl(a.key, "app", a, 1_000.0 + n)
+            self.assertLessEqual(len(self.registry._expiries), 2 * 2 + 64 + 1)
+        self.assertEqual(self.registry.next_expiry(), 1_999.0)
+        self.assertEqual(self.registry.expire(1_998.0), [])
+        [gone] = self.registry.expire(1_999.0)
+        self.assertEqual(gone.peer.id, a.id)
+        self.assertEqual(self.registry.next_expiry(), 5_000.0)
+        self.assertEqual([r.peer.id for r in self.registry.expire(5_000.0)], [b.id])
+        self.assertIsNone(self.registry.next_expiry())
+
 
 class Answers:
     """A standard client that records what the store answers."""
@@ -179,6 +193,23 @@ class MemoryStoreExpiryTests(SynchronousTestCase):
         self.assertEqual(self.watcher.seen[-1][0], Change.UNREGISTER)
         self.assertEqual(self.store.stats().registrations, 0)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_later_expiries_keep_the_pending_call(self) -> None:
+        """Even on a clock that moves between two readings (a real one): refreshes
+        with later expiries must not cancel and make a delayed call every time."""
+        clock = self.clock
+        read = clock.seconds
+
+        def moving() -> float:
+            clock.rightNow += 0.000001
+            return read()
+
+        clock.seconds = moving  # type: ignore[method-assign]
+        self.register("A", 10)
+        [first] = clock.getDelayedCalls()
+        for name in "BCD":
+            self.register(name, 20)
+        self.assertEqual(clock.getDelayedCalls(), [first])
 
     def test_stop_cancels_the_timer(self) -> None:
         self.register("A", 10)

@@ -18,6 +18,7 @@ from rendezvous.p2p.envelope import (
 from rendezvous.p2p.keys import PrivateKey
 from rendezvous.pb.prespec_pb2 import Message as OldMessage
 from rendezvous.pb.rendezvous_pb2 import Message
+from rendezvous.standard import codec as codec_module
 from rendezvous.standard.codec import (
     DiscoverRequest,
     Invalid,
@@ -228,6 +229,100 @@ class CodecTests(SynchronousTestCase):
         envelope = record(key)
         self.assertFalse(is_peer_info(envelope))
         self.assertEqual(self.codec.parse(register("ns", envelope), key.peer_id())[0], Layout.SPEC)
+
+
+class OpenedRecordTests(SynchronousTestCase):
+    """Records that opened are remembered by their bytes; every check still applies."""
+
+    def setUp(self) -> None:
+        self.codec = StandardCodec(Limits())
+
+    def test_the_same_bytes_again_give_the_same_peer(self) -> None:
+        signed = record()
+        _, first = self.codec.parse(register("app", signed), KEY.peer_id())
+        _, again = self.codec.parse(register("other", signed), KEY.peer_id())
+        assert isinstance(first, RegisterRequest) and isinstance(again, RegisterRequest)
+        self.assertEqual(again.peer, first.peer)
+        self.assertEqual(again.namespace, "other")
+        # The registrations share the record's bytes.
+        self.assertIs(again.peer.signed_peer_record, first.peer.signed_peer_record)
+
+    def test_a_remembered_record_is_still_only_its_peers(self) -> None:
+        signed = record()
+        self.codec.parse(register("app", signed), KEY.peer_id())
+        _, request = self.codec.parse(register("app", signed), OTHER.peer_id())
+        assert isinstance(request, Invalid)
+        self.assertEqual(request.refusal.status, Status.NOT_AUTHORIZED)
+
+    def test_other_bytes_are_opened_and_checked(self) -> None:
+        signed = record()
+        self.codec.parse(register("app", signed), KEY.peer_id())
+        tampered = signed[:-1] + bytes([signed[-1] ^ 1])
+        for data, status in [
+            (register("app", tampered), Status.INVALID_SIGNED_PEER_RECORD),
+            (register("", signed), Status.INVALID_NAMESPACE),
+            (register("app", signed, 1), Status.INVALID_TTL),
+        ]:
+            _, request = self.codec.parse(data, KEY.peer_id())
+            assert isinstance(request, Invalid)
+            self.assertEqual(request.refusal.status, status)
+
+    def test_refused_records_are_not_remembered(self) -> None:
+        bad = record(KEY, b"\x04\x01\x02")
+        for _ in range(2):
+            _, request = self.codec.parse(register("app", bad), KEY.peer_id())
+            assert isinstance(request, Invalid)
+            self.assertEqual(request.refusal.status, Status.INVALID_SIGNED_PEER_RECORD)
+        self.assertEqual(len(self.codec._opened), 0)
+
+    def test_bounded(self) -> None:
+        self.patch(codec_module, "OPENED_RECORDS", 3)
+        records = [record(KEY, tcp_addr(n)) for n in range(1, 6)]
+        for signed in records:
+            self.codec.parse(register("app", signed), KEY.peer_id())
+        self.assertEqual(list(self.codec._opened), records[2:])
+
+
+class DiscoverResponseBytesTests(SynchronousTestCase):
+    """The spec layout's DISCOVER_RESPONSE, written by hand, is protobuf's byte for byte."""
+
+    def setUp(self) -> None:
+        self.codec = StandardCodec(Limits(ttl_default=600))
+
+    @given(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["app", "b", "ünï", "x" * 200]),
+                st.binary(min_size=0, max_size=300),
+                st.one_of(st.none(), st.floats(min_value=0, max_value=1e6)),
+                st.integers(min_value=1, max_value=2**40),
+            ),
+            max_size=12,
+        ),
+        st.integers(min_value=0, max_value=2**40),
+        st.floats(min_value=0, max_value=1e6),
+        st.sampled_from([10**9, 900, 400, 100]),
+    )
+    def test_same_bytes_as_protobuf(
+        self,
+        entries: list[tuple[str, bytes, float | None, int]],
+        after: int,
+        now: float,
+        cap: int,
+    ) -> None:
+        self.patch(codec_module, "MAX_RESPONSE_BYTES", cap)
+        registrations = [
+            Registration(ns, Peer("id", b"key", (), signed), expires, seq=seq)
+            for ns, signed, expires, seq in entries
+        ]
+
+        def cookie(position: int) -> bytes:
+            return b"c%d" % position
+
+        self.assertEqual(
+            self.codec.discover_response(Layout.SPEC, registrations, now, after, cookie),
+            self.codec._built_discover_response(Layout.SPEC, registrations, now, after, cookie),
+        )
 
 
 class CookieTests(SynchronousTestCase):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,12 +24,17 @@ from rendezvous.model import Peer, Refused, Registration, Status
 from rendezvous.p2p.envelope import InvalidEnvelope, open_peer_record
 from rendezvous.pb import prespec_pb2, rendezvous_pb2
 from rendezvous.peerid import InvalidPeerId, peer_id_to_text, validate_peer_id
+from rendezvous.varint import encode_uvarint
 
 Message = rendezvous_pb2.Message
 OldMessage = prespec_pb2.Message
 
 MAX_RESPONSE_BYTES = 1024 * 1024
 """A DISCOVER_RESPONSE is cut to fit (its cookie then points at the last one sent)."""
+
+OPENED_RECORDS = 1024
+"""How many signed peer records, by their exact bytes, are remembered as opened and
+valid: a refresh sending the same bytes again skips the parsing and the signature."""
 
 
 class Layout(enum.Enum):
@@ -98,6 +104,12 @@ class StandardCodec:
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
+        self._opened: OrderedDict[bytes, tuple[bytes, tuple[bytes, ...], str, bytes]] = (
+            OrderedDict()
+        )
+        """Records that opened and passed every check: peer id, addresses, id as text, and
+        the record itself (which the registrations made from it then share)."""
+        self._register_responses: dict[tuple[Layout, int], bytes] = {}
 
     # -- decoding ---------------------------------------------------------
 
@@ -159,6 +171,14 @@ class StandardCodec:
             raise Refused(Status.INVALID_SIGNED_PEER_RECORD, "no signed peer record")
         if len(record) > self.limits.max_signed_record_bytes:
             raise Refused(Status.INVALID_SIGNED_PEER_RECORD, "signed peer record too large")
+        cache = self._opened
+        known = cache.get(record)
+        if known is not None:
+            cache.move_to_end(record)
+            peer_id, addrs, text, same = known
+            if peer_id != identity:
+                raise Refused(Status.NOT_AUTHORIZED, "signed peer record is another peer's")
+            return Peer(text, peer_id, addrs, same)
         try:
             opened, _ = open_peer_record(record, self.limits.max_addrs_per_peer)
         except InvalidEnvelope as e:
@@ -166,7 +186,11 @@ class StandardCodec:
         if opened.peer_id != identity:
             raise Refused(Status.NOT_AUTHORIZED, "signed peer record is another peer's")
         self._check_addrs(opened.addrs)
-        return Peer(peer_id_to_text(opened.peer_id), opened.peer_id, opened.addrs, record)
+        text = peer_id_to_text(opened.peer_id)
+        cache[record] = (opened.peer_id, opened.addrs, text, record)
+        if len(cache) > OPENED_RECORDS:
+            cache.popitem(last=False)
+        return Peer(text, opened.peer_id, opened.addrs, record)
 
     def _check_addrs(self, addrs: Sequence[bytes]) -> None:
         limits = self.limits
@@ -223,11 +247,17 @@ class StandardCodec:
 
     def register_response(self, layout: Layout, ttl: int) -> bytes:
         """REGISTER_RESPONSE OK granting ``ttl`` seconds."""
-        message = _message(layout, Message.REGISTER_RESPONSE)
-        response = message.registerResponse
-        response.status = Message.OK
-        response.ttl = ttl
-        return bytes(message.SerializeToString())
+        answers = self._register_responses
+        data = answers.get((layout, ttl))
+        if data is None:
+            message = _message(layout, Message.REGISTER_RESPONSE)
+            response = message.registerResponse
+            response.status = Message.OK
+            response.ttl = ttl
+            data = bytes(message.SerializeToString())
+            if len(answers) < 256:  # one per TTL clients ask for: a handful
+                answers[(layout, ttl)] = data
+        return data
 
     def refusal(self, layout: Layout, kind: int, refusal: Refused) -> bytes | None:
         """The response carrying a refusal of a ``kind`` request (None: UNREGISTER has none)."""
@@ -254,6 +284,19 @@ class StandardCodec:
     ) -> bytes:
         """DISCOVER_RESPONSE OK with the registrations that fit in `MAX_RESPONSE_BYTES`,
         and the cookie for the last of them (for ``after`` when there is none)."""
+        if layout is Layout.SPEC:
+            return self._spec_discover_response(registrations, now, after, cookie_for)
+        return self._built_discover_response(layout, registrations, now, after, cookie_for)
+
+    def _built_discover_response(
+        self,
+        layout: Layout,
+        registrations: Sequence[Registration],
+        now: float,
+        after: int,
+        cookie_for: Callable[[int], bytes],
+    ) -> bytes:
+        """`discover_response` through protobuf messages (either layout)."""
         message = _message(layout, Message.DISCOVER_RESPONSE)
         response = message.discoverResponse
         response.status = Message.OK
@@ -278,11 +321,82 @@ class StandardCodec:
         response.cookie = cookie_for(position)
         return bytes(message.SerializeToString())
 
+    def _spec_discover_response(
+        self,
+        registrations: Sequence[Registration],
+        now: float,
+        after: int,
+        cookie_for: Callable[[int], bytes],
+    ) -> bytes:
+        """`discover_response` in the spec's layout, written field by field: the bytes
+        protobuf would write (fields in order), without a message object per entry."""
+        position = after
+        size = 64 + len(cookie_for(after))
+        parts: list[bytes] = []
+        namespace = None
+        ns_field = b""
+        ttl_default = self.limits.ttl_default
+        ceil = math.ceil
+        # Entries mostly share a namespace, a record length and a TTL: their bytes are
+        # made once per response. heads: record length and TTL size -> bytes up to the
+        # record, Register length.
+        heads: dict[int, tuple[bytes, int]] = {}
+        tails: dict[int, bytes] = {}
+        for registration in registrations:
+            record = registration.peer.signed_peer_record
+            assert record is not None
+            if registration.namespace != namespace:
+                namespace = registration.namespace
+                encoded = namespace.encode()
+                ns_field = b"\x0a" + _uvarint(len(encoded)) + encoded  # Register.ns
+                heads = {}
+            expires = registration.expires
+            if expires is None:
+                ttl = ttl_default
+            else:
+                ttl = ceil(expires - now)
+                if ttl < 1:
+                    ttl = 1
+            tail = tails.get(ttl)
+            if tail is None:
+                tail = tails[ttl] = b"\x18" + _uvarint(ttl)  # Register.ttl
+            n = len(record)
+            key = n * 16 + len(tail)
+            known = heads.get(key)
+            if known is None:
+                head = ns_field + b"\x12" + _uvarint(n)  # Register.signedPeerRecord
+                length = len(head) + n + len(tail)
+                # DiscoverResponse.registrations
+                known = heads[key] = (b"\x0a" + _uvarint(length) + head, length)
+            size += known[1] + 8
+            if size > MAX_RESPONSE_BYTES:
+                break
+            parts += (known[0], record, tail)
+            if registration.seq > position:
+                position = registration.seq
+        cookie = cookie_for(position)
+        parts += (b"\x12" + _uvarint(len(cookie)), cookie, b"\x18\x00")  # cookie, status OK
+        body = b"".join(parts)
+        # Message.type DISCOVER_RESPONSE, then Message.discoverResponse.
+        return b"\x08\x04\x32" + _uvarint(len(body)) + body
+
     def _left(self, registration: Registration, now: float) -> int:
         """Seconds a registration has left (a live one: the default TTL)."""
         if registration.expires is None:
             return self.limits.ttl_default
         return max(1, math.ceil(registration.expires - now))
+
+
+_SHORT_VARINTS = [bytes((n,)) for n in range(0x80)]
+
+
+def _uvarint(value: int) -> bytes:
+    """`encode_uvarint`, quicker for the lengths and TTLs of a DISCOVER_RESPONSE."""
+    if value < 0x80:
+        return _SHORT_VARINTS[value]
+    if value < 0x4000:
+        return bytes((value & 0x7F | 0x80, value >> 7))
+    return encode_uvarint(value)
 
 
 def _message(layout: Layout, kind: int) -> Any:

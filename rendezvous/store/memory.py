@@ -22,6 +22,8 @@ class MemoryStore:
         self.registry = Registry(limits)
         self._clock = clock
         self._expiry: IDelayedCall | None = None
+        self._expiry_when = 0.0
+        """The expiry `_expiry` was made for."""
 
     @property
     def clock(self) -> IReactorTime:
@@ -110,13 +112,16 @@ class MemoryStore:
         when = self.registry.next_expiry()
         call = self._expiry
         if call is not None and call.active():
-            if when is not None and call.getTime() <= when:
+            # Compared with the expiry it was made for: its own time is a later clock
+            # reading plus the delay, so would move (and cost a new call) every time.
+            if when is not None and self._expiry_when <= when:
                 return
             call.cancel()
         self._expiry = None
         if when is not None:
             delay = max(0.0, when - self.clock.seconds())
             self._expiry = self.clock.callLater(delay, self._expire)
+            self._expiry_when = when
 
     def _expire(self) -> None:
         self._expiry = None
