@@ -3,9 +3,10 @@
 Every session owns ``--per-session`` peer ids and re-registers them over and over, in
 chunks of that many REGISTER frames followed by a DISCOVER in an empty namespace whose reply
 proves the chunk was handled; ``--window`` chunks are in flight per session. The first pass
-creates the registrations, later passes replace them (the daemon does the same lookups
-and announces to subscribers, of which there are none here). After a warm-up, handled
-registrations are counted for ``--seconds``.
+(every session's chunk once, all sessions at the same time) creates the registrations
+and is timed on its own: each id is new to the daemon. Later passes replace them (the
+daemon does the same checks and lookups and announces to subscribers, of which there
+are none here): after a warm-up, handled registrations are counted for ``--seconds``.
 """
 
 from __future__ import annotations
@@ -44,8 +45,22 @@ def worker(conn, port: int, count: int, first: int, per_session: int, window: in
         if cmd[0] == "quit":
             ep.close()
             return
+        if cmd[0] == "create":
+            conn.send(create(ep, socks, chunks))
+            continue
         _, t_start, t_end = cmd
         conn.send(run(ep, socks, chunks, window, t_start, t_end))
+
+
+def create(ep, socks, chunks) -> dict:
+    """The first pass: every session registers its ids once (the registrations are new)."""
+    t0, cpu0 = time.monotonic(), c.self_cpu()
+    deadline = t0 + 120
+    for s, chunk in zip(socks, chunks, strict=True):
+        c.send_all(s, chunk, deadline)
+    counters = {s.fileno(): c.FrameCounter() for s in socks}
+    c.wait_frames(ep, counters, dict.fromkeys(counters, 1), deadline)
+    return {"seconds": time.monotonic() - t0, "cpu": c.self_cpu() - cpu0}
 
 
 def run(ep, socks, chunks, window, t_start, t_end) -> dict:
@@ -124,6 +139,12 @@ def measure(kind: str, args, sessions: int, profile: str | None = None) -> dict:
             first += n
         sizes = [w.recv()[1] for w in workers]
         frame_bytes = sizes[0]
+        cpu0 = server.cpu()
+        for w in workers:
+            w.send("create")
+        created = [w.recv(120) for w in workers]
+        create_cpu = server.cpu() - cpu0
+        create_seconds = max(r["seconds"] for r in created)
         t_start = time.monotonic() + args.warmup
         t_end = t_start + args.seconds
         for w in workers:
@@ -145,7 +166,10 @@ def measure(kind: str, args, sessions: int, profile: str | None = None) -> dict:
     seconds = c.median([r["seconds"] for r in results])
     regs = sum(r["chunks"] for r in results) * args.per_session
     gen_cpu = sum(r["cpu"] for r in results)
+    new = sessions * args.per_session
     return {
+        "create_rate": new / create_seconds,
+        "create_per_cpu_second": new / max(1e-9, create_cpu),
         "per_cpu_second": regs / seconds / max(1e-9, (cpu1 - cpu0) / args.seconds),
         "others_cpu": max(0.0, (all1 - all0) - (cpu1 - cpu0) - gen_cpu) / args.seconds,
         "server": kind,
@@ -196,7 +220,15 @@ def replot(json_path: str, png: str) -> None:
     plot(png, med, kinds, counts, data["args"]["target"])
 
 
-MEDIANS = ("rate", "server_cpu", "gen_cpu", "per_cpu_second", "others_cpu")
+MEDIANS = (
+    "rate",
+    "server_cpu",
+    "gen_cpu",
+    "per_cpu_second",
+    "others_cpu",
+    "create_rate",
+    "create_per_cpu_second",
+)
 
 
 def main(args) -> int:
@@ -253,6 +285,19 @@ def main(args) -> int:
                 "target",
             ],
             rows,
+        )
+    )
+    print(
+        c.table(
+            "Scenario 1, first pass: every session registers its ids once (new registrations), "
+            "before the measurement above",
+            ["server", "sessions", "registrations/s", "per server CPU-s"],
+            [
+                [kind, n, m["create_rate"], m["create_per_cpu_second"]]
+                for n in counts
+                for kind in kinds
+                if (m := med.get((kind, n))) is not None
+            ],
         )
     )
     profile_text = None

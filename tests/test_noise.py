@@ -400,6 +400,30 @@ class TransportTests(SynchronousTestCase):
     def test_short_frame(self) -> None:
         self.assertRaises(NoiseError, self.responder.decrypt, b"\x00\x05abcde")
 
+    def test_frames_as_pieces(self) -> None:
+        """`encrypt_frames` gives the same wire as `encrypt`, in writable pieces;
+        `decrypt_frames` gives each frame's plaintext, however the wire is cut."""
+        plaintext = bytes(range(256)) * 600
+        pieces = self.initiator.encrypt_frames(plaintext)
+        self.assertEqual([len(p) for p in pieces[::2]], [2, 2, 2])
+        wire = b"".join(pieces)
+        self.assertEqual(self.responder.decrypt(wire), plaintext)
+        for cut in (1, 2, 3, MAX_MESSAGE_LEN + 1, MAX_MESSAGE_LEN + 2, len(wire) - 1):
+            wire = self.initiator.encrypt(plaintext) + self.initiator.encrypt(b"tail")
+            chunks = self.responder.decrypt_frames(wire[:cut]) + self.responder.decrypt_frames(
+                wire[cut:]
+            )
+            self.assertEqual(b"".join(chunks), plaintext + b"tail")
+            self.assertEqual(len(chunks), 4)
+
+    def test_nonce_exhaustion(self) -> None:
+        send = self.initiator._send
+        assert send is not None
+        send.nonce = 2**64 - 3
+        self.assertRaises(NoiseError, self.initiator.encrypt, b"x" * (2 * MAX_PLAINTEXT_LEN + 1))
+        self.initiator.encrypt(b"x" * (2 * MAX_PLAINTEXT_LEN))
+        self.assertRaises(NoiseError, self.initiator.encrypt, b"x")
+
     def test_own_frames_do_not_decrypt_locally(self) -> None:
         """Each direction has its own key."""
         self.assertRaises(NoiseError, self.initiator.decrypt, self.initiator.encrypt(b"x"))

@@ -22,6 +22,7 @@ from rendezvous.p2p.envelope import open_peer_record
 from rendezvous.p2p.host import Host, HostLimits
 from rendezvous.p2p.keys import PrivateKey
 from rendezvous.p2p.multistream import Initiator, encode_message
+from rendezvous.p2p.noise import MAX_PLAINTEXT_LEN
 from rendezvous.p2p.stream import Stream, StreamProtocol
 from rendezvous.p2p.transport import TCPAddress
 from rendezvous.p2p.yamux import (
@@ -241,6 +242,51 @@ class InMemoryTests(SynchronousTestCase):
             pump.flush()
         self.assertEqual(closed, ["reset by the peer"])
         self.assertEqual([e["log_format"] for e in events], [])
+
+    def test_replies_to_one_read_go_out_together(self) -> None:
+        """What handlers write while one read is handled leaves in one Noise message."""
+        client, server, pump = self.connect()
+        pump.flush()
+        recorder = Recorder()
+        stream = self.open(client, pump, recorder)
+        assert server._noise is not None
+        encrypt_frames = server._noise.encrypt_frames
+        messages: list[bytes] = []
+
+        def recording(plaintext: bytes) -> list[bytes]:
+            messages.append(plaintext)
+            return encrypt_frames(plaintext)
+
+        server._noise.encrypt_frames = recording  # type: ignore[method-assign]
+        client._write_secure(
+            b"".join(encode_header(TYPE_DATA, 0, stream.stream_id, 1) + b for b in (b"a", b"b"))
+        )
+        pump.flush()
+        self.assertEqual(recorder.received, b"ab")
+        self.assertEqual(len(messages), 1)
+
+    def test_data_frames_fit_noise_messages(self) -> None:
+        """Large writes go out as yamux frames that each fill one Noise message."""
+        client, _, pump = self.connect()
+        pump.flush()
+        recorder = Recorder()
+        stream = self.open(client, pump, recorder)
+        assert client._noise is not None
+        encrypt_frames = client._noise.encrypt_frames
+        messages: list[bytes] = []
+
+        def recording(plaintext: bytes) -> list[bytes]:
+            messages.append(plaintext)
+            return encrypt_frames(plaintext)
+
+        client._noise.encrypt_frames = recording  # type: ignore[method-assign]
+        stream.write(b"z" * 200_000)
+        pump.flush()
+        self.assertEqual(recorder.received, b"z" * 200_000)
+        self.assertGreaterEqual(len(messages), 4)
+        for message in messages[:3]:
+            self.assertEqual(len(message), MAX_PLAINTEXT_LEN)
+            self.assertEqual(int.from_bytes(message[8:12], "big"), MAX_PLAINTEXT_LEN - 12)
 
     def test_handler_error_resets_the_stream_only(self) -> None:
         self.server_host.set_handler(ECHO, Failing)

@@ -561,3 +561,49 @@ class GarbageTests(SynchronousTestCase):
                 GoAwayReceived(0),
             ],
         )
+
+
+class ChunkTests(SynchronousTestCase):
+    """`chunks_to_send` packs whole frames into a secure channel's messages."""
+
+    def test_whole_frames_packed_up_to_the_limit(self) -> None:
+        session = YamuxSession(dialer=True, max_frame_payload=100)
+        stream_id = session.open_stream()
+        session.write(stream_id, b"a" * 250)  # frames of 100, 100 and 50 bytes
+        session.ping()
+        chunks = session.chunks_to_send(130)
+        self.assertEqual([len(c) for c in chunks], [12 + 112, 112, 62 + 12])
+        self.assertEqual([f[3] for c in chunks for f in frames(c)], [0, 100, 100, 50, 0])
+        self.assertEqual(session.chunks_to_send(130), [])
+
+    def test_a_frame_larger_than_the_limit_stands_alone(self) -> None:
+        session = YamuxSession(dialer=True)
+        stream_id = session.open_stream()
+        session.write(stream_id, b"b" * 1000)
+        chunks = session.chunks_to_send(500)
+        self.assertEqual([len(c) for c in chunks], [12, 1012])
+
+    def test_max_frame_payload(self) -> None:
+        pair = Pair()
+        pair.dialer = YamuxSession(dialer=True, max_frame_payload=1000)
+        stream_id = pair.dialer.open_stream()
+        pair.dialer.write(stream_id, b"c" * 2500)
+        sent = frames(pair.dialer.data_to_send())
+        self.assertEqual([f[3] for f in sent if f[0] == TYPE_DATA], [1000, 1000, 500])
+        self.assertEqual(
+            YamuxSession(dialer=True, max_frame_payload=10**6).max_frame_payload, MAX_FRAME_PAYLOAD
+        )
+
+    def test_feed_chunks(self) -> None:
+        wire = (
+            encode_header(TYPE_DATA, FLAG_SYN, 1, 5)
+            + b"hello"
+            + encode_header(TYPE_DATA, FLAG_FIN, 1, 3)
+            + b"bye"
+        )
+        session = YamuxSession(dialer=False)
+        events = session.feed_chunks([wire[:7], wire[7:20], wire[20:]])
+        self.assertEqual(
+            events,
+            [StreamOpened(1), DataReceived(1, b"hello"), DataReceived(1, b"bye"), StreamEnded(1)],
+        )

@@ -34,6 +34,14 @@ if TYPE_CHECKING:
 _SECURITY, _HANDSHAKE, _MUXER, _MUXED, _CLOSED = range(5)
 ABORT_AFTER = 5.0
 """Seconds a closing connection may take to flush before it is aborted."""
+TRANSPORT_BUFFER = 127 * 1024
+"""Read size and write-buffer mark (where our producer is paused) of a TCP transport:
+Twisted's 64 KiB is one byte short of a full Noise message. Below glibc's 128 KiB mmap
+threshold, so a short read costs no mmap of its whole buffer."""
+_SMALL_WRITE = 4096
+"""Up to this many bytes, a Noise message is joined and written whole."""
+_MAX_DATA_FRAME = noise.MAX_PLAINTEXT_LEN - yamux.HEADER_SIZE
+"""Largest yamux Data frame we send: with its header, one full Noise message."""
 
 
 class UpgradeFailed(Exception):
@@ -93,6 +101,8 @@ class Connection(Protocol):
         self._abort_timer: IDelayedCall | None = None
         self._upgrade_bytes = 0
         self._paused = False
+        self._dispatching = False
+        """True while yamux events are handled: writes are sent once, after them all."""
         self._admitted = False
         self._ip: str | None = None
         self._failure = "connection lost"
@@ -111,6 +121,8 @@ class Connection(Protocol):
         transport: Any = self.transport
         self._transport = transport
         no_delay(transport)
+        if isinstance(getattr(transport, "bufferSize", None), int):
+            transport.bufferSize = TRANSPORT_BUFFER
         peer = transport.getPeer()
         self.remote_address = TCPAddress.from_address(peer)
         self._ip = self.remote_address.host if self.remote_address is not None else None
@@ -198,21 +210,21 @@ class Connection(Protocol):
             if not session.complete:
                 return
             self._secured(session)
-            plaintext = session.decrypt(b"")
+            chunks = session.decrypt_frames(b"")
         else:
             assert self._noise is not None
-            plaintext = self._noise.decrypt(data)
+            chunks = self._noise.decrypt_frames(data)
         if self._state == _MUXER:
             negotiator = self._negotiator
             assert negotiator is not None
-            self._write_secure(negotiator.feed(plaintext))
+            self._write_secure(negotiator.feed(b"".join(chunks)))
             if negotiator.selected is None:
                 return
-            plaintext = negotiator.leftover
+            chunks = [negotiator.leftover]
             self._muxed()
-        if plaintext and self._state == _MUXED:
+        if chunks and self._state == _MUXED:
             assert self._yamux is not None
-            self._handle_events(self._yamux.feed(plaintext))
+            self._handle_events(self._yamux.feed_chunks(chunks))
 
     def _start_noise(self) -> None:
         self._state = _HANDSHAKE
@@ -245,7 +257,9 @@ class Connection(Protocol):
             self._upgrade_timer.cancel()
         self._upgrade_timer = None
         self._yamux = YamuxSession(
-            dialer=self.dialer, max_streams=self.host.limits.max_streams_per_connection
+            dialer=self.dialer,
+            max_streams=self.host.limits.max_streams_per_connection,
+            max_frame_payload=_MAX_DATA_FRAME,
         )
         self.log.debug("connected to {peer}", peer=self.label)
         self.ready.callback(self)
@@ -257,19 +271,26 @@ class Connection(Protocol):
     # -- yamux events ---------------------------------------------------------
 
     def _handle_events(self, events: list[YamuxEvent]) -> None:
-        for event in events:
-            if self._state == _CLOSED:
-                return
-            try:
-                self._dispatch(event)
-            except Exception:
-                self.log.failure(
-                    "stream {stream} with {peer} failed", stream=event, peer=self.label
-                )
-                stream = self._streams.get(getattr(event, "stream_id", 0))
-                if stream is not None:
-                    self.stream_reset(stream)
-        self._flush()
+        outermost = not self._dispatching
+        self._dispatching = True
+        try:
+            for event in events:
+                if self._state == _CLOSED:
+                    return
+                try:
+                    self._dispatch(event)
+                except Exception:
+                    self.log.failure(
+                        "stream {stream} with {peer} failed", stream=event, peer=self.label
+                    )
+                    stream = self._streams.get(getattr(event, "stream_id", 0))
+                    if stream is not None:
+                        self.stream_reset(stream)
+        finally:
+            if outermost:
+                self._dispatching = False
+        if outermost:
+            self._flush()
 
     def _dispatch(self, event: YamuxEvent) -> None:
         if isinstance(event, yamux.DataReceived):
@@ -339,7 +360,7 @@ class Connection(Protocol):
         deferred: Deferred[Stream] = Deferred()
         self._negotiating[stream_id] = _Negotiation(stream_id, initiator, timer, protocol, deferred)
         session.write(stream_id, initiator.start())
-        self._flush()
+        self._flush_soon()
         return deferred
 
     def _negotiate(self, negotiation: _Negotiation, data: bytes) -> None:
@@ -378,7 +399,7 @@ class Connection(Protocol):
         negotiation = self._negotiating.get(stream_id)
         if negotiation is not None:
             self._negotiation_failed(negotiation, "protocol negotiation timed out")
-            self._flush()
+            self._flush_soon()
 
     def _negotiation_failed(self, negotiation: _Negotiation, reason: str) -> None:
         self._negotiating.pop(negotiation.stream_id, None)
@@ -407,7 +428,7 @@ class Connection(Protocol):
         if not session.has_stream(stream.stream_id):
             return  # the peer reset it: its StreamReset event is on its way
         try:
-            session.write(stream.stream_id, data)
+            buffered = session.write(stream.stream_id, data)
         except YamuxError as error:
             self.log.info(
                 "resetting stream {stream} with {peer}: {reason}",
@@ -417,8 +438,10 @@ class Connection(Protocol):
             )
             self.stream_reset(stream)
             return
-        self._flush()
-        self._update_writing(stream)
+        if not self._dispatching:
+            self._flush()
+        if buffered or self._paused or stream.writing_paused:
+            self._update_writing(stream)
 
     def stream_close(self, stream: Stream) -> None:
         session = self._yamux
@@ -426,7 +449,7 @@ class Connection(Protocol):
             return
         stream.local_closed = True
         session.close(stream.stream_id)
-        self._flush()
+        self._flush_soon()
         self._reap(stream)
 
     def stream_reset(self, stream: Stream) -> None:
@@ -435,7 +458,7 @@ class Connection(Protocol):
         stream.local_closed = True
         if self._yamux is not None and self._state == _MUXED:
             self._yamux.reset(stream.stream_id)
-            self._flush()
+            self._flush_soon()
         self._lost(stream, "reset")
 
     def stream_pause_reading(self, stream: Stream) -> None:
@@ -506,11 +529,33 @@ class Connection(Protocol):
     def _write_secure(self, plaintext: bytes) -> None:
         if plaintext:
             assert self._noise is not None
-            self._transport.write(self._noise.encrypt(plaintext))
+            self._transport.writeSequence(self._noise.encrypt_frames(plaintext))
+
+    def _flush_soon(self) -> None:
+        """`_flush` now, or after the events being handled (one write for all replies)."""
+        if not self._dispatching:
+            self._flush()
 
     def _flush(self) -> None:
-        if self._yamux is not None and self._state == _MUXED:
-            self._write_secure(self._yamux.data_to_send())
+        """Send the queued yamux frames, a whole number of them per Noise message."""
+        session = self._yamux
+        if session is None or self._state != _MUXED:
+            return
+        chunks = session.chunks_to_send(noise.MAX_PLAINTEXT_LEN)
+        if not chunks:
+            return
+        encrypt_frames = self._noise.encrypt_frames  # type: ignore[union-attr]
+        if len(chunks) == 1:
+            chunk = chunks[0]
+            if len(chunk) <= _SMALL_WRITE:
+                self._transport.write(b"".join(encrypt_frames(chunk)))
+                return
+            pieces = encrypt_frames(chunk)
+        else:
+            pieces = []
+            for chunk in chunks:
+                pieces += encrypt_frames(chunk)
+        self._transport.writeSequence(pieces)
 
     def _fail(self, reason: str) -> None:
         if self._state == _CLOSED:

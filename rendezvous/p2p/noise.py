@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import struct
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -34,6 +35,9 @@ MAX_MESSAGE_LEN = 65535
 MAX_PLAINTEXT_LEN = MAX_MESSAGE_LEN - TAG_LEN
 _MAX_NONCE = 2**64 - 1
 """Reserved by the Noise specification; reaching it ends the channel."""
+_NONCE = struct.Struct("<4xQ")
+"""The 12-byte ChaCha20-Poly1305 nonce: four zero bytes, then the counter (little-endian)."""
+_LENGTH = struct.Struct(">H")
 
 
 class NoiseError(Exception):
@@ -80,7 +84,7 @@ class CipherState:
     def _next_nonce(self) -> bytes:
         if self.nonce >= _MAX_NONCE:
             raise NoiseError("nonce space exhausted")
-        nonce = b"\x00\x00\x00\x00" + self.nonce.to_bytes(8, "little")
+        nonce = _NONCE.pack(self.nonce)
         self.nonce += 1
         return nonce
 
@@ -96,7 +100,7 @@ class CipherState:
             raise NoiseError("ciphertext shorter than its tag")
         if self.nonce >= _MAX_NONCE:
             raise NoiseError("nonce space exhausted")
-        nonce = b"\x00\x00\x00\x00" + self.nonce.to_bytes(8, "little")
+        nonce = _NONCE.pack(self.nonce)
         try:
             plaintext = self._aead.decrypt(nonce, ciphertext, associated_data)
         except InvalidTag as exc:
@@ -269,7 +273,7 @@ VerifyIdentity = Callable[[bytes, bytes, bytes], bytes]
 
 
 def _frame(message: bytes) -> bytes:
-    return len(message).to_bytes(2, "big") + message
+    return _LENGTH.pack(len(message)) + message
 
 
 class NoiseSession:
@@ -406,34 +410,87 @@ class NoiseSession:
 
     def encrypt(self, plaintext: bytes) -> bytes:
         """Encrypt into as many frames as needed (none for empty input)."""
+        return b"".join(self.encrypt_frames(plaintext))
+
+    def encrypt_frames(self, plaintext: bytes) -> list[bytes]:
+        """`encrypt`, as the pieces to write in order (length, ciphertext, length, ...)."""
         send = self._send
         if send is None:
             raise NoiseError("handshake not complete")
-        if len(plaintext) <= MAX_PLAINTEXT_LEN:
-            if not plaintext:
-                return b""
-            return _frame(send.encrypt_with_ad(b"", plaintext))
-        return b"".join(
-            _frame(send.encrypt_with_ad(b"", plaintext[start : start + MAX_PLAINTEXT_LEN]))
-            for start in range(0, len(plaintext), MAX_PLAINTEXT_LEN)
-        )
+        size = len(plaintext)
+        if not size:
+            return []
+        aead = send._aead
+        assert aead is not None
+        nonce = send.nonce
+        if size <= MAX_PLAINTEXT_LEN:
+            if nonce >= _MAX_NONCE:
+                raise NoiseError("nonce space exhausted")
+            send.nonce = nonce + 1
+            return [_LENGTH.pack(size + TAG_LEN), aead.encrypt(_NONCE.pack(nonce), plaintext, None)]
+        count = -(-size // MAX_PLAINTEXT_LEN)
+        if nonce + count > _MAX_NONCE:
+            raise NoiseError("nonce space exhausted")
+        send.nonce = nonce + count
+        view = memoryview(plaintext)
+        pieces: list[bytes] = []
+        for start in range(0, size, MAX_PLAINTEXT_LEN):
+            chunk = view[start : start + MAX_PLAINTEXT_LEN]
+            pieces.append(_LENGTH.pack(len(chunk) + TAG_LEN))
+            pieces.append(aead.encrypt(_NONCE.pack(nonce), chunk, None))
+            nonce += 1
+        return pieces
 
     def decrypt(self, data: bytes) -> bytes:
         """Feed received transport bytes; return the plaintext of whole frames."""
-        receive = self._receive
-        if receive is None:
+        return b"".join(self.decrypt_frames(data))
+
+    def decrypt_frames(self, data: bytes) -> list[bytes]:
+        """`decrypt`, as the plaintext of each whole frame."""
+        if self._receive is None:
             raise NoiseError("handshake not complete")
         buffer = self._buffer
+        if not buffer:  # whole frames are read in place; only a split frame is copied
+            view = memoryview(data)
+            chunks, end = self._open_frames(view)
+            if end < len(view):
+                buffer += view[end:]
+            return chunks
         buffer += data
+        view = memoryview(buffer)
+        try:
+            chunks, end = self._open_frames(view)
+        finally:
+            view.release()
+        if end:
+            del buffer[:end]
+        return chunks
+
+    def _open_frames(self, view: memoryview) -> tuple[list[bytes], int]:
+        """Decrypt the whole frames at the start of ``view``; return them and where they end."""
+        receive = self._receive
+        assert receive is not None
+        aead = receive._aead
+        assert aead is not None
+        nonce = receive.nonce
         chunks: list[bytes] = []
         start = 0
-        available = len(buffer)
-        while available - start >= 2:
-            end = start + 2 + (buffer[start] << 8 | buffer[start + 1])
-            if end > available:
-                break
-            chunks.append(receive.decrypt_with_ad(b"", bytes(buffer[start + 2 : end])))
-            start = end
-        if start:
-            del buffer[:start]
-        return b"".join(chunks)
+        available = len(view)
+        try:
+            while available - start >= 2:
+                end = start + 2 + (view[start] << 8 | view[start + 1])
+                if end > available:
+                    break
+                if end - start - 2 < TAG_LEN:
+                    raise NoiseError("ciphertext shorter than its tag")
+                if nonce >= _MAX_NONCE:
+                    raise NoiseError("nonce space exhausted")
+                try:
+                    chunks.append(aead.decrypt(_NONCE.pack(nonce), view[start + 2 : end], None))
+                except InvalidTag as exc:
+                    raise NoiseError("decryption failed") from exc
+                nonce += 1  # only a successful decryption consumes the nonce
+                start = end
+        finally:
+            receive.nonce = nonce
+        return chunks, start

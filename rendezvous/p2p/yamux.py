@@ -153,15 +153,19 @@ class YamuxSession:
         max_streams: int = DEFAULT_MAX_STREAMS,
         accept_backlog: int = DEFAULT_ACCEPT_BACKLOG,
         max_send_buffer: int = DEFAULT_MAX_SEND_BUFFER,
+        max_frame_payload: int = MAX_FRAME_PAYLOAD,
     ) -> None:
         self.dialer = dialer
         self.max_streams = max_streams
         self.accept_backlog = accept_backlog
         self.max_send_buffer = max_send_buffer
+        self.max_frame_payload = min(max_frame_payload, MAX_FRAME_PAYLOAD)
+        """Largest Data frame we send: a secure channel may ask for frames that fit its own."""
         self._streams: dict[int, _Stream] = {}
         self._next_stream_id = 1 if dialer else 2
         self._unaccepted = 0
         self._outbound: list[bytes] = []
+        """Whole frames (header and body), in order."""
         self._inbound = bytearray()
         self._pending_data_header: tuple[int, int, int] | None = None
         self._next_ping = 0
@@ -192,17 +196,62 @@ class YamuxSession:
         self._outbound.clear()
         return out
 
+    def chunks_to_send(self, limit: int) -> list[bytes]:
+        """`data_to_send` as chunks of at most ``limit`` bytes, packing whole frames:
+        only a frame larger than ``limit`` is cut. For a secure channel whose
+        messages carry at most ``limit`` bytes."""
+        outbound = self._outbound
+        if not outbound:
+            return []
+        if len(outbound) == 1 and len(outbound[0]) <= limit:
+            return [outbound.pop()]
+        chunks: list[bytes] = []
+        group: list[bytes] = []
+        size = 0
+        for frame in outbound:
+            length = len(frame)
+            if size + length > limit and group:
+                chunks.append(b"".join(group))
+                group.clear()
+                size = 0
+            if length > limit:
+                chunks.append(frame)
+            else:
+                group.append(frame)
+                size += length
+        if group:
+            chunks.append(b"".join(group))
+        outbound.clear()
+        return chunks
+
     # -- receiving ----------------------------------------------------------
 
     def feed(self, data: bytes) -> list[YamuxEvent]:
         """Process received bytes; return what happened, in order."""
+        events: list[YamuxEvent] = []
+        self._feed(data, events)
+        return events
+
+    def feed_chunks(self, chunks: list[bytes]) -> list[YamuxEvent]:
+        """`feed` each of ``chunks`` in turn (as a secure channel's messages come)."""
+        events: list[YamuxEvent] = []
+        for chunk in chunks:
+            self._feed(chunk, events)
+        return events
+
+    def _feed(self, data: bytes, events: list[YamuxEvent]) -> None:
         if self._failed:
             raise YamuxError("the session failed")
         buffer = self._inbound
-        buffer += data
-        events: list[YamuxEvent] = []
+        buffered = bool(buffer)
+        if buffered:
+            buffer += data
+            view = memoryview(buffer)
+        else:  # whole frames are read in place; only a split frame is copied
+            view = memoryview(data)
         position = 0
-        available = len(buffer)
+        available = len(view)
+        unpack_header = HEADER.unpack_from
         try:
             while True:
                 pending = self._pending_data_header
@@ -210,20 +259,25 @@ class YamuxSession:
                     stream_id, flags, length = pending
                     if available - position < length:
                         break
-                    body = bytes(buffer[position : position + length])
+                    body = bytes(view[position : position + length])
                     position += length
                     self._pending_data_header = None
                     self._handle_stream_frame(TYPE_DATA, flags, stream_id, length, body, events)
                     continue
                 if available - position < HEADER_SIZE:
                     break
-                version, frame_type, flags, stream_id, length = HEADER.unpack_from(buffer, position)
+                version, frame_type, flags, stream_id, length = unpack_header(view, position)
                 position += HEADER_SIZE
                 if version != VERSION:
                     self._protocol_error(f"unsupported version {version}")
                 if frame_type == TYPE_DATA:
                     self._check_data_length(stream_id, length)
-                    self._pending_data_header = (stream_id, flags, length)
+                    if available - position >= length:  # the body is here too
+                        body = bytes(view[position : position + length]) if length else b""
+                        position += length
+                        self._handle_stream_frame(TYPE_DATA, flags, stream_id, length, body, events)
+                    else:
+                        self._pending_data_header = (stream_id, flags, length)
                 elif frame_type == TYPE_WINDOW_UPDATE:
                     self._handle_stream_frame(frame_type, flags, stream_id, length, b"", events)
                 elif frame_type == TYPE_PING:
@@ -234,9 +288,13 @@ class YamuxSession:
                 else:
                     self._protocol_error(f"unknown frame type {frame_type}")
         finally:
-            if position:
-                del buffer[:position]
-        return events
+            if buffered:
+                view.release()
+                if position:
+                    del buffer[:position]
+            elif position < available:
+                buffer += view[position:]
+                view.release()
 
     def _protocol_error(self, reason: str) -> NoReturn:
         if not self._failed:
@@ -389,19 +447,35 @@ class YamuxSession:
         Raises `YamuxError` if the bytes left waiting would exceed
         `max_send_buffer`: callers pause their producer while `buffered` > 0.
         """
-        self._check_usable()
-        stream = self._stream(stream_id)
+        if self._failed:
+            raise YamuxError("the session failed")
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            raise YamuxError(f"no stream {stream_id}")
         if stream.local_closed:
             raise YamuxError(f"stream {stream_id} is closed for writing")
-        if len(stream.send_buffer) + len(data) - stream.send_window > self.max_send_buffer:
-            raise YamuxError(f"send buffer of stream {stream_id} is full")
-        if not stream.send_buffer and len(data) <= min(stream.send_window, MAX_FRAME_PAYLOAD):
-            if data:
-                self._queue(
-                    encode_header(TYPE_DATA, self._ack_flag(stream), stream_id, len(data)), data
+        size = len(data)
+        if not stream.send_buffer and size <= stream.send_window:
+            limit = self.max_frame_payload
+            if size <= limit:
+                if size:
+                    flags = self._ack_flag(stream) if stream.ack_pending else 0
+                    self._outbound.append(
+                        HEADER.pack(VERSION, TYPE_DATA, flags, stream_id, size) + data
+                    )
+                    stream.send_window -= size
+                return 0
+            view = memoryview(data)  # the window takes it all: frames cut from ``data``
+            for start in range(0, size, limit):
+                chunk = view[start : start + limit]
+                flags = self._ack_flag(stream) if stream.ack_pending else 0
+                self._outbound.append(
+                    HEADER.pack(VERSION, TYPE_DATA, flags, stream_id, len(chunk)) + chunk
                 )
-                stream.send_window -= len(data)
+            stream.send_window -= size
             return 0
+        if len(stream.send_buffer) + size - stream.send_window > self.max_send_buffer:
+            raise YamuxError(f"send buffer of stream {stream_id} is full")
         stream.send_buffer += data
         self._flush(stream)
         return len(stream.send_buffer)
@@ -451,9 +525,7 @@ class YamuxSession:
         return stream
 
     def _queue(self, header: bytes, body: bytes = b"") -> None:
-        self._outbound.append(header)
-        if body:
-            self._outbound.append(body)
+        self._outbound.append(header + body if body else header)
 
     def _ack_flag(self, stream: _Stream) -> int:
         """FLAG_ACK on the first frame we send on a stream the peer opened."""
@@ -465,14 +537,15 @@ class YamuxSession:
 
     def _flush(self, stream: _Stream) -> None:
         buffer = stream.send_buffer
+        limit = self.max_frame_payload
         while buffer and stream.send_window > 0:
-            size = min(len(buffer), stream.send_window, MAX_FRAME_PAYLOAD)
-            chunk = bytes(buffer[:size])
+            size = min(len(buffer), stream.send_window, limit)
+            with memoryview(buffer) as view:
+                frame = encode_header(TYPE_DATA, self._ack_flag(stream), stream.stream_id, size)
+                frame += view[:size]
             del buffer[:size]
             stream.send_window -= size
-            self._queue(
-                encode_header(TYPE_DATA, self._ack_flag(stream), stream.stream_id, size), chunk
-            )
+            self._outbound.append(frame)
         if not buffer and stream.local_closed and not stream.fin_sent:
             self._send_fin(stream)
 

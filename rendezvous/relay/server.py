@@ -11,6 +11,7 @@ in a queue: requests past a limit are refused.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import TYPE_CHECKING, Final
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -47,6 +48,10 @@ REQUEST_TIMEOUT: Final = 15.0
 """Seconds a hop stream may take to send its request, and a target to answer a stop."""
 SWEEP_INTERVAL: Final = 30.0
 """Seconds between sweeps of expired reservations and of those whose peer left."""
+
+
+_peer_text = lru_cache(maxsize=1024)(peer_id_to_text)
+"""`peer_id_to_text` for circuit labels: the same few peers open circuit after circuit."""
 
 
 def is_relayed(connection: Connection) -> bool:
@@ -267,7 +272,7 @@ class HopHandler(StreamProtocol):
         hop_stream.write(hop.connect_ok(self.server.limit))
         server = self.server
         source, target = hop_stream.remote_peer_id, self.target
-        label = f"circuit {peer_id_to_text(source)} -> {peer_id_to_text(target)}"
+        label = f"circuit {_peer_text(source)} -> {_peer_text(target)}"
         circuit: Circuit
 
         def closed(reason: str) -> None:
