@@ -502,7 +502,8 @@ def machine() -> dict[str, Any]:
     }
 
 
-def base_parser(doc: str, timeout: float) -> argparse.ArgumentParser:
+def base_parser(doc: str, timeout: float, profile: bool = True) -> argparse.ArgumentParser:
+    """The options every scenario has; ``profile``: whether it can profile our daemon."""
     p = argparse.ArgumentParser(description=doc)
     p.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     p.add_argument("--runs", type=int, default=3, help="runs per server; medians are quoted")
@@ -512,11 +513,12 @@ def base_parser(doc: str, timeout: float) -> argparse.ArgumentParser:
     p.add_argument(
         "--servers", default="rendezvous,baseline", help="comma-separated: rendezvous, baseline"
     )
-    p.add_argument(
-        "--profile",
-        metavar="PATH",
-        help="run our daemon under cProfile once more and save the stats here",
-    )
+    if profile:
+        p.add_argument(
+            "--profile",
+            metavar="PATH",
+            help="run our daemon under cProfile once more and save the stats here",
+        )
     return p
 
 

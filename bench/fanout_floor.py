@@ -83,7 +83,7 @@ def main(args) -> int:
 
 
 if __name__ == "__main__":
-    p = c.base_parser(__doc__, timeout=120)
+    p = c.base_parser(__doc__, timeout=120, profile=False)
     p.add_argument("--subscribers", type=int, default=10_000)
     p.add_argument("--rounds", type=int, default=9)
     p.add_argument("--pause", type=float, default=0.3)

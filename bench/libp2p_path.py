@@ -568,7 +568,7 @@ def main(args: Any) -> int:
 
 
 if __name__ == "__main__":
-    p = c.base_parser(__doc__, timeout=1200)
+    p = c.base_parser(__doc__, timeout=1200, profile=False)
     p.set_defaults(servers="rendezvous,js")
     p.add_argument("--registrations", type=int, default=10_000, help="registrations held")
     p.add_argument("--peers", type=int, default=50, help="connected peers driving the load")

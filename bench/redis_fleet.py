@@ -404,9 +404,9 @@ def main(args) -> int:
 
 
 if __name__ == "__main__":
-    p = c.base_parser(__doc__, timeout=170)
-    for action in p._actions:  # the common options this scenario has no use for
-        if action.dest in ("servers", "profile"):
+    p = c.base_parser(__doc__, timeout=170, profile=False)
+    for action in p._actions:  # the common option this scenario has no use for
+        if action.dest == "servers":
             action.help = argparse.SUPPRESS
     p.add_argument("--sessions", type=int, default=50, help="(a) pipelining sessions")
     p.add_argument("--per-session", type=int, default=20, help="(a) peer ids per session")

@@ -393,7 +393,7 @@ def report(args: Any, kinds: list[str], samples: dict[str, list[dict]]) -> int:
 
 
 if __name__ == "__main__":
-    p = c.base_parser(__doc__, timeout=600)
+    p = c.base_parser(__doc__, timeout=600, profile=False)
     p.set_defaults(servers="rendezvous,js,tcp")
     p.add_argument("--megabytes", type=float, default=64, help="MiB through one circuit")
     p.add_argument("--seconds", type=float, default=3.0, help="per circuits measurement")
