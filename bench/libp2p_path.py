@@ -411,15 +411,29 @@ def measure(kind: str, args: Any, rnd: int) -> list[dict]:
             / preload_s,
         }
         samples = []
-        for _ in range(args.runs):
-            samples.append(dict(out))
-            load_phases(samples[-1], server, workers, args)
+        for r in range(args.runs):
+            sample = dict(out)
+            try:
+                load_phases(sample, server, workers, args)
+            except Unanswered as e:  # it stopped answering: keep the rounds it finished
+                progress(f"{kind}: round {r + 1} abandoned: {e}")
+                ABANDONED.append(f"{kind}, round {r + 1} of {args.runs}: {e}")
+                break
+            samples.append(sample)
         c.broadcast(workers, "close")
         return samples
     finally:
         for w in workers:
             w.stop()
         server.stop()
+
+
+class Unanswered(RuntimeError):
+    """A load round got no OK reply: the server stopped answering."""
+
+
+ABANDONED: list[str] = []
+"""Rounds a server did not finish, said under the table."""
 
 
 def load_phases(out: dict, server: Any, workers: list[c.Worker], args: Any) -> None:
@@ -439,7 +453,7 @@ def load_phases(out: dict, server: Any, workers: list[c.Worker], args: Any) -> N
         gen_cpu = sum(r["cpu"] for r in results)
         statuses = sorted({s for r in results for s in r["statuses"]})
         if "0" not in statuses:  # Message.OK
-            raise RuntimeError(f"{kind} {op}: replies were not OK: {statuses}")
+            raise Unanswered(f"{kind} {op}: replies were not OK: {statuses}")
         out[f"{op}_rate"] = sum(r["requests"] for r in results) / seconds
         out[f"{op}_server_cpu"] = (cpu1 - cpu0) / args.seconds
         out[f"{op}_gen_cpu"] = gen_cpu / seconds
@@ -481,7 +495,8 @@ def main(args: Any) -> int:
     samples: dict[str, list[dict]] = {k: [] for k in kinds}
     for kind in kinds:
         samples[kind] = measure(kind, args, kinds.index(kind))
-    med = {k: {m: c.median([r[m] for r in rs]) for m in MEDIANS} for k, rs in samples.items()}
+    kinds = [k for k in kinds if samples[k]]  # a server that finished no round has no row
+    med = {k: {m: c.median([r[m] for r in samples[k]]) for m in MEDIANS} for k in kinds}
     ours, js = med.get("rendezvous"), med.get("js")
     rows = []
     targets = {"register_rate": args.register_target, "discover_rate": args.discover_target}
@@ -555,6 +570,8 @@ def main(args: Any) -> int:
             rows,
         )
     )
+    for line in ABANDONED:
+        print(f"(medians of the rounds finished; abandoned: {line})")
     c.write_json(
         args.json,
         {
@@ -562,6 +579,7 @@ def main(args: Any) -> int:
             "args": vars(args),
             "median": med,
             "samples": samples,
+            "abandoned": ABANDONED,
         },
     )
     return 0
