@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from twisted.logger import Logger
+
+from rendezvous.model import Refused
+
 
 class LogLimiter:
     """Allow at most ``burst`` lines per ``interval`` seconds; count the rest."""
@@ -28,3 +32,19 @@ class LogLimiter:
             return True, suppressed
         self.suppressed += 1
         return False, 0
+
+
+def log_refusal(log: Logger, limiter: LogLimiter, label: str, refusal: Refused) -> None:
+    """One line for a refused request of ``label``'s, unless ``limiter`` holds it back."""
+    allowed, suppressed = limiter.allow()
+    if not allowed:
+        return
+    if suppressed:
+        log.warn("{suppressed} refusals were not logged", suppressed=suppressed)
+    log.info(
+        "refused {peer}: {status} ({code}) {reason}",
+        peer=label,
+        status=refusal.status.name,
+        code=int(refusal.status),
+        reason=refusal.text,
+    )

@@ -12,7 +12,7 @@ from twisted.logger import Logger
 
 from rendezvous.live.codec import EntryCache, LiveCodec, RegisterRequest
 from rendezvous.live.framing import FrameDecoder, FramingError
-from rendezvous.loglimit import LogLimiter
+from rendezvous.loglimit import LogLimiter, log_refusal
 from rendezvous.metrics import Metrics
 from rendezvous.model import Announcement, Change, Refused, Registration, Status
 from rendezvous.registry import Session
@@ -47,18 +47,7 @@ class LiveDialect:
 
     def log_refusal(self, label: str, refusal: Refused) -> None:
         self.metrics.refused(refusal.status.name.lower())
-        allowed, suppressed = self.limiter.allow()
-        if not allowed:
-            return
-        if suppressed:
-            self.log.warn("{suppressed} refusals were not logged", suppressed=suppressed)
-        self.log.info(
-            "refused {peer}: {status} ({code}) {reason}",
-            peer=label,
-            status=refusal.status.name,
-            code=int(refusal.status),
-            reason=refusal.text,
-        )
+        log_refusal(self.log, self.limiter, label, refusal)
 
 
 class LiveSession:

@@ -15,7 +15,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from rendezvous.live.framing import FrameDecoder, FramingError, frame
-from rendezvous.loglimit import LogLimiter
+from rendezvous.loglimit import LogLimiter, log_refusal
 from rendezvous.metrics import Metrics
 from rendezvous.model import Announcement, Refused, Registration, Status
 from rendezvous.registry import Session
@@ -84,18 +84,7 @@ class StandardDialect:
     def log_refusal(self, label: str, refusal: Refused) -> None:
         if self.metrics is not None:
             self.metrics.refused(refusal.status.name.lower())
-        allowed, suppressed = self.limiter.allow()
-        if not allowed:
-            return
-        if suppressed:
-            self.log.warn("{suppressed} refusals were not logged", suppressed=suppressed)
-        self.log.info(
-            "refused {peer}: {status} ({code}) {reason}",
-            peer=label,
-            status=refusal.status.name,
-            code=int(refusal.status),
-            reason=refusal.text,
-        )
+        log_refusal(self.log, self.limiter, label, refusal)
 
 
 class StandardSession:
