@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import sys
 
@@ -12,6 +13,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
@@ -86,4 +88,27 @@ def spawn(args: list[str], cwd: str) -> Process:
     return process
 
 
-__all__ = ["CLI", "TWISTD", "Process", "signal", "spawn"]
+class ProcessTestCase(TestCase):
+    """A test that spawns processes, in a directory of its own (``cwd``) unless told
+    otherwise, each killed at cleanup."""
+
+    def setUp(self) -> None:
+        self.cwd = os.path.abspath(self.mktemp())
+        os.makedirs(self.cwd)
+
+    def spawn(self, args: list[str], cwd: str | None = None) -> Process:
+        process = spawn(args, cwd or self.cwd)
+        self.addCleanup(process.kill)
+        return process
+
+
+def node_missing(folder: str) -> str | None:
+    """Why the js peers of ``interop/<folder>`` cannot run here (a skip reason), or None."""
+    if shutil.which("node") is None:
+        return "node is not installed"
+    if not os.path.isdir(os.path.join(ROOT, "interop", folder, "node_modules")):
+        return f"interop/{folder}/node_modules is missing: run `npm ci` in interop/{folder}"
+    return None
+
+
+__all__ = ["CLI", "TWISTD", "Process", "ProcessTestCase", "node_missing", "signal", "spawn"]

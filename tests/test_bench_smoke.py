@@ -12,6 +12,8 @@ import sys
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial import unittest
 
+from .processes import node_missing
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "bench")
 
@@ -58,14 +60,8 @@ class BenchSmokeTests(unittest.TestCase):
         self.assertRegex(text, re.compile(r"^\s*redis, 3 daemons\s*\|.*\|", re.M))
 
     def _need_node_modules(self, folder: str) -> None:
-        import shutil
-
-        if shutil.which("node") is None:
-            raise unittest.SkipTest("node is not installed: the js baseline cannot run")
-        if not os.path.isdir(os.path.join(ROOT, "interop", folder, "node_modules")):
-            raise unittest.SkipTest(
-                f"interop/{folder}/node_modules is missing: run `npm ci` in interop/{folder}"
-            )
+        if (why := node_missing(folder)) is not None:
+            raise unittest.SkipTest(f"{why}: the js baseline cannot run")
 
     async def test_libp2p_path(self) -> None:
         self._need_node_modules("js-canvas")

@@ -6,28 +6,18 @@ import json
 import os
 
 from twisted.internet.defer import inlineCallbacks
-from twisted.trial.unittest import TestCase
 
 from rendezvous.p2p.keys import PrivateKey, load_or_create_identity
 
 from .helpers import peer_id
-from .processes import CLI, TWISTD, Process, spawn
+from .processes import CLI, TWISTD, ProcessTestCase
 
 TCP_LISTENING = r"listening on (/ip4/127\.0\.0\.1/tcp/\d+/p2p/\w+)\n"
 WS_LISTENING = r"listening on (/ip4/127\.0\.0\.1/tcp/\d+/ws/p2p/\w+)\n"
 
 
-class P2PClientProcessTests(TestCase):
+class P2PClientProcessTests(ProcessTestCase):
     timeout = 60
-
-    def setUp(self) -> None:
-        self.cwd = os.path.abspath(self.mktemp())
-        os.makedirs(self.cwd)
-
-    def spawn(self, args: list[str]) -> Process:
-        process = spawn(args, self.cwd)
-        self.addCleanup(process.kill)
-        return process
 
     @inlineCallbacks
     def start_daemon(self):  # type: ignore[no-untyped-def]

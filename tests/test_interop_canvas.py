@@ -12,7 +12,6 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
-from twisted.trial.unittest import TestCase
 
 from rendezvous.live.framing import FrameDecoder
 from rendezvous.p2p.envelope import PeerRecord, open_peer_record, seal_peer_record
@@ -25,7 +24,7 @@ from rendezvous.standard.client import open_point
 from rendezvous.standard.stream import CANVAS_PROTOCOL_ID, PROTOCOL_ID
 
 from .helpers import framed, rendezvous, tcp_addr
-from .processes import P2P_LISTENING, ROOT, TWISTD, Process, spawn
+from .processes import P2P_LISTENING, ROOT, TWISTD, ProcessTestCase, node_missing
 
 JS = os.path.join(ROOT, "interop", "js-canvas")
 NODE = shutil.which("node")
@@ -59,21 +58,9 @@ class LiveWatcher(Protocol):
         return d
 
 
-class CanvasInteropTests(TestCase):
+class CanvasInteropTests(ProcessTestCase):
     timeout = 120
-    if NODE is None:
-        skip = "node is not installed"
-    elif not os.path.isdir(os.path.join(JS, "node_modules")):
-        skip = "interop/js-canvas/node_modules is missing: run `npm ci` in interop/js-canvas"
-
-    def setUp(self) -> None:
-        self.cwd = os.path.abspath(self.mktemp())
-        os.makedirs(self.cwd)
-
-    def spawn(self, args: list[str], cwd: str) -> Process:
-        process = spawn(args, cwd)
-        self.addCleanup(process.kill)
-        return process
+    skip = node_missing("js-canvas")
 
     @inlineCallbacks
     def start_daemon(self, *flags: str):  # type: ignore[no-untyped-def]

@@ -8,7 +8,6 @@ import shutil
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.trial.unittest import TestCase
 
 from rendezvous.addrs import multiaddr_to_text
 from rendezvous.client import live
@@ -19,7 +18,7 @@ from rendezvous.p2p.keys import PrivateKey
 from rendezvous.p2p.transport import TCPAddress
 from rendezvous.peerid import peer_id_to_text
 
-from .processes import ROOT, TWISTD, Process, spawn
+from .processes import ROOT, TWISTD, ProcessTestCase, node_missing
 
 JS = os.path.join(ROOT, "interop", "js")
 NODE = shutil.which("node")
@@ -28,21 +27,9 @@ WS_LISTENING = r"listening on (/ip4/127\.0\.0\.1/tcp/\d+/ws/p2p/(\w+))\n"
 LIVE_LISTENING = r"live dialect listening on tcp 127\.0\.0\.1:(\d+)"
 
 
-class JsLibp2pTests(TestCase):
+class JsLibp2pTests(ProcessTestCase):
     timeout = 120
-    if NODE is None:
-        skip = "node is not installed"
-    elif not os.path.isdir(os.path.join(JS, "node_modules")):
-        skip = "interop/js/node_modules is missing: run `npm ci` in interop/js"
-
-    def setUp(self) -> None:
-        self.cwd = os.path.abspath(self.mktemp())
-        os.makedirs(self.cwd)
-
-    def spawn(self, args: list[str], cwd: str) -> Process:
-        process = spawn(args, cwd)
-        self.addCleanup(process.kill)
-        return process
+    skip = node_missing("js")
 
     @inlineCallbacks
     def start_daemon(self, ws: bool = False):  # type: ignore[no-untyped-def]

@@ -15,12 +15,11 @@ import os
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.trial.unittest import TestCase
 
 from rendezvous.addrs import multiaddr_to_text
 from rendezvous.client.live import Event, connect
 
-from .processes import ROOT, TWISTD, Process, spawn
+from .processes import ROOT, TWISTD, Process, ProcessTestCase, spawn
 
 PY = os.path.join(ROOT, "interop", "py")
 PYTHON = os.environ.get("RENDEZVOUS_PY_LIBP2P", os.path.join(PY, "venv", "bin", "python"))
@@ -28,17 +27,13 @@ P2P_LISTENING = r"listening on (/ip4/127\.0\.0\.1/tcp/\d+(?:/ws)?/p2p/(\w+))\n"
 LIVE_LISTENING = r"live dialect listening on tcp (127\.0\.0\.1:\d+) "
 
 
-class PyLibp2pTests(TestCase):
+class PyLibp2pTests(ProcessTestCase):
     timeout = 120
     if not os.access(PYTHON, os.X_OK):
         skip = (
             f"no py-libp2p interpreter at {PYTHON}: create interop/py/venv and "
             "pip install -r interop/py/requirements.txt there, or set RENDEZVOUS_PY_LIBP2P"
         )
-
-    def setUp(self) -> None:
-        self.cwd = os.path.abspath(self.mktemp())
-        os.makedirs(self.cwd)
 
     def run_script(self, *args: str, script: str = "ping.py") -> Process:
         """Run ``script`` with the py-libp2p interpreter, outside our PYTHONPATH."""

@@ -10,7 +10,6 @@ import shutil
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.trial.unittest import TestCase
 
 from rendezvous.addrs import multiaddr_to_text
 from rendezvous.p2p.host import Host
@@ -22,30 +21,18 @@ from rendezvous.relay import client, codec, relayed
 from rendezvous.relay.client import StopHandler
 
 from .helpers import Collect
-from .processes import P2P_LISTENING, ROOT, TWISTD, Process, spawn
+from .processes import P2P_LISTENING, ROOT, TWISTD, ProcessTestCase, node_missing
 
 JS = os.path.join(ROOT, "interop", "js-relay")
 NODE = shutil.which("node")
 ECHO = "/rendezvous-test/echo/1.0.0"
 
 
-class JsRelayBase(TestCase):
+class JsRelayBase(ProcessTestCase):
     """Spawns our relay and js scripts."""
 
     timeout = 120
-    if NODE is None:
-        skip = "node is not installed"
-    elif not os.path.isdir(os.path.join(JS, "node_modules")):
-        skip = "interop/js-relay/node_modules is missing: run `npm ci` in interop/js-relay"
-
-    def setUp(self) -> None:
-        self.cwd = os.path.abspath(self.mktemp())
-        os.makedirs(self.cwd)
-
-    def spawn(self, args: list[str], cwd: str) -> Process:
-        process = spawn(args, cwd)
-        self.addCleanup(process.kill)
-        return process
+    skip = node_missing("js-relay")
 
     @inlineCallbacks
     def start_relay(self, *flags: str):  # type: ignore[no-untyped-def]

@@ -8,7 +8,6 @@ import stat
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.trial.unittest import TestCase
 
 from rendezvous.live.stream import PROTOCOL_ID as LIVE
 from rendezvous.p2p import identify, ping
@@ -19,7 +18,7 @@ from rendezvous.p2p.transport import TCPAddress
 from rendezvous.pb.live_pb2 import Message
 
 from .helpers import discover, framed, peer_id, unframe_all
-from .processes import TWISTD, Process, spawn
+from .processes import TWISTD, ProcessTestCase
 
 P2P_LISTENING = r"listening on (/ip4/127\.0\.0\.1/tcp/(\d+))/p2p/(\w+)"
 
@@ -52,17 +51,8 @@ class Frames(StreamProtocol):
         return d
 
 
-class P2PDaemonTests(TestCase):
+class P2PDaemonTests(ProcessTestCase):
     timeout = 60
-
-    def setUp(self) -> None:
-        self.cwd = os.path.abspath(self.mktemp())
-        os.makedirs(self.cwd)
-
-    def spawn(self, args: list[str]) -> Process:
-        process = spawn(args, self.cwd)
-        self.addCleanup(process.kill)
-        return process
 
     def daemon_args(self, *extra: str) -> list[str]:
         return [

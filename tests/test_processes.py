@@ -3,29 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 
 from twisted.internet.defer import inlineCallbacks
-from twisted.trial.unittest import TestCase
 
 from .helpers import peer_id
-from .processes import CLI, TWISTD, Process, spawn
+from .processes import CLI, TWISTD, ProcessTestCase
 
 LISTENING = r"live dialect listening on tcp 127\.0\.0\.1:(\d+)"
 
 
-class DaemonProcessTests(TestCase):
+class DaemonProcessTests(ProcessTestCase):
     timeout = 60
-
-    def setUp(self) -> None:
-        self.cwd = os.path.abspath(self.mktemp())
-        os.makedirs(self.cwd)
-
-    def spawn(self, args: list[str]) -> Process:
-        process = spawn(args, self.cwd)
-        self.addCleanup(process.kill)
-        return process
 
     @inlineCallbacks
     def start_daemon(self, *extra: str):  # type: ignore[no-untyped-def]

@@ -5,11 +5,8 @@ exchange bytes through the relay, and the one that stays is told when the other 
 
 from __future__ import annotations
 
-import os
-
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.trial.unittest import TestCase
 
 from rendezvous.addrs import multiaddr_to_text
 from rendezvous.client.live import Event, PeerEntry
@@ -26,7 +23,7 @@ from rendezvous.relay.fleet import (
     join,
 )
 
-from .processes import P2P_LISTENING, TWISTD, Process, spawn
+from .processes import P2P_LISTENING, TWISTD, Process, ProcessTestCase
 
 EXCHANGE = "/rendezvous-test/exchange/1.0.0"
 
@@ -83,22 +80,16 @@ class Exchange(StreamProtocol):
         self.done.callback(self.received)
 
 
-class FleetTests(TestCase):
+class FleetTests(ProcessTestCase):
     timeout = 60
 
-    def setUp(self) -> None:
-        self.cwd = os.path.abspath(self.mktemp())
-        os.makedirs(self.cwd)
-
-    def spawn(self, *args: str) -> Process:
-        process = spawn([*TWISTD, "-n", "--pidfile=", *args], self.cwd)
-        self.addCleanup(process.kill)
-        return process
+    def twistd(self, *args: str) -> Process:
+        return self.spawn([*TWISTD, "-n", "--pidfile=", *args])
 
     @inlineCallbacks
     def start_daemon(self):  # type: ignore[no-untyped-def]
         """A `twistd rendezvous` with a libp2p listener: (process, its /p2p address)."""
-        daemon = self.spawn(
+        daemon = self.twistd(
             "rendezvous",
             "--listen",
             "tcp:0:interface=127.0.0.1",
@@ -111,7 +102,7 @@ class FleetTests(TestCase):
     @inlineCallbacks
     def start_relay(self, rendezvous: str, *flags: str):  # type: ignore[no-untyped-def]
         """A relay announcing itself to ``rendezvous``, once registered there."""
-        relay = self.spawn(
+        relay = self.twistd(
             "rendezvous-relay",
             "--p2p-listen",
             "/ip4/127.0.0.1/tcp/0",

@@ -6,7 +6,6 @@ import os
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
-from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, readBody
 
 from rendezvous.addrs import multiaddr_to_text
@@ -22,20 +21,11 @@ from rendezvous.relay.client import RelayRefused, StopHandler
 from rendezvous.standard.client import open_point
 
 from .helpers import Collect
-from .processes import P2P_LISTENING, TWISTD, Process, spawn
+from .processes import P2P_LISTENING, TWISTD, ProcessTestCase
 
 
-class ProcessBase(TestCase):
+class ProcessBase(ProcessTestCase):
     timeout = 60
-
-    def setUp(self) -> None:
-        self.cwd = os.path.abspath(self.mktemp())
-        os.makedirs(self.cwd)
-
-    def spawn(self, args: list[str]) -> Process:
-        process = spawn(args, self.cwd)
-        self.addCleanup(process.kill)
-        return process
 
 
 class RelayProcessTests(ProcessBase):
