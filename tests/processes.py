@@ -101,6 +101,10 @@ class ProcessTestCase(TestCase):
         self.addCleanup(process.kill)
         return process
 
+    def twistd(self, *args: str, cwd: str | None = None) -> Process:
+        """``twistd -n --pidfile= ARGS``: a plugin's service in the foreground."""
+        return self.spawn([*TWISTD, "-n", "--pidfile=", *args], cwd)
+
 
 def node_missing(folder: str) -> str | None:
     """Why the js peers of ``interop/<folder>`` cannot run here (a skip reason), or None."""

@@ -10,7 +10,7 @@ from twisted.internet.defer import inlineCallbacks
 from rendezvous.p2p.keys import PrivateKey, load_or_create_identity
 
 from .helpers import peer_id
-from .processes import CLI, TWISTD, ProcessTestCase
+from .processes import CLI, ProcessTestCase
 
 TCP_LISTENING = r"listening on (/ip4/127\.0\.0\.1/tcp/\d+/p2p/\w+)\n"
 WS_LISTENING = r"listening on (/ip4/127\.0\.0\.1/tcp/\d+/ws/p2p/\w+)\n"
@@ -21,19 +21,14 @@ class P2PClientProcessTests(ProcessTestCase):
 
     @inlineCallbacks
     def start_daemon(self):  # type: ignore[no-untyped-def]
-        daemon = self.spawn(
-            [
-                *TWISTD,
-                "-n",
-                "--pidfile=",
-                "rendezvous",
-                "--listen",
-                "tcp:0:interface=127.0.0.1",
-                "--p2p-listen",
-                "/ip4/127.0.0.1/tcp/0",
-                "--p2p-listen",
-                "/ip4/127.0.0.1/tcp/0/ws",
-            ]
+        daemon = self.twistd(
+            "rendezvous",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+            "--p2p-listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--p2p-listen",
+            "/ip4/127.0.0.1/tcp/0/ws",
         )
         tcp = yield daemon.wait_for(TCP_LISTENING)
         ws = yield daemon.wait_for(WS_LISTENING)

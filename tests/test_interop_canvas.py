@@ -24,7 +24,7 @@ from rendezvous.standard.client import open_point
 from rendezvous.standard.stream import CANVAS_PROTOCOL_ID, PROTOCOL_ID
 
 from .helpers import framed, rendezvous, tcp_addr
-from .processes import P2P_LISTENING, ROOT, TWISTD, ProcessTestCase, node_missing
+from .processes import P2P_LISTENING, ROOT, ProcessTestCase, node_missing
 
 JS = os.path.join(ROOT, "interop", "js-canvas")
 NODE = shutil.which("node")
@@ -64,19 +64,13 @@ class CanvasInteropTests(ProcessTestCase):
 
     @inlineCallbacks
     def start_daemon(self, *flags: str):  # type: ignore[no-untyped-def]
-        daemon = self.spawn(
-            [
-                *TWISTD,
-                "-n",
-                "--pidfile=",
-                "rendezvous",
-                "--listen",
-                "tcp:0:interface=127.0.0.1",
-                "--p2p-listen",
-                "/ip4/127.0.0.1/tcp/0",
-                *flags,
-            ],
-            self.cwd,
+        daemon = self.twistd(
+            "rendezvous",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+            "--p2p-listen",
+            "/ip4/127.0.0.1/tcp/0",
+            *flags,
         )
         match = yield daemon.wait_for(P2P_LISTENING)
         live = yield daemon.wait_for(LIVE_LISTENING)

@@ -18,7 +18,7 @@ from rendezvous.p2p.keys import PrivateKey
 from rendezvous.p2p.transport import TCPAddress
 from rendezvous.peerid import peer_id_to_text
 
-from .processes import ROOT, TWISTD, ProcessTestCase, node_missing
+from .processes import ROOT, ProcessTestCase, node_missing
 
 JS = os.path.join(ROOT, "interop", "js")
 NODE = shutil.which("node")
@@ -33,18 +33,12 @@ class JsLibp2pTests(ProcessTestCase):
 
     @inlineCallbacks
     def start_daemon(self, ws: bool = False):  # type: ignore[no-untyped-def]
-        daemon = self.spawn(
-            [
-                *TWISTD,
-                "-n",
-                "--pidfile=",
-                "rendezvous",
-                "--listen",
-                "tcp:0:interface=127.0.0.1",
-                "--p2p-listen",
-                "/ip4/127.0.0.1/tcp/0/ws" if ws else "/ip4/127.0.0.1/tcp/0",
-            ],
-            self.cwd,
+        daemon = self.twistd(
+            "rendezvous",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+            "--p2p-listen",
+            "/ip4/127.0.0.1/tcp/0/ws" if ws else "/ip4/127.0.0.1/tcp/0",
         )
         match = yield daemon.wait_for(WS_LISTENING if ws else P2P_LISTENING)
         return daemon, match.group(1), match.group(2)

@@ -21,7 +21,7 @@ from rendezvous.relay import client, codec, relayed
 from rendezvous.relay.client import StopHandler
 
 from .helpers import Collect
-from .processes import P2P_LISTENING, ROOT, TWISTD, ProcessTestCase, node_missing
+from .processes import P2P_LISTENING, ROOT, ProcessTestCase, node_missing
 
 JS = os.path.join(ROOT, "interop", "js-relay")
 NODE = shutil.which("node")
@@ -36,18 +36,7 @@ class JsRelayBase(ProcessTestCase):
 
     @inlineCallbacks
     def start_relay(self, *flags: str):  # type: ignore[no-untyped-def]
-        relay = self.spawn(
-            [
-                *TWISTD,
-                "-n",
-                "--pidfile=",
-                "rendezvous-relay",
-                "--p2p-listen",
-                "/ip4/127.0.0.1/tcp/0",
-                *flags,
-            ],
-            self.cwd,
-        )
+        relay = self.twistd("rendezvous-relay", "--p2p-listen", "/ip4/127.0.0.1/tcp/0", *flags)
         match = yield relay.wait_for(P2P_LISTENING)
         return relay, match.group(1), match.group(2)
 
@@ -78,17 +67,7 @@ class JsRelayInteropTests(JsRelayBase):
 
     @inlineCallbacks
     def test_js_peers_through_our_relay_over_websocket(self):  # type: ignore[no-untyped-def]
-        relay = self.spawn(
-            [
-                *TWISTD,
-                "-n",
-                "--pidfile=",
-                "rendezvous-relay",
-                "--p2p-listen",
-                "/ip4/127.0.0.1/tcp/0/ws",
-            ],
-            self.cwd,
-        )
+        relay = self.twistd("rendezvous-relay", "--p2p-listen", "/ip4/127.0.0.1/tcp/0/ws")
         match = yield relay.wait_for(r"listening on (/ip4/127\.0\.0\.1/tcp/\d+/ws/p2p/\w+)")
         target = match.group(1)
         result = yield self.run_script("peers.mjs", target, "20000")

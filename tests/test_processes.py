@@ -18,18 +18,13 @@ class DaemonProcessTests(ProcessTestCase):
 
     @inlineCallbacks
     def start_daemon(self, *extra: str):  # type: ignore[no-untyped-def]
-        daemon = self.spawn(
-            [
-                *TWISTD,
-                "-n",
-                "--pidfile=",
-                "rendezvous",
-                "--listen",
-                "tcp:0:interface=127.0.0.1",
-                "--metrics",
-                "tcp:0:interface=127.0.0.1",
-                *extra,
-            ]
+        daemon = self.twistd(
+            "rendezvous",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+            "--metrics",
+            "tcp:0:interface=127.0.0.1",
+            *extra,
         )
         match = yield daemon.wait_for(LISTENING)
         return daemon, f"127.0.0.1:{match.group(1)}"
@@ -93,16 +88,7 @@ class DaemonProcessTests(ProcessTestCase):
             taken.bind(("127.0.0.1", 0))
             taken.listen()
             port = taken.getsockname()[1]
-            daemon = self.spawn(
-                [
-                    *TWISTD,
-                    "-n",
-                    "--pidfile=",
-                    "rendezvous",
-                    "--listen",
-                    f"tcp:{port}:interface=127.0.0.1",
-                ]
-            )
+            daemon = self.twistd("rendezvous", "--listen", f"tcp:{port}:interface=127.0.0.1")
             code = yield daemon.ended
         self.assertNotEqual(code, 0)
         self.assertIn("Address already in use", daemon.output + daemon.errors)

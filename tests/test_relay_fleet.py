@@ -23,7 +23,7 @@ from rendezvous.relay.fleet import (
     join,
 )
 
-from .processes import P2P_LISTENING, TWISTD, Process, ProcessTestCase
+from .processes import P2P_LISTENING, ProcessTestCase
 
 EXCHANGE = "/rendezvous-test/exchange/1.0.0"
 
@@ -82,9 +82,6 @@ class Exchange(StreamProtocol):
 
 class FleetTests(ProcessTestCase):
     timeout = 60
-
-    def twistd(self, *args: str) -> Process:
-        return self.spawn([*TWISTD, "-n", "--pidfile=", *args])
 
     @inlineCallbacks
     def start_daemon(self):  # type: ignore[no-untyped-def]

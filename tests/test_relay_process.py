@@ -21,7 +21,7 @@ from rendezvous.relay.client import RelayRefused, StopHandler
 from rendezvous.standard.client import open_point
 
 from .helpers import Collect
-from .processes import P2P_LISTENING, TWISTD, ProcessTestCase
+from .processes import P2P_LISTENING, ProcessTestCase
 
 
 class ProcessBase(ProcessTestCase):
@@ -31,19 +31,14 @@ class ProcessBase(ProcessTestCase):
 class RelayProcessTests(ProcessBase):
     @inlineCallbacks
     def test_reserve_and_relay(self):  # type: ignore[no-untyped-def]
-        relay = self.spawn(
-            [
-                *TWISTD,
-                "-n",
-                "--pidfile=",
-                "rendezvous-relay",
-                "--p2p-listen",
-                "/ip4/127.0.0.1/tcp/0",
-                "--identity",
-                "relay.key",
-                "--metrics",
-                "tcp:0:interface=127.0.0.1",
-            ]
+        relay = self.twistd(
+            "rendezvous-relay",
+            "--p2p-listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--identity",
+            "relay.key",
+            "--metrics",
+            "tcp:0:interface=127.0.0.1",
         )
         match = yield relay.wait_for(P2P_LISTENING)
         metrics = yield relay.wait_for(r"metrics listening on tcp 127\.0\.0\.1:(\d+)")
@@ -107,33 +102,23 @@ class AnnounceTests(ProcessBase):
 
     @inlineCallbacks
     def test_relay_found_by_discover(self):  # type: ignore[no-untyped-def]
-        daemon = self.spawn(
-            [
-                *TWISTD,
-                "-n",
-                "--pidfile=",
-                "rendezvous",
-                "--listen",
-                "tcp:0:interface=127.0.0.1",
-                "--p2p-listen",
-                "/ip4/127.0.0.1/tcp/0",
-            ]
+        daemon = self.twistd(
+            "rendezvous",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+            "--p2p-listen",
+            "/ip4/127.0.0.1/tcp/0",
         )
         match = yield daemon.wait_for(P2P_LISTENING)
         rendezvous = match.group(1)
-        relay = self.spawn(
-            [
-                *TWISTD,
-                "-n",
-                "--pidfile=",
-                "rendezvous-relay",
-                "--p2p-listen",
-                "/ip4/127.0.0.1/tcp/0",
-                "--announce-to",
-                rendezvous,
-                "--namespace",
-                "fleet",
-            ]
+        relay = self.twistd(
+            "rendezvous-relay",
+            "--p2p-listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--announce-to",
+            rendezvous,
+            "--namespace",
+            "fleet",
         )
         relay_match = yield relay.wait_for(P2P_LISTENING)
         yield relay.wait_for(r"registered in fleet at ")
