@@ -128,7 +128,15 @@ def profiled(kind: str, path: str, fn: Callable[[], Any]) -> Any:
 class Server:
     """A server process under test: ours (``twistd rendezvous``) or the baseline."""
 
-    def __init__(self, kind: str, extra: Sequence[str] = (), profile: str | None = None):
+    def __init__(
+        self,
+        kind: str,
+        extra: Sequence[str] = (),
+        profile: str | None = None,
+        workers: int = 0,
+    ):
+        """``workers``: our daemon with that many worker processes, left free to use
+        every CPU (a single process is pinned to `SERVER_CPUS`)."""
         self.kind = kind
         self.graceful = bool(profile or PROFILE)
         env = dict(os.environ, PYTHONPATH=ROOT)
@@ -155,6 +163,8 @@ class Server:
                 "1000000",
                 *extra,
             ]
+            if workers:
+                argv += ["--workers", str(workers)]
         elif kind in ("baseline", "baseline-idle"):
             argv = [sys.executable, os.path.join(HERE, "baseline_server.py"), "--port", "0"]
             if kind == "baseline-idle":
@@ -174,9 +184,26 @@ class Server:
             preexec_fn=raise_fd_limit,
         )
         _children.append(self.proc)
-        pin(SERVER_CPUS, self.proc.pid)
+        if not workers:
+            pin(SERVER_CPUS, self.proc.pid)
         self.port = self._wait_listening()
         self.ps = psutil.Process(self.proc.pid)
+        self.workers = workers
+        if workers:
+            self._wait_workers(workers)
+
+    def _wait_workers(self, count: int, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while self.log_text().count(" started (pid ") < count:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"{count} workers did not start:\n{self.log_text()}")
+            time.sleep(0.05)
+
+    def processes(self) -> list[psutil.Process]:
+        """The daemon and its worker processes."""
+        if not self.workers:
+            return [self.ps]
+        return [self.ps, *self.ps.children(recursive=True)]
 
     def log_text(self) -> str:
         with open(self.log.name, "rb") as f:
@@ -194,11 +221,17 @@ class Server:
         raise RuntimeError(f"{self.kind} did not start:\n{self.log_text()}")
 
     def cpu(self) -> float:
-        t = self.ps.cpu_times()
-        return t.user + t.system
+        """CPU seconds of the daemon (and its workers)."""
+        total = 0.0
+        for ps in self.processes():
+            with contextlib.suppress(psutil.Error):
+                t = ps.cpu_times()
+                total += t.user + t.system
+        return total
 
     def rss(self) -> int:
-        return self.ps.memory_info().rss
+        """Resident bytes of the daemon (and its workers)."""
+        return sum(ps.memory_info().rss for ps in self.processes())
 
     def stop(self) -> None:
         if self.proc.poll() is None and not self.graceful:

@@ -5,7 +5,10 @@ process pinned to the other CPU, then, per round, calls ``socket.send`` of one ~
 message on each accepted socket in a plain loop. The table gives the loop's wall time and
 CPU time: no single-threaded server written in Python reaches every subscriber faster than
 this here. A second row splits the same sends over ``--threads`` threads allowed every
-core (the system call releases the GIL): what sending from threads could gain.
+core (the system call releases the GIL): what sending from threads could gain. A third
+splits them over ``--processes`` processes allowed every core (what ``--workers`` does);
+its loop time is that of the slowest. The reader drains its sockets only between rounds,
+so that it does not compete for the CPUs while they send.
 """
 
 from __future__ import annotations
@@ -27,12 +30,28 @@ def reader(conn, port: int, count: int) -> None:
         ep.add(c.connect(port, k))
     conn.send(("ready",))
     while True:
-        if conn.poll(0) and conn.recv()[0] == "quit":
+        if conn.recv()[0] == "quit":
             ep.close()
             return
-        for fd, _ev in ep.poll(0.05):
+        for fd, _ev in ep.poll(0):
             with contextlib.suppress(BlockingIOError):
                 ep.socks[fd].recv(65536)
+        conn.send(("drained",))
+
+
+def sender(conn, socks: list[socket.socket], message: bytes) -> None:
+    """One of ``--processes``: sends ``message`` on each of ``socks`` when told to start."""
+    os.sched_setaffinity(0, range(os.cpu_count() or 1))
+    while True:
+        cmd = conn.recv()
+        if cmd[0] == "quit":
+            return
+        while time.time() < cmd[1]:
+            pass
+        cpu0 = c.self_cpu()
+        for s in socks:
+            s.send(message)
+        conn.send(("sent", time.time() - cmd[1], c.self_cpu() - cpu0))
 
 
 def main(args) -> int:
@@ -61,6 +80,7 @@ def main(args) -> int:
     rows, results = [], {}
     for label, threads, cpus_allowed in setups:
         os.sched_setaffinity(0, cpus_allowed)
+        os.sched_setaffinity(0, cpus_allowed)
         pool = ThreadPoolExecutor(threads) if threads > 1 else None
         parts = [accepted[i::threads] for i in range(threads)]
         walls, cpus = [], []
@@ -73,8 +93,28 @@ def main(args) -> int:
                 list(pool.map(send_each, parts))
             walls.append((time.perf_counter() - t0) * 1000)
             cpus.append((c.self_cpu() - cpu0) * 1000)
+            c.broadcast([r], "drain")
         if pool is not None:
             pool.shutdown()
+        med_wall = c.median(walls)
+        rows.append(
+            [label, args.subscribers, med_wall, c.median(cpus), args.subscribers / med_wall * 1000]
+        )
+        results[label] = {"loop_ms": walls, "cpu_ms": cpus}
+    if args.processes > 1:
+        senders = [
+            c.Worker(sender, accepted[i :: args.processes], message) for i in range(args.processes)
+        ]
+        walls, cpus = [], []
+        for _ in range(args.rounds):
+            time.sleep(args.pause)
+            done = c.broadcast(senders, "go", time.time() + 0.02)
+            walls.append(max(d[1] for d in done) * 1000)
+            cpus.append(sum(d[2] for d in done) * 1000)
+            c.broadcast([r], "drain")
+        for w in senders:
+            w.stop()
+        label = f"{args.processes} processes"
         med_wall = c.median(walls)
         rows.append(
             [label, args.subscribers, med_wall, c.median(cpus), args.subscribers / med_wall * 1000]
@@ -86,7 +126,7 @@ def main(args) -> int:
     print(
         c.table(
             f"Scenario 2 floor: one socket.send per subscriber in a plain loop (and split over "
-            f"threads, every core), {args.subscribers:,} subscribers, median of "
+            f"threads, then processes, every core), {args.subscribers:,} subscribers, median of "
             f"{args.rounds} rounds",
             ["what", "subscribers", "loop ms", "CPU ms", "sends/s"],
             rows,
@@ -103,5 +143,8 @@ if __name__ == "__main__":
     p.add_argument("--pause", type=float, default=0.3)
     p.add_argument(
         "--threads", type=int, default=os.cpu_count() or 1, help="threads of the second row"
+    )
+    p.add_argument(
+        "--processes", type=int, default=os.cpu_count() or 1, help="processes of the third row"
     )
     c.main_wrapper(main, p.parse_args())

@@ -39,6 +39,7 @@ _LIMIT_FLAGS: list[tuple[str, str, str]] = [
     ("max-registrations-per-peer", "max_registrations_per_peer", "TTL registrations of one peer"),
 ]
 _DEFAULTS = Limits()
+_MAX_WORKERS = 256
 _P2P_LIMIT_FLAGS: list[tuple[str, str, str, type]] = [
     ("p2p-max-connections", "max_connections", "libp2p connections open at once", int),
     ("p2p-max-connections-per-ip", "max_connections_per_ip", "from one IP address", int),
@@ -92,6 +93,15 @@ class Options(usage.Options):
         ],
         ["metrics", None, None, "strport serving Prometheus text at /metrics, e.g. tcp:9090"],
         [
+            "workers",
+            None,
+            0,
+            "worker processes that serve the connections of the plain tcp: and unix: --listen "
+            "listeners, so parsing and pushes use every core (this process keeps the "
+            "registry; ssl: listeners and libp2p stay here); 0: serve them in this process",
+            int,
+        ],
+        [
             "identity",
             None,
             None,
@@ -137,6 +147,8 @@ class Options(usage.Options):
                 load_or_create_identity(self["identity"])
             except IdentityFileError as e:
                 raise usage.UsageError(f"--identity: {e}") from None
+        if not 0 <= self["workers"] <= _MAX_WORKERS:
+            raise usage.UsageError(f"--workers must be between 0 and {_MAX_WORKERS}")
         if not 0.5 <= self["lease"] <= 3600:
             raise usage.UsageError("--lease must be between 0.5 and 3600 seconds")
         try:
@@ -174,5 +186,6 @@ def makeService(options: Options) -> IService:
         p2p_listen=tuple(options["p2p-listen"]),
         identity=options["identity"],
         p2p_limits=options["p2p-limits"],
+        workers=options["workers"],
     )
     return Daemon(config, reactor)

@@ -6,7 +6,8 @@ families are built only at scrape time, and the gauges are read from the store.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypedDict
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -15,6 +16,36 @@ from prometheus_client.registry import Collector
 from rendezvous.store.base import StoreStats
 
 MESSAGE_TYPES = ("register", "unregister", "rendezvous", "discover", "error")
+
+
+class Counts(TypedDict):
+    """What a `Metrics` has counted: what a worker process reports to the main one."""
+
+    received: dict[str, int]
+    sent: dict[str, int]
+    refusals: dict[str, int]
+    slow_subscribers_dropped: int
+    sessions_opened: int
+
+
+def empty_counts() -> Counts:
+    return Counts(
+        received=dict.fromkeys(MESSAGE_TYPES, 0),
+        sent=dict.fromkeys(MESSAGE_TYPES, 0),
+        refusals={},
+        slow_subscribers_dropped=0,
+        sessions_opened=0,
+    )
+
+
+def add_counts(total: Counts, more: Counts) -> None:
+    """Add ``more`` into ``total``."""
+    for name in ("received", "sent", "refusals"):
+        into: dict[str, int] = total[name]
+        for key, value in more[name].items():
+            into[key] = into.get(key, 0) + value
+    total["slow_subscribers_dropped"] += more["slow_subscribers_dropped"]
+    total["sessions_opened"] += more["sessions_opened"]
 
 
 class Metrics(Collector):
@@ -30,14 +61,32 @@ class Metrics(Collector):
         """Requests refused and connections closed, by reason."""
         self.slow_subscribers_dropped = 0
         self.sessions_opened = 0
+        self._included: Callable[[], Iterable[Counts]] = tuple
+        """Counters of other processes (workers), added to ours when scraped."""
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(self)
+
+    def include(self, source: Callable[[], Iterable[Counts]]) -> None:
+        """Add the counters ``source`` gives to ours when scraped."""
+        self._included = source
+
+    def counts(self) -> Counts:
+        return Counts(
+            received=dict(self.received),
+            sent=dict(self.sent),
+            refusals=dict(self.refusals),
+            slow_subscribers_dropped=self.slow_subscribers_dropped,
+            sessions_opened=self.sessions_opened,
+        )
 
     def refused(self, reason: str) -> None:
         self.refusals[reason] = self.refusals.get(reason, 0) + 1
 
     def collect(self) -> Iterator[Metric]:
         stats = self._stats()
+        total = self.counts()
+        for more in self._included():
+            add_counts(total, more)
         for name, help, value in [
             ("rendezvous_sessions", "Open client sessions.", stats.sessions),
             ("rendezvous_registrations", "Registrations held.", stats.registrations),
@@ -53,19 +102,19 @@ class Metrics(Collector):
             (
                 "rendezvous_messages_received",
                 "Live-dialect messages received, by type.",
-                self.received,
+                total["received"],
                 "type",
             ),
             (
                 "rendezvous_messages_sent",
                 "Live-dialect messages sent, by type.",
-                self.sent,
+                total["sent"],
                 "type",
             ),
             (
                 "rendezvous_refusals",
                 "Requests refused and connections closed, by reason.",
-                self.refusals,
+                total["refusals"],
                 "reason",
             ),
         ]:
@@ -76,8 +125,8 @@ class Metrics(Collector):
         yield CounterMetricFamily(
             "rendezvous_slow_subscribers_dropped",
             "Sessions dropped because their unsent pushes passed the bound.",
-            self.slow_subscribers_dropped,
+            total["slow_subscribers_dropped"],
         )
         yield CounterMetricFamily(
-            "rendezvous_sessions_opened", "Client sessions opened.", self.sessions_opened
+            "rendezvous_sessions_opened", "Client sessions opened.", total["sessions_opened"]
         )

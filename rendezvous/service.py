@@ -39,6 +39,8 @@ from rendezvous.standard.stream import CANVAS_PROTOCOL_ID, standard_stream_handl
 from rendezvous.standard.stream import PROTOCOL_ID as STANDARD_PROTOCOL_ID
 from rendezvous.store.base import Store
 from rendezvous.store.memory import MemoryStore
+from rendezvous.workers.hub import Hub
+from rendezvous.workers.pool import WorkerPool
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,9 @@ class DaemonConfig:
     identity: str | None = None
     """libp2p private key file, created (mode 0600) if missing; None: a new key per run."""
     p2p_limits: HostLimits = field(default_factory=HostLimits)
+    workers: int = 0
+    """Worker processes serving the live dialect's plain tcp: and unix: listeners; 0:
+    this process serves them (see `rendezvous.workers`)."""
 
 
 @implementer(IStreamServerEndpoint)
@@ -191,6 +196,14 @@ class Daemon(MultiService):
             for text in config.p2p_listen:
                 address = TCPAddress.parse(text)
                 p2p_listener(address, self.p2p_host, self.p2p_ports).setServiceParent(self)
+        self.hub: Hub | None = None
+        if config.workers:
+            # ``clock`` is then the reactor: the pool spawns processes and adopts sockets.
+            self.hub = Hub(self.store, clock)
+            self.metrics.include(self.hub.worker_counts)
+            WorkerPool(
+                config.workers, self.hub, self.live_ports, self.live_factory, config.limits, clock
+            ).setServiceParent(self)
         if config.metrics is not None:
             root = Resource()
             root.putChild(b"metrics", MetricsResource(registry=self.metrics.registry))

@@ -40,7 +40,8 @@ class BenchSmokeTests(unittest.TestCase):
         await self.run_script("register_throughput.py", "Scenario 1:")
 
     async def test_fanout(self) -> None:
-        await self.run_script("fanout.py", "Scenario 2:")
+        text = await self.run_script("fanout.py", "Scenario 2:", "rendezvous, 1 process")
+        self.assertRegex(text, re.compile(r"^\s*rendezvous, --workers 2\s*\|.*\|", re.M))
 
     async def test_discover_latency(self) -> None:
         await self.run_script("discover_latency.py", "Scenario 3:")
@@ -49,7 +50,8 @@ class BenchSmokeTests(unittest.TestCase):
         await self.run_script("sessions_held.py", "Scenario 4:")
 
     async def test_fanout_floor(self) -> None:
-        await self.run_script("fanout_floor.py", "Scenario 2 floor:", "raw send loop")
+        text = await self.run_script("fanout_floor.py", "Scenario 2 floor:", "raw send loop")
+        self.assertRegex(text, re.compile(r"^\s*\d+ processes\s*\|.*\|", re.M))
 
     async def test_redis_fleet(self) -> None:
         from .redis_server import redis_server_path

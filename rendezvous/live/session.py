@@ -169,6 +169,11 @@ class LiveSession:
                 return
             sent["register"] += 1
 
+    def drop(self, refusal: Refused) -> None:
+        """The store ends the session: tell the client why and close."""
+        if not self.closed:
+            self._fail(refusal, None)
+
     def _drop_slow(self) -> None:
         self.dialect.metrics.slow_subscribers_dropped += 1
         refusal = Refused(Status.UNAVAILABLE, "too slow: unsent messages passed the limit")

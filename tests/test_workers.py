@@ -1,0 +1,239 @@
+"""The hub and a worker's store, wired together in memory: one registry, two workers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.internet.task import Clock
+from twisted.trial.unittest import TestCase
+
+from rendezvous.limits import Limits
+from rendezvous.metrics import Metrics, empty_counts
+from rendezvous.model import Announcement, Change, Peer, Refused, Registration, Status
+from rendezvous.store.memory import MemoryStore
+from rendezvous.workers.hub import Hub, WorkerLink
+from rendezvous.workers.hubstore import HubStore, counters_record
+from rendezvous.workers.wire import ChannelError, Kind, RecordDecoder, pickled, record
+
+from .helpers import peer
+
+
+class Client:
+    """A session's side, keeping what the store told it."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        self.dropped: Refused | None = None
+
+    def announce(self, announcement: Announcement) -> None:
+        entry = announcement.registration
+        self.calls.append((announcement.change.value, entry.namespace, entry.peer.id))
+
+    def snapshot(self, namespace: str, registrations: list[Registration]) -> None:
+        self.calls.append(("snapshot", namespace, [r.peer.id for r in registrations]))
+
+    def discovered(
+        self, request_id: int | None, namespace: str, registrations: list[Registration]
+    ) -> None:
+        self.calls.append(("discovered", request_id, [r.peer.id for r in registrations]))
+
+    def refused(self, request_id: int | None, refusal: Refused) -> None:
+        self.calls.append(("refused", request_id, refusal.status))
+
+    def drop(self, refusal: Refused) -> None:
+        self.dropped = refusal
+
+
+class Worker:
+    """A `HubStore` whose records reach the hub's `WorkerLink` at once, and back on
+    the hub's next flush (the end of the reactor turn, on the clock)."""
+
+    def __init__(self, hub: Hub, name: str, max_sessions: int = 100) -> None:
+        self.store = HubStore(max_sessions)
+        self.link: WorkerLink = hub.link(name, self.store.feed)
+        self.store.send = self.link.feed
+
+
+class HubTests(TestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.memory = MemoryStore(Limits(max_sessions=3), self.clock)
+        self.hub = Hub(self.memory, self.clock)
+        self.a = Worker(self.hub, "a")
+        self.b = Worker(self.hub, "b")
+
+    def turn(self) -> None:
+        self.clock.advance(0)
+
+    def test_push_crosses_workers_and_ends_with_the_session(self) -> None:
+        watcher = Client()
+        watching = self.a.store.open_session(watcher)
+        self.a.store.subscribe(watching, "ns", None)
+        alice = self.b.store.open_session(Client())
+        self.b.store.register(alice, "ns", peer("alice"), None)
+        self.turn()
+        self.b.store.close_session(alice)
+        self.turn()
+        alice_id = peer("alice").id
+        self.assertEqual(
+            watcher.calls,
+            [("snapshot", "ns", []), ("register", "ns", alice_id), ("unregister", "ns", alice_id)],
+        )
+        self.assertEqual(self.memory.stats().sessions, 1)
+
+    def test_snapshot_comes_before_the_pushes_that_follow_it(self) -> None:
+        bob = self.b.store.open_session(Client())
+        self.b.store.register(bob, "ns", peer("bob"), None)
+        watcher = Client()
+        watching = self.a.store.open_session(watcher)
+        self.a.store.subscribe(watching, "ns", None)
+        self.b.store.register(bob, "ns", peer("carol"), None)
+        self.turn()
+        self.assertEqual(
+            watcher.calls,
+            [("snapshot", "ns", [peer("bob").id]), ("register", "ns", peer("carol").id)],
+        )
+
+    def test_one_define_and_one_push_record_per_worker_per_announcement(self) -> None:
+        written: list[bytes] = []
+        link = self.hub.link("c", written.append)
+        for sid in (1, 2):
+            link.feed(pickled(Kind.OPEN, (sid, None)))
+            link.feed(pickled(Kind.REQUEST, ("subscribe", sid, ("ns", None), {})))
+        self.turn()
+        written.clear()
+        alice = self.a.store.open_session(Client())
+        self.a.store.register(alice, "ns", peer("alice"), None)
+        self.turn()
+        kinds = [kind for kind, _ in RecordDecoder().feed(b"".join(written))]
+        self.assertEqual(kinds, [Kind.DEFINE, Kind.PUSH])
+
+    def test_answers_carry_request_ids_and_refusals(self) -> None:
+        client = Client()
+        session = self.a.store.open_session(client)
+        other = self.b.store.open_session(Client())
+        self.b.store.register(other, "ns", peer("alice"), None)
+        self.a.store.register(session, "ns", peer("alice"), 7)
+        self.a.store.discover(session, "ns", 10, 8)
+        self.a.store.discover(session, "empty", 10, 9)
+        self.turn()
+        self.assertEqual(
+            client.calls,
+            [
+                ("refused", 7, Status.NOT_AUTHORIZED),
+                ("discovered", 8, [peer("alice").id]),
+                ("discovered", 9, []),
+            ],
+        )
+
+    def test_own_registrations_are_not_pushed_back(self) -> None:
+        client = Client()
+        session = self.a.store.open_session(client)
+        self.a.store.subscribe(session, "ns", None)
+        self.a.store.register(session, "ns", peer("alice"), None)
+        self.turn()
+        self.assertEqual(client.calls, [("snapshot", "ns", [])])
+
+    def test_a_lost_worker_takes_its_sessions_with_it(self) -> None:
+        watcher = Client()
+        watching = self.a.store.open_session(watcher)
+        self.a.store.subscribe(watching, "ns", None)
+        alice = self.b.store.open_session(Client())
+        self.b.store.register(alice, "ns", peer("alice"), None)
+        self.turn()
+        self.hub.unlink(self.b.link)
+        self.turn()
+        self.assertEqual(watcher.calls[-1], ("unregister", "ns", peer("alice").id))
+        self.assertEqual(self.memory.stats().registrations, 0)
+        self.assertEqual(self.memory.stats().sessions, 1)
+
+    def test_the_hub_refusing_a_session_drops_it_in_the_worker(self) -> None:
+        for _ in range(3):
+            self.a.store.open_session(Client())
+        fourth = Client()
+        self.b.store.open_session(fourth)
+        self.turn()
+        assert fourth.dropped is not None
+        self.assertEqual(fourth.dropped.status, Status.UNAVAILABLE)
+
+    def test_a_worker_holds_its_share_of_sessions(self) -> None:
+        worker = Worker(self.hub, "small", max_sessions=1)
+        worker.store.open_session(Client())
+        with self.assertRaises(Refused):
+            worker.store.open_session(Client())
+
+    def test_records_for_ended_sessions_are_ignored(self) -> None:
+        watcher = Client()
+        watching = self.a.store.open_session(watcher)
+        self.a.store.subscribe(watching, "ns", None)
+        self.turn()
+        alice = self.b.store.open_session(Client())
+        self.b.store.register(alice, "ns", peer("alice"), None)
+        # The push is on its way when the watcher leaves.
+        self.a.store.close_session(watching)
+        self.turn()
+        self.assertEqual(watcher.calls, [("snapshot", "ns", [])])
+
+    def test_requests_of_unknown_methods_break_the_channel(self) -> None:
+        with self.assertRaises(ChannelError):
+            self.a.link.feed(pickled(Kind.REQUEST, ("stop", 1, (), {})))
+        with self.assertRaises(ChannelError):
+            self.a.link.feed(record(Kind.PUSH, b"\x00" * 8))
+        with self.assertRaises(ChannelError):
+            self.a.link.feed(record(Kind.OPEN, b"not a pickle"))
+
+    def test_worker_counters_add_up_and_outlive_the_worker(self) -> None:
+        metrics = Metrics(self.memory.stats)
+        metrics.include(self.hub.worker_counts)
+        metrics.received["register"] = 1
+        counts = empty_counts()
+        counts["received"]["register"] = 5
+        counts["refusals"]["not_authorized"] = 2
+        self.a.link.feed(counters_record({"counts": counts, "adopted": 4}))
+        self.assertEqual(self.a.link.adopted, 4)
+
+        def value(name: str, **labels: str) -> float | None:
+            return metrics.registry.get_sample_value(name, labels)
+
+        self.assertEqual(value("rendezvous_messages_received_total", type="register"), 6)
+        self.hub.unlink(self.a.link)
+        self.assertEqual(value("rendezvous_messages_received_total", type="register"), 6)
+        self.assertEqual(value("rendezvous_refusals_total", reason="not_authorized"), 2)
+
+
+class RecordTests(TestCase):
+    @given(
+        st.lists(st.tuples(st.sampled_from(list(Kind)), st.binary(max_size=300)), max_size=20),
+        st.lists(st.integers(min_value=1, max_value=50), min_size=1, max_size=10),
+    )
+    def test_records_survive_any_split(
+        self, records: list[tuple[Kind, bytes]], cuts: list[int]
+    ) -> None:
+        stream = b"".join(record(kind, body) for kind, body in records)
+        decoder = RecordDecoder()
+        out: list[tuple[int, bytes]] = []
+        position = 0
+        for cut in cuts * (len(stream) // sum(cuts) + 1):
+            out += decoder.feed(stream[position : position + cut])
+            position += cut
+        self.assertEqual(out, [(int(k), b) for k, b in records])
+
+    def test_an_impossible_length_is_an_error(self) -> None:
+        with self.assertRaises(ChannelError):
+            RecordDecoder().feed(b"\x00\x00\x00\x00\x01")
+        with self.assertRaises(ChannelError):
+            RecordDecoder().feed(b"\xff\xff\xff\xff\x01")
+
+    def test_a_push_before_any_announcement_is_logged_and_ignored(self) -> None:
+        store = HubStore(10, send=lambda data: None)
+        client = Client()
+        store.open_session(client)
+        store.feed(record(Kind.PUSH, (1).to_bytes(8, "little")))
+        self.assertEqual(client.calls, [])
+        self.assertEqual(len(self.flushLoggedErrors()), 0)
+        announcement = Announcement(Change.REGISTER, Registration("ns", Peer("x", b"x")))
+        store.feed(pickled(Kind.DEFINE, announcement))
+        store.feed(record(Kind.PUSH, (1).to_bytes(8, "little")))
+        self.assertEqual(client.calls, [("register", "ns", "x")])
