@@ -233,6 +233,10 @@ class Server:
         """Resident bytes of the daemon (and its workers)."""
         return sum(ps.memory_info().rss for ps in self.processes())
 
+    def main_rss(self) -> int:
+        """Resident bytes of the daemon's main process alone."""
+        return self.ps.memory_info().rss
+
     def stop(self) -> None:
         if self.proc.poll() is None and not self.graceful:
             self.proc.kill()  # nothing to save: skip closing every session one by one

@@ -7,8 +7,11 @@ pushed) and a DISCOVER whose reply proves both were handled. After each step the
 RSS is read; per-session memory = (RSS - RSS with no session) / sessions. At the end every
 session sends one more DISCOVER and must be answered.
 
-The server is one process and cannot hold more descriptors than its hard RLIMIT_NOFILE;
-``--sessions`` defaults to what fits under it.
+A server process cannot hold more descriptors than its hard RLIMIT_NOFILE: for one
+process (``rendezvous``, the baselines) ``--sessions`` defaults to what fits under it. The
+``workers`` server is our daemon with ``--workers`` processes, each holding its share of
+the connections (the main process keeps only the registry): it is grown to
+``--workers-sessions`` (50,000), and its RSS is that of all its processes.
 """
 
 from __future__ import annotations
@@ -77,26 +80,28 @@ def worker(conn, port: int, first: int, stride: int, batch: int, idle: bool) -> 
 
 
 def measure(kind: str, args) -> dict:
-    server = c.Server(kind)
+    workers = args.workers if kind == "workers" else 0
+    server = c.Server("rendezvous" if workers else kind, workers=workers)
+    steps = args.steps[kind]
     idle = kind == "baseline-idle"
-    workers = [
+    generators = [
         c.Worker(worker, server.port, k, args.generators, args.batch, idle)
         for k in range(args.generators)
     ]
     try:
         time.sleep(0.5)
-        base_rss = server.rss()
+        base_rss, base_main = server.rss(), server.main_rss()
         report = c.PROFILE.get("memory")
         if report and kind == "rendezvous":
             server.proc.send_signal(signal.SIGUSR2)  # the baseline snapshot
             time.sleep(1)
         curve = [(0, base_rss)]
         t0 = time.monotonic()
-        for step in args.steps:
+        for step in steps:
             shares = c.split(step, args.generators)
-            for w, n in zip(workers, shares, strict=True):
+            for w, n in zip(generators, shares, strict=True):
                 w.send("grow", n)
-            got = sum(w.recv(200)[1] for w in workers)
+            got = sum(w.recv(200)[1] for w in generators)
             assert got == step, (got, step)
             time.sleep(args.settle)
             server.check_alive()
@@ -112,11 +117,13 @@ def measure(kind: str, args) -> dict:
                     time.sleep(0.5)
                     break
         answered = (
-            step if idle else sum(r[1] for r in c.broadcast(workers, "check", 60, timeout=120))
+            step if idle else sum(r[1] for r in c.broadcast(generators, "check", 60, timeout=120))
         )
         server.check_alive()
         n, rss = curve[-1]
+        main_growth = server.main_rss() - base_main
         return {
+            "main_kib": main_growth / n / 1024,
             "server": kind,
             "sessions": n,
             "base_rss_mib": base_rss / 2**20,
@@ -128,12 +135,12 @@ def measure(kind: str, args) -> dict:
             "curve": curve,
         }
     finally:
-        for w in workers:
+        for w in generators:
             w.stop()
         server.stop()
 
 
-KEYS = ("base_rss_mib", "rss_mib", "per_session_kib", "answered", "grow_seconds")
+KEYS = ("base_rss_mib", "rss_mib", "per_session_kib", "main_kib", "answered", "grow_seconds")
 
 
 def main(args) -> int:
@@ -149,9 +156,12 @@ def main(args) -> int:
             file=sys.stderr,
         )
         args.sessions = hard - 1000
+    if args.quick:
+        args.workers_sessions = 90
     fractions = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0)
-    args.steps = sorted({max(1, int(args.sessions * f)) for f in fractions})
     kinds = args.servers.split(",")
+    args.sizes = {k: args.workers_sessions if k == "workers" else args.sessions for k in kinds}
+    args.steps = {k: sorted({max(1, int(n * f)) for f in fractions}) for k, n in args.sizes.items()}
     samples: dict[str, list[dict]] = {k: [] for k in kinds}
     for _ in range(args.runs):
         for kind in kinds:
@@ -164,20 +174,22 @@ def main(args) -> int:
             profile_text = f.read()
     rows = []
     ours = med.get("rendezvous")
+    labels = {"workers": f"rendezvous, --workers {args.workers}"}
     for kind, m in med.items():
-        mine = kind == "rendezvous"
+        mine = kind in ("rendezvous", "workers")
         rows.append(
             [
-                kind,
-                args.sessions,
+                labels.get(kind, kind),
+                args.sizes[kind],
                 m["base_rss_mib"],
                 m["rss_mib"],
                 m["per_session_kib"],
+                m["main_kib"] if kind == "workers" else "",
                 f"{m['answered']:,.0f}" if kind != "baseline-idle" else "(not asked)",
                 ours["per_session_kib"] / m["per_session_kib"] if ours and not mine else "",
                 (
                     "met"
-                    if m["per_session_kib"] < args.target_kib and m["answered"] == args.sessions
+                    if m["per_session_kib"] < args.target_kib and m["answered"] == args.sizes[kind]
                     else "MISSED"
                 )
                 if mine
@@ -195,6 +207,7 @@ def main(args) -> int:
                 "RSS empty MiB",
                 "RSS full MiB",
                 "KiB/session",
+                "of which main process",
                 "answered",
                 "ours/this",
                 "target",
@@ -223,9 +236,9 @@ def main(args) -> int:
                 [n for n, _ in curve],
                 [(r - base) / 2**20 for _, r in curve],
                 marker="o",
-                label=kind,
+                label=labels.get(kind, kind),
             )
-        xs = [0, args.sessions]
+        xs = [0, max(args.sizes.values())]
         ax.plot(
             xs,
             [x * args.target_kib / 1024 for x in xs],
@@ -245,13 +258,17 @@ def main(args) -> int:
 
 if __name__ == "__main__":
     p = c.base_parser(__doc__, timeout=300)
-    p.set_defaults(servers="rendezvous,baseline,baseline-idle")
+    p.set_defaults(servers="rendezvous,workers,baseline,baseline-idle")
     p.add_argument(
         "--sessions",
         type=int,
         default=None,
         help="sessions at the last step (default: 50,000 or what the fd limit allows)",
     )
+    p.add_argument(
+        "--workers-sessions", type=int, default=50_000, help="sessions the workers server grows to"
+    )
+    p.add_argument("--workers", type=int, default=3, help="worker processes of 'workers'")
     p.add_argument("--generators", type=int, default=4, help="client processes")
     p.add_argument("--batch", type=int, default=500, help="connections opened at once")
     p.add_argument("--settle", type=float, default=0.5, help="seconds before reading RSS")

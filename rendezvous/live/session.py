@@ -53,9 +53,16 @@ class LiveDialect:
 class LiveSession:
     """A client's session: frames requests, answers them, pushes announcements."""
 
-    _entries: EntryCache | None = None
-    """Made by a REGISTER that comes while the session holds registrations: only sessions
-    that register again and again pay for it (see `rendezvous.live.codec`)."""
+    __slots__ = (
+        "_decoder",
+        "_entries",
+        "_session",
+        "channel",
+        "closed",
+        "dialect",
+        "identity",
+        "label",
+    )
 
     def __init__(
         self, dialect: LiveDialect, channel: Channel, label: str, identity: bytes | None
@@ -66,6 +73,9 @@ class LiveSession:
         self.identity = identity
         self._decoder = FrameDecoder(dialect.codec.limits.max_frame_bytes)
         self._session: Session | None = None
+        self._entries: EntryCache | None = None
+        """Made by a REGISTER that comes while the session holds registrations: only
+        sessions that register again and again pay for it (see `rendezvous.live.codec`)."""
         self.closed = False
 
     def start(self) -> bool:
