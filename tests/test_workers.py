@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
+from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
@@ -15,6 +17,7 @@ from rendezvous.model import Announcement, Change, Peer, Refused, Registration, 
 from rendezvous.store.memory import MemoryStore
 from rendezvous.workers.hub import Hub, WorkerLink
 from rendezvous.workers.hubstore import HubStore, counters_record
+from rendezvous.workers.pool import WorkerPool, can_hand_over
 from rendezvous.workers.wire import ChannelError, Kind, RecordDecoder, pickled, record
 
 from .helpers import peer
@@ -237,3 +240,86 @@ class RecordTests(TestCase):
         store.feed(pickled(Kind.DEFINE, announcement))
         store.feed(record(Kind.PUSH, (1).to_bytes(8, "little")))
         self.assertEqual(client.calls, [("register", "ns", "x")])
+
+
+class _FakeSlot:
+    def __init__(self, load: int, room: int) -> None:
+        self.load = load
+        self.room = room
+        self.got: list[int] = []
+
+    def hand(self, conn: socket.socket, family: bytes) -> bool:
+        if self.room == 0:
+            return False
+        self.room -= 1
+        self.load += 1
+        self.got.append(conn.fileno())
+        return True
+
+
+class _FakeReactor(Clock):
+    def __init__(self) -> None:
+        super().__init__()
+        self.readers: set[object] = set()
+
+    def addReader(self, reader: object) -> None:
+        self.readers.add(reader)
+
+    def removeReader(self, reader: object) -> None:
+        self.readers.discard(reader)
+
+
+class HandOverTests(TestCase):
+    def pool(self, *slots: _FakeSlot) -> tuple[WorkerPool, _FakeReactor]:
+        reactor = _FakeReactor()
+        memory = MemoryStore(Limits(), reactor)
+        pool = WorkerPool(len(slots), Hub(memory, reactor), [], Factory(), Limits(), reactor)
+        pool.slots = list(slots)  # type: ignore[arg-type]
+        return pool, reactor
+
+    def connection(self) -> socket.socket:
+        a, b = socket.socketpair()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        return a
+
+    def test_the_least_loaded_worker_gets_the_connection(self) -> None:
+        busy, idle = _FakeSlot(load=5, room=10), _FakeSlot(load=1, room=10)
+        pool, _ = self.pool(busy, idle)
+        conn = self.connection()
+        pool.hand(conn, b"4")
+        self.assertEqual((busy.got, idle.got), ([], [conn.fileno()]))
+
+    def test_a_full_door_sends_it_to_the_next(self) -> None:
+        full, other = _FakeSlot(load=0, room=0), _FakeSlot(load=9, room=1)
+        pool, _ = self.pool(full, other)
+        pool.hand(self.connection(), b"4")
+        self.assertEqual(len(other.got), 1)
+
+    def test_connections_wait_and_accepting_pauses_while_too_many_do(self) -> None:
+        slot = _FakeSlot(load=0, room=0)
+        pool, reactor = self.pool(slot)
+        pool.max_pending = 4
+        acceptor = object()
+        pool._acceptors.append(acceptor)  # type: ignore[arg-type]
+        reactor.addReader(acceptor)
+        waiting = [self.connection() for _ in range(4)]
+        for conn in waiting:
+            pool.hand(conn, b"4")
+        self.assertTrue(pool.paused)
+        self.assertNotIn(acceptor, reactor.readers)
+        slot.room = 4
+        reactor.advance(1)
+        self.assertEqual(len(slot.got), 4)
+        self.assertFalse(pool.paused)
+        self.assertIn(acceptor, reactor.readers)
+        self.assertEqual(reactor.getDelayedCalls(), [])
+
+    def test_only_plain_listeners_of_the_live_factory_are_handed_over(self) -> None:
+        from twisted.internet import reactor
+
+        live, other = Factory(), Factory()
+        port = reactor.listenTCP(0, live, interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.addCleanup(port.stopListening)
+        self.assertTrue(can_hand_over(port, live))
+        self.assertFalse(can_hand_over(port, other))

@@ -19,7 +19,7 @@ from rendezvous.workers.pool import WorkerPool
 
 from .helpers import peer_id, tcp_addr
 from .processes import CLI, ProcessTestCase
-from .test_integration import DaemonTestCase, Watcher
+from .test_integration import DaemonTestCase, Watcher, _self_signed
 
 
 class LogWatch:
@@ -61,9 +61,9 @@ def until(condition: Any, every: float = 0.05) -> Deferred[None]:
 class WorkerDaemonTests(DaemonTestCase):
     timeout = 60
 
-    def start_workers(self, count: int = 2) -> Daemon:
+    def start_workers(self, count: int = 2, *listen: str) -> Daemon:
         config = DaemonConfig(
-            listen=("tcp:0:interface=127.0.0.1",),
+            listen=listen or ("tcp:0:interface=127.0.0.1",),
             limits=Limits(max_sessions=100),
             workers=count,
         )
@@ -116,6 +116,30 @@ class WorkerDaemonTests(DaemonTestCase):
             "rendezvous_messages_received_total", {"type": "register"}
         )
         self.assertIn(value, (1, 2))
+
+    @inlineCallbacks
+    def test_unix_goes_to_workers_tls_stays_here(self):  # type: ignore[no-untyped-def]
+        directory = self.mktemp()
+        os.makedirs(directory)
+        key_path, cert_path = _self_signed(directory)
+        socket_path = os.path.join(directory, "rdv.sock")
+        daemon = self.start_workers(
+            1,
+            f"unix:{socket_path}",
+            f"ssl:0:interface=127.0.0.1:privateKey={key_path}:certKey={cert_path}",
+        )
+        (slot,) = self.pool(daemon).slots
+        tls_port = daemon.live_ports[1].getHost().port  # type: ignore[attr-defined]
+        over_unix = yield self.client(f"unix:path={socket_path}")
+        over_tls = yield self.client(f"ssl:host=127.0.0.1:port={tls_port}")
+        watcher = Watcher()
+        yield over_tls.rendezvous("ns", watcher)
+        yield over_unix.register("ns", peer_id("U"))
+        yield watcher.until(1)
+        self.assertEqual(watcher.events, [("register", peer_id("U"))])
+        self.assertEqual(slot.handed, 1)
+        self.assertEqual(len(slot.link.sessions), 1)  # the TLS session is the main process's
+        self.assertEqual(daemon.store.stats().sessions, 2)
 
     @inlineCallbacks
     def test_stopping_stops_every_worker(self):  # type: ignore[no-untyped-def]

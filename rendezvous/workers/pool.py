@@ -298,6 +298,7 @@ class WorkerPool(Service):
     """``count`` worker processes serving the connections of ``ports``."""
 
     log = Logger()
+    max_pending = _MAX_PENDING
 
     def __init__(
         self,
@@ -343,7 +344,7 @@ class WorkerPool(Service):
         """Give ``conn`` to the least loaded worker, or keep it until one can take it."""
         if self._pending or not self._hand_now(conn, family):
             self._pending.append((socket.socket(fileno=os.dup(conn.fileno())), family))
-            if len(self._pending) >= _MAX_PENDING:
+            if len(self._pending) >= self.max_pending:
                 self._pause(True)
             if self._retry is None:
                 self._retry = self.reactor.callLater(_RETRY, self._hand_pending)
