@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import socket
+from types import SimpleNamespace
 from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
 
 from rendezvous.limits import Limits
@@ -17,7 +19,7 @@ from rendezvous.model import Announcement, Change, Peer, Refused, Registration, 
 from rendezvous.store.memory import MemoryStore
 from rendezvous.workers.hub import Hub, WorkerLink
 from rendezvous.workers.hubstore import HubStore, counters_record
-from rendezvous.workers.pool import WorkerPool, can_hand_over
+from rendezvous.workers.pool import WorkerPool, _Channel, can_hand_over
 from rendezvous.workers.wire import ChannelError, Kind, RecordDecoder, pickled, record
 
 from .helpers import peer
@@ -323,3 +325,23 @@ class HandOverTests(TestCase):
         self.addCleanup(port.stopListening)
         self.assertTrue(can_hand_over(port, live))
         self.assertFalse(can_hand_over(port, other))
+
+
+class ChannelBoundTests(TestCase):
+    def test_a_worker_that_stops_reading_is_cut_off(self) -> None:
+        slot = SimpleNamespace(index=1, channel=None)
+        channel = _Channel(slot)  # type: ignore[arg-type]
+        channel.max_unread = 10
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        self.assertIs(slot.channel, channel)
+        channel.write(b"a" * 50)  # not pushed back: no bound
+        channel.pauseProducing()
+        channel.write(b"b" * 8)
+        channel.resumeProducing()  # it read: the count starts again
+        channel.pauseProducing()
+        channel.write(b"c" * 8)
+        self.assertFalse(transport.disconnecting)
+        channel.write(b"d" * 8)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(transport.value(), b"a" * 50 + b"b" * 8 + b"c" * 8)

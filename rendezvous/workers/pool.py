@@ -25,7 +25,12 @@ from twisted.application.service import Service
 from twisted.internet import tcp, unix
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.error import ProcessExitedAlready
-from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReadDescriptor
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IListeningPort,
+    IPushProducer,
+    IReadDescriptor,
+)
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -40,6 +45,9 @@ FAMILY_CODES = {socket.AF_INET: b"4", socket.AF_INET6: b"6", socket.AF_UNIX: b"u
 _MAX_PENDING = 1024
 """Accepted connections waiting for a worker's door before accepting pauses."""
 _RETRY = 0.005
+MAX_UNREAD = 256 * 1024 * 1024
+"""Bytes for a worker that does not read, beyond the transport's own buffer, before it is
+stopped."""
 _STOP_GRACE = 10.0
 
 
@@ -49,16 +57,52 @@ def can_hand_over(port: IListeningPort, factory: Factory) -> bool:
     return type(port) in (tcp.Port, unix.Port) and getattr(port, "factory", None) is factory
 
 
+@implementer(IPushProducer)
 class _Channel(Protocol):
-    """The main process's end of a worker's channel: bytes to and from its `WorkerLink`."""
+    """The main process's end of a worker's channel: bytes to and from its `WorkerLink`.
+
+    A worker that stops reading is stopped once ``max_unread`` bytes have waited for it
+    (its sessions end, it starts again): the main process never holds more for it.
+    """
 
     log = Logger()
+    max_unread = MAX_UNREAD
 
     def __init__(self, slot: _Slot) -> None:
         self.slot = slot
+        self.unread: int | None = None
+        """Bytes written since the transport pushed back; None while it does not."""
 
     def connectionMade(self) -> None:
         self.slot.channel = self
+        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+
+    def write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        if self.unread is not None:
+            self.unread += len(data)
+            if self.unread > self.max_unread:
+                self.log.error(
+                    "worker {index} has not read {size} bytes of answers and pushes: stopping it",
+                    index=self.slot.index,
+                    size=self.unread,
+                )
+                self.unread = None
+                transport.abortConnection()  # type: ignore[attr-defined]
+                return
+        transport.write(data)
+
+    def pauseProducing(self) -> None:
+        if self.unread is None:
+            self.unread = 0
+
+    def resumeProducing(self) -> None:
+        self.unread = None
+
+    def stopProducing(self) -> None:
+        self.unread = None
 
     def dataReceived(self, data: bytes) -> None:
         link = self.slot.link
@@ -161,9 +205,8 @@ class _Slot:
         self.log.info("worker {index} started (pid {pid})", index=self.index, pid=self.process.pid)
 
     def _write(self, data: bytes) -> None:
-        channel = self.channel
-        if channel is not None and channel.transport is not None:
-            channel.transport.write(data)
+        if self.channel is not None:
+            self.channel.write(data)
 
     def hand(self, conn: socket.socket, family: bytes) -> bool:
         """Pass ``conn`` to the worker; False when its door is full (or it is gone)."""
