@@ -29,7 +29,7 @@ SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 NS = "fanout"
 
 
-def worker(conn, port: int, count: int, first: int, batch: int, settle: float) -> None:
+def worker(conn, port: int, count: int, first: int, batch: int, settle: float = 0.0) -> None:
     ep = c.Epoll()
     counters: dict[int, c.FrameCounter] = {}
     subscribe = c.frame(helpers.rendezvous(NS)) + c.marker()
