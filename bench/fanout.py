@@ -221,7 +221,7 @@ def main(args) -> int:
     if args.plot:
         c.plot_deliveries(
             args.plot,
-            {kind: c.median_round(samples[kind])["latencies_ms"] for kind in kinds},
+            {labels[kind]: c.median_round(samples[kind])["latencies_ms"] for kind in kinds},
             f"Scenario 2: fan-out to {args.subscribers:,} subscribers (median round)",
             args.target_ms,
         )
