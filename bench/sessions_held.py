@@ -4,7 +4,9 @@ Load-generator processes open sessions in steps (``--steps``, up to ``--sessions
 from one of 127.0.0.2-201, and in each session send a REGISTER (its own peer id, in one
 shared namespace), a RENDEZVOUS (a second namespace where nobody registers, so nothing is
 pushed) and a DISCOVER whose reply proves both were handled. After each step the server's
-RSS is read; per-session memory = (RSS - RSS with no session) / sessions. At the end every
+RSS is read; per-session memory = (RSS - RSS with no session) / sessions, where "no
+session" is read after ``--warm`` sessions per generator have come and gone (what serving
+the first session costs once is not a cost per session). At the end every
 session sends one more DISCOVER and must be answered.
 
 A server process cannot hold more descriptors than its hard RLIMIT_NOFILE: for one
@@ -67,6 +69,28 @@ def worker(conn, port: int, first: int, stride: int, batch: int, idle: bool) -> 
                     index += stride
                 c.wait_frames(ep, counters, want, deadline)
             conn.send(("grown", len(ep.socks)))
+        elif cmd[0] == "warm":
+            # Sessions that come and go before the baseline is read: what serving the
+            # first ones costs once (imports, caches, the allocator's first arenas) is
+            # not a cost per session.
+            socks, want = [], {}
+            for k in range(cmd[1]):
+                s = c.connect(port, first + k)
+                socks.append(s)
+                ep.add(s)
+                counters[s.fileno()] = c.FrameCounter()
+                hello = [c.frame(helpers.rendezvous("held-watch")), c.marker()]
+                if not idle:
+                    reg = helpers.register("warm", f"s4-warm-{first}-{k}", helpers.tcp_addr(1))
+                    c.send_all(s, b"".join([c.frame(reg), *hello]), deadline)
+                    want[s.fileno()] = 1
+            c.wait_frames(ep, counters, want, deadline)
+            for s in socks:
+                fd = s.fileno()
+                del counters[fd], ep.socks[fd]
+                ep.ep.unregister(fd)
+                s.close()
+            conn.send(("warmed",))
         elif cmd[0] == "check":
             probe = c.marker(2)
             want = {}
@@ -89,6 +113,7 @@ def measure(kind: str, args) -> dict:
         for k in range(args.generators)
     ]
     try:
+        c.broadcast(generators, "warm", args.warm, timeout=60)
         time.sleep(0.5)
         base_rss, base_main = server.rss(), server.main_rss()
         report = c.PROFILE.get("memory")
@@ -270,6 +295,9 @@ if __name__ == "__main__":
     )
     p.add_argument("--workers", type=int, default=3, help="worker processes of 'workers'")
     p.add_argument("--generators", type=int, default=4, help="client processes")
+    p.add_argument(
+        "--warm", type=int, default=8, help="sessions per generator opened and closed first"
+    )
     p.add_argument("--batch", type=int, default=500, help="connections opened at once")
     p.add_argument("--settle", type=float, default=0.5, help="seconds before reading RSS")
     p.add_argument("--target-kib", type=float, default=3.0)
