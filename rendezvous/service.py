@@ -201,9 +201,11 @@ class Daemon(MultiService):
             # ``clock`` is then the reactor: the pool spawns processes and adopts sockets.
             self.hub = Hub(self.store, clock)
             self.metrics.include(self.hub.worker_counts)
-            WorkerPool(
+            pool = WorkerPool(
                 config.workers, self.hub, self.live_ports, self.live_factory, config.limits, clock
-            ).setServiceParent(self)
+            )
+            pool.setServiceParent(self)
+            self.metrics.registry.register(pool)
         if config.metrics is not None:
             root = Resource()
             root.putChild(b"metrics", MetricsResource(registry=self.metrics.registry))

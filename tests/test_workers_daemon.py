@@ -110,6 +110,10 @@ class WorkerDaemonTests(DaemonTestCase):
         self.assertEqual([e.peer_id for e in entries], [peer_id("bob")])
         self.assertEqual(second.handed, 1)
 
+        sample = daemon.metrics.registry.get_sample_value
+        self.assertEqual(sample("rendezvous_worker_restarts_total"), 1)
+        self.assertEqual(sample("rendezvous_workers"), 2)
+
         # Worker counters reach the daemon's metrics (alice's may have died unreported).
         yield until(lambda: second.link.counts["received"]["register"] == 1)
         value = daemon.metrics.registry.get_sample_value(

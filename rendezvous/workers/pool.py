@@ -19,8 +19,10 @@ import json
 import os
 import socket
 import sys
+from collections.abc import Iterator
 from typing import Any
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from twisted.application.service import Service
 from twisted.internet import tcp, unix
 from twisted.internet.defer import Deferred, DeferredList
@@ -262,6 +264,7 @@ class _Slot:
             done.callback(None)
         if pool.stopping:
             return
+        pool.restarts += 1
         reactor = pool.reactor
         if reactor.seconds() - self.started_at < 10:
             self.pause = min(self.pause * 2, 30.0)
@@ -365,6 +368,22 @@ class WorkerPool(Service):
         self._retry: IDelayedCall | None = None
         self.paused = False
         self.stopping = False
+        self.restarts = 0
+        """Workers that ended unasked (each is started again)."""
+
+    @property
+    def workers_up(self) -> int:
+        """Workers whose process is up with its channel open."""
+        return sum(1 for slot in self.slots if slot.link is not None)
+
+    def collect(self) -> Iterator[Metric]:
+        """Prometheus families of the pool (`prometheus_client` collector protocol)."""
+        yield GaugeMetricFamily("rendezvous_workers", "Worker processes running.", self.workers_up)
+        yield CounterMetricFamily(
+            "rendezvous_worker_restarts",
+            "Worker processes that ended unasked and were started again.",
+            self.restarts,
+        )
 
     def startService(self) -> None:
         super().startService()
