@@ -345,3 +345,25 @@ class ChannelBoundTests(TestCase):
         channel.write(b"d" * 8)
         self.assertTrue(transport.disconnecting)
         self.assertEqual(transport.value(), b"a" * 50 + b"b" * 8 + b"c" * 8)
+
+
+class RestartTests(TestCase):
+    def test_a_worker_that_cannot_be_started_is_tried_again_later(self) -> None:
+        reactor = _FakeReactor()
+
+        def spawn(*args: object, **kwargs: object) -> None:
+            raise OSError(24, "Too many open files")
+
+        reactor.spawnProcess = spawn  # type: ignore[attr-defined]
+        pool = WorkerPool(
+            1, Hub(MemoryStore(Limits(), reactor), reactor), [], Factory(), Limits(), reactor
+        )
+        (slot,) = pool.slots
+        slot._restart()
+        self.assertIsNotNone(slot.restart)
+        self.assertEqual(slot.pause, 2.0)
+        self.assertIsNone(slot.done)
+        reactor.advance(2.0)
+        self.assertEqual(slot.pause, 4.0)
+        pool.stopService()
+        self.assertEqual(reactor.getDelayedCalls(), [])

@@ -186,7 +186,6 @@ class _Slot:
         ]
         self.handed = 0
         self.started_at = reactor.seconds()
-        self.done = Deferred()
         try:
             self.process = reactor.spawnProcess(
                 _WorkerProcess(self),
@@ -195,9 +194,14 @@ class _Slot:
                 env=_environment(),
                 childFDs={0: "w", 1: "r", 2: "r", 3: child.fileno(), 4: door_child.fileno()},
             )
+        except BaseException:
+            parent.close()
+            door.close()
+            raise
         finally:
             child.close()
             door_child.close()
+        self.done = Deferred()
         self.door = door
         self.link = pool.hub.link(f"{self.index}", self._write)
         reactor.adoptStreamConnection(
@@ -275,8 +279,19 @@ class _Slot:
 
     def _restart(self) -> None:
         self.restart = None
-        if not self.pool.stopping:
+        if self.pool.stopping:
+            return
+        try:
             self.start()
+        except Exception as e:  # out of descriptors, processes or memory: try again later
+            self.pause = min(self.pause * 2, 30.0)
+            self.log.error(
+                "cannot start worker {index} ({e}): trying again in {pause:g} s",
+                index=self.index,
+                e=e,
+                pause=self.pause,
+            )
+            self.restart = self.pool.reactor.callLater(self.pause, self._restart)
 
     def stop(self) -> Deferred[None] | None:
         if self.restart is not None and self.restart.active():
