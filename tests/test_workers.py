@@ -16,6 +16,7 @@ from twisted.trial.unittest import TestCase
 from rendezvous.limits import Limits
 from rendezvous.metrics import Metrics, empty_counts
 from rendezvous.model import Announcement, Change, Peer, Refused, Registration, Status
+from rendezvous.registry import Session
 from rendezvous.store.memory import MemoryStore
 from rendezvous.workers.hub import Hub, WorkerLink
 from rendezvous.workers.hubstore import HubStore, counters_record
@@ -72,12 +73,17 @@ class HubTests(TestCase):
     def turn(self) -> None:
         self.clock.advance(0)
 
-    def test_push_crosses_workers_and_ends_with_the_session(self) -> None:
+    def watched_alice(self) -> tuple[Client, Session, Session]:
+        """A watcher of "ns" on worker a, and alice registering there from worker b."""
         watcher = Client()
         watching = self.a.store.open_session(watcher)
         self.a.store.subscribe(watching, "ns", None)
         alice = self.b.store.open_session(Client())
         self.b.store.register(alice, "ns", peer("alice"), None)
+        return watcher, watching, alice
+
+    def test_push_crosses_workers_and_ends_with_the_session(self) -> None:
+        watcher, _, alice = self.watched_alice()
         self.turn()
         self.b.store.close_session(alice)
         self.turn()
@@ -142,11 +148,7 @@ class HubTests(TestCase):
         self.assertEqual(client.calls, [("snapshot", "ns", [])])
 
     def test_a_lost_worker_takes_its_sessions_with_it(self) -> None:
-        watcher = Client()
-        watching = self.a.store.open_session(watcher)
-        self.a.store.subscribe(watching, "ns", None)
-        alice = self.b.store.open_session(Client())
-        self.b.store.register(alice, "ns", peer("alice"), None)
+        watcher, _, _ = self.watched_alice()
         self.turn()
         self.hub.unlink(self.b.link)
         self.turn()

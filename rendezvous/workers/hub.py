@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
 
 from rendezvous.metrics import Counts, add_counts, empty_counts
 from rendezvous.model import Announcement, Refused, Registration
@@ -68,8 +67,6 @@ class _Remote:
 
 class WorkerLink:
     """One worker's sessions in the store, and the records on their way to it."""
-
-    log = Logger()
 
     def __init__(self, hub: Hub, name: str, write: Callable[[bytes], None]) -> None:
         self.hub = hub
@@ -167,8 +164,6 @@ class WorkerLink:
 
 class Hub:
     """The store's side of every worker channel."""
-
-    log = Logger()
 
     def __init__(self, store: Store, clock: IReactorTime) -> None:
         self.store = store

@@ -8,7 +8,7 @@ so a record for a session that has meanwhile ended is simply dropped.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
@@ -21,7 +21,10 @@ from rendezvous.workers.wire import Kind, RecordDecoder, pickled, sids_of, unpic
 _ANSWERS = frozenset({"snapshot", "discovered", "refused", "registered"})
 
 
-class Droppable(Protocol):
+class Droppable(Client, Protocol):
+    """A worker session's client (`rendezvous.live.session.LiveSession`): the hub may
+    refuse a session after the worker admitted it."""
+
     def drop(self, refusal: Refused) -> None:
         """End the session, telling the client why."""
 
@@ -179,14 +182,8 @@ class HubStore:
         session = self.sessions.get(sid)
         if session is None:
             return
-        refusal = Refused(Status(status), text)
-        client = session.subscriber
-        drop = getattr(client, "drop", None)
-        if drop is not None:
-            drop(refusal)
-        else:
-            client.refused(None, refusal)  # type: ignore[attr-defined]
-            self.close_session(session)
+        client = cast(Droppable, session.subscriber)
+        client.drop(Refused(Status(status), text))
 
 
 def _unconnected(data: bytes) -> None:
