@@ -64,6 +64,9 @@ class OptionsTests(SynchronousTestCase):
             ["--max-sessions", "many"],
             ["--discover-default-limit", "2000"],
             ["--store", "redis-ish"],
+            ["--workers", "-1"],
+            ["--workers", "257"],
+            ["--workers", "two"],
         ):
             self.assertRaises(usage.UsageError, self.parse, *args)
 

@@ -14,6 +14,9 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
 
 from rendezvous.limits import Limits
+from rendezvous.live.codec import LiveCodec
+from rendezvous.live.session import LiveDialect
+from rendezvous.loglimit import LogLimiter
 from rendezvous.metrics import Metrics, empty_counts
 from rendezvous.model import Announcement, Change, Peer, Refused, Registration, Status
 from rendezvous.registry import Session
@@ -23,7 +26,7 @@ from rendezvous.workers.hubstore import HubStore, counters_record
 from rendezvous.workers.pool import WorkerPool, _Channel, can_hand_over
 from rendezvous.workers.wire import ChannelError, Kind, RecordDecoder, pickled, record
 
-from .helpers import peer
+from .helpers import peer, unframe_all
 
 
 class Client:
@@ -369,3 +372,50 @@ class RestartTests(TestCase):
         self.assertEqual(slot.pause, 4.0)
         pool.stopService()
         self.assertEqual(reactor.getDelayedCalls(), [])
+
+
+class _RecordingChannel:
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.closed_with: list[bytes | None] = []
+
+    def send(self, data: bytes) -> bool:
+        self.sent.append(data)
+        return True
+
+    def close(self, last: bytes | None = None, *, discard_pending: bool = False) -> None:
+        self.closed_with.append(last)
+
+
+class WorkerSessionTests(TestCase):
+    def test_a_live_session_the_hub_refuses_is_told_and_closed(self) -> None:
+        clock = Clock()
+        limits = Limits(max_sessions=1)
+        hub = Hub(MemoryStore(limits, clock), clock)
+        hub.store.open_session(Client())  # the daemon is full
+        worker = Worker(hub, "w")
+        dialect = LiveDialect(
+            worker.store, LiveCodec(limits), Metrics(worker.store.stats), LogLimiter(clock.seconds)
+        )
+        channel = _RecordingChannel()
+        session = dialect.session(channel, "test")
+        self.assertTrue(session.start())  # the worker's own share admits it
+        clock.advance(0)
+        self.assertTrue(session.closed)
+        (last,) = channel.closed_with
+        assert last is not None
+        (message,) = unframe_all(last)
+        self.assertEqual(message.error.status, Status.UNAVAILABLE)
+        self.assertEqual(worker.store.sessions, {})
+        session.drop(Refused(Status.UNAVAILABLE, "again"))  # already closed: nothing more
+        self.assertEqual(len(channel.closed_with), 1)
+
+    def test_unknown_records_from_the_hub_are_logged_not_fatal(self) -> None:
+        store = HubStore(10, send=lambda data: None)
+        client = Client()
+        session = store.open_session(client)
+        store.feed(record(Kind.COUNTERS, b""))  # a kind only the hub receives
+        store.feed(pickled(Kind.ANSWER, ("stop", 1, ())))
+        store.discover(session, "ns", 10, 1)
+        store.feed(pickled(Kind.ANSWER, ("discovered", 1, (1, "ns", []))))
+        self.assertEqual(client.calls, [("discovered", 1, [])])
