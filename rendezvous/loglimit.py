@@ -34,7 +34,7 @@ class LogLimiter:
         return False, 0
 
 
-def log_refusal(log: Logger, limiter: LogLimiter, label: str, refusal: Refused) -> None:
+def log_refusal(log: Logger, limiter: LogLimiter, label: object, refusal: Refused) -> None:
     """One line for a refused request of ``label``'s, unless ``limiter`` holds it back."""
     allowed, suppressed = limiter.allow()
     if not allowed:

@@ -30,19 +30,25 @@ class Subscriber(Protocol):
 
 
 class Session:
-    """What the registry keeps for one connected client."""
+    """What the registry keeps for one connected client.
 
-    __slots__ = ("identity", "open", "own_keys", "registrations", "subscriber", "subscriptions")
+    Lists, not sets: a session holds a few entries (a daemon holds many sessions), and
+    the registry finds a registration's holder and a namespace's subscribers from the
+    namespace. The sessions of other stores (a worker's, the Redis store's) subclass it,
+    set the first three attributes and keep what they hold their own way.
+    """
+
+    __slots__ = ("identity", "open", "registrations", "subscriber", "subscriptions")
 
     def __init__(self, subscriber: Subscriber, identity: bytes | None) -> None:
         self.subscriber = subscriber
         self.identity = identity
         """The authenticated peer id (libp2p), or None: the session owns what it registers."""
-        self.own_keys: dict[bytes, int] = {} if identity is None else {identity: 1}
-        """Peer ids this session speaks for, with how many registrations hold each."""
-        self.registrations: dict[tuple[str, bytes], None] = {}
-        self.subscriptions: dict[str, None] = {}
         self.open = True
+        self.registrations: list[tuple[str, bytes]] = []
+        """(namespace, peer id) of each registration the session holds."""
+        self.subscriptions: list[str] = []
+        """The namespaces the session is in rendezvous with."""
 
 
 _seq_of = attrgetter("seq")
@@ -153,10 +159,12 @@ class _Changes:
 class _Namespace(_Changes):
     """One namespace: its registrations by peer id, its subscribers, its change index."""
 
-    __slots__ = ("registrations", "subscribers")
+    __slots__ = ("name", "registrations", "subscribers")
 
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
         super().__init__()
+        self.name = name
+        """The one copy of the name that registrations and sessions refer to."""
         self.registrations: dict[bytes, tuple[Registration, Session | None]] = {}
         self.subscribers: dict[Session, None] = {}
 
@@ -191,7 +199,8 @@ class Registry:
         self.limits = limits or Limits()
         self._namespaces: dict[str, _Namespace] = {}
         self._owners: dict[bytes, Session] = {}
-        self._sessions: dict[Session, None] = {}
+        """The unauthenticated session that holds each peer id it registered."""
+        self.session_count = 0
         self.registration_count = 0
         self._seq = 0
         self._expiries: list[tuple[float, int, str, bytes]] = []
@@ -206,44 +215,44 @@ class Registry:
 
     def open_session(self, subscriber: Subscriber, identity: bytes | None = None) -> Session:
         """Admit a client; `Refused` when the daemon holds its maximum of sessions."""
-        if len(self._sessions) >= self.limits.max_sessions:
+        if self.session_count >= self.limits.max_sessions:
             raise Refused(Status.UNAVAILABLE, "too many sessions")
-        session = Session(subscriber, identity)
-        self._sessions[session] = None
-        return session
+        self.session_count += 1
+        return Session(subscriber, identity)
 
     def close_session(self, session: Session) -> None:
         """Forget a client, announcing UNREGISTER for everything it registered."""
         if not session.open:
             return
         session.open = False
-        del self._sessions[session]
+        self.session_count -= 1
         for namespace in session.subscriptions:
             entry = self._namespaces[namespace]
             del entry.subscribers[session]
             self._drop_if_empty(namespace, entry)
-        session.subscriptions.clear()
-        for namespace, key in list(session.registrations):
-            self._remove(session, namespace, key)
+        session.subscriptions = []
+        held, session.registrations = session.registrations, []
+        for namespace, key in held:
+            self._release(session, namespace, key)
 
     # -- requests ---------------------------------------------------------
 
     def register(self, session: Session, namespace: str, peer: Peer) -> Registration:
         """Add or replace ``peer`` in ``namespace`` and announce it."""
         key = peer.key
-        if session.identity is not None:
-            if key != session.identity:
+        identity = session.identity
+        if identity is not None:
+            if key != identity:
                 raise Refused(Status.NOT_AUTHORIZED, "peer id differs from the authenticated one")
         else:
             owner = self._owners.get(key)
             if owner is not None and owner is not session:
                 raise Refused(Status.NOT_AUTHORIZED, "peer id is registered by another session")
         entry = self._namespaces.get(namespace)
-        slot = (namespace, key)
-        replacing = slot in session.registrations
-        if not replacing and entry is not None and key in entry.registrations:
-            _, holder = entry.registrations[key]
-            if holder is not None or session.identity is None:
+        held = entry.registrations.get(key) if entry is not None else None
+        replacing = held is not None and held[1] is session
+        if held is not None and not replacing:
+            if held[1] is not None or identity is None:
                 # Held by a session that no longer owns the id (libp2p), or a TTL
                 # registration that an unauthenticated session cannot vouch for.
                 raise Refused(Status.NOT_AUTHORIZED, "peer id is registered by another session")
@@ -255,38 +264,33 @@ class Registry:
             if self.registration_count >= self.limits.max_registrations:
                 raise Refused(Status.UNAVAILABLE, "registry is full")
         if entry is None:
-            entry = self._namespaces[namespace] = _Namespace()
+            entry = self._namespaces[namespace] = _Namespace(namespace)
         self._seq += 1
-        registration = Registration(namespace, peer, seq=self._seq)
-        held = entry.registrations
-        replaced = held[key][0] if replacing else None
-        held[key] = (registration, session)
+        registration = Registration(entry.name, peer, seq=self._seq)
+        entry.registrations[key] = (registration, session)
         if entry.indexed or self._changes.indexed:
-            if replaced is not None:
-                self._unindex(entry, replaced)
+            if replacing and held:
+                self._unindex(entry, held[0])
             self._index(entry, registration)
         if not replacing:
-            session.registrations[slot] = None
+            session.registrations.append((entry.name, key))
             self.registration_count += 1
-            if session.identity is None:
-                count = session.own_keys.get(key, 0)
-                session.own_keys[key] = count + 1
-                if count == 0:
-                    self._owners[key] = session
+            if identity is None:
+                self._owners[key] = session
         if entry.subscribers:
             self._announce(entry, Announcement(Change.REGISTER, registration))
         return registration
 
     def unregister(self, session: Session, namespace: str, key: bytes) -> bool:
         """Remove the session's registration; False (and no announcement) if it had none."""
-        if (namespace, key) in session.registrations:
+        entry = self._namespaces.get(namespace)
+        held = entry.registrations.get(key) if entry is not None else None
+        if held is not None and held[1] is session:
             self._remove(session, namespace, key)
             return True
         if session.identity is not None and key != session.identity:
             raise Refused(Status.NOT_AUTHORIZED, "peer id differs from the authenticated one")
         if session.identity is not None:
-            entry = self._namespaces.get(namespace)
-            held = entry.registrations.get(key) if entry is not None else None
             if held is not None and held[1] is None:
                 registration = self._detach(namespace, key, None)
                 self._announce_gone(namespace, registration)
@@ -301,19 +305,19 @@ class Registry:
 
     def subscribe(self, session: Session, namespace: str) -> list[Registration]:
         """Enter rendezvous: returns the namespace's registrations the session does not own."""
-        if namespace not in session.subscriptions:
+        entry = self._namespaces.get(namespace)
+        if entry is None or session not in entry.subscribers:
             if len(session.subscriptions) >= self.limits.max_subscriptions_per_session:
                 raise Refused(Status.LIMIT_EXCEEDED, "too many subscriptions in this session")
-            entry = self._namespaces.get(namespace)
             if entry is None:
-                entry = self._namespaces[namespace] = _Namespace()
+                entry = self._namespaces[namespace] = _Namespace(namespace)
             entry.subscribers[session] = None
-            session.subscriptions[namespace] = None
-        own = session.own_keys
+            session.subscriptions.append(entry.name)
+        identity, owners = session.identity, self._owners
         return [
             registration
-            for key, (registration, _) in self._namespaces[namespace].registrations.items()
-            if key not in own
+            for key, (registration, _) in entry.registrations.items()
+            if key != identity and owners.get(key) is not session
         ]
 
     def discover(self, namespace: str, limit: int) -> list[Registration]:
@@ -345,9 +349,9 @@ class Registry:
             raise Refused(Status.UNAVAILABLE, "registry is full")
         entry = self._namespaces.get(namespace)
         if entry is None:
-            entry = self._namespaces[namespace] = _Namespace()
+            entry = self._namespaces[namespace] = _Namespace(namespace)
         self._seq += 1
-        registration = Registration(namespace, peer, expires, seq=self._seq)
+        registration = Registration(entry.name, peer, expires, seq=self._seq)
         entry.registrations[key] = (registration, None)
         self._index(entry, registration)
         self.registration_count += 1
@@ -403,10 +407,6 @@ class Registry:
     # -- introspection ----------------------------------------------------
 
     @property
-    def session_count(self) -> int:
-        return len(self._sessions)
-
-    @property
     def namespace_count(self) -> int:
         return len(self._namespaces)
 
@@ -422,21 +422,23 @@ class Registry:
     def _remove(
         self, session: Session, namespace: str, key: bytes, announce: bool = True
     ) -> Registration:
+        """Remove a registration ``session`` holds."""
+        session.registrations.remove((namespace, key))
+        return self._release(session, namespace, key, announce)
+
+    def _release(
+        self, session: Session, namespace: str, key: bytes, announce: bool = True
+    ) -> Registration:
+        """Remove a registration ``session`` held, no longer in its list."""
         entry = self._namespaces[namespace]
         registration, _ = entry.registrations.pop(key)
         self._unindex(entry, registration)
-        del session.registrations[(namespace, key)]
         self.registration_count -= 1
         # Announce while the session still owns the id, so it is not told of its own.
         if announce and entry.subscribers:
             self._announce(entry, Announcement(Change.UNREGISTER, registration))
-        if session.identity is None:
-            count = session.own_keys[key] - 1
-            if count:
-                session.own_keys[key] = count
-            else:
-                del session.own_keys[key]
-                del self._owners[key]
+        if session.identity is None and all(k != key for _, k in session.registrations):
+            self._owners.pop(key, None)  # (a closing session's list is emptied first)
         if announce:
             self._drop_if_empty(namespace, entry)
         return registration
@@ -484,9 +486,13 @@ class Registry:
 
     def _announce(self, entry: _Namespace, announcement: Announcement) -> None:
         key = announcement.registration.peer.key
+        owner = self._owners.get(key)
         for session in list(entry.subscribers):
-            if key not in session.own_keys:
-                session.subscriber.announce(announcement)
+            # Nobody is told of its own registrations.
+            if session is not owner:
+                identity = session.identity
+                if identity is None or identity != key:
+                    session.subscriber.announce(announcement)
 
     def _drop_if_empty(self, namespace: str, entry: _Namespace) -> None:
         if not entry.registrations and not entry.subscribers:

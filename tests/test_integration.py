@@ -295,8 +295,9 @@ class NoDelayTests(DaemonTestCase):
     def test_sessions_send_small_messages_at_once(self):  # type: ignore[no-untyped-def]
         daemon = self.start()
         client = yield self.client(self.target(daemon))
-        yield client.discover("ns")
-        [session] = list(daemon.store.registry._sessions)  # type: ignore[attr-defined]
+        yield client.register("ns", peer_id("A"))
+        held = daemon.store.registry._namespaces["ns"].registrations  # type: ignore[attr-defined]
+        [(_, session)] = held.values()
         carrier = session.subscriber.channel._carrier
         self.assertTrue(carrier.transport.getTcpNoDelay())
 

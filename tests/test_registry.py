@@ -110,6 +110,26 @@ class RegistryTests(SynchronousTestCase):
         self.registry.unregister(self.session_a, "app", pa.key)
         self.registry.register(self.session_b, "app", pa)
 
+    def test_ownership_kept_while_any_registration_of_the_id_remains(self) -> None:
+        pa = peer("A")
+        for namespace in ("one", "two"):
+            self.registry.register(self.session_a, namespace, pa)
+        self.registry.subscribe(self.session_a, "two")
+        self.registry.unregister(self.session_a, "one", pa.key)
+        e = self.assertRaises(Refused, self.registry.register, self.session_b, "one", pa)
+        self.assertEqual(e.status, Status.NOT_AUTHORIZED)
+        self.registry.register(self.session_a, "two", peer("A", tcp_addr(5)))
+        self.assertEqual(self.a.seen, [])  # still its own: not echoed
+        self.registry.unregister(self.session_a, "two", pa.key)
+        self.registry.register(self.session_b, "one", pa)
+        self.registry.register(self.session_b, "two", pa)
+        self.assertEqual(self.a.seen, [(Change.REGISTER, "two", pa.id)])
+
+    def test_registrations_share_their_namespace_name(self) -> None:
+        first = self.registry.register(self.session_a, "".join(["a", "pp"]), peer("A"))
+        second = self.registry.register(self.session_b, "".join(["ap", "p"]), peer("B"))
+        self.assertIs(first.namespace, second.namespace)
+
     def test_authenticated_session_registers_only_itself(self) -> None:
         pa, pb = peer("A"), peer("B")
         watcher = Recorder()

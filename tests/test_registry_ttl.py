@@ -88,7 +88,7 @@ class RegistryTTLTests(SynchronousTestCase):
         standard_a = self.registry.open_session(Recorder(), a.key)
         self.assertTrue(self.registry.unregister(standard_a, "app", a.key))
         self.assertEqual(self.registry.discover("app", 10), [])
-        self.assertEqual(live_a.registrations, {})
+        self.assertEqual(live_a.registrations, [])
         self.assertFalse(self.registry.unregister(standard_a, "app", a.key))
 
     def test_live_and_ttl_registrations_of_one_id_replace_each_other(self) -> None:

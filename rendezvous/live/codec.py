@@ -34,7 +34,9 @@ RENDEZVOUS = Message.RENDEZVOUS
 DISCOVER = Message.DISCOVER
 ERROR = Message.ERROR
 
-_CACHE_SIZE = 65536
+_CACHE_SIZE = 4096
+"""Peer ids and addresses parsed recently: enough for the ids a busy daemon sees again
+and again, small beside what its sessions hold (each session caches its own entries)."""
 _HEADER_TABLE = 2048
 _REGISTER_HEADERS = [b"\x12" + encode_uvarint(length) for length in range(_HEADER_TABLE)]
 """The tag and length of a ``Message.register`` entry, for the usual entry sizes."""

@@ -44,7 +44,6 @@ class LiveProtocol(Protocol):
 
     def __init__(self, dialect: LiveDialect, clock: IReactorTime, abort_after: float) -> None:
         self.dialect = dialect
-        self.label = "?"
         self.outbound = Outbound(self, clock, dialect.codec.limits.max_pending_bytes, abort_after)
         self.session: LiveSession | None = None
         self._socket: socket.socket | None = None
@@ -52,12 +51,16 @@ class LiveProtocol(Protocol):
     def connectionMade(self) -> None:
         no_delay(self.transport)
         self._socket = eager_socket(self.transport)
-        self.label = describe(self.transport.getPeer())  # type: ignore[union-attr]
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
-        self.log.debug("session opened: {peer}", peer=self.label)
-        session = self.dialect.session(self.outbound, self.label)
+        self.log.debug("session opened: {peer}", peer=self)
+        session = self.dialect.session(self.outbound, self)
         if session.start():
             self.session = session
+
+    def __str__(self) -> str:
+        """The client's address, for logs (made when a line needs it, not kept)."""
+        transport = self.transport
+        return "?" if transport is None else describe(transport.getPeer())
 
     def dataReceived(self, data: bytes) -> None:
         if self.session is not None:
@@ -69,7 +72,7 @@ class LiveProtocol(Protocol):
         if self.session is not None:
             self.session.end()
             self.session = None
-        self.log.debug("session closed: {peer}", peer=self.label)
+        self.log.debug("session closed: {peer}", peer=self)
 
     # -- Carrier ------------------------------------------------------------
 
@@ -103,7 +106,7 @@ class LiveProtocol(Protocol):
         return False
 
     def abort(self) -> None:
-        self.log.info("closing {peer} that did not read its last messages", peer=self.label)
+        self.log.info("closing {peer} that did not read its last messages", peer=self)
         self.transport.abortConnection()  # type: ignore[union-attr]
 
     # -- IPushProducer: the transport's write buffer --------------------------

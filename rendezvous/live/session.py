@@ -42,10 +42,12 @@ class LiveDialect:
         self.metrics = metrics
         self.limiter = limiter
 
-    def session(self, channel: Channel, label: str, identity: bytes | None = None) -> LiveSession:
+    def session(
+        self, channel: Channel, label: object, identity: bytes | None = None
+    ) -> LiveSession:
         return LiveSession(self, channel, label, identity)
 
-    def log_refusal(self, label: str, refusal: Refused) -> None:
+    def log_refusal(self, label: object, refusal: Refused) -> None:
         self.metrics.refused(refusal.status.name.lower())
         log_refusal(self.log, self.limiter, label, refusal)
 
@@ -56,6 +58,7 @@ class LiveSession:
     __slots__ = (
         "_decoder",
         "_entries",
+        "_registered",
         "_session",
         "channel",
         "closed",
@@ -65,17 +68,19 @@ class LiveSession:
     )
 
     def __init__(
-        self, dialect: LiveDialect, channel: Channel, label: str, identity: bytes | None
+        self, dialect: LiveDialect, channel: Channel, label: object, identity: bytes | None
     ) -> None:
         self.dialect = dialect
         self.channel = channel
         self.label = label
+        """Names the client in logs, as its ``str``."""
         self.identity = identity
         self._decoder = FrameDecoder(dialect.codec.limits.max_frame_bytes)
         self._session: Session | None = None
         self._entries: EntryCache | None = None
-        """Made by a REGISTER that comes while the session holds registrations: only
-        sessions that register again and again pay for it (see `rendezvous.live.codec`)."""
+        """Made by a session's second REGISTER: only sessions that register again and
+        again pay for it (see `rendezvous.live.codec`)."""
+        self._registered = False
         self.closed = False
 
     def start(self) -> bool:
@@ -114,8 +119,11 @@ class LiveSession:
         session = self._session
         assert session is not None
         entries = self._entries
-        if entries is None and session.registrations and frame.startswith(b"\x08\x00"):
-            entries = self._entries = {}
+        if entries is None and frame.startswith(b"\x08\x00"):
+            if self._registered:
+                entries = self._entries = {}
+            else:
+                self._registered = True
         parsed = dialect.codec.parse(frame, entries)
         if parsed.kind is not None:
             dialect.metrics.received[parsed.kind] += 1

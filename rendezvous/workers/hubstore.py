@@ -29,21 +29,16 @@ class Droppable(Client, Protocol):
         """End the session, telling the client why."""
 
 
-_HELD_IN_THE_HUB: dict[Any, Any] = {}
-"""What a worker's sessions hold is kept in the hub: their own mappings stay empty."""
-
-
 class HubSession(Session):
     """A `Session` as a worker knows it: its number and client, nothing it holds (that
-    is in the hub), so that it costs a worker no dictionaries of its own."""
+    is in the hub, so its lists are never made)."""
 
     __slots__ = ("sid",)
 
     def __init__(self, client: Client, identity: bytes | None, sid: int) -> None:
-        # Not Session.__init__: its three dictionaries would only ever be empty here.
+        # Not Session.__init__: the registry's lists would only ever be empty here.
         self.subscriber = client
         self.identity = identity
-        self.own_keys = self.registrations = self.subscriptions = _HELD_IN_THE_HUB
         self.open = True
         self.sid = sid
 

@@ -60,10 +60,16 @@ _UNREACHABLE = "registry store (redis) unreachable"
 class RedisSession(Session):
     """A session of this daemon, with what the shared registry holds for it."""
 
-    __slots__ = ("entries", "replies", "sid", "wrote")
+    __slots__ = ("entries", "own_keys", "replies", "sid", "wrote")
 
     def __init__(self, client: Client, identity: bytes | None, sid: str) -> None:
-        super().__init__(client, identity)
+        # Not Session.__init__: what this session holds is in `entries`, not in a list.
+        self.subscriber = client
+        self.identity = identity
+        self.open = True
+        self.subscriptions: list[str] = []
+        self.own_keys: dict[bytes, int] = {} if identity is None else {identity: 1}
+        """Peer ids this session speaks for, with how many registrations hold each."""
         self.sid = sid
         self.entries: dict[tuple[str, bytes], Registration] = {}
         """Registrations Redis confirmed for this session."""
@@ -322,7 +328,8 @@ class RedisStore:
         if state is None:
             state = self._namespaces[namespace] = _Namespace(namespace)
             self._sync(state)
-        session.subscriptions[namespace] = None
+        if namespace not in session.subscriptions:
+            session.subscriptions.append(namespace)
         state.waiting.append((session, slot))
         if state.synced:
             self._release(state)
@@ -596,8 +603,8 @@ class RedisStore:
     def _refuse_waiting(self, state: _Namespace) -> None:
         waiting, state.waiting = state.waiting, []
         for session, slot in waiting:
-            if session not in state.subscribers:
-                session.subscriptions.pop(state.name, None)
+            if session not in state.subscribers and state.name in session.subscriptions:
+                session.subscriptions.remove(state.name)
             self._refuse(session, slot, None, Status.UNAVAILABLE, _UNREACHABLE)
 
     def _forget_if_unwatched(self, state: _Namespace) -> None:
