@@ -17,7 +17,10 @@ plain TCP connection, and TCP connections opened and closed per second.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
 import sys
 import time
 from typing import Any
@@ -30,7 +33,8 @@ JS_RELAY = os.path.join(c.ROOT, "interop", "js-relay")
 CHUNK = 64 * 1024
 
 
-def start_relay(kind: str) -> P2PProcess:
+def start_relay(kind: str, profile: str | None = None) -> P2PProcess:
+    """``profile``: run our relay under cProfile, its stats saved there once stopped."""
     if kind == "js":
         return js_server("relay_server.mjs", JS_RELAY)
     argv = [
@@ -40,6 +44,10 @@ def start_relay(kind: str) -> P2PProcess:
         "-n",
         "--pidfile=",
         "--logfile=-",
+    ]
+    if profile:
+        argv += ["--profile", profile, "--profiler", "cprofile", "--savestats"]
+    argv += [
         "rendezvous-relay",
         "--p2p-listen",
         "/ip4/127.0.0.1/tcp/0",
@@ -243,9 +251,28 @@ def alice(conn: Any) -> None:
     )
 
 
-def measure(kind: str, args: Any, bob_w: c.Worker, alice_w: c.Worker) -> list[dict]:
+def steal_softirq() -> tuple[float, float]:
+    """CPU seconds the machine spent stolen by the hypervisor and in softirq so far."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()[1:]
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[7]) / tick, int(fields[6]) / tick
+
+
+def stop_relay(relay: P2PProcess, profile: str | None) -> None:
+    """Kill the relay, or let a profiled one write its stats (SIGTERM) first."""
+    if profile and relay.proc.poll() is None:
+        relay.proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            relay.proc.wait(240)
+    relay.stop()
+
+
+def measure(
+    kind: str, args: Any, bob_w: c.Worker, alice_w: c.Worker, profile: str | None = None
+) -> list[dict]:
     """``args.runs`` rounds of every phase against one relay (or raw TCP for "tcp")."""
-    relay = None if kind == "tcp" else start_relay(kind)
+    relay = None if kind == "tcp" else start_relay(kind, profile)
     size = int(args.megabytes * 2**20)
     try:
         if relay is not None:
@@ -264,6 +291,7 @@ def measure(kind: str, args: Any, bob_w: c.Worker, alice_w: c.Worker) -> list[di
             for name, extra in phases:
                 relay_cpu0 = relay.cpu() if relay else 0.0
                 all0 = c.system_cpu()
+                steal0, softirq0 = steal_softirq()
                 bob_w.send("cpu")
                 bob0 = bob_w.recv()
                 if name == "throughput":
@@ -296,13 +324,16 @@ def measure(kind: str, args: Any, bob_w: c.Worker, alice_w: c.Worker) -> list[di
                 out[f"{name}_others_cpu"] = (
                     max(0.0, c.system_cpu() - all0 - relay_cpu - gen) / seconds
                 )
+                steal1, softirq1 = steal_softirq()
+                out[f"{name}_steal_cpu"] = (steal1 - steal0) / seconds
+                out[f"{name}_softirq_cpu"] = (softirq1 - softirq0) / seconds
                 if relay is not None:
                     relay.check_alive()
             samples.append(out)
         return samples
     finally:
         if relay is not None:
-            relay.stop()
+            stop_relay(relay, profile)
 
 
 PHASES = ("throughput", "circuits_1", "circuits_p")
@@ -324,6 +355,11 @@ def main(args: Any) -> int:
         args.tcp_port = bob_w.recv()
         for kind in kinds:
             samples[kind] = measure(kind, args, bob_w, alice_w)
+        if args.profile:
+            path = os.path.abspath(args.profile)
+            if os.path.exists(path):
+                os.unlink(path)
+            measure("rendezvous", args, bob_w, alice_w, profile=path)
     finally:
         bob_w.stop()
         alice_w.stop()
@@ -393,7 +429,7 @@ def report(args: Any, kinds: list[str], samples: dict[str, list[dict]]) -> int:
 
 
 if __name__ == "__main__":
-    p = c.base_parser(__doc__, timeout=600, profile=False)
+    p = c.base_parser(__doc__, timeout=600)
     p.set_defaults(servers="rendezvous,js,tcp")
     p.add_argument("--megabytes", type=float, default=64, help="MiB through one circuit")
     p.add_argument("--seconds", type=float, default=3.0, help="per circuits measurement")

@@ -5,11 +5,12 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import reactor
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs
 from twisted.test.iosim import FakeTransport, IOPump, connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -21,7 +22,7 @@ from rendezvous.p2p.connection import Connection, StreamFailed, UpgradeFailed
 from rendezvous.p2p.envelope import open_peer_record
 from rendezvous.p2p.host import Host, HostLimits
 from rendezvous.p2p.keys import PrivateKey
-from rendezvous.p2p.multistream import Initiator, encode_message
+from rendezvous.p2p.multistream import PROTOCOL_ID, Initiator, encode_message
 from rendezvous.p2p.noise import MAX_PLAINTEXT_LEN
 from rendezvous.p2p.stream import Stream, StreamProtocol
 from rendezvous.p2p.transport import TCPAddress
@@ -31,6 +32,7 @@ from rendezvous.p2p.yamux import (
     INITIAL_WINDOW,
     TYPE_DATA,
     TYPE_WINDOW_UPDATE,
+    DataReceived,
     encode_header,
 )
 from rendezvous.pb.identify_pb2 import Identify
@@ -80,6 +82,35 @@ class Echo(StreamProtocol):
 class Failing(StreamProtocol):
     def data_received(self, data: bytes) -> None:
         raise RuntimeError("handler bug")
+
+
+class HeldTransport(FileDescriptor):
+    """Holds writes until `doWrite`, as a TCP transport does until the reactor calls it."""
+
+    def __init__(self) -> None:
+        super().__init__(MemoryReactorClock())
+        self.connected = True
+        self.sent: list[bytes] = []
+
+    def writeSomeData(self, data: bytes) -> int:
+        self.sent.append(bytes(data))
+        return len(data)
+
+
+def stream_data(connection: Connection) -> list[bytes]:
+    """What each of the connection's reads from now on carried for its streams."""
+    session = connection._yamux
+    assert session is not None
+    feed_chunks = session.feed_chunks
+    seen: list[bytes] = []
+
+    def recording(chunks: list[bytes]) -> list[object]:
+        events = feed_chunks(chunks)
+        seen.extend(event.data for event in events if isinstance(event, DataReceived))
+        return events  # type: ignore[return-value]
+
+    session.feed_chunks = recording  # type: ignore[method-assign,assignment]
+    return seen
 
 
 def transports(
@@ -210,6 +241,59 @@ class InMemoryTests(SynchronousTestCase):
         self.failureResultOf(opened, StreamFailed)
         self.assertTrue(client.is_ready)
         self.assertEqual(server.streams, [])
+
+    def test_early_bytes_go_with_the_proposal(self) -> None:
+        """Optimistic select: the protocol's first bytes leave before the peer agrees."""
+        server_side = Recorder()
+        self.server_host.set_handler(ECHO, lambda: server_side)
+        client, server, pump = self.connect()
+        pump.flush()
+        seen = stream_data(server)
+        recorder = Recorder()
+        opened = client.open_stream(ECHO, recorder, early=b"hello")
+        pump.flush()
+        stream = self.successResultOf(opened)
+        self.assertEqual(seen[0], encode_message(PROTOCOL_ID) + encode_message(ECHO) + b"hello")
+        self.assertEqual(server_side.received, b"hello")
+        self.assertIs(stream.protocol, recorder)
+        self.assertIs(recorder.stream, stream)
+
+    def test_early_bytes_refused_with_na(self) -> None:
+        """A peer that answers "na" (here to our proposal and the early bytes, read as a
+        second proposal) fails the open and the stream is reset."""
+        client, server, pump = self.connect()
+        pump.flush()
+        seen = stream_data(client)
+        recorder = Recorder()
+        opened = client.open_stream("/nope/1.0.0", recorder, early=encode_message("/nope/2"))
+        pump.flush()
+        self.assertIn(encode_message("na"), b"".join(seen))
+        self.assertIn("none", str(self.failureResultOf(opened, StreamFailed).value))
+        self.assertIsNone(recorder.stream)
+        self.assertEqual((client.streams, client._negotiating, server.streams), ([], {}, []))
+        assert client._yamux is not None
+        self.assertEqual(client._yamux.stream_ids, [])
+        self.assertTrue(client.is_ready)
+
+    def test_tcp_writes_of_one_turn_leave_together_at_its_end(self) -> None:
+        """On a TCP transport, what one reactor turn wrote is sent once that turn's events
+        are handled (one system call), not after one more poll; not once closing."""
+        client, _, pump = self.connect()
+        pump.flush()
+        stream = self.open(client, pump, Recorder())
+        held = HeldTransport()
+        client._transport = held
+        client._sends_itself = False
+        stream.write(b"a")
+        stream.write(b"b")
+        self.assertEqual(held.sent, [])
+        self.clock.advance(0)
+        self.assertEqual(len(held.sent), 1)
+        self.assertGreater(len(held.sent[0]), 2 * 16)  # two Noise messages
+        stream.write(b"c")
+        client.close()
+        self.clock.advance(0)
+        self.assertEqual(len(held.sent), 1)  # the reactor flushes a closing transport
 
     def test_reset_reaches_the_handler(self) -> None:
         server_side = Recorder()

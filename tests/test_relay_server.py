@@ -8,24 +8,32 @@ from prometheus_client import CollectorRegistry, generate_latest
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
 from twisted.test.iosim import FakeTransport, IOPump, connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
 
 from rendezvous.addrs import InvalidMultiaddr, multiaddr_from_text, multiaddr_to_text
 from rendezvous.p2p import ping
-from rendezvous.p2p.connection import Connection
+from rendezvous.p2p.connection import Connection, StreamFailed
 from rendezvous.p2p.host import Host
 from rendezvous.p2p.keys import PrivateKey
+from rendezvous.p2p.multistream import PROTOCOL_ID, encode_message
 from rendezvous.p2p.stream import Stream, StreamProtocol
 from rendezvous.p2p.transport import TCPAddress
 from rendezvous.pb.circuit_pb2 import Limit
-from rendezvous.relay import client, codec, relayed
+from rendezvous.relay import client, codec, hop, relayed, stop
 from rendezvous.relay.client import RelayRefused, StopHandler
 from rendezvous.relay.keeper import ReservationKeeper
 from rendezvous.relay.resources import Acl, RelayLimits
-from rendezvous.relay.server import REQUEST_TIMEOUT, SWEEP_INTERVAL, RelayServer
+from rendezvous.relay.server import (
+    LOGGED_CIRCUITS,
+    LOGGED_CIRCUITS_INTERVAL,
+    REQUEST_TIMEOUT,
+    SWEEP_INTERVAL,
+    RelayServer,
+)
 
-from .test_p2p_connection import Echo, Recorder
+from .test_p2p_connection import Echo, Recorder, stream_data
 
 RELAY_KEY = PrivateKey.from_seed(b"R" * 32)
 ALICE_KEY = PrivateKey.from_seed(b"A" * 32)
@@ -350,6 +358,89 @@ class RelayTests(RelayFixture):
         self.flush()
         self.assertEqual(self.failureResultOf(opened, RelayRefused).value.status, 203)
         self.assertEqual(server.resources.circuits, 0)
+
+    def test_stop_connect_goes_with_the_proposal(self) -> None:
+        """The target reserved, so it speaks stop: the relay's CONNECT does not wait for
+        its protocol echo, and its echo and STATUS, read together, open the circuit."""
+        server = self.relay()
+        _, bob, _ = self.bob()
+        seen = stream_data(bob)
+        _, alice, _ = self.peer(ALICE_KEY, 2)
+        opened = client.connect(alice, BOB_KEY.peer_id())
+        self.flush()
+        self.successResultOf(opened)
+        self.assertEqual(
+            seen[0],
+            encode_message(PROTOCOL_ID)
+            + encode_message(codec.STOP_PROTOCOL_ID)
+            + stop.connect_message(ALICE_KEY.peer_id(), server.limit),
+        )
+        self.assertEqual(server.stats.circuits_opened, 1)
+
+    def test_hop_connect_goes_with_the_proposal(self) -> None:
+        """The client's CONNECT does not wait for the relay's hop echo either."""
+        self.relay()
+        self.bob()
+        _, alice, relay_end = self.peer(ALICE_KEY, 2)
+        seen = stream_data(relay_end)
+        opened = client.connect(alice, BOB_KEY.peer_id())
+        self.flush()
+        self.successResultOf(opened)
+        self.assertEqual(
+            seen[0],
+            encode_message(PROTOCOL_ID)
+            + encode_message(codec.HOP_PROTOCOL_ID)
+            + hop.connect_request(BOB_KEY.peer_id()),
+        )
+
+    def test_connect_to_a_peer_without_hop(self) -> None:
+        """A peer that is no relay refuses the proposal and the CONNECT sent with it."""
+        _, alice, _ = self.peer(ALICE_KEY, 2)  # no relay installed
+        opened = client.connect(alice, BOB_KEY.peer_id())
+        self.flush()
+        self.failureResultOf(opened, StreamFailed)
+        self.assertEqual(alice.streams, [])
+        self.assertTrue(alice.is_ready)
+
+    def test_target_without_stop_is_connection_failed(self) -> None:
+        """A target that reserved but refuses the stop protocol (and our CONNECT sent with
+        the proposal): CONNECTION_FAILED, nothing held."""
+        server = self.relay()
+        _, bob, _ = self.peer(BOB_KEY, 3)
+        self.successResultOf(_flushed(self, client.reserve(bob)))
+        _, alice, _ = self.peer(ALICE_KEY, 2)
+        opened = client.connect(alice, BOB_KEY.peer_id())
+        self.flush()
+        failure = self.failureResultOf(opened, RelayRefused)
+        self.assertEqual(failure.value.status, codec.CONNECTION_FAILED)
+        self.assertEqual(server.resources.circuits, 0)
+        self.assertEqual(server.stats.circuits_refused, {"connection failed": 1})
+        self.assertEqual(bob.streams, [])
+
+    def test_circuit_lines_are_rate_limited(self) -> None:
+        """Anyone may open circuits back to back: LOGGED_CIRCUITS per interval are
+        logged (opened and closed), the others counted and their number logged."""
+        self.relay()
+        self.bob(Echo)
+        _, alice, _ = self.peer(ALICE_KEY, 2)
+
+        def circuit() -> None:
+            opened = client.connect(alice, BOB_KEY.peer_id())
+            self.flush()
+            self.successResultOf(opened).stream.close()
+            self.flush()
+
+        with capturedLogs() as events:
+            for _ in range(LOGGED_CIRCUITS + 2):
+                circuit()
+            self.clock.advance(LOGGED_CIRCUITS_INTERVAL)
+            circuit()
+        formats = [e["log_format"] for e in events]
+        self.assertEqual(formats.count("{circuit} opened"), LOGGED_CIRCUITS + 1)
+        self.assertEqual(sum("closed" in f for f in formats), LOGGED_CIRCUITS + 1)
+        skipped = [e for e in events if e["log_format"] == "{count} circuits were not logged"]
+        self.assertEqual([e["count"] for e in skipped], [2])
+        self.assertEqual(formats[-3:-1], [skipped[0]["log_format"], "{circuit} opened"])
 
     def test_malformed_request_answered(self) -> None:
         server = self.relay()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
@@ -106,6 +107,10 @@ class Connection(Protocol):
         self._admitted = False
         self._ip: str | None = None
         self._failure = "connection lost"
+        self._sends_itself = True
+        """False for a TCP transport, which sends when the reactor next polls: see `_send_soon`."""
+        self._send_pending = False
+        """True while a `_send` is scheduled for the end of this reactor turn."""
 
     @property
     def is_ready(self) -> bool:
@@ -120,6 +125,7 @@ class Connection(Protocol):
     def connectionMade(self) -> None:
         transport: Any = self.transport
         self._transport = transport
+        self._sends_itself = not isinstance(transport, FileDescriptor)
         no_delay(transport)
         if isinstance(getattr(transport, "bufferSize", None), int):
             transport.bufferSize = TRANSPORT_BUFFER
@@ -343,9 +349,16 @@ class Connection(Protocol):
         self._negotiating[stream_id] = _Negotiation(stream_id, responder, timer)
         session.write(stream_id, responder.start())
 
-    def open_stream(self, protocol_id: str, protocol: StreamProtocol) -> Deferred[Stream]:
+    def open_stream(
+        self, protocol_id: str, protocol: StreamProtocol, *, early: bytes = b""
+    ) -> Deferred[Stream]:
         """Open a stream for ``protocol_id``; fires once the peer agreed, after
-        ``protocol.stream_started``; fails with `StreamFailed`."""
+        ``protocol.stream_started``; fails with `StreamFailed`.
+
+        ``early``: the protocol's first bytes, sent with the proposal before the peer
+        agrees (optimistic select: a round trip saved when the peer surely speaks it).
+        Should the peer refuse, it reads them as a proposal at worst; the stream is
+        reset and the Deferred fails."""
         session = self._yamux
         if self._state != _MUXED or session is None:
             return fail(StreamFailed("the connection is not ready"))
@@ -359,7 +372,7 @@ class Connection(Protocol):
         )
         deferred: Deferred[Stream] = Deferred()
         self._negotiating[stream_id] = _Negotiation(stream_id, initiator, timer, protocol, deferred)
-        session.write(stream_id, initiator.start())
+        session.write(stream_id, initiator.start() + early)
         self._flush_soon()
         return deferred
 
@@ -549,6 +562,7 @@ class Connection(Protocol):
             chunk = chunks[0]
             if len(chunk) <= _SMALL_WRITE:
                 self._transport.write(b"".join(encrypt_frames(chunk)))
+                self._send_soon()
                 return
             pieces = encrypt_frames(chunk)
         else:
@@ -556,6 +570,22 @@ class Connection(Protocol):
             for chunk in chunks:
                 pieces += encrypt_frames(chunk)
         self._transport.writeSequence(pieces)
+        self._send_soon()
+
+    def _send_soon(self) -> None:
+        """Have a TCP transport send what it holds once this reactor turn's events are
+        handled, with what else they wrote, rather than after one more poll."""
+        if self._send_pending or self._sends_itself:
+            return
+        self._send_pending = True
+        self.host.clock.callLater(0, self._send)
+
+    def _send(self) -> None:
+        self._send_pending = False
+        if self._state == _MUXED and not self._transport.disconnecting:
+            # The reactor's own call: should the socket be full or gone, the bytes stay
+            # buffered and the transport, still registered for writing, sees to it.
+            self._transport.doWrite()
 
     def _fail(self, reason: str) -> None:
         if self._state == _CLOSED:

@@ -56,14 +56,17 @@ class ReservationInfo:
 class _HopRequest(StreamProtocol):
     """Writes one hop request and waits for its STATUS."""
 
-    def __init__(self, request: bytes) -> None:
+    def __init__(self, request: bytes, *, sent: bool = False) -> None:
+        """``sent``: the request went with the protocol proposal (optimistic select)."""
         self.request = request
+        self.sent = sent
         self.machine = hop.HopClient()
         self.answer: Deferred[tuple[HopMessage, bytes]] = Deferred()
 
     def stream_started(self, stream: Stream) -> None:
         super().stream_started(stream)
-        stream.write(self.request)
+        if not self.sent:
+            stream.write(self.request)
 
     def data_received(self, data: bytes) -> None:
         if self.answer.called:
@@ -129,10 +132,13 @@ class OpenCircuit:
 def connect(connection: Connection, target: bytes) -> Deferred[OpenCircuit]:
     """CONNECT through the relay to ``target``; fires with the circuit once the relay said OK.
 
+    The CONNECT goes with the hop protocol proposal (optimistic select: a relay speaks
+    hop, and a round trip is saved per circuit); a peer that does not refuses both.
     Fails with `RelayRefused`, `RelayError` or `StreamFailed`.
     """
-    request = _HopRequest(hop.connect_request(target))
-    opened = connection.open_stream(HOP_PROTOCOL_ID, request)
+    message = hop.connect_request(target)
+    request = _HopRequest(message, sent=True)
+    opened = connection.open_stream(HOP_PROTOCOL_ID, request, early=message)
 
     def answered(result: tuple[HopMessage, bytes]) -> OpenCircuit:
         response, leftover = result

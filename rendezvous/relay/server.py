@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rendezvous.addrs import multiaddr_from_text, multiaddr_to_text
+from rendezvous.loglimit import LogLimiter
 from rendezvous.p2p.stream import Stream, StreamProtocol
 from rendezvous.p2p.transport import TCPAddress
 from rendezvous.pb.circuit_pb2 import Limit
@@ -48,6 +49,11 @@ REQUEST_TIMEOUT: Final = 15.0
 """Seconds a hop stream may take to send its request, and a target to answer a stop."""
 SWEEP_INTERVAL: Final = 30.0
 """Seconds between sweeps of expired reservations and of those whose peer left."""
+LOGGED_CIRCUITS: Final = 20
+"""Circuits whose lines (opened, closed) are logged per `LOGGED_CIRCUITS_INTERVAL`:
+anyone may open circuit after circuit, and two lines each would cost a busy relay
+a fifth of its CPU (the rest are counted, and their number logged)."""
+LOGGED_CIRCUITS_INTERVAL: Final = 10.0
 
 
 _peer_text = lru_cache(maxsize=1024)(peer_id_to_text)
@@ -81,6 +87,8 @@ class RelayServer:
         self.holders: dict[bytes, Connection] = {}
         """The connection each reservation was made over (stop streams go there)."""
         self.circuits: set[Circuit] = set()
+        self.circuit_log = LogLimiter(clock.seconds, LOGGED_CIRCUITS, LOGGED_CIRCUITS_INTERVAL)
+        """Which circuits are logged."""
         self._sweeper = LoopingCall(self.sweep)
         self._sweeper.clock = clock
 
@@ -248,8 +256,10 @@ class HopHandler(StreamProtocol):
         self.target = target
         assert holder is not None
         self._timer = server.clock.callLater(REQUEST_TIMEOUT, self._timed_out)
-        opener = _StopOpener(self, source)
-        holder.open_stream(STOP_PROTOCOL_ID, opener).addErrback(self._stop_failed)
+        # The target reserved, so it speaks stop: CONNECT goes with the proposal.
+        connect = stop.connect_message(source, server.limit)
+        opener = _StopOpener(self)
+        holder.open_stream(STOP_PROTOCOL_ID, opener, early=connect).addErrback(self._stop_failed)
 
     def _stop_failed(self, failure: Failure) -> None:
         self._fail(f"stop stream: {failure.getErrorMessage()}")
@@ -272,7 +282,8 @@ class HopHandler(StreamProtocol):
         hop_stream.write(hop.connect_ok(self.server.limit))
         server = self.server
         source, target = hop_stream.remote_peer_id, self.target
-        label = f"circuit {_peer_text(source)} -> {_peer_text(target)}"
+        logged, suppressed = server.circuit_log.allow()
+        label = f"circuit {_peer_text(source)} -> {_peer_text(target)}" if logged else "circuit"
         circuit: Circuit
 
         def closed(reason: str) -> None:
@@ -287,10 +298,14 @@ class HopHandler(StreamProtocol):
             stats=server.stats,
             on_closed=closed,
             label=label,
+            logged=logged,
         )
         server.circuits.add(circuit)
         server.stats.circuits_opened += 1
-        server.log.info("{circuit} opened", circuit=label)
+        if suppressed:
+            server.log.info("{count} circuits were not logged", count=suppressed)
+        if logged:
+            server.log.info("{circuit} opened", circuit=label)
         if early:
             circuit.received(0, early)
         if leftover:
@@ -350,18 +365,16 @@ class HopHandler(StreamProtocol):
 
 
 class _StopOpener(StreamProtocol):
-    """The relay's stop stream to the target until it answers."""
+    """The relay's stop stream to the target until it answers (CONNECT already sent)."""
 
-    def __init__(self, hop_handler: HopHandler, source: bytes) -> None:
+    def __init__(self, hop_handler: HopHandler) -> None:
         self.hop_handler = hop_handler
-        self.source = source
         self.machine = stop.StopDialer()
         self.answered = False
 
     def stream_started(self, stream: Stream) -> None:
         super().stream_started(stream)
         self.hop_handler.stop_stream = stream
-        stream.write(stop.connect_message(self.source, self.hop_handler.server.limit))
 
     def data_received(self, data: bytes) -> None:
         if self.answered:

@@ -33,8 +33,11 @@ class Circuit:
         stats: RelayStats,
         on_closed: Callable[[str], None],
         label: str = "circuit",
+        logged: bool = True,
     ) -> None:
+        """``logged``: whether this circuit's lines are logged (the relay rate-limits them)."""
         self.streams = streams
+        self.logged = logged
         self.max_bytes = max_bytes
         self.relayed = [0, 0]
         """Bytes read on each side (and written to the other)."""
@@ -68,7 +71,8 @@ class Circuit:
         if data:
             other.write(data)
         if cut:
-            self.log.info("{circuit}: data limit reached, resetting", circuit=self.label)
+            if self.logged:
+                self.log.info("{circuit}: data limit reached, resetting", circuit=self.label)
             self._finish("data limit")
             return
         if other.writing_paused and not self._reading_paused[side]:
@@ -115,7 +119,8 @@ class Circuit:
     def _expired(self) -> None:
         self._timer = None
         if not self.done:
-            self.log.info("{circuit}: duration limit reached, resetting", circuit=self.label)
+            if self.logged:
+                self.log.info("{circuit}: duration limit reached, resetting", circuit=self.label)
             self._finish("duration limit")
 
     def _finish(self, reason: str) -> None:
@@ -127,13 +132,14 @@ class Circuit:
             for stream in self.streams:
                 stream.reset()
         self.stats.closed_circuit(reason)
-        self.log.info(
-            "{circuit} closed ({reason}): {up} bytes to the target, {down} to the initiator",
-            circuit=self.label,
-            reason=reason,
-            up=self.relayed[0],
-            down=self.relayed[1],
-        )
+        if self.logged:
+            self.log.info(
+                "{circuit} closed ({reason}): {up} bytes to the target, {down} to the initiator",
+                circuit=self.label,
+                reason=reason,
+                up=self.relayed[0],
+                down=self.relayed[1],
+            )
         self._on_closed(reason)
 
 
