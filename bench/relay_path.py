@@ -12,7 +12,9 @@ other CPU. Bob reserves on the relay; alice dials it and CONNECTs to bob:
   (``--parallel``): CONNECT, the relay's STOP to bob, OK back, then alice closes it.
 
 Raw loopback TCP between the same two processes is the ceiling: the same bytes over one
-plain TCP connection, and TCP connections opened and closed per second.
+plain TCP connection, and TCP connections opened and closed per second. Every relay runs
+for the whole script and each of the ``--runs`` rounds measures them in turn, so that a
+noisy spell of the machine falls on all of them alike.
 """
 
 from __future__ import annotations
@@ -77,7 +79,9 @@ def bob(conn: Any) -> None:
     from rendezvous.relay.client import StopHandler
 
     key = PrivateKey.generate()
-    state: dict[str, Any] = {"expect": 0, "relay": None}
+    state: dict[str, Any] = {"expect": 0}
+    relays: dict[str, Any] = {}
+    """Bob's connection to each relay he reserved on (all of them at once)."""
 
     class Sink(StreamProtocol):
         def __init__(self) -> None:
@@ -107,10 +111,10 @@ def bob(conn: Any) -> None:
     port = reactor.listenTCP(0, factory, backlog=4096, interface="127.0.0.1")
 
     async def reserve(address_text: str) -> dict:
-        if state["relay"] is not None:
-            state["relay"].close()
+        if address_text in relays:
+            relays.pop(address_text).close()
         address = TCPAddress.parse(address_text)
-        state["relay"] = connection = await host.dial(
+        relays[address_text] = connection = await host.dial(
             address.client_endpoint(reactor), address.peer_id
         )
         nodelay(connection)
@@ -146,7 +150,8 @@ def alice(conn: Any) -> None:
     from rendezvous.relay import client
 
     host = Host(PrivateKey.generate(), reactor)
-    state: dict[str, Any] = {"relay": None}
+    relays: dict[str, Any] = {}
+    """Alice's connection to each relay (all of them at once)."""
     payload = bytes(range(256)) * (CHUNK // 256)
 
     class Sender(StreamProtocol):
@@ -181,15 +186,15 @@ def alice(conn: Any) -> None:
                 self.done.callback(None)
 
     async def dial(address_text: str) -> None:
-        if state["relay"] is not None:
-            state["relay"].close()
+        if address_text in relays:
+            relays.pop(address_text).close()
         address = TCPAddress.parse(address_text)
-        state["relay"] = await host.dial(address.client_endpoint(reactor), address.peer_id)
-        nodelay(state["relay"])
+        relays[address_text] = await host.dial(address.client_endpoint(reactor), address.peer_id)
+        nodelay(relays[address_text])
 
-    async def throughput(peer: bytes, size: int) -> dict:
+    async def throughput(relay: str, peer: bytes, size: int) -> dict:
         t0, cpu0 = time.monotonic(), c.self_cpu()
-        circuit = await client.connect(state["relay"], peer)
+        circuit = await client.connect(relays[relay], peer)
         sender = Sender(size)
         circuit.attach(sender)
         sender.push()
@@ -209,9 +214,11 @@ def alice(conn: Any) -> None:
         sender.transport.loseConnection()
         return result
 
-    async def circuits(target: Any, parallel: int, t_start: float, t_end: float) -> dict:
-        """Open circuits (or TCP connections, ``target`` a port) back to back in
-        ``parallel`` loops; count those established between the two marks."""
+    async def circuits(
+        relay: str | None, target: Any, parallel: int, t_start: float, t_end: float
+    ) -> dict:
+        """Open circuits through ``relay`` (or TCP connections, ``target`` a port) back
+        to back in ``parallel`` loops; count those established between the two marks."""
         counts = {"all": 0}
         marks: dict[str, tuple[int, float, float]] = {}
 
@@ -222,7 +229,7 @@ def alice(conn: Any) -> None:
                     p = await connectProtocol(endpoint, protocol.Protocol())
                     p.transport.loseConnection()
                 else:
-                    circuit = await client.connect(state["relay"], target)
+                    circuit = await client.connect(relays[relay], target)
                     circuit.stream.close()
                 counts["all"] += 1
 
@@ -268,72 +275,73 @@ def stop_relay(relay: P2PProcess, profile: str | None) -> None:
     relay.stop()
 
 
-def measure(
-    kind: str, args: Any, bob_w: c.Worker, alice_w: c.Worker, profile: str | None = None
-) -> list[dict]:
-    """``args.runs`` rounds of every phase against one relay (or raw TCP for "tcp")."""
-    relay = None if kind == "tcp" else start_relay(kind, profile)
-    size = int(args.megabytes * 2**20)
-    try:
-        if relay is not None:
-            bob_w.send("reserve", relay.address)
-            info = bob_w.recv(60)
-            alice_w.send("dial", relay.address)
+class Relay:
+    """One relay under test (None for raw TCP), with bob reserved on it and alice connected."""
+
+    def __init__(self, kind: str, bob_w: c.Worker, alice_w: c.Worker, profile: str | None = None):
+        self.kind = kind
+        self.profile = profile
+        self.process = None if kind == "tcp" else start_relay(kind, profile)
+        self.target: Any = None
+        if self.process is not None:
+            bob_w.send("reserve", self.process.address)
+            self.target = bob_w.recv(60)["peer"]
+            alice_w.send("dial", self.process.address)
             alice_w.recv(60)
-            target: Any = info["peer"]
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_relay(self.process, self.profile)
+
+
+def measure(relay: Relay, args: Any, bob_w: c.Worker, alice_w: c.Worker) -> dict:
+    """One round of every phase against ``relay``."""
+    kind, process = relay.kind, relay.process
+    address = process.address if process is not None else None
+    size = int(args.megabytes * 2**20)
+    out: dict[str, Any] = {"relay": kind}
+    phases: list[tuple[str, tuple]] = [("throughput", ())]
+    phases += [(f"circuits_{n}", (n,)) for n in (1, args.parallel)]
+    for name, extra in phases:
+        relay_cpu0 = process.cpu() if process else 0.0
+        all0 = c.system_cpu()
+        steal0, softirq0 = steal_softirq()
+        bob_w.send("cpu")
+        bob0 = bob_w.recv()
+        if name == "throughput":
+            bob_w.send("expect", size)
+            bob_w.recv()
+            if kind == "tcp":
+                alice_w.send("tcp_throughput", args.tcp_port, size)
+            else:
+                alice_w.send("throughput", address, relay.target, size)
+            r = alice_w.recv(args.timeout)
+            value = size / r["seconds"] / 2**20
+            seconds = r["seconds"]
         else:
-            target = None
-        samples = []
-        for _ in range(args.runs):
-            out: dict[str, Any] = {"relay": kind}
-            phases: list[tuple[str, tuple]] = [("throughput", ())]
-            phases += [(f"circuits_{n}", (n,)) for n in (1, args.parallel)]
-            for name, extra in phases:
-                relay_cpu0 = relay.cpu() if relay else 0.0
-                all0 = c.system_cpu()
-                steal0, softirq0 = steal_softirq()
-                bob_w.send("cpu")
-                bob0 = bob_w.recv()
-                if name == "throughput":
-                    bob_w.send("expect", size)
-                    bob_w.recv()
-                    if kind == "tcp":
-                        alice_w.send("tcp_throughput", args.tcp_port, size)
-                    else:
-                        alice_w.send("throughput", target, size)
-                    r = alice_w.recv(args.timeout)
-                    value = size / r["seconds"] / 2**20
-                    seconds = r["seconds"]
-                else:
-                    bob_w.send("expect", 0)
-                    bob_w.recv()
-                    t_start = time.time() + 0.3
-                    t_end = t_start + args.seconds
-                    tgt = args.tcp_port if kind == "tcp" else target
-                    alice_w.send("circuits", tgt, extra[0], t_start, t_end)
-                    r = alice_w.recv(args.seconds + 60)
-                    value = r["count"] / r["seconds"]
-                    seconds = args.seconds + 0.3
-                bob_w.send("cpu")
-                bob1 = bob_w.recv()
-                relay_cpu = (relay.cpu() - relay_cpu0) if relay else 0.0
-                gen = (bob1 - bob0) + r["cpu"]
-                out[name] = value
-                out[f"{name}_relay_cpu"] = relay_cpu / seconds
-                out[f"{name}_gen_cpu"] = gen / seconds
-                out[f"{name}_others_cpu"] = (
-                    max(0.0, c.system_cpu() - all0 - relay_cpu - gen) / seconds
-                )
-                steal1, softirq1 = steal_softirq()
-                out[f"{name}_steal_cpu"] = (steal1 - steal0) / seconds
-                out[f"{name}_softirq_cpu"] = (softirq1 - softirq0) / seconds
-                if relay is not None:
-                    relay.check_alive()
-            samples.append(out)
-        return samples
-    finally:
-        if relay is not None:
-            stop_relay(relay, profile)
+            bob_w.send("expect", 0)
+            bob_w.recv()
+            t_start = time.time() + 0.3
+            t_end = t_start + args.seconds
+            tgt = args.tcp_port if kind == "tcp" else relay.target
+            alice_w.send("circuits", address, tgt, extra[0], t_start, t_end)
+            r = alice_w.recv(args.seconds + 60)
+            value = r["count"] / r["seconds"]
+            seconds = args.seconds + 0.3
+        bob_w.send("cpu")
+        bob1 = bob_w.recv()
+        relay_cpu = (process.cpu() - relay_cpu0) if process else 0.0
+        gen = (bob1 - bob0) + r["cpu"]
+        out[name] = value
+        out[f"{name}_relay_cpu"] = relay_cpu / seconds
+        out[f"{name}_gen_cpu"] = gen / seconds
+        out[f"{name}_others_cpu"] = max(0.0, c.system_cpu() - all0 - relay_cpu - gen) / seconds
+        steal1, softirq1 = steal_softirq()
+        out[f"{name}_steal_cpu"] = (steal1 - steal0) / seconds
+        out[f"{name}_softirq_cpu"] = (softirq1 - softirq0) / seconds
+        if process is not None:
+            process.check_alive()
+    return out
 
 
 PHASES = ("throughput", "circuits_1", "circuits_p")
@@ -349,18 +357,29 @@ def main(args: Any) -> int:
     bob_w, alice_w = c.Worker(bob), c.Worker(alice)
     bob_w.recv()
     alice_w.recv()
-    samples: dict[str, list[dict]] = {}
+    samples: dict[str, list[dict]] = {kind: [] for kind in kinds}
+    relays: list[Relay] = []
     try:
         bob_w.send("tcp_port")
         args.tcp_port = bob_w.recv()
+        # Every relay runs from the start (an idle one costs nothing) and the rounds
+        # take them in turn: a noisy spell of the machine falls on all of them alike.
         for kind in kinds:
-            samples[kind] = measure(kind, args, bob_w, alice_w)
+            relays.append(Relay(kind, bob_w, alice_w))
+        for _ in range(args.runs):
+            for relay in relays:
+                samples[relay.kind].append(measure(relay, args, bob_w, alice_w))
         if args.profile:
             path = os.path.abspath(args.profile)
             if os.path.exists(path):
                 os.unlink(path)
-            measure("rendezvous", args, bob_w, alice_w, profile=path)
+            profiled = Relay("rendezvous", bob_w, alice_w, profile=path)
+            relays.append(profiled)
+            for _ in range(args.runs):
+                measure(profiled, args, bob_w, alice_w)
     finally:
+        for relay in relays:
+            relay.stop()
         bob_w.stop()
         alice_w.stop()
     return report(args, kinds, samples)
