@@ -369,12 +369,8 @@ class RelayTests(RelayFixture):
         opened = client.connect(alice, BOB_KEY.peer_id())
         self.flush()
         self.successResultOf(opened)
-        self.assertEqual(
-            seen[0],
-            encode_message(PROTOCOL_ID)
-            + encode_message(codec.STOP_PROTOCOL_ID)
-            + stop.connect_message(ALICE_KEY.peer_id(), server.limit),
-        )
+        connect = stop.connect_message(ALICE_KEY.peer_id(), server.limit)
+        self.assertEqual(seen[0], _proposed(codec.STOP_PROTOCOL_ID, connect))
         self.assertEqual(server.stats.circuits_opened, 1)
 
     def test_hop_connect_goes_with_the_proposal(self) -> None:
@@ -386,12 +382,8 @@ class RelayTests(RelayFixture):
         opened = client.connect(alice, BOB_KEY.peer_id())
         self.flush()
         self.successResultOf(opened)
-        self.assertEqual(
-            seen[0],
-            encode_message(PROTOCOL_ID)
-            + encode_message(codec.HOP_PROTOCOL_ID)
-            + hop.connect_request(BOB_KEY.peer_id()),
-        )
+        connect = hop.connect_request(BOB_KEY.peer_id())
+        self.assertEqual(seen[0], _proposed(codec.HOP_PROTOCOL_ID, connect))
 
     def test_connect_to_a_peer_without_hop(self) -> None:
         """A peer that is no relay refuses the proposal and the CONNECT sent with it."""
@@ -595,3 +587,8 @@ class SpliceProperties(SynchronousTestCase):
         bob_side.stream.resume_reading()
         fixture.flush()
         self.assertEqual(bob_side.received, b"".join(data for data, _ in steps))
+
+
+def _proposed(protocol_id: str, first: bytes) -> bytes:
+    """A stream's first bytes when ``first`` goes with the proposal of ``protocol_id``."""
+    return encode_message(PROTOCOL_ID) + encode_message(protocol_id) + first
