@@ -16,6 +16,7 @@ from rendezvous.model import Refused
 from rendezvous.pb.live_pb2 import Message
 from rendezvous.store.memory import MemoryStore
 from rendezvous.varint import encode_uvarint
+from rendezvous.workers.hubstore import HubStore
 
 from .helpers import peer, peer_id, register, tcp_addr, unframe_all
 
@@ -178,6 +179,21 @@ class SessionCacheTests(SynchronousTestCase):
         self.assertEqual(session._entries, expected)
         self.assertEqual(self.dialect.metrics.received["register"], 3)
         self.assertEqual(self.store.stats().registrations, 1)
+
+    def test_a_worker_session_keeps_a_cache_too(self) -> None:
+        """In a worker the registrations are the hub's: the second REGISTER still caches."""
+        store = HubStore(10, [].append)
+        dialect = LiveDialect(
+            store, LiveCodec(LIMITS), Metrics(store.stats), LogLimiter(lambda: 0.0)
+        )
+        session = dialect.session(Channel(), "test")
+        self.assertTrue(session.start())
+        frame = encode_uvarint(len(layout(GOOD[:1]))) + layout(GOOD[:1])
+        session.feed(frame)
+        self.assertIsNone(session._entries)
+        session.feed(frame)
+        expected = {GOOD[0]: RegisterRequest("app", peer("A", tcp_addr(0)))}
+        self.assertEqual(session._entries, expected)
 
     def test_cached_registers_still_meet_the_registry(self) -> None:
         """Ownership is the registry's: a cached entry of another session's id is refused."""

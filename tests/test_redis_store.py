@@ -200,6 +200,19 @@ class StoreLogicTests(StoreTestCase):
         self.assertTrue(watcher.open)
         self.assertFalse(self.store.ready)
 
+    def test_a_refused_subscription_is_forgotten(self) -> None:
+        """A namespace that could not be read is no subscription of the session waiting
+        for it; asking again (twice) makes it one, once."""
+        session, client = self.session()
+        self.store.subscribe(session, "ns", 1)
+        self.link.subscriptions.pop()[1].callback(None)
+        self.link.take("snapshot")[1].errback(LinkDown("gone"))
+        self.assertEqual(client.seen, [("refused", None, Status.UNAVAILABLE)])
+        self.assertEqual(session.subscriptions, [])
+        self.store.subscribe(session, "ns", 2)
+        self.store.subscribe(session, "ns", 3)
+        self.assertEqual(session.subscriptions, ["ns"])
+
     def test_resync_tells_what_was_missed(self) -> None:
         _, client = self.subscribed(10, A, B)
         self.link.on_down()
