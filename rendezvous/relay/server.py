@@ -283,7 +283,7 @@ class HopHandler(StreamProtocol):
         server = self.server
         source, target = hop_stream.remote_peer_id, self.target
         logged, suppressed = server.circuit_log.allow()
-        label = f"circuit {_peer_text(source)} -> {_peer_text(target)}" if logged else "circuit"
+        label = f"circuit {_peer_text(source)} -> {_peer_text(target)}" if logged else None
         circuit: Circuit
 
         def closed(reason: str) -> None:
@@ -298,13 +298,12 @@ class HopHandler(StreamProtocol):
             stats=server.stats,
             on_closed=closed,
             label=label,
-            logged=logged,
         )
         server.circuits.add(circuit)
         server.stats.circuits_opened += 1
         if suppressed:
             server.log.info("{count} circuits were not logged", count=suppressed)
-        if logged:
+        if label is not None:
             server.log.info("{circuit} opened", circuit=label)
         if early:
             circuit.received(0, early)

@@ -32,12 +32,11 @@ class Circuit:
         max_bytes: int,
         stats: RelayStats,
         on_closed: Callable[[str], None],
-        label: str = "circuit",
-        logged: bool = True,
+        label: str | None = "circuit",
     ) -> None:
-        """``logged``: whether this circuit's lines are logged (the relay rate-limits them)."""
+        """``label`` names the circuit in its log lines; None: it has none (the relay
+        rate-limits them)."""
         self.streams = streams
-        self.logged = logged
         self.max_bytes = max_bytes
         self.relayed = [0, 0]
         """Bytes read on each side (and written to the other)."""
@@ -71,7 +70,7 @@ class Circuit:
         if data:
             other.write(data)
         if cut:
-            if self.logged:
+            if self.label is not None:
                 self.log.info("{circuit}: data limit reached, resetting", circuit=self.label)
             self._finish("data limit")
             return
@@ -119,7 +118,7 @@ class Circuit:
     def _expired(self) -> None:
         self._timer = None
         if not self.done:
-            if self.logged:
+            if self.label is not None:
                 self.log.info("{circuit}: duration limit reached, resetting", circuit=self.label)
             self._finish("duration limit")
 
@@ -132,7 +131,7 @@ class Circuit:
             for stream in self.streams:
                 stream.reset()
         self.stats.closed_circuit(reason)
-        if self.logged:
+        if self.label is not None:
             self.log.info(
                 "{circuit} closed ({reason}): {up} bytes to the target, {down} to the initiator",
                 circuit=self.label,
