@@ -23,6 +23,7 @@ from zope.interface import implementer
 from rendezvous import __version__
 from rendezvous.limits import Limits
 from rendezvous.live.codec import LiveCodec
+from rendezvous.live.goodbye import Goodbye
 from rendezvous.live.protocol import LiveFactory, describe
 from rendezvous.live.session import LiveDialect
 from rendezvous.live.stream import PROTOCOL_ID as LIVE_PROTOCOL_ID
@@ -185,6 +186,8 @@ class Daemon(MultiService):
         self.metrics_ports: list[IListeningPort] = []
         _StoreService(self.store).setServiceParent(self)
         _Banner(banner).setServiceParent(self)
+        # Stopped after the listeners (services stop in reverse order), before the store.
+        Goodbye(self.dialect, self.live_factory, clock).setServiceParent(self)
         for description in config.listen:
             _listener(
                 description, self.live_factory, "live dialect", self.live_ports

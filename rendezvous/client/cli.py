@@ -1,7 +1,9 @@
 """``rendezvous``: the command-line client.
 
-Exit codes: 0 success, 1 the server refused the request, 2 bad usage, 3 the server
-could not be reached or the connection was lost.
+``register`` and ``watch`` reconnect when their server goes away (see
+`rendezvous.client.reconnect`); ``--once`` exits instead. Exit codes: 0 success, 1 the
+server refused the request, 2 bad usage, 3 the server could not be reached or the
+connection was lost.
 """
 
 from __future__ import annotations
@@ -16,11 +18,18 @@ from typing import TYPE_CHECKING, Any, TextIO, TypeAlias
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import react
 from twisted.python import usage
+from twisted.python.failure import Failure
 
 from rendezvous import __version__
 from rendezvous.addrs import InvalidMultiaddr, multiaddr_from_text, multiaddr_to_text
 from rendezvous.client.errors import ConnectionClosed, RendezvousError
 from rendezvous.client.live import Event, LiveClient, PeerEntry, connect
+from rendezvous.client.reconnect import (
+    ReconnectingClient,
+    RegistrationRefused,
+    StateEvent,
+    describe_state,
+)
 from rendezvous.p2p.keys import IdentityFileError, PrivateKey, load_or_create_identity
 from rendezvous.p2p.transport import TCPAddress
 
@@ -35,8 +44,20 @@ EXIT_UNREACHABLE = 3
 _ENDPOINT_HELP = (
     "ENDPOINT is host:port, or a Twisted client strport: tcp:host=H:port=P, "
     "tls:host=H:port=P, unix:path=/run/rendezvous.sock; or a libp2p multiaddr "
-    "/ip4/H/tcp/P[/ws]/p2p/PEER_ID, dialled with a fresh Ed25519 identity (or --identity)"
+    "/ip4/H/tcp/P[/ws]/p2p/PEER_ID, dialled with a fresh Ed25519 identity (or --identity). "
+    "Several ENDPOINTs (repeated, or comma-separated) are tried in turn. "
 )
+_SURVIVE_HELP = (
+    "It survives restarts: when the connection is lost it reconnects (to the next "
+    "ENDPOINT, at once after a session that served, else after a capped, jittered "
+    "backoff up to 30 s), registers and subscribes again, and prints one line on "
+    "stderr per change of state; with --once it exits instead (status 3)."
+)
+_EXIT_HELP = (
+    "Exit status: 0 ok; 1 refused by the server; 2 bad usage; 3 unreachable, or the "
+    "connection lost (discover, --once)."
+)
+_ONCE_FLAG = ["once", None, "exit (status 3) when the connection is lost; no reconnection"]
 DIALECTS = ("live", "standard")
 Session: TypeAlias = "LiveClient | StandardClient"
 """What the commands talk through, whichever the dialect."""
@@ -99,36 +120,48 @@ class _Target(usage.Options):
         print(f"rendezvous {__version__}")
         sys.exit(0)
 
-    def parseArgs(self, endpoint: str, namespace: str) -> None:  # type: ignore[override]
-        self["endpoint"] = endpoint
-        self["namespace"] = namespace
-        self["multiaddr"] = None
-        if endpoint.startswith("/"):
-            try:
-                self["multiaddr"] = TCPAddress.parse(endpoint)
-            except InvalidMultiaddr as e:
-                raise usage.UsageError(str(e)) from None
+    def parseArgs(self, *args: str) -> None:
+        """ENDPOINT [ENDPOINT ...] NAMESPACE; an ENDPOINT may list several, comma-separated."""
+        if len(args) < 2:
+            raise usage.UsageError("an ENDPOINT and a NAMESPACE are required")
+        *servers, self["namespace"] = args
+        self["endpoints"] = [part for text in servers for part in text.split(",") if part]
+        if not self["endpoints"]:
+            raise usage.UsageError("an ENDPOINT is required")
+        self["endpoint"] = self["endpoints"][0]
+        self["multiaddrs"] = {}
+        for endpoint in self["endpoints"]:
+            if endpoint.startswith("/"):
+                try:
+                    self["multiaddrs"][endpoint] = TCPAddress.parse(endpoint)
+                except InvalidMultiaddr as e:
+                    raise usage.UsageError(f"{endpoint}: {e}") from None
+        self["multiaddr"] = self["multiaddrs"].get(self["endpoint"])
 
     def postOptions(self) -> None:
         if self["dialect"] not in DIALECTS:
             raise usage.UsageError(f"--dialect must be one of {', '.join(DIALECTS)}")
-        if self["dialect"] == "standard" and self["multiaddr"] is None:
-            raise usage.UsageError("the standard dialect runs over libp2p: give a multiaddr")
+        over_libp2p = bool(self["multiaddrs"])
+        if self["dialect"] == "standard" and len(self["multiaddrs"]) < len(self["endpoints"]):
+            raise usage.UsageError("the standard dialect runs over libp2p: give multiaddrs")
         self["key"] = None
         if self["identity"] is not None:
-            if self["multiaddr"] is None:
+            if not over_libp2p:
                 raise usage.UsageError("--identity applies to libp2p multiaddrs only")
             try:
                 self["key"] = load_or_create_identity(self["identity"])
             except IdentityFileError as e:
                 raise usage.UsageError(f"--identity: {e}") from None
-        elif self["multiaddr"] is not None:
+        elif over_libp2p:
             self["key"] = PrivateKey.generate()
 
 
 class DiscoverOptions(_Target):
-    synopsis = "ENDPOINT NAMESPACE [--limit N] [--json]"
-    longdesc = "Print the peers registered in NAMESPACE, one per line. " + _ENDPOINT_HELP
+    synopsis = "ENDPOINT [ENDPOINT ...] NAMESPACE [--limit N] [--json]"
+    longdesc = (
+        "Print the peers registered in NAMESPACE, one per line, from the first ENDPOINT "
+        "that answers. " + _ENDPOINT_HELP + _EXIT_HELP
+    )
     optParameters = [
         ["limit", "l", 0, "at most this many peers (0: the server's default)", int],
         *_Target.optParameters,
@@ -137,12 +170,13 @@ class DiscoverOptions(_Target):
 
 
 class WatchOptions(_Target):
-    synopsis = "ENDPOINT NAMESPACE [--json]"
+    synopsis = "ENDPOINT [ENDPOINT ...] NAMESPACE [--json] [--once]"
     longdesc = (
         "Enter rendezvous in NAMESPACE: print its current peers, then each REGISTER (+) "
-        "and UNREGISTER (-) as it happens, until interrupted. " + _ENDPOINT_HELP
+        "and UNREGISTER (-) as it happens, until interrupted. " + _SURVIVE_HELP + " After a "
+        "reconnection only what changed meanwhile is printed. " + _ENDPOINT_HELP + _EXIT_HELP
     )
-    optFlags = [["json", "j", "one JSON object per line"]]
+    optFlags = [["json", "j", "one JSON object per line"], _ONCE_FLAG]
 
     def postOptions(self) -> None:
         super().postOptions()
@@ -151,11 +185,12 @@ class WatchOptions(_Target):
 
 
 class RegisterOptions(_Target):
-    synopsis = "ENDPOINT NAMESPACE [--id PEER_ID] [--addr MULTIADDR ...]"
+    synopsis = "ENDPOINT [ENDPOINT ...] NAMESPACE [--id PEER_ID] [--addr MULTIADDR ...] [--once]"
     longdesc = (
         "Register a peer in NAMESPACE and stay registered until interrupted (Ctrl-C or "
-        "SIGTERM), then unregister and exit. " + _ENDPOINT_HELP
+        "SIGTERM), then unregister and exit. " + _SURVIVE_HELP + " " + _ENDPOINT_HELP + _EXIT_HELP
     )
+    optFlags = [_ONCE_FLAG]
     optParameters = [
         [
             "id",
@@ -194,8 +229,7 @@ class Options(usage.Options):
     longdesc = (
         "Talk to a rendezvous server (live dialect over a raw stream or libp2p, or the "
         "standard dialect over libp2p). "
-        "Exit codes: 0 ok, 1 refused, "
-        "2 usage, 3 unreachable or disconnected."
+        "register and watch reconnect when their server goes away. " + _EXIT_HELP
     )
     subCommands = [
         ["discover", None, DiscoverOptions, "list the peers of a namespace"],
@@ -276,10 +310,11 @@ async def _register(
 async def run(reactor: Any, options: Options, out: TextIO, err: TextIO) -> int:
     command, sub = options.subCommand, options.subOptions
     interrupts = _Interrupts(reactor)
+    if command in ("watch", "register") and not sub["once"]:
+        return await _survive(reactor, interrupts, str(command), sub, out, err)
     try:
-        client = await _connect(reactor, sub)
-    except Exception as e:
-        print(f"rendezvous: cannot reach {sub['endpoint']}: {e}", file=err)
+        client = await _connect_first(reactor, sub, err)
+    except Exception:
         return EXIT_UNREACHABLE
     try:
         if command == "discover":
@@ -298,17 +333,84 @@ async def run(reactor: Any, options: Options, out: TextIO, err: TextIO) -> int:
         client.disconnect()
 
 
-async def _connect(reactor: Any, options: usage.Options) -> Session:
-    """A session with the server: libp2p for a multiaddr, else a client strport."""
+async def _connect_first(reactor: Any, options: usage.Options, err: TextIO) -> Session:
+    """A session with the first ENDPOINT that answers, each tried once in turn."""
+    for endpoint in options["endpoints"]:
+        try:
+            return await _connect(reactor, options, endpoint)
+        except Exception as e:
+            print(f"rendezvous: cannot reach {endpoint}: {e}", file=err, flush=True)
+            failure = e
+    raise failure
+
+
+async def _survive(
+    reactor: Any,
+    interrupts: _Interrupts,
+    command: str,
+    options: usage.Options,
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    """``watch`` or ``register`` that outlive their server: reconnect until interrupted."""
+    namespace = options["namespace"]
+    finished: Deferred[int] = Deferred()
+
+    def finish(code: int) -> None:
+        if not finished.called:
+            finished.callback(code)
+
+    def refused(failure: Failure) -> None:
+        if failure.check(RendezvousError):
+            print(f"rendezvous: refused: {failure.value}", file=err, flush=True)
+            finish(EXIT_REFUSED)
+
+    def state(event: StateEvent) -> None:
+        if isinstance(event, RegistrationRefused):
+            refused(Failure(event.error))
+        else:
+            print(f"rendezvous: {describe_state(event)}", file=err, flush=True)
+
+    client = ReconnectingClient(
+        reactor,
+        options["endpoints"],
+        lambda endpoint: ensureDeferred(_connect(reactor, options, endpoint)),
+        on_state=state,
+    )
+    interrupts.received.addCallback(lambda _: finish(EXIT_OK))
+    client.start()
+    if command == "watch":
+        client.rendezvous(namespace, _printer(options, out)).addErrback(refused)
+    else:
+        peer_id = options["id"]
+
+        def registered(_: None) -> None:
+            print(f"registered {peer_id} in {namespace}", file=out, flush=True)
+
+        client.register(namespace, peer_id, options["addrs"]).addCallbacks(registered, refused)
+    code = await finished
+    if command == "register" and code == EXIT_OK and client.server is not None:
+        try:
+            await client.unregister(namespace, options["id"])
+            print(f"unregistered {options['id']} from {namespace}", file=out, flush=True)
+        except Exception as e:
+            print(f"rendezvous: unregister failed: {e}", file=err, flush=True)
+    await client.stop()
+    return code
+
+
+async def _connect(reactor: Any, options: usage.Options, endpoint: str) -> Session:
+    """A session with ``endpoint``: libp2p for a multiaddr, else a client strport."""
+    address = options["multiaddrs"].get(endpoint)
     if options["dialect"] == "standard":
         from rendezvous.client.standard import connect_standard
 
-        return await connect_standard(reactor, options["multiaddr"], options["key"])
-    if options["multiaddr"] is None:
-        return await connect(reactor, options["endpoint"])
+        return await connect_standard(reactor, address, options["key"])
+    if address is None:
+        return await connect(reactor, endpoint)
     from rendezvous.client.p2p import connect_p2p
 
-    return await connect_p2p(reactor, options["multiaddr"], options["key"])
+    return await connect_p2p(reactor, address, options["key"])
 
 
 def main(argv: list[str] | None = None) -> None:

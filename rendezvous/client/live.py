@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 
 from rendezvous.client.errors import ConnectionClosed, RendezvousError, error_for
 from rendezvous.live.framing import FrameDecoder, FramingError, frame
+from rendezvous.model import Status
 from rendezvous.pb.live_pb2 import Message
 
 
@@ -68,6 +69,11 @@ class LiveClient:
         self._handlers: dict[str, list[EventHandler]] = {}
         self.closed: Deferred[None] = Deferred()
         self.connected = False
+        self.close_reason: str | None = None
+        """Why the session ended, once it has."""
+        self.going_away: str | None = None
+        """The server's words when it said it is shutting down (an unsolicited ERROR
+        400): a client should reconnect elsewhere at once."""
 
     # -- requests ---------------------------------------------------------------
 
@@ -148,6 +154,8 @@ class LiveClient:
 
     def _lost(self, reason: str) -> None:
         self.connected = False
+        if self.close_reason is None:
+            self.close_reason = reason
         self._fail_all(ConnectionClosed(reason))
         if not self.closed.called:
             self.closed.callback(None)
@@ -179,6 +187,8 @@ class LiveClient:
                 if pending is not None:
                     pending[0].errback(error)
             else:
+                if message.error.status == Status.UNAVAILABLE:
+                    self.going_away = message.error.text or "the server is going away"
                 self.log.warn("server: {error}", error=error)
                 self._fail_all(error)
         elif message.type == Message.REGISTER and request_id is not None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 
 from twisted.internet import tcp
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
@@ -49,6 +51,7 @@ class LiveProtocol(Protocol):
         self._socket: socket.socket | None = None
 
     def connectionMade(self) -> None:
+        self.factory.opened()
         no_delay(self.transport)
         self._socket = eager_socket(self.transport)
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
@@ -67,6 +70,7 @@ class LiveProtocol(Protocol):
             self.session.feed(data)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.factory.closed()
         self._socket = None
         self.outbound.lost()
         if self.session is not None:
@@ -130,6 +134,36 @@ class LiveFactory(Factory):
         self.dialect = dialect
         self.clock = clock
         self.abort_after = abort_after
+        self.connections = 0
+        """Connections open now."""
+        self._drained: list[Callable[[], None]] = []
+
+    def opened(self) -> None:
+        self.connections += 1
+
+    def closed(self) -> None:
+        self.connections -= 1
+        if not self.connections:
+            drained, self._drained = self._drained, []
+            for fire in drained:
+                fire()
+
+    def drained(self, grace: float) -> Deferred[None]:
+        """Fires once every connection has closed, or after ``grace`` seconds."""
+        done: Deferred[None] = Deferred()
+
+        def fire() -> None:
+            if not done.called:
+                if timeout.active():
+                    timeout.cancel()
+                done.callback(None)
+
+        timeout = self.clock.callLater(grace, fire)
+        if self.connections:
+            self._drained.append(fire)
+        else:
+            fire()
+        return done
 
     def buildProtocol(self, addr: IAddress | None) -> LiveProtocol:
         protocol = LiveProtocol(self.dialect, self.clock, self.abort_after)

@@ -41,6 +41,8 @@ class LiveDialect:
         self.codec = codec
         self.metrics = metrics
         self.limiter = limiter
+        self.sessions: set[LiveSession] = set()
+        """The sessions open now, to be told when the server goes away."""
 
     def session(
         self, channel: Channel, label: object, identity: bytes | None = None
@@ -50,6 +52,15 @@ class LiveDialect:
     def log_refusal(self, label: object, refusal: Refused) -> None:
         self.metrics.refused(refusal.status.name.lower())
         log_refusal(self.log, self.limiter, label, refusal)
+
+    def goodbye(self, text: str) -> int:
+        """Send every open session ERROR 400 (UNAVAILABLE) with ``text`` and close it, so
+        its client reconnects elsewhere at once; how many were told."""
+        sessions, self.sessions = self.sessions, set()
+        frame = self.codec.error_frame(Status.UNAVAILABLE, text, None)
+        for session in sessions:
+            session.leave(frame)
+        return len(sessions)
 
 
 class LiveSession:
@@ -91,6 +102,7 @@ class LiveSession:
             self._fail(refusal, None)
             return False
         self.dialect.metrics.sessions_opened += 1
+        self.dialect.sessions.add(self)
         return True
 
     def feed(self, data: bytes) -> None:
@@ -110,6 +122,7 @@ class LiveSession:
     def end(self) -> None:
         """The connection is gone."""
         self.closed = True
+        self.dialect.sessions.discard(self)
         session, self._session = self._session, None
         if session is not None:
             self.dialect.store.close_session(session)
@@ -186,6 +199,13 @@ class LiveSession:
                 self._drop_slow()
                 return
             sent["register"] += 1
+
+    def leave(self, frame: bytes) -> None:
+        """The server is going away: send ``frame`` (its ERROR) after what is pending
+        and close."""
+        if not self.closed:
+            self.channel.close(frame)
+            self.end()
 
     def drop(self, refusal: Refused) -> None:
         """The store ends the session: tell the client why and close."""

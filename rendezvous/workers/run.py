@@ -14,8 +14,10 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReadDescriptor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
@@ -24,6 +26,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from rendezvous.limits import Limits
+from rendezvous.live.goodbye import say_goodbye
 from rendezvous.live.protocol import LiveFactory
 from rendezvous.workers.hubstore import HubStore, counters_record
 from rendezvous.workers.wire import ChannelError
@@ -38,9 +41,11 @@ COUNTERS_EVERY = 1.0
 class _HubChannel(Protocol):
     log = Logger()
 
-    def __init__(self, reactor: Any, store: HubStore) -> None:
+    def __init__(self, reactor: Any, store: HubStore, farewell: Callable[[], Deferred[None]]):
         self.reactor = reactor
         self.store = store
+        self.farewell = farewell
+        """Tells the worker's sessions the server goes away, before the worker ends."""
 
     def connectionMade(self) -> None:
         self.store.send = self.transport.write  # type: ignore[union-attr]
@@ -53,8 +58,11 @@ class _HubChannel(Protocol):
             self.transport.abortConnection()  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        if self.reactor.running:
-            self.reactor.stop()
+        def stop(_: object) -> None:
+            if self.reactor.running:
+                self.reactor.stop()
+
+        self.farewell().addBoth(stop)
 
 
 @implementer(IReadDescriptor)
@@ -125,7 +133,8 @@ def main(argv: list[str] | None = None) -> None:
     store = HubStore(limits.max_sessions)
     dialect = live_dialect(store, limits, reactor)
     factory = LiveFactory(dialect, reactor)
-    channel = Factory.forProtocol(functools.partial(_HubChannel, reactor, store))
+    farewell = functools.partial(say_goodbye, dialect, factory, reactor, 2.0)
+    channel = Factory.forProtocol(functools.partial(_HubChannel, reactor, store, farewell))
     reactor.adoptStreamConnection(CHANNEL_FD, socket.AF_UNIX, channel)  # type: ignore[attr-defined]
     os.close(CHANNEL_FD)
     door = _Door(reactor, factory)
