@@ -105,3 +105,38 @@ class RestartTests(ProcessTestCase):
         self.assertEqual((yield once.ended), 3)
         yield registered.wait_for(r"lost 127\.0\.0\.1:\d+: the server is shutting down")
         self.assertEqual((yield registered.interrupt()), 0, registered.errors)
+
+    @inlineCallbacks
+    def test_standard_dialect_registers_again_after_a_restart(self):  # type: ignore[no-untyped-def]
+        live_port, p2p_port = free_port(), free_port()
+        args = (
+            "rendezvous",
+            "--identity",
+            "daemon.key",
+            "--listen",
+            f"tcp:{live_port}:interface=127.0.0.1",
+            "--p2p-listen",
+            f"/ip4/127.0.0.1/tcp/{p2p_port}",
+        )
+        daemon = self.twistd(*args)
+        match = yield daemon.wait_for(r"listening on (/ip4/127\.0\.0\.1/tcp/\d+/p2p/\w+)")
+        registered = self.spawn(
+            [
+                *CLI,
+                "register",
+                "--dialect",
+                "standard",
+                "--identity",
+                "me.key",
+                match.group(1),
+                "ns",
+            ]
+        )
+        line = yield registered.wait_for(r"registered (\w+) in ns")
+        me = line.group(1)
+        yield daemon.interrupt("TERM")
+        yield registered.wait_for(r"lost /ip4/127\.0\.0\.1/tcp/\d+/p2p/\w+: ")
+        again = self.twistd(*args)  # the same identity: the address stays valid
+        yield again.wait_for(r"live dialect listening on tcp 127\.0\.0\.1:\d+")
+        yield self.sees(f"127.0.0.1:{live_port}", "ns", me)
+        self.assertEqual((yield registered.interrupt()), 0, registered.errors)
