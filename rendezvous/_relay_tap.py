@@ -8,6 +8,7 @@ from twisted.python import usage
 from rendezvous.addrs import InvalidMultiaddr
 from rendezvous.p2p.host import HostLimits
 from rendezvous.p2p.keys import IdentityFileError, load_or_create_identity
+from rendezvous.p2p.listen import parse_announce_option
 from rendezvous.p2p.transport import TCPAddress
 from rendezvous.peerid import InvalidPeerId, parse_peer_id
 from rendezvous.relay.announce import DEFAULT_NAMESPACE, DEFAULT_TTL
@@ -75,6 +76,7 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["p2p-listen"] = []
+        self["p2p-announce"] = []
         self["allow-peer"] = []
         self["allow-subnet"] = []
         self["announce-to"] = []
@@ -97,6 +99,11 @@ class Options(usage.Options):
         except InvalidMultiaddr as e:
             raise usage.UsageError(f"--p2p-listen: {e}") from None
         self["p2p-listen"].append(multiaddr)
+
+    def opt_p2p_announce(self, multiaddr: str) -> None:
+        """multiaddr to advertise instead of the listen addresses (repeatable; identify,
+        peer record, reservations, fleet): /dns4/relay.example.org/tcp/443/tls/ws"""
+        self["p2p-announce"].append(parse_announce_option(multiaddr))
 
     def opt_allow_peer(self, peer_id: str) -> None:
         """only this peer id may reserve (repeatable; default: anyone)"""
@@ -144,6 +151,7 @@ def makeService(options: Options) -> IService:
         limits=options["limits"],
         acl=options["acl"],
         metrics=options["metrics"],
+        p2p_announce=tuple(options["p2p-announce"]),
         announce_to=tuple(options["announce-to"]),
         namespace=options["namespace"],
         announce_ttl=options["announce-ttl"],

@@ -11,6 +11,7 @@ from rendezvous.addrs import InvalidMultiaddr
 from rendezvous.limits import Limits
 from rendezvous.p2p.host import HostLimits
 from rendezvous.p2p.keys import IdentityFileError, load_or_create_identity
+from rendezvous.p2p.listen import parse_announce_option
 from rendezvous.p2p.transport import TCPAddress
 from rendezvous.service import Daemon, DaemonConfig
 from rendezvous.store.redis.target import (
@@ -118,6 +119,7 @@ class Options(usage.Options):
         super().__init__()
         self["listen"] = []
         self["p2p-listen"] = []
+        self["p2p-announce"] = []
 
     def opt_listen(self, description: str) -> None:
         """strport for the live dialect (repeatable): tcp:4001, ssl:4443:privateKey=key.pem:
@@ -132,6 +134,11 @@ class Options(usage.Options):
         except InvalidMultiaddr as e:
             raise usage.UsageError(f"--p2p-listen: {e}") from None
         self["p2p-listen"].append(multiaddr)
+
+    def opt_p2p_announce(self, multiaddr: str) -> None:
+        """multiaddr to advertise instead of the libp2p listen addresses (repeatable;
+        identify, signed peer record): /dns4/rdv.example.org/tcp/443/tls/ws"""
+        self["p2p-announce"].append(parse_announce_option(multiaddr))
 
     def postOptions(self) -> None:
         store = self["store"]
@@ -151,6 +158,8 @@ class Options(usage.Options):
             raise usage.UsageError(f"--workers must be between 0 and {_MAX_WORKERS}")
         if not 0.5 <= self["lease"] <= 3600:
             raise usage.UsageError("--lease must be between 0.5 and 3600 seconds")
+        if self["p2p-announce"] and not self["p2p-listen"]:
+            raise usage.UsageError("--p2p-announce needs --p2p-listen")
         try:
             self["p2p-limits"] = HostLimits(
                 **{field: self[flag] for flag, field, _, _ in _P2P_LIMIT_FLAGS}
@@ -186,6 +195,7 @@ def makeService(options: Options) -> IService:
         p2p_listen=tuple(options["p2p-listen"]),
         identity=options["identity"],
         p2p_limits=options["p2p-limits"],
+        p2p_announce=tuple(options["p2p-announce"]),
         workers=options["workers"],
     )
     return Daemon(config, reactor)

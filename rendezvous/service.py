@@ -32,7 +32,7 @@ from rendezvous.loglimit import LogLimiter
 from rendezvous.metrics import Metrics
 from rendezvous.p2p.host import Host, HostLimits
 from rendezvous.p2p.keys import PrivateKey, load_or_create_identity
-from rendezvous.p2p.listen import p2p_listener
+from rendezvous.p2p.listen import advertising, p2p_listener
 from rendezvous.p2p.transport import TCPAddress
 from rendezvous.standard.codec import StandardCodec
 from rendezvous.standard.session import StandardDialect
@@ -60,6 +60,8 @@ class DaemonConfig:
     identity: str | None = None
     """libp2p private key file, created (mode 0600) if missing; None: a new key per run."""
     p2p_limits: HostLimits = field(default_factory=HostLimits)
+    p2p_announce: Sequence[str] = ()
+    """Multiaddrs to advertise instead of the libp2p listen addresses (``--p2p-announce``)."""
     workers: int = 0
     """Worker processes serving the live dialect's plain tcp: and unix: listeners; 0:
     this process serves them (see `rendezvous.workers`)."""
@@ -199,6 +201,7 @@ class Daemon(MultiService):
             for text in config.p2p_listen:
                 address = TCPAddress.parse(text)
                 p2p_listener(address, self.p2p_host, self.p2p_ports).setServiceParent(self)
+            advertising(self.p2p_host, config.p2p_announce, clock).setServiceParent(self)
         self.hub: Hub | None = None
         if config.workers:
             # ``clock`` is then the reactor: the pool spawns processes and adopts sockets.

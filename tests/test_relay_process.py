@@ -97,6 +97,47 @@ class RelayProcessTests(ProcessBase):
         self.assertIn("circuit " + alice_key.peer_id_text(), log)
 
 
+def _stop_handler(side: StreamProtocol):  # type: ignore[no-untyped-def]
+    """A stop handler factory whose circuits all go to ``side``."""
+    return lambda: StopHandler(lambda source, limit: side)
+
+
+class ChurnTests(ProcessBase):
+    """Reservations end with their connections, at once."""
+
+    @inlineCallbacks
+    def test_sixteen_peers_from_one_address(self):  # type: ignore[no-untyped-def]
+        """One after another from 127.0.0.1, each reserves, is reached through the relay
+        and leaves: all sixteen served with the default cap of 8 reservations per IP."""
+        relay = self.twistd("rendezvous-relay", "--p2p-listen", "/ip4/127.0.0.1/tcp/0")
+        match = yield relay.wait_for(P2P_LISTENING)
+        address = TCPAddress.parse(match.group(1))
+        alice_host = Host(PrivateKey.generate(), reactor)
+        alice = yield alice_host.dial(address.client_endpoint(reactor), address.peer_id)
+        self.addCleanup(alice.close)
+        for n in range(16):
+            key = PrivateKey.generate()
+            side = Collect(reply=b"pong %d" % n)
+            host = Host(key, reactor)
+            host.set_handler(codec.STOP_PROTOCOL_ID, _stop_handler(side))
+            peer = yield host.dial(address.client_endpoint(reactor), address.peer_id)
+            yield client.reserve(peer)
+            circuit = yield client.connect(alice, key.peer_id())
+            alice_side = Collect()
+            circuit.attach(alice_side)
+            circuit.stream.write(b"ping %d" % n)
+            circuit.stream.close()
+            self.assertEqual((yield side.done), b"ping %d" % n)
+            self.assertEqual((yield alice_side.done), b"pong %d" % n)
+            peer.close()
+            yield relay.wait_for(f"reservation of {key.peer_id_text()} ended: disconnected")
+        yield relay.interrupt("TERM")
+        log = relay.output + relay.errors
+        self.assertEqual(log.count("reservation made for "), 16)
+        self.assertNotIn("reservation refused", log)
+        self.assertNotIn("Traceback", log)
+
+
 class AnnounceTests(ProcessBase):
     """``--announce-to``: the relay registers in the standard dialect; DISCOVER finds it."""
 

@@ -6,6 +6,7 @@ import contextlib
 
 from hypothesis import given
 from hypothesis import strategies as st
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from rendezvous.p2p.envelope import InvalidEnvelope, open_envelope
@@ -264,6 +265,39 @@ class ResourceTests(SynchronousTestCase):
         resources.close_circuit(ALICE, BOB)
         self.assertEqual((resources.circuits, resources.circuits_of(ALICE)), (0, 0))
         resources.open_circuit(ALICE, carol, relayed=False)
+
+    def test_disconnect_releases_at_once(self) -> None:
+        """Sixteen peers from one address, one after another, each reserving and leaving:
+        all served with the default cap of 8 per IP, nothing held after."""
+        clock = Clock()
+        resources = Resources(RelayLimits(), Acl(), clock.seconds)
+        for n in range(16):
+            peer, connection = PrivateKey.from_seed(bytes([n]) * 32).peer_id(), object()
+            reservation, renewed = resources.reserve(
+                peer, "127.0.0.1", relayed=False, holder=connection
+            )
+            self.assertEqual((reservation.holder, renewed), (connection, False))
+            resources.open_circuit(ALICE, peer, relayed=False)
+            resources.close_circuit(ALICE, peer)
+            self.assertTrue(resources.disconnected(peer, connection))
+            self.assertEqual((resources.reservations, resources._per_ip), ({}, {}))
+            clock.advance(1)
+        self.assertFalse(resources.disconnected(ALICE, object()))
+
+    def test_disconnect_of_an_older_connection(self) -> None:
+        """A reservation renewed over a new connection outlives the old one; the per-IP
+        count follows it to its new address."""
+        resources = self.resources(max_reservations_per_ip=1)
+        old, new = object(), object()
+        resources.reserve(ALICE, "10.0.0.1", relayed=False, holder=old)
+        reservation, renewed = resources.reserve(ALICE, "10.0.0.2", relayed=False, holder=new)
+        self.assertEqual((reservation.holder, renewed), (new, True))
+        self.assertFalse(resources.disconnected(ALICE, old))
+        self.assertIs(resources.reservation(ALICE), reservation)
+        self.assertEqual(resources._per_ip, {"10.0.0.2": 1})
+        resources.reserve(BOB, "10.0.0.1", relayed=False, holder=object())
+        self.assertTrue(resources.disconnected(ALICE, new))
+        self.assertEqual(resources._per_ip, {"10.0.0.1": 1})
 
     def test_limits_are_validated(self) -> None:
         self.assertRaises(ValueError, RelayLimits, max_reservations=0)

@@ -164,6 +164,25 @@ class RelayTests(RelayFixture):
         self.assertEqual(self.successResultOf(renewed).expire, 1_700_000_900)
         self.assertEqual(self.server.stats.reservations_renewed, 1)
 
+    def test_reservation_addrs_announced(self) -> None:
+        """With --p2p-announce, the reservation names those addresses only."""
+        self.relay_host.announce = (
+            multiaddr_from_text("/dns4/relay1.example.org/tcp/443/tls/ws"),
+            multiaddr_from_text("/ip4/203.0.113.9/tcp/4010"),
+        )
+        self.relay_host.update_addrs()
+        self.relay()
+        _, bob, _ = self.peer(BOB_KEY, 3)
+        info = self.successResultOf(_flushed(self, client.reserve(bob)))
+        relay_id = RELAY_KEY.peer_id_text()
+        self.assertEqual(
+            [multiaddr_to_text(a) for a in info.addrs],
+            [
+                f"/dns4/relay1.example.org/tcp/443/tls/ws/p2p/{relay_id}",
+                f"/ip4/203.0.113.9/tcp/4010/p2p/{relay_id}",
+            ],
+        )
+
     def test_circuit_both_ways(self) -> None:
         server = self.relay()
         self.bob(Echo)
@@ -209,28 +228,86 @@ class RelayTests(RelayFixture):
         self.assertEqual(server.stats.circuits_refused, {"no reservation": 1})
 
     def test_reservation_ends_with_its_connection(self) -> None:
+        """At once, with no sweep: the reservation, its slot and its IP's count."""
         server = self.relay()
         _, bob, _ = self.bob()
-        bob.close()
-        self.flush()
+        self.assertEqual(server.resources._per_ip, {"10.0.0.3": 1})
+        with capturedLogs() as events:
+            bob.close()
+            self.flush()
+        self.assertEqual(server.resources.reservations, {})
+        self.assertEqual(server.resources._per_ip, {})
+        self.assertEqual(
+            [e["peer"] for e in events if "ended: disconnected" in e["log_format"]],
+            [BOB_KEY.peer_id_text()],
+        )
         _, alice, _ = self.peer(ALICE_KEY, 2)
         opened = client.connect(alice, BOB_KEY.peer_id())
         self.flush()
         self.assertEqual(self.failureResultOf(opened, RelayRefused).value.status, 204)
-        self.assertEqual(server.resources.reservations, {})
         self.assertEqual(server.resources.circuits, 0)
 
-    def test_sweep_forgets_expired_and_disconnected(self) -> None:
+    def test_peers_come_and_go_from_one_address(self) -> None:
+        """With one reservation per IP, peer after peer from that IP reserves, is
+        reached, and leaves: each is served (a browser tab reloading behind a NAT)."""
+        server = self.relay(max_reservations_per_ip=1)
+        _, alice, _ = self.peer(ALICE_KEY, 2)
+        for seed in range(5):
+            key = PrivateKey.from_seed(bytes([seed]) * 32)
+            host, end, _ = self.peer(key, 3)
+            host.set_handler(
+                codec.STOP_PROTOCOL_ID, lambda: StopHandler(lambda source, limit: Echo())
+            )
+            self.successResultOf(_flushed(self, client.reserve(end)))
+            opened = client.connect(alice, key.peer_id())
+            self.flush()
+            circuit = self.successResultOf(opened)
+            circuit.stream.close()
+            end.close()
+            self.flush()
+            self.assertEqual(server.resources.reservations, {})
+        self.assertEqual(server.stats.reservations_opened, 5)
+        self.assertEqual(server.stats.reservations_refused, {})
+        self.assertEqual(server.stats.circuits_opened, 5)
+
+    def test_reconnected_peer_reserves_again(self) -> None:
+        server = self.relay(max_reservations_per_ip=1)
+        _, bob, _ = self.bob()
+        bob.close()
+        self.flush()
+        self.bob()
+        self.assertEqual(list(server.resources.reservations), [BOB_KEY.peer_id()])
+        self.assertEqual(server.stats.reservations_opened, 2)
+
+    def test_old_connection_closing_leaves_the_new_reservation(self) -> None:
+        """A peer that reserved again over a second connection keeps its reservation
+        when the first closes, and is reached over the second."""
+        server = self.relay()
+        _, first, _ = self.bob()
+        _, second, _ = self.bob()
+        first.close()
+        self.flush()
+        self.assertEqual(list(server.resources.reservations), [BOB_KEY.peer_id()])
+        _, alice, _ = self.peer(ALICE_KEY, 2)
+        opened = client.connect(alice, BOB_KEY.peer_id())
+        self.flush()
+        self.successResultOf(opened)
+        self.assertEqual(len(second.streams), 1)
+
+    def test_sweep_forgets_expired(self) -> None:
+        """Reservations whose TTL ran out while their peer stays connected."""
         server = self.relay(reservation_ttl=40)
         server.start()
         self.addCleanup(server.stop)
-        self.bob()
+        _, bob, _ = self.bob()
         self.assertEqual(len(server.resources.reservations), 1)
         self.clock.advance(SWEEP_INTERVAL)
         self.assertEqual(len(server.resources.reservations), 1)
-        self.clock.advance(SWEEP_INTERVAL)
+        with capturedLogs() as events:
+            self.clock.advance(SWEEP_INTERVAL)
         self.assertEqual(server.resources.reservations, {})
-        self.assertEqual(server.holders, {})
+        self.assertEqual([e["log_format"] for e in events], ["reservation of {peer} expired"])
+        self.assertTrue(bob.is_ready)
 
     def test_refused_over_a_relayed_connection(self) -> None:
         server = self.relay()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from weakref import WeakKeyDictionary
 
@@ -14,8 +14,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rendezvous import __version__
+from rendezvous.addrs import InvalidMultiaddr, multiaddr_to_text
 from rendezvous.loglimit import LogLimiter
 from rendezvous.p2p import identify, ping
+from rendezvous.p2p.advertise import is_unspecified
 from rendezvous.p2p.connection import Connection
 from rendezvous.p2p.envelope import PeerRecord, seal_peer_record
 from rendezvous.p2p.keys import PrivateKey
@@ -24,6 +26,14 @@ from rendezvous.pb.identify_pb2 import Identify
 
 StreamHandler = Callable[[], StreamProtocol]
 """Makes the protocol object of one inbound stream."""
+Expander = Callable[[Sequence[bytes]], list[bytes]]
+"""Turns the addresses a host is bound to into those it can be dialled at."""
+
+
+def without_unspecified(bound: Sequence[bytes]) -> list[bytes]:
+    """``bound`` less its ``/ip4/0.0.0.0`` and ``/ip6/::`` addresses (no peer can dial them)."""
+    return [addr for addr in bound if not is_unspecified(addr)]
+
 
 PROTOCOL_VERSION = "ipfs/0.1.0"
 AGENT_VERSION = f"rendezvous/{__version__}"
@@ -74,8 +84,17 @@ class Host:
         self.limiter = LogLimiter(clock.seconds)
         """Rate-limits the log lines a stranger's connections can cause."""
         self._per_ip: Counter[str] = Counter()
+        self._bound: list[bytes] = []
         self._listen_addrs: list[bytes] = []
         self._signed_record: bytes | None = None
+        self.announce: tuple[bytes, ...] = ()
+        """What to advertise instead of our bound addresses (``--p2p-announce``)."""
+        self.expand: Expander = without_unspecified
+        """How bound addresses become advertised ones (`rendezvous.p2p.advertise`)."""
+        self.addrs_changed: list[Callable[[], None]] = []
+        """Called whenever what we advertise changed."""
+        self.connection_closed: list[Callable[[Connection], None]] = []
+        """Called with each admitted connection once it has closed."""
 
     # -- what we serve --------------------------------------------------------
 
@@ -84,16 +103,51 @@ class Host:
 
     @property
     def listen_addrs(self) -> list[bytes]:
-        """Binary multiaddrs (without ``/p2p``) we can be reached at."""
+        """Binary multiaddrs (without ``/p2p``) we can be reached at: what we advertise
+        (identify, our signed peer record), never an unspecified address."""
         return list(self._listen_addrs)
 
+    @property
+    def bound_addrs(self) -> list[bytes]:
+        """Binary multiaddrs our listeners are bound to (``/ip4/0.0.0.0/…`` included)."""
+        return list(self._bound)
+
     def add_listen_addr(self, addr: bytes) -> None:
-        if addr not in self._listen_addrs:
-            self._listen_addrs.append(addr)
-            self._signed_record = None
-            for connection in list(self.connections):
-                if connection.ready.called:
-                    identify.push_identify(self, connection).addErrback(self._push_failed)
+        """A listener is bound to ``addr``."""
+        if addr not in self._bound:
+            self._bound.append(addr)
+            self.update_addrs()
+
+    def update_addrs(self) -> bool:
+        """Work out again what we advertise (a listener bound, the interfaces changed):
+        on a change, a new signed peer record, an identify push to every peer, a log line
+        per address newly advertised that is not bound as such, and `addrs_changed` told.
+        True if it changed."""
+        previous = self._listen_addrs
+        advertised = list(self.announce) if self.announce else self.expand(self._bound)
+        if advertised == previous:
+            return False
+        self._listen_addrs = advertised
+        self._signed_record = None
+        peer_id = self.identity.peer_id_text()
+        for addr in advertised:
+            if addr not in previous and addr not in self._bound:
+                self.log.info(
+                    "advertising {multiaddr}/p2p/{peer_id}", multiaddr=_text(addr), peer_id=peer_id
+                )
+        for addr in previous:
+            if addr not in advertised:
+                self.log.info(
+                    "no longer advertising {multiaddr}/p2p/{peer_id}",
+                    multiaddr=_text(addr),
+                    peer_id=peer_id,
+                )
+        for connection in list(self.connections):
+            if connection.ready.called:
+                identify.push_identify(self, connection).addErrback(self._push_failed)
+        for observer in list(self.addrs_changed):
+            observer()
+        return True
 
     def _push_failed(self, failure: Failure) -> None:
         self.log.debug("identify push failed: {error}", error=failure.getErrorMessage())
@@ -128,6 +182,8 @@ class Host:
             self._per_ip[ip] -= 1
             if not self._per_ip[ip]:
                 del self._per_ip[ip]
+        for observer in self.connection_closed:
+            observer(connection)
 
     def factory(self) -> HostFactory:
         """The factory to listen with."""
@@ -149,6 +205,13 @@ class Host:
             return connection.ready
 
         return connected.addCallback(upgraded)
+
+
+def _text(addr: bytes) -> str:
+    try:
+        return multiaddr_to_text(addr)
+    except InvalidMultiaddr:
+        return addr.hex()
 
 
 class HostFactory(Factory):

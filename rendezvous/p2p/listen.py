@@ -1,14 +1,34 @@
-"""A listener service per libp2p multiaddr: binds, logs the full address, tells the host."""
+"""A listener service per libp2p multiaddr: binds, logs the full address, tells the host;
+and the service that keeps what the host advertises current (`advertising`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Final
+
 from twisted.application import strports
+from twisted.application.internet import TimerService
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
 from twisted.logger import Logger
+from twisted.python import usage
 from zope.interface import implementer
 
+from rendezvous.addrs import InvalidMultiaddr
+from rendezvous.p2p.advertise import (
+    InterfaceError,
+    InterfaceReader,
+    IPAddress,
+    interface_expander,
+    parse_announce,
+    read_interface_ips,
+)
 from rendezvous.p2p.host import Host
 from rendezvous.p2p.transport import TCPAddress
 from rendezvous.p2p.websocket import WebSocketServerEndpoint
@@ -35,13 +55,13 @@ class _AnnouncingEndpoint:
     def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
         def listening(port: IListeningPort) -> IListeningPort:
             bound = self._address.with_port(port.getHost().port)  # type: ignore[attr-defined]
-            self._host.add_listen_addr(bound.binary())
             self.log.info(
                 "listening on {multiaddr}/p2p/{peer_id}",
                 multiaddr=bound.text(),
                 peer_id=self._host.identity.peer_id_text(),
             )
             self._ports.append(port)
+            self._host.add_listen_addr(bound.binary())
             return port
 
         d: Deferred[IListeningPort] = self._endpoint.listen(factory)
@@ -57,3 +77,60 @@ def p2p_listener(address: TCPAddress, host: Host, ports: list[IListeningPort]) -
         endpoint = WebSocketServerEndpoint(endpoint, host.clock, host.limits.max_connections)
     service.endpoint = _AnnouncingEndpoint(endpoint, address, host, ports)
     return service
+
+
+def parse_announce_option(text: str) -> str:
+    """Check a ``--p2p-announce`` value; raises `UsageError` saying what is wrong."""
+    try:
+        parse_announce(text)
+    except InvalidMultiaddr as error:
+        raise usage.UsageError(f"--p2p-announce: {error}") from None
+    return text
+
+
+REFRESH_INTERVAL: Final = 30.0
+"""Seconds between reads of the interfaces' addresses."""
+
+
+class _Interfaces:
+    """`read_interface_ips` that logs, once per failure spell, why it cannot read."""
+
+    log = Logger()
+
+    def __init__(self, read: InterfaceReader) -> None:
+        self._read = read
+        self._failing = False
+
+    def __call__(self) -> list[IPAddress]:
+        try:
+            ips = self._read()
+        except InterfaceError as error:
+            if not self._failing:
+                self._failing = True
+                self.log.warn(
+                    "cannot read the interfaces' addresses ({error}): an unspecified listen "
+                    "address is not advertised; use --p2p-announce",
+                    error=error,
+                )
+            return []
+        self._failing = False
+        return ips
+
+
+def advertising(
+    host: Host,
+    announce: Sequence[str],
+    clock: IReactorTime,
+    read: InterfaceReader = read_interface_ips,
+    interval: float = REFRESH_INTERVAL,
+) -> Service:
+    """Make ``host`` advertise the ``announce`` multiaddrs (texts, as `parse_announce`
+    takes them; raises `InvalidMultiaddr`) when there are any, else its bound addresses
+    with each unspecified one expanded to the interfaces' addresses; the service returned
+    reads the interfaces again every ``interval`` seconds (the host tells its peers and
+    `Host.addrs_changed` when that changes what it advertises)."""
+    host.announce = tuple(parse_announce(text) for text in announce)
+    host.expand = interface_expander(_Interfaces(read))
+    refresh = TimerService(interval, host.update_addrs)  # type: ignore[no-untyped-call]
+    refresh.clock = clock
+    return refresh

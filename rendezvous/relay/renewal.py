@@ -26,6 +26,9 @@ class Renewal:
         """Consecutive failures."""
         self._timer: IDelayedCall | None = None
         self._running = False
+        self._in_flight = False
+        self._again = False
+        """`renew_now` was called while an attempt was in flight."""
 
     def attempt(self) -> Deferred[Any]:
         raise NotImplementedError
@@ -44,21 +47,44 @@ class Renewal:
 
     def stop(self) -> None:
         self._running = False
+        self._again = False
+        self._cancel()
+
+    def renew_now(self) -> None:
+        """What is held changed: attempt at once (after the attempt in flight, if any)."""
+        if not self._running:
+            return
+        if self._in_flight:
+            self._again = True
+            return
+        self._cancel()
+        self._attempt()
+
+    def _cancel(self) -> None:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
 
     def _attempt(self) -> None:
         self._timer = None
+        self._in_flight = True
         self.attempt().addCallbacks(self._succeeded, self._failed)
 
     def _succeeded(self, result: Any) -> None:
+        self._in_flight = False
         if not self._running:
             return
         self.failures = 0
-        self._timer = self.clock.callLater(self.succeeded(result), self._attempt)
+        delay = self.succeeded(result)
+        if self._again:
+            self._again = False
+            self._attempt()
+            return
+        self._timer = self.clock.callLater(delay, self._attempt)
 
     def _failed(self, failure: Failure) -> None:
+        self._in_flight = False
+        self._again = False
         if not self._running:
             return
         delay = RETRY_DELAYS[min(self.failures, len(RETRY_DELAYS) - 1)]

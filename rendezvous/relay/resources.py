@@ -5,6 +5,10 @@ Reservations: one per peer (RESERVE again renews it), at most `max_reservations`
 at most `max_circuits` in all and `max_circuits_per_peer` that a peer takes part in (as the
 initiator or the target), each cut after `circuit_duration` seconds or `circuit_bytes` in a
 direction. The ACL (peer ids and IP subnets; empty means everyone) decides who may reserve.
+
+A reservation names its *holder* (the connection it was made over, opaque here): when
+that connection closes, `disconnected` releases the reservation, its slot and its IP's
+count at once, unless the peer has since reserved again over another connection.
 """
 
 from __future__ import annotations
@@ -83,6 +87,8 @@ class Reservation:
     ip: str | None
     expire: float
     """Clock seconds."""
+    holder: object = None
+    """What the reservation was made over (the relay's connection to the peer)."""
 
 
 class Refused(Exception):
@@ -108,8 +114,11 @@ class Resources:
 
     # -- reservations ---------------------------------------------------------
 
-    def reserve(self, peer_id: bytes, ip: str | None, *, relayed: bool) -> tuple[Reservation, bool]:
-        """Make or renew ``peer_id``'s reservation: ``(reservation, renewed)``.
+    def reserve(
+        self, peer_id: bytes, ip: str | None, *, relayed: bool, holder: object = None
+    ) -> tuple[Reservation, bool]:
+        """Make or renew ``peer_id``'s reservation, held by ``holder``: ``(reservation,
+        renewed)``; a renewal over another connection moves the reservation there.
 
         Raises `Refused`: PERMISSION_DENIED over a relayed connection or by the ACL,
         RESERVATION_REFUSED when a limit is reached.
@@ -130,12 +139,13 @@ class Resources:
                 self._count_ip(ip)
                 existing.ip = ip
             existing.expire = now + self.limits.reservation_ttl
+            existing.holder = holder
             return existing, True
         if len(self.reservations) >= self.limits.max_reservations:
             raise Refused(RESERVATION_REFUSED, "reservations")
         if ip is not None and self._per_ip[ip] >= self.limits.max_reservations_per_ip:
             raise Refused(RESERVATION_REFUSED, "reservations per ip")
-        reservation = Reservation(peer_id, ip, now + self.limits.reservation_ttl)
+        reservation = Reservation(peer_id, ip, now + self.limits.reservation_ttl, holder)
         self.reservations[peer_id] = reservation
         self._count_ip(ip)
         return reservation, False
@@ -148,8 +158,16 @@ class Resources:
             return None
         return reservation
 
+    def disconnected(self, peer_id: bytes, holder: object) -> bool:
+        """``holder``, a connection of ``peer_id``, closed: release the peer's reservation
+        if it is held by ``holder``; True if one was released."""
+        reservation = self.reservations.get(peer_id)
+        if reservation is None or reservation.holder is not holder:
+            return False
+        return self.drop(peer_id)
+
     def drop(self, peer_id: bytes) -> bool:
-        """Forget a reservation (its peer disconnected); True if there was one."""
+        """Forget a reservation; True if there was one."""
         reservation = self.reservations.pop(peer_id, None)
         if reservation is None:
             return False

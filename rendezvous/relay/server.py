@@ -12,7 +12,7 @@ in a queue: requests past a limit are refused.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
@@ -48,7 +48,8 @@ if TYPE_CHECKING:
 REQUEST_TIMEOUT: Final = 15.0
 """Seconds a hop stream may take to send its request, and a target to answer a stop."""
 SWEEP_INTERVAL: Final = 30.0
-"""Seconds between sweeps of expired reservations and of those whose peer left."""
+"""Seconds between sweeps of reservations whose TTL ran out while their connection stayed
+open (one whose connection closes is released at once, by `RelayServer.disconnected`)."""
 LOGGED_CIRCUITS: Final = 20
 """Circuits whose lines (opened, closed) are logged per `LOGGED_CIRCUITS_INTERVAL`:
 anyone may open circuit after circuit, and two lines each would cost a busy relay
@@ -84,8 +85,6 @@ class RelayServer:
         self.resources = Resources(self.limits, acl if acl is not None else Acl(), clock.seconds)
         self.stats = stats if stats is not None else RelayStats()
         self.stats.gauges = lambda: (len(self.resources.reservations), self.resources.circuits)
-        self.holders: dict[bytes, Connection] = {}
-        """The connection each reservation was made over (stop streams go there)."""
         self.circuits: set[Circuit] = set()
         self.circuit_log = LogLimiter(clock.seconds, LOGGED_CIRCUITS, LOGGED_CIRCUITS_INTERVAL)
         """Which circuits are logged."""
@@ -93,8 +92,9 @@ class RelayServer:
         self._sweeper.clock = clock
 
     def install(self) -> None:
-        """Serve the hop protocol on the host."""
+        """Serve the hop protocol on the host; release reservations as their connections close."""
         self.host.set_handler(HOP_PROTOCOL_ID, self.hop_handler)
+        self.host.connection_closed.append(self.disconnected)
 
     def start(self) -> None:
         self._sweeper.start(SWEEP_INTERVAL, now=False)
@@ -114,18 +114,22 @@ class RelayServer:
         return Limit(duration=self.limits.circuit_duration, data=self.limits.circuit_bytes)
 
     def sweep(self) -> None:
-        """Forget expired reservations and those whose connection closed."""
+        """Forget reservations whose TTL ran out: their peers stay connected, so nothing
+        else would release their slots (CONNECT and RESERVE also check expiry)."""
         for peer in self.resources.expire():
-            self.holders.pop(peer, None)
             self.log.info("reservation of {peer} expired", peer=peer_id_to_text(peer))
-        for peer, connection in list(self.holders.items()):
-            if not connection.is_ready:
-                self._drop(peer)
 
-    def _drop(self, peer: bytes) -> None:
-        self.holders.pop(peer, None)
-        if self.resources.drop(peer):
+    def disconnected(self, connection: Connection) -> None:
+        """A connection closed: the reservation made over it ends now, its slot and its
+        IP address's count released (`Host.connection_closed`)."""
+        peer = connection.remote_peer_id
+        if peer and self.resources.disconnected(peer, connection):
             self.log.info("reservation of {peer} ended: disconnected", peer=peer_id_to_text(peer))
+
+    def holder(self, peer: bytes) -> Connection | None:
+        """The connection ``peer`` reserved over (where stop streams go), if it reserved."""
+        reservation = self.resources.reservations.get(peer)
+        return None if reservation is None else cast("Connection", reservation.holder)
 
     # -- requests -------------------------------------------------------------
 
@@ -134,12 +138,13 @@ class RelayServer:
         peer = connection.remote_peer_id
         ip = connection.remote_address.host if connection.remote_address is not None else None
         try:
-            reservation, renewed = self.resources.reserve(peer, ip, relayed=is_relayed(connection))
+            reservation, renewed = self.resources.reserve(
+                peer, ip, relayed=is_relayed(connection), holder=connection
+            )
         except Refused as refusal:
             self.stats.refused_reservation(refusal.reason)
             self._log_refusal("reservation", connection, refusal)
             return hop_status(refusal.status)
-        self.holders[peer] = connection
         expire = int(reservation.expire)
         voucher = seal_voucher(self.host.identity, Voucher(self.host.peer_id, peer, expire))
         if renewed:
@@ -155,19 +160,20 @@ class RelayServer:
         return hop.reservation_ok(expire, self.relay_addrs(connection), voucher, self.limit)
 
     def relay_addrs(self, connection: Connection) -> list[bytes]:
-        """Where the relay can be reached, each ending in ``/p2p/<relay-id>``: the address
-        the client reached us at first, then our other specific listen addresses."""
+        """Where the relay can be reached, each ending in ``/p2p/<relay-id>``: the addresses
+        announced (``--p2p-announce``) if any, else the address the client reached us at
+        first, then the others we advertise (never an unspecified one). Never empty for a
+        client over TCP (rust clients refuse an empty list)."""
         suffix = "/p2p/" + self.host.identity.peer_id_text()
         texts: list[str] = []
-        local = _local_address(connection)
-        if local is not None:
-            texts.append(local.text())
+        if not self.host.announce:
+            local = _local_address(connection)
+            if local is not None:
+                texts.append(local.text())
         for addr in self.host.listen_addrs:
             text = multiaddr_to_text(addr)
-            if "/0.0.0.0/" not in text and "/::/" not in text and text not in texts:
+            if text not in texts:
                 texts.append(text)
-        if not texts:  # never empty: rust clients refuse such a reservation
-            texts = [multiaddr_to_text(addr) for addr in self.host.listen_addrs]
         return [multiaddr_from_text(text + suffix) for text in texts]
 
     def _log_refusal(self, what: str, connection: Connection, refusal: Refused) -> None:
@@ -243,9 +249,9 @@ class HopHandler(StreamProtocol):
     def _connect(self, target: bytes) -> None:
         server = self.server
         source = self.connection.remote_peer_id
-        holder = server.holders.get(target)
-        if holder is None or not holder.is_ready:
-            server._drop(target)  # a reservation ends with its connection
+        holder = server.holder(target)
+        if holder is not None and not holder.is_ready:
+            server.disconnected(holder)  # closing: its reservation ends with it
         try:
             server.resources.open_circuit(source, target, relayed=is_relayed(self.connection))
         except Refused as refusal:
@@ -254,6 +260,7 @@ class HopHandler(StreamProtocol):
             self._answer(hop_status(refusal.status))
             return
         self.target = target
+        holder = server.holder(target)
         assert holder is not None
         self._timer = server.clock.callLater(REQUEST_TIMEOUT, self._timed_out)
         # The target reserved, so it speaks stop: CONNECT goes with the proposal.

@@ -18,7 +18,7 @@ from twisted.web.server import Site
 from rendezvous import __version__
 from rendezvous.p2p.host import Host, HostLimits
 from rendezvous.p2p.keys import PrivateKey, load_or_create_identity
-from rendezvous.p2p.listen import p2p_listener
+from rendezvous.p2p.listen import advertising, p2p_listener
 from rendezvous.p2p.transport import TCPAddress
 from rendezvous.relay.announce import DEFAULT_NAMESPACE, DEFAULT_TTL, Announcer
 from rendezvous.relay.resources import Acl, RelayLimits
@@ -36,6 +36,8 @@ class RelayConfig:
     acl: Acl = field(default_factory=Acl)
     metrics: str | None = None
     """strport serving Prometheus text at ``/metrics``."""
+    p2p_announce: Sequence[str] = ()
+    """Multiaddrs to advertise instead of the listen addresses (``--p2p-announce``)."""
     announce_to: Sequence[str] = ()
     """Rendezvous daemons (``…/p2p/<id>`` multiaddrs) to stay registered at."""
     namespace: str = DEFAULT_NAMESPACE
@@ -93,6 +95,7 @@ class RelayDaemon(MultiService):
         for text in config.p2p_listen:
             address = TCPAddress.parse(text)
             p2p_listener(address, self.host, self.p2p_ports).setServiceParent(self)
+        advertising(self.host, config.p2p_announce, clock).setServiceParent(self)
         self.announcers = [
             Announcer(
                 self.host,
@@ -106,6 +109,7 @@ class RelayDaemon(MultiService):
         ]
         for announcer in self.announcers:
             _AnnouncerService(announcer).setServiceParent(self)
+        self.host.addrs_changed.append(self._addrs_changed)
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(self.relay.stats)
         if config.metrics is not None:
@@ -115,3 +119,8 @@ class RelayDaemon(MultiService):
             site.noisy = False
             self.metrics_ports: list[IListeningPort] = []
             _listener(config.metrics, site, "metrics", self.metrics_ports).setServiceParent(self)
+
+    def _addrs_changed(self) -> None:
+        """Register again with the new signed peer record (running announcers only)."""
+        for announcer in self.announcers:
+            announcer.renew_now()
