@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 from twisted.application.service import IService
 from twisted.python import usage
@@ -20,6 +21,7 @@ from rendezvous.store.redis.target import (
     is_redis_url,
     parse_target,
 )
+from rendezvous.web.status import RELAY_NAMESPACE
 
 _LIMIT_FLAGS: list[tuple[str, str, str]] = [
     ("max-frame-bytes", "max_frame_bytes", "largest message accepted, in bytes"),
@@ -94,6 +96,20 @@ class Options(usage.Options):
         ],
         ["metrics", None, None, "strport serving Prometheus text at /metrics, e.g. tcp:9090"],
         [
+            "web",
+            None,
+            None,
+            "strport serving a live status page at / (and --web-root under /app/), "
+            "e.g. tcp:8080:interface=127.0.0.1",
+        ],
+        ["web-root", None, None, "directory served as static files under /app/ by --web"],
+        [
+            "web-relay-namespace",
+            None,
+            RELAY_NAMESPACE,
+            "namespace whose registered relays the status page lists",
+        ],
+        [
             "workers",
             None,
             0,
@@ -158,6 +174,7 @@ class Options(usage.Options):
             raise usage.UsageError(f"--workers must be between 0 and {_MAX_WORKERS}")
         if not 0.5 <= self["lease"] <= 3600:
             raise usage.UsageError("--lease must be between 0.5 and 3600 seconds")
+        _check_web(self)
         if self["p2p-announce"] and not self["p2p-listen"]:
             raise usage.UsageError("--p2p-announce needs --p2p-listen")
         try:
@@ -172,6 +189,18 @@ class Options(usage.Options):
             )
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
+
+
+def _check_web(options: Options) -> None:
+    """--web-root needs --web, and names a directory."""
+    root = options["web-root"]
+    if root is None:
+        return
+    if options["web"] is None:
+        raise usage.UsageError("--web-root needs --web")
+    if not os.path.isdir(root):
+        raise usage.UsageError(f"--web-root: {root!r} is not a directory")
+    options["web-root"] = os.path.abspath(root)
 
 
 def _live_listeners(options: Options) -> tuple[str, ...]:
@@ -197,5 +226,8 @@ def makeService(options: Options) -> IService:
         p2p_limits=options["p2p-limits"],
         p2p_announce=tuple(options["p2p-announce"]),
         workers=options["workers"],
+        web=options["web"],
+        web_root=options["web-root"],
+        web_relay_namespace=options["web-relay-namespace"],
     )
     return Daemon(config, reactor)

@@ -417,6 +417,13 @@ class Registry:
     def namespaces(self) -> Iterator[str]:
         return iter(self._namespaces)
 
+    def namespace_sizes(self) -> Iterator[tuple[str, int, int]]:
+        """(name, registrations, subscribers) of every namespace, in O(namespaces)."""
+        return (
+            (name, len(entry.registrations), len(entry.subscribers))
+            for name, entry in self._namespaces.items()
+        )
+
     # -- internals ----------------------------------------------------------
 
     def _remove(

@@ -40,6 +40,8 @@ from rendezvous.standard.stream import CANVAS_PROTOCOL_ID, standard_stream_handl
 from rendezvous.standard.stream import PROTOCOL_ID as STANDARD_PROTOCOL_ID
 from rendezvous.store.base import Store
 from rendezvous.store.memory import MemoryStore
+from rendezvous.web.site import web_site
+from rendezvous.web.status import RELAY_NAMESPACE
 from rendezvous.workers.hub import Hub
 from rendezvous.workers.pool import WorkerPool
 
@@ -65,6 +67,11 @@ class DaemonConfig:
     workers: int = 0
     """Worker processes serving the live dialect's plain tcp: and unix: listeners; 0:
     this process serves them (see `rendezvous.workers`)."""
+    web: str | None = None
+    """strport of the status page (and of `web_root` under /app/); None: no web server."""
+    web_root: str | None = None
+    web_relay_namespace: str = RELAY_NAMESPACE
+    """The fleet's namespace, whose relays the status page lists."""
 
 
 @implementer(IStreamServerEndpoint)
@@ -218,3 +225,9 @@ class Daemon(MultiService):
             site = Site(root)
             site.noisy = False
             _listener(config.metrics, site, "metrics", self.metrics_ports).setServiceParent(self)
+        self.web_ports: list[IListeningPort] = []
+        if config.web is not None:
+            web = web_site(
+                self.store, self.p2p_host, clock, config.web_root, config.web_relay_namespace
+            )
+            _listener(config.web, web, "web", self.web_ports).setServiceParent(self)

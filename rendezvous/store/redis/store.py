@@ -20,7 +20,9 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import uuid
+from collections.abc import Mapping
 from functools import partial
+from types import MappingProxyType
 
 import txredisapi
 from twisted.internet.defer import Deferred
@@ -466,6 +468,11 @@ class RedisStore:
             namespaces=len(self._namespaces),
             subscriptions=sum(len(state.subscribers) for state in self._namespaces.values()),
         )
+
+    def watched(self) -> Mapping[str, Mirror[RedisSession]]:
+        """The namespaces this daemon's sessions watch, each mirrored from the fleet's
+        registry (read-only; the status page shows them)."""
+        return MappingProxyType(self._namespaces)
 
     # -- answers ------------------------------------------------------------------------
 
