@@ -24,9 +24,12 @@ from rendezvous.service import Daemon, DaemonConfig
 from rendezvous.store.memory import MemoryStore
 from rendezvous.web.page import CONTENT_SECURITY_POLICY, HTML, SCRIPT, STYLE
 from rendezvous.web.site import StatusJSON, StatusPage, namespace_view
-from rendezvous.web.status import MirrorView, RegistryView, Snapshot
+from rendezvous.web.status import MirrorView, RegistryView, Sessions, Snapshot, snapshot
 
+from . import test_redis_store as redis_tests
 from .helpers import peer, tcp_addr
+
+NO_SESSIONS = Sessions(live_raw=0, live_p2p=0, standard=0)
 
 
 def render(resource: Any, request: DummyRequest) -> bytes:
@@ -137,6 +140,34 @@ class NamespaceViewTests(SynchronousTestCase):
         view = namespace_view(object())  # type: ignore[arg-type]
         self.assertEqual(list(view.namespace_sizes()), [])
         self.assertIn("sessions only", view.scope)
+
+
+class RedisViewTests(redis_tests.StoreTestCase):
+    """A Redis store's view: the namespaces its subscribers watch, as mirrored."""
+
+    def test_watched_namespaces_with_the_fleets_members(self) -> None:
+        self.subscribed(3, redis_tests.A, redis_tests.B)
+        view = namespace_view(self.store)
+        self.assertIsInstance(view, MirrorView)
+        status = snapshot(view, NO_SESSIONS, version="v", relay_namespace="ns")
+        self.assertEqual(
+            status["namespaces"]["listed"],
+            [{"name": "ns", "registrations": 2, "subscribers": 1}],
+        )
+        self.assertEqual(status["relays"]["total"], 2)
+        self.assertEqual(
+            status["relays"]["listed"],
+            sorted([redis_tests.A.peer.id, redis_tests.B.peer.id]),
+        )
+
+    def test_read_only(self) -> None:
+        self.subscribed(3)
+        watched: Any = self.store.watched()
+
+        def change() -> None:
+            watched["x"] = None
+
+        self.assertRaises(TypeError, change)
 
 
 class SiteTests(TestCase):
