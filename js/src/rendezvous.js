@@ -357,6 +357,7 @@ export class LiveRendezvous extends TypedEventEmitter {
       session.syncing.set(ns, new Map())
     }
     if (!this.#send(session, frames)) return
+    if (session.syncing.size === 0) this.#attempt = 0 // no namespace: nothing more to wait for
     this.#log('session open with %a', server)
     this.safeDispatchEvent('server:connected', { detail: { server } })
     for (const d of this.#discoveries) {
