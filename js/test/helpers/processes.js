@@ -10,6 +10,11 @@ export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..',
 export const PYTHON = process.env.RENDEZVOUS_PYTHON || 'python3'
 const TWISTD = [PYTHON, '-c', 'from twisted.scripts.twistd import run; run()']
 
+/** @type {Set<import('node:child_process').ChildProcess>} every child still running */
+const running = new Set()
+// a test that times out may never reach its cleanup: no daemon outlives the test run
+process.on('exit', () => { for (const child of running) child.kill('SIGKILL') })
+
 export const TCP_LISTENING = /listening on (\/ip4\/127\.0\.0\.1\/tcp\/\d+\/p2p\/(\w+))\n/
 export const WS_LISTENING = /listening on (\/ip4\/127\.0\.0\.1\/tcp\/\d+\/ws\/p2p\/(\w+))\n/
 
@@ -27,8 +32,10 @@ export class Process {
     const env = { ...process.env, PYTHONUNBUFFERED: '1' }
     env.PYTHONPATH = ROOT + (env.PYTHONPATH ? `:${env.PYTHONPATH}` : '')
     this.child = spawn(args[0], args.slice(1), { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] })
+    running.add(this.child)
     this.exited = new Promise((resolve) => {
       this.child.on('exit', (code, signal) => {
+        running.delete(this.child)
         this.exitCode = code ?? signal
         for (const w of this.waiting.splice(0)) {
           w.reject(new Error(`${args.slice(3, 6).join(' ')} ended (${this.exitCode}) before ${w.pattern}:\n${this.output}`))
