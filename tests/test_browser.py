@@ -1,0 +1,106 @@
+"""The browser example (examples/browser) in headless Chromium against real processes: a
+daemon serving the page with --web, a relay announced to it, two pages that meet, chat and
+part (`npm ci && npm run build` in examples/browser first)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+from twisted.internet.defer import inlineCallbacks
+
+from .processes import ROOT, ProcessTestCase
+
+EXAMPLE = os.path.join(ROOT, "examples", "browser")
+DIST = os.path.join(EXAMPLE, "dist")
+NODE = shutil.which("node")
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+WS_LISTENING = r"listening on (/ip4/127\.0\.0\.1/tcp/\d+/ws/p2p/(\w+))\n"
+WEB_LISTENING = r"web listening on tcp 127\.0\.0\.1:(\d+)"
+NAMESPACE = "browser-test"
+LISTED_MS = 2000
+GONE_MS = 2000
+
+
+def browser_missing() -> str | None:
+    """Why the example cannot run here (a skip reason), or None."""
+    if NODE is None:
+        return "node is not installed"
+    if not os.path.isdir(os.path.join(EXAMPLE, "node_modules")):
+        return "examples/browser/node_modules is missing: run `npm ci` in examples/browser"
+    if not os.access(CHROMIUM, os.X_OK):
+        return f"no Chromium at {CHROMIUM} (apt-get install chromium, or set CHROMIUM)"
+    return None
+
+
+class BrowserExampleTests(ProcessTestCase):
+    timeout = 180
+    skip = browser_missing()
+
+    def setUp(self) -> None:
+        super().setUp()
+        if not os.path.isfile(os.path.join(DIST, "index.html")):
+            self.fail("examples/browser/dist is not built: run `npm run build` in examples/browser")
+
+    @inlineCallbacks
+    def start_fleet(self):  # type: ignore[no-untyped-def]
+        """A daemon serving dist/ under /app/, and a relay registered at it."""
+        daemon = self.twistd(
+            "rendezvous",
+            "--p2p-listen",
+            "/ip4/127.0.0.1/tcp/0/ws",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+            "--web",
+            "tcp:0:interface=127.0.0.1",
+            "--web-root",
+            DIST,
+        )
+        listening = yield daemon.wait_for(WS_LISTENING)
+        web = yield daemon.wait_for(WEB_LISTENING)
+        rdv = listening.group(1)
+        relay = self.twistd(
+            "rendezvous-relay", "--p2p-listen", "/ip4/127.0.0.1/tcp/0/ws", "--announce-to", rdv
+        )
+        relay_listening = yield relay.wait_for(WS_LISTENING)
+        yield relay.wait_for(r"registered in rendezvous/relays at ")
+        return daemon, relay, rdv, f"http://127.0.0.1:{web.group(1)}/app/", relay_listening.group(2)
+
+    @inlineCallbacks
+    def test_two_pages_meet_chat_and_part(self):  # type: ignore[no-untyped-def]
+        daemon, relay, rdv, page, relay_id = yield self.start_fleet()
+        assert NODE is not None
+        driver = self.spawn([NODE, "test/two-pages.mjs", page, rdv, NAMESPACE], EXAMPLE)
+        code = yield driver.ended
+        self.assertEqual(code, 0, driver.output + driver.errors)
+        result = json.loads(driver.output.strip().splitlines()[-1])
+        print(f"\nbrowser example: {json.dumps(result)}")
+        self.assertNotIn("error", result, result)
+        a, b = result["a"], result["b"]
+        self.assertTrue(a.startswith("12D3KooW") and b.startswith("12D3KooW"), result)
+        self.assertNotEqual(a, b)
+        # each lists the other within 2 s of B's registration
+        self.assertTrue(result["aListsB"] and result["bListsA"], result)
+        self.assertLessEqual(result["listedMs"], LISTED_MS, result)
+        # a message from A reaches B, and B's answer reaches A
+        self.assertIsNotNone(result["messageMs"], result)
+        self.assertIsNotNone(result["replyMs"], result)
+        self.assertIn(result["messageVia"], ("webrtc", "relay"), result)
+        # the kind of connection is shown on both pages
+        connection = result["connection"]
+        self.assertIn(connection["a"], ("webrtc", "relay"), result)
+        self.assertIn(connection["b"], ("webrtc", "relay"), result)
+        # B leaves: the daemon's pushed UNREGISTER removes it from A's list within 2 s
+        self.assertIsNotNone(result["goneMs"], result)
+        self.assertLessEqual(result["goneMs"], GONE_MS, result)
+        self.assertEqual(result["problems"], [], result)
+
+        yield relay.interrupt("TERM")
+        yield daemon.interrupt("TERM")
+        relay_log = relay.output + relay.errors
+        self.assertIn(f"reservation made for {a}", relay_log)
+        self.assertIn(f"reservation made for {b}", relay_log)
+        for log in (daemon.output + daemon.errors, relay_log):
+            self.assertNotIn("Traceback", log)
+        self.assertTrue(relay_id)
