@@ -251,10 +251,16 @@ export class LiveRendezvous extends TypedEventEmitter {
     return new Promise((resolve, reject) => {
       if (!this.#running) { reject(new Error('rendezvous service is not started')); return }
       if (typeof namespace !== 'string') { reject(new TypeError('namespace must be a string')); return }
-      options.signal?.throwIfAborted()
+      const { limit } = options
+      if (limit != null && !(Number.isSafeInteger(limit) && limit >= 0)) {
+        reject(new TypeError(`limit must be a non-negative integer, not ${limit}`))
+        return
+      }
       const timeout = options.timeout ?? this.#discoverTimeout
+      if (!(typeof timeout === 'number' && timeout >= 0)) { reject(new TypeError(`timeout must be a number of ms, not ${timeout}`)); return }
+      options.signal?.throwIfAborted()
       /** @type {Discovery} */
-      const discovery = { namespace, limit: options.limit, resolve, reject, timer: undefined }
+      const discovery = { namespace, limit, resolve, reject, timer: undefined }
       discovery.timer = this.#timers.setTimeout(() => {
         const err = new Error(`no answer to DISCOVER in "${namespace}" within ${timeout} ms`)
         err.name = 'TimeoutError'

@@ -325,6 +325,12 @@ describe('findRelays() and discover()', () => {
     timers.fireNext()
     await assert.rejects(late, { name: 'TimeoutError' })
 
+    await assert.rejects(service.discover('app', { limit: -1 }), TypeError)
+    await assert.rejects(service.discover('app', { limit: 1.5 }), TypeError)
+    await assert.rejects(service.discover(/** @type {any} */ (7)), TypeError)
+    await assert.rejects(service.discover('app', { signal: AbortSignal.abort(new Error('already')) }), /already/)
+    assert.equal(timers.pending.size, 0)
+
     const controller = new AbortController()
     const aborted = service.findRelays({ signal: controller.signal })
     controller.abort(new Error('no longer needed'))
