@@ -5,7 +5,7 @@ import { peerDiscoverySymbol, serviceCapabilities, TypedEventEmitter } from '@li
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { backoffDelay, backoffOptions } from './backoff.js'
-import { CodecError, decodeMessage, encodeFrame, FrameDecoder, MessageType } from './codec.js'
+import { decodeMessage, encodeFrame, FrameDecoder, MessageType } from './codec.js'
 import { RendezvousError } from './errors.js'
 
 /** The libp2p stream protocol of the live dialect. */
@@ -532,8 +532,7 @@ export class LiveRendezvous extends TypedEventEmitter {
       try {
         message = decodeMessage(bytes)
       } catch (err) {
-        if (!(err instanceof CodecError)) throw err
-        console.warn(`libp2p-live-rendezvous: dropped a malformed message from ${session.server}: ${err.message}`)
+        console.warn(`libp2p-live-rendezvous: dropped a malformed message from ${session.server}: ${reasonOf(err)}`)
         continue
       }
       this.#handle(session, message)
