@@ -165,4 +165,24 @@ describe('against a live daemon', { timeout: TIMEOUT }, () => {
     assert.ok(registered.every((/** @type {string} */ a) => !a.endsWith(`/p2p/${alice.id}`)), registered.join(' '))
     assert.equal(bob.events.all('peer:gone').length, 0)
   }))
+
+  it('a node with no address yet (as in a browser) follows at once and registers once a relay gives it one', () => withWorld(async ({ processes, node }) => {
+    const daemon = await processes.daemon()
+    const relay = await processes.relay(daemon.tcp)
+    await relay.process.waitFor(/registered in rendezvous\/relays at /)
+    const bob = await node({ servers: [daemon.tcp], namespaces: ['app'] })
+    const carol = await node({ servers: [daemon.ws], namespaces: ['app'] }, { listen: ['/p2p-circuit'], relay: true })
+    assert.deepEqual(carol.node.getMultiaddrs(), [])
+    await carol.events.next('register', (d) => d.id.toString() === bob.id)
+    // carol's session is open and she follows 'app', but registered nothing
+    assert.deepEqual(ids(await carol.rendezvous.discover('app')), [bob.id])
+    assert.deepEqual(ids(await bob.rendezvous.discover('app')), [])
+
+    const [found] = await carol.rendezvous.findRelays()
+    await carol.node.dial(found.multiaddrs.map((a) => a.encapsulate(`/p2p/${found.id}`)))
+    const seen = await bob.events.next('peer', (d) => d.id.toString() === carol.id)
+    const registered = seen.detail.multiaddrs.map(String)
+    assert.ok(registered.length > 0 && registered.every((/** @type {string} */ a) => a.includes(`/p2p/${relay.id}/p2p-circuit`)), registered.join(' '))
+    assert.equal(carol.events.all('error').length, 0)
+  }))
 })
