@@ -49,6 +49,8 @@ export interface LiveRendezvousComponents {
     openConnection(target: Multiaddr, options?: { signal?: AbortSignal, force?: boolean }): Promise<Connection>
   }
   addressManager: { getAddresses(): Multiaddr[] }
+  /** to tag the daemon's connection, which the connection manager then prunes last */
+  peerStore?: { merge(id: PeerId, data: { tags: Record<string, { value: number }> }): Promise<unknown> }
   logger?: ComponentLogger
 }
 

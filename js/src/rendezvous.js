@@ -14,6 +14,7 @@ export const DEFAULT_RELAY_NAMESPACE = 'rendezvous/relays'
 export const DEFAULT_DISCOVER_TIMEOUT_MS = 30_000
 const P2P_CODE = 421
 const MAX_PENDING_REQUESTS = 1024
+const SERVER_TAG = 'live-rendezvous-server'
 
 /**
  * @typedef {import('@libp2p/interface').PeerId} PeerId
@@ -51,6 +52,7 @@ const MAX_PENDING_REQUESTS = 1024
  * @property {import('@libp2p/interface').TypedEventTarget<import('@libp2p/interface').Libp2pEvents>} events
  * @property {{ openConnection(target: Multiaddr, options?: { signal?: AbortSignal, force?: boolean }): Promise<Connection> }} connectionManager
  * @property {{ getAddresses(): Multiaddr[] }} addressManager
+ * @property {{ merge(id: PeerId, data: { tags: Record<string, { value: number }> }): Promise<unknown> }} [peerStore]
  * @property {import('@libp2p/interface').ComponentLogger} [logger]
  *
  * @typedef {object} Op a request sent in a session, until its answer
@@ -290,6 +292,9 @@ export class LiveRendezvous extends TypedEventEmitter {
         // only a direct connection will do: dial the daemon's own address anew
         connection = await cm.openConnection(server, { signal: dialing.signal, force: true })
       }
+      // the connection manager prunes connections with the lowest tag values first
+      this.#components.peerStore?.merge(connection.remotePeer, { tags: { [SERVER_TAG]: { value: 100 } } })
+        .catch((err) => this.#log('could not tag %a: %s', server, reasonOf(err)))
       const stream = await connection.newStream(PROTOCOL, { signal: dialing.signal })
       if (this.#dialing !== dialing) { stream.abort(new Error('rendezvous service stopped')); return }
       this.#dialing = undefined

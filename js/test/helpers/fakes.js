@@ -125,6 +125,12 @@ export class FakeComponents {
     this.onDial = undefined
     const self = this
     this.addressManager = { getAddresses: () => [...self.addresses] }
+    /** @type {Array<[string, unknown]>} */
+    this.merged = []
+    this.peerStore = {
+      /** @param {import('@libp2p/interface').PeerId} id @param {unknown} data */
+      async merge (id, data) { self.merged.push([id.toString(), data]) }
+    }
     this.connectionManager = {
       /** @param {import('@multiformats/multiaddr').Multiaddr} target @param {{ force?: boolean }} [options] */
       async openConnection (target, options = {}) {
@@ -132,6 +138,7 @@ export class FakeComponents {
         const step = self.script.shift()?.(target.toString())
         if (step instanceof Error) throw step
         return {
+          remotePeer: peerIdFromString(target.getComponents().findLast((c) => c.name === 'p2p')?.value ?? ''),
           limits: step?.limits,
           direct: step?.limits == null,
           remoteAddr: target,

@@ -1,6 +1,7 @@
 // The service against real `twistd rendezvous` and `twistd rendezvous-relay` processes.
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
+import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { RendezvousError, Status } from 'libp2p-live-rendezvous'
 import { startNode } from '../helpers/nodes.js'
@@ -57,6 +58,8 @@ describe('against a live daemon', { timeout: TIMEOUT }, () => {
     await bob.discovery.next('peer:discovery', (d) => d.id.toString() === alice.id)
     assert.deepEqual(ids(alice.rendezvous.members('app')), [bob.id])
     assert.equal(alice.rendezvous.server.toString(), daemon.tcp)
+    const daemonPeer = await alice.node.peerStore.get(peerIdFromString(daemon.id))
+    assert.equal(daemonPeer.tags.get('live-rendezvous-server')?.value, 100, 'the daemon connection is pruned last')
     assert.equal(bob.rendezvous.server.toString(), daemon.ws)
     // never oneself
     for (const n of [alice, bob]) {

@@ -49,6 +49,7 @@ describe('the service', () => {
   it('registers its addresses, enters rendezvous and asks for the end of the snapshot', async () => {
     const { components, events } = await connected({ namespaces: ['app', 'chat'] })
     assert.deepEqual(components.dials, [{ target: SERVER_A, force: false }])
+    assert.deepEqual(components.merged, [[IDS.serverA, { tags: { 'live-rendezvous-server': { value: 100 } } }]])
     const stream = components.stream
     assert.equal(stream.protocol, PROTOCOL)
     assert.deepEqual(stream.sent.map((m) => [m.type, nsOf(m)]), [
