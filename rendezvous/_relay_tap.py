@@ -8,7 +8,12 @@ from twisted.python import usage
 from rendezvous.addrs import InvalidMultiaddr
 from rendezvous.p2p.host import HostLimits
 from rendezvous.p2p.keys import IdentityFileError, load_or_create_identity
-from rendezvous.p2p.listen import parse_announce_option
+from rendezvous.p2p.listen import (
+    PROXY_PROTOCOL_FLAG,
+    TLS_OPTIONS,
+    check_tls_options,
+    parse_announce_option,
+)
 from rendezvous.p2p.transport import TCPAddress
 from rendezvous.peerid import InvalidPeerId, parse_peer_id
 from rendezvous.relay.announce import DEFAULT_NAMESPACE, DEFAULT_TTL
@@ -72,6 +77,8 @@ class Options(usage.Options):
             int,
         ],
     ] + [[flag, None, getattr(_DEFAULTS, field), help, int] for flag, field, help in _LIMIT_FLAGS]
+    optParameters += TLS_OPTIONS
+    optFlags = [PROXY_PROTOCOL_FLAG]
 
     def __init__(self) -> None:
         super().__init__()
@@ -93,7 +100,8 @@ class Options(usage.Options):
         self["announce-to"].append(multiaddr)
 
     def opt_p2p_listen(self, multiaddr: str) -> None:
-        """libp2p TCP multiaddr (repeatable): /ip4/0.0.0.0/tcp/4010, /ip6/::/tcp/4010"""
+        """libp2p multiaddr (repeatable): /ip4/0.0.0.0/tcp/4010, /ip6/::/tcp/4010,
+        /ip4/0.0.0.0/tcp/4011/ws, /ip4/0.0.0.0/tcp/443/tls/ws (see --p2p-tls-cert)"""
         try:
             TCPAddress.parse(multiaddr)
         except InvalidMultiaddr as e:
@@ -139,6 +147,9 @@ class Options(usage.Options):
         if not 1 <= self["announce-ttl"] <= 72 * 3600:
             raise usage.UsageError("--announce-ttl must be between 1 and 259200 seconds")
         self["acl"] = Acl(frozenset(self["allow-peer"]), tuple(self["allow-subnet"]))
+        check_tls_options(
+            self["p2p-listen"] or RelayConfig.p2p_listen, self["p2p-tls-cert"], self["p2p-tls-key"]
+        )
 
 
 def makeService(options: Options) -> IService:
@@ -152,6 +163,9 @@ def makeService(options: Options) -> IService:
         acl=options["acl"],
         metrics=options["metrics"],
         p2p_announce=tuple(options["p2p-announce"]),
+        p2p_tls_cert=options["p2p-tls-cert"],
+        p2p_tls_key=options["p2p-tls-key"],
+        p2p_proxy_protocol=bool(options["p2p-proxy-protocol"]),
         announce_to=tuple(options["announce-to"]),
         namespace=options["namespace"],
         announce_ttl=options["announce-ttl"],

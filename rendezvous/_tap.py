@@ -12,7 +12,12 @@ from rendezvous.addrs import InvalidMultiaddr
 from rendezvous.limits import Limits
 from rendezvous.p2p.host import HostLimits
 from rendezvous.p2p.keys import IdentityFileError, load_or_create_identity
-from rendezvous.p2p.listen import parse_announce_option
+from rendezvous.p2p.listen import (
+    PROXY_PROTOCOL_FLAG,
+    TLS_OPTIONS,
+    check_tls_options,
+    parse_announce_option,
+)
 from rendezvous.p2p.transport import TCPAddress
 from rendezvous.service import Daemon, DaemonConfig
 from rendezvous.store.redis.target import (
@@ -130,6 +135,8 @@ class Options(usage.Options):
         [flag, None, getattr(_P2P_DEFAULTS, field), help, kind]
         for flag, field, help, kind in _P2P_LIMIT_FLAGS
     ]
+    optParameters += TLS_OPTIONS
+    optFlags = [PROXY_PROTOCOL_FLAG]
 
     def __init__(self) -> None:
         super().__init__()
@@ -144,7 +151,8 @@ class Options(usage.Options):
 
     def opt_p2p_listen(self, multiaddr: str) -> None:
         """libp2p multiaddr (repeatable): /ip4/127.0.0.1/tcp/4002, /ip6/::/tcp/4002,
-        /ip4/0.0.0.0/tcp/4003/ws (WebSocket)"""
+        /ip4/0.0.0.0/tcp/4003/ws (WebSocket), /ip4/0.0.0.0/tcp/443/tls/ws,
+        …/wss (WebSocket over TLS: see --p2p-tls-cert)"""
         try:
             TCPAddress.parse(multiaddr)
         except InvalidMultiaddr as e:
@@ -177,6 +185,7 @@ class Options(usage.Options):
         _check_web(self)
         if self["p2p-announce"] and not self["p2p-listen"]:
             raise usage.UsageError("--p2p-announce needs --p2p-listen")
+        check_tls_options(self["p2p-listen"], self["p2p-tls-cert"], self["p2p-tls-key"])
         try:
             self["p2p-limits"] = HostLimits(
                 **{field: self[flag] for flag, field, _, _ in _P2P_LIMIT_FLAGS}
@@ -225,6 +234,9 @@ def makeService(options: Options) -> IService:
         identity=options["identity"],
         p2p_limits=options["p2p-limits"],
         p2p_announce=tuple(options["p2p-announce"]),
+        p2p_tls_cert=options["p2p-tls-cert"],
+        p2p_tls_key=options["p2p-tls-key"],
+        p2p_proxy_protocol=bool(options["p2p-proxy-protocol"]),
         workers=options["workers"],
         web=options["web"],
         web_root=options["web-root"],

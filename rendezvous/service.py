@@ -32,8 +32,7 @@ from rendezvous.loglimit import LogLimiter
 from rendezvous.metrics import Metrics
 from rendezvous.p2p.host import Host, HostLimits
 from rendezvous.p2p.keys import PrivateKey, load_or_create_identity
-from rendezvous.p2p.listen import advertising, p2p_listener
-from rendezvous.p2p.transport import TCPAddress
+from rendezvous.p2p.listen import advertising, p2p_listeners
 from rendezvous.standard.codec import StandardCodec
 from rendezvous.standard.session import StandardDialect
 from rendezvous.standard.stream import CANVAS_PROTOCOL_ID, standard_stream_handler
@@ -64,6 +63,11 @@ class DaemonConfig:
     p2p_limits: HostLimits = field(default_factory=HostLimits)
     p2p_announce: Sequence[str] = ()
     """Multiaddrs to advertise instead of the libp2p listen addresses (``--p2p-announce``)."""
+    p2p_tls_cert: str | None = None
+    """PEM certificate (and chain) of the ``/tls/ws`` and ``/wss`` listeners."""
+    p2p_tls_key: str | None = None
+    p2p_proxy_protocol: bool = False
+    """Every libp2p connection starts with a PROXY protocol header."""
     workers: int = 0
     """Worker processes serving the live dialect's plain tcp: and unix: listeners; 0:
     this process serves them (see `rendezvous.workers`)."""
@@ -205,9 +209,15 @@ class Daemon(MultiService):
         self.p2p_ports: list[IListeningPort] = []
         if config.p2p_listen:
             self.p2p_host = p2p_host(config, clock, self.dialect)
-            for text in config.p2p_listen:
-                address = TCPAddress.parse(text)
-                p2p_listener(address, self.p2p_host, self.p2p_ports).setServiceParent(self)
+            for listener in p2p_listeners(
+                config.p2p_listen,
+                self.p2p_host,
+                self.p2p_ports,
+                config.p2p_tls_cert,
+                config.p2p_tls_key,
+                config.p2p_proxy_protocol,
+            ):
+                listener.setServiceParent(self)
             advertising(self.p2p_host, config.p2p_announce, clock).setServiceParent(self)
         self.hub: Hub | None = None
         if config.workers:

@@ -82,9 +82,11 @@ class Process(ProcessProtocol):
         return self.ended
 
 
-def spawn(args: list[str], cwd: str) -> Process:
+def spawn(args: list[str], cwd: str, env: dict[str, str] | None = None) -> Process:
+    """Run ``args`` in ``cwd``, with our environment plus ``env``."""
     process = Process()
-    reactor.spawnProcess(process, args[0], args, env=environment(), path=cwd)  # type: ignore[attr-defined]
+    variables = {**environment(), **(env or {})}
+    reactor.spawnProcess(process, args[0], args, env=variables, path=cwd)  # type: ignore[attr-defined]
     return process
 
 
@@ -96,8 +98,10 @@ class ProcessTestCase(TestCase):
         self.cwd = os.path.abspath(self.mktemp())
         os.makedirs(self.cwd)
 
-    def spawn(self, args: list[str], cwd: str | None = None) -> Process:
-        process = spawn(args, cwd or self.cwd)
+    def spawn(
+        self, args: list[str], cwd: str | None = None, env: dict[str, str] | None = None
+    ) -> Process:
+        process = spawn(args, cwd or self.cwd, env)
         self.addCleanup(process.kill)
         return process
 

@@ -55,7 +55,7 @@ class WebSocketAddressTests(SynchronousTestCase):
         self.assertEqual(address.server_description(), "tcp:4003:interface=127.0.0.1")
         self.assertEqual(address.binary(), multiaddr_from_text("/ip4/127.0.0.1/tcp/4003/ws"))
         self.assertFalse(TCPAddress.parse("/ip6/::1/tcp/1").ws)
-        for text in ("/ip4/1.2.3.4/tcp/1/wss", "/ip4/1.2.3.4/tcp/1/ws/ws", "/ip4/1.2.3.4/ws"):
+        for text in ("/ip4/1.2.3.4/tcp/1/tls", "/ip4/1.2.3.4/tcp/1/ws/ws", "/ip4/1.2.3.4/ws"):
             self.assertRaises(InvalidMultiaddr, TCPAddress.parse, text)
 
     def test_observed_address_of_a_websocket_peer(self) -> None:

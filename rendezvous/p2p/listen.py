@@ -4,7 +4,7 @@ and the service that keeps what the host advertises current (`advertising`)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from twisted.application import strports
 from twisted.application.internet import TimerService
@@ -30,8 +30,12 @@ from rendezvous.p2p.advertise import (
     read_interface_ips,
 )
 from rendezvous.p2p.host import Host
+from rendezvous.p2p.proxy import ProxyProtocolEndpoint
 from rendezvous.p2p.transport import TCPAddress
 from rendezvous.p2p.websocket import WebSocketServerEndpoint
+
+if TYPE_CHECKING:
+    from rendezvous.p2p.tls import ReloadableCertificate
 
 
 @implementer(IStreamServerEndpoint)
@@ -68,11 +72,29 @@ class _AnnouncingEndpoint:
         return d.addCallback(listening)
 
 
-def p2p_listener(address: TCPAddress, host: Host, ports: list[IListeningPort]) -> Service:
+def p2p_listener(
+    address: TCPAddress,
+    host: Host,
+    ports: list[IListeningPort],
+    certificate: ReloadableCertificate | None = None,
+    proxy_protocol: bool = False,
+) -> Service:
     """A strports service on ``address`` (bind errors fail start-up) serving ``host``,
-    inside WebSockets when the address ends in ``/ws``."""
+    inside WebSockets when the address ends in ``/ws``, over TLS with ``certificate``
+    when it ends in ``/tls/ws`` or ``/wss``; with ``proxy_protocol``, each connection
+    must start with a PROXY protocol header (v1 or v2), whose client address is then
+    the connection's (for limits and logs)."""
+    if address.tls and certificate is None:
+        raise ValueError(f"{address.text()} needs a TLS certificate")
     service = strports.service(address.server_description(), host.factory())
     endpoint = service.endpoint
+    if proxy_protocol:
+        endpoint = ProxyProtocolEndpoint(endpoint, host.clock)
+    if address.tls:
+        from rendezvous.p2p.tls import TLSServerEndpoint
+
+        assert certificate is not None
+        endpoint = TLSServerEndpoint(endpoint, certificate)
     if address.ws:
         endpoint = WebSocketServerEndpoint(endpoint, host.clock, host.limits.max_connections)
     service.endpoint = _AnnouncingEndpoint(endpoint, address, host, ports)
@@ -134,3 +156,69 @@ def advertising(
     refresh = TimerService(interval, host.update_addrs)  # type: ignore[no-untyped-call]
     refresh.clock = clock
     return refresh
+
+
+TLS_OPTIONS = [
+    [
+        "p2p-tls-cert",
+        None,
+        None,
+        "PEM certificate (its chain may follow) for /tls/ws and /wss --p2p-listen "
+        "addresses; read again on SIGHUP",
+    ],
+    ["p2p-tls-key", None, None, "PEM private key of --p2p-tls-cert"],
+]
+"""``twistd`` options shared by the daemon and the relay."""
+PROXY_PROTOCOL_FLAG = [
+    "p2p-proxy-protocol",
+    None,
+    "libp2p listeners sit behind a proxy: every connection must start with a PROXY "
+    "protocol header (v1 or v2), whose client address counts for limits and logs",
+]
+
+
+def check_tls_options(listen: Sequence[str], cert: str | None, key: str | None) -> None:
+    """``/tls/ws`` and ``/wss`` listeners need a certificate and key that load and match,
+    and those need such a listener; raises `UsageError` saying what is wrong."""
+    secure = [text for text in listen if TCPAddress.parse(text).tls]
+    if not secure:
+        if cert is not None or key is not None:
+            raise usage.UsageError("--p2p-tls-cert/--p2p-tls-key need a /tls/ws --p2p-listen")
+        return
+    if cert is None or key is None:
+        raise usage.UsageError(f"--p2p-listen {secure[0]} needs --p2p-tls-cert and --p2p-tls-key")
+    try:
+        from rendezvous.p2p.tls import CertificateError, load_context
+    except ImportError:
+        raise usage.UsageError(
+            "TLS listeners need pyOpenSSL: pip install 'txrendezvous[tls]'"
+        ) from None
+    try:
+        load_context(cert, key)
+    except CertificateError as error:
+        raise usage.UsageError(str(error)) from None
+
+
+def p2p_listeners(
+    listen: Sequence[str],
+    host: Host,
+    ports: list[IListeningPort],
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    proxy_protocol: bool = False,
+) -> list[Service]:
+    """A `p2p_listener` for each of the ``listen`` multiaddrs; the TLS ones share one
+    certificate, and a service that reads it again on SIGHUP comes first."""
+    addresses = [TCPAddress.parse(text) for text in listen]
+    certificate = None
+    services: list[Service] = []
+    if any(address.tls for address in addresses):
+        if tls_cert is None or tls_key is None:
+            raise ValueError("TLS listeners need a certificate and a key")
+        from rendezvous.p2p.tls import ReloadableCertificate, ReloadOnHangup
+
+        certificate = ReloadableCertificate(tls_cert, tls_key)
+        services.append(ReloadOnHangup([certificate]))
+    for address in addresses:
+        services.append(p2p_listener(address, host, ports, certificate, proxy_protocol))
+    return services

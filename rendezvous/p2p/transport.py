@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import Any
 
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.interfaces import IAddress, IReactorTCP, IStreamClientEndpoint
@@ -16,18 +17,31 @@ from rendezvous.peerid import InvalidPeerId, parse_peer_id
 @dataclass(frozen=True, slots=True)
 class TCPAddress:
     """A parsed TCP multiaddr, with the peer id it names if it ends in ``/p2p/…``;
-    ``ws`` when libp2p runs inside a WebSocket on that port (``…/tcp/PORT/ws``)."""
+    ``ws`` when libp2p runs inside a WebSocket on that port (``…/tcp/PORT/ws``), ``tls``
+    when that WebSocket runs over TLS (``…/tcp/PORT/tls/ws``, or the older ``…/wss``,
+    kept as written)."""
 
     host: str
     port: int
     ipv6: bool = False
     peer_id: bytes | None = None
     ws: bool = False
+    tls: bool = False
+    wss: bool = False
+    """Written ``/wss`` rather than ``/tls/ws``."""
 
     @classmethod
     def parse(cls, text: str) -> TCPAddress:
-        """Parse ``/ip4|ip6/HOST/tcp/PORT[/ws][/p2p/ID]``; raises `InvalidMultiaddr`."""
+        """Parse ``/ip4|ip6/HOST/tcp/PORT[/ws|/tls/ws|/wss][/p2p/ID]``; raises
+        `InvalidMultiaddr`."""
         parts = text.split("/")
+        tls = wss = False
+        if parts[5:7] == ["tls", "ws"]:
+            tls = True
+            del parts[5]
+        elif parts[5:6] == ["wss"]:
+            tls = wss = True
+            parts[5] = "ws"
         ws = len(parts) > 5 and parts[5] == "ws"
         if ws:
             del parts[5]
@@ -48,7 +62,7 @@ class TCPAddress:
                 peer_id = parse_peer_id(parts[6])
             except InvalidPeerId as error:
                 raise InvalidMultiaddr(f"bad peer id in {text!r}: {error}") from None
-        return cls(host, int(parts[4]), ipv6, peer_id, ws)
+        return cls(host, int(parts[4]), ipv6, peer_id, ws, tls, wss)
 
     @classmethod
     def from_address(cls, address: IAddress) -> TCPAddress | None:
@@ -66,11 +80,11 @@ class TCPAddress:
         return cls(str(ip), port, ip.version == 6, ws=ws)
 
     def with_port(self, port: int) -> TCPAddress:
-        return TCPAddress(self.host, port, self.ipv6, self.peer_id, self.ws)
+        return TCPAddress(self.host, port, self.ipv6, self.peer_id, self.ws, self.tls, self.wss)
 
     def text(self) -> str:
         """The multiaddr text, without any ``/p2p`` part."""
-        ws = "/ws" if self.ws else ""
+        ws = ("/wss" if self.wss else "/tls/ws") if self.tls else "/ws" if self.ws else ""
         return f"/{'ip6' if self.ipv6 else 'ip4'}/{self.host}/tcp/{self.port}{ws}"
 
     def binary(self) -> bytes:
@@ -81,8 +95,12 @@ class TCPAddress:
         interface = self.host.replace(":", "\\:")
         return f"tcp{'6' if self.ipv6 else ''}:{self.port}:interface={interface}"
 
-    def client_endpoint(self, reactor: IReactorTCP, timeout: float = 30) -> IStreamClientEndpoint:
-        """Connects to this address (inside a WebSocket when ``ws``)."""
+    def client_endpoint(
+        self, reactor: IReactorTCP, timeout: float = 30, tls_options: Any = None
+    ) -> IStreamClientEndpoint:
+        """Connects to this address (inside a WebSocket when ``ws``, over TLS when
+        ``tls``: checked against ``tls_options`` when given, else the system's trust
+        roots and the address's IP)."""
         tcp: IStreamClientEndpoint
         if self.ipv6:
             tcp = TCP6ClientEndpoint(reactor, self.host, self.port, timeout)  # type: ignore[no-untyped-call]
@@ -93,4 +111,12 @@ class TCPAddress:
         from rendezvous.p2p.websocket import WebSocketClientEndpoint
 
         host = f"[{self.host}]" if self.ipv6 else self.host
-        return WebSocketClientEndpoint(tcp, f"ws://{host}:{self.port}", reactor)  # type: ignore[arg-type]
+        scheme = "ws"
+        if self.tls:
+            from twisted.internet.endpoints import wrapClientTLS
+            from twisted.internet.ssl import optionsForClientTLS
+
+            options = tls_options or optionsForClientTLS(self.host)
+            tcp = wrapClientTLS(options, tcp)
+            scheme = "wss"
+        return WebSocketClientEndpoint(tcp, f"{scheme}://{host}:{self.port}", reactor)  # type: ignore[arg-type]

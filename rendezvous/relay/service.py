@@ -18,7 +18,7 @@ from twisted.web.server import Site
 from rendezvous import __version__
 from rendezvous.p2p.host import Host, HostLimits
 from rendezvous.p2p.keys import PrivateKey, load_or_create_identity
-from rendezvous.p2p.listen import advertising, p2p_listener
+from rendezvous.p2p.listen import advertising, p2p_listeners
 from rendezvous.p2p.transport import TCPAddress
 from rendezvous.relay.announce import DEFAULT_NAMESPACE, DEFAULT_TTL, Announcer
 from rendezvous.relay.resources import Acl, RelayLimits
@@ -38,6 +38,11 @@ class RelayConfig:
     """strport serving Prometheus text at ``/metrics``."""
     p2p_announce: Sequence[str] = ()
     """Multiaddrs to advertise instead of the listen addresses (``--p2p-announce``)."""
+    p2p_tls_cert: str | None = None
+    """PEM certificate (and chain) of the ``/tls/ws`` and ``/wss`` listeners."""
+    p2p_tls_key: str | None = None
+    p2p_proxy_protocol: bool = False
+    """Every libp2p connection starts with a PROXY protocol header."""
     announce_to: Sequence[str] = ()
     """Rendezvous daemons (``…/p2p/<id>`` multiaddrs) to stay registered at."""
     namespace: str = DEFAULT_NAMESPACE
@@ -92,9 +97,15 @@ class RelayDaemon(MultiService):
         self.relay.install()
         _RelayRunner(self.relay).setServiceParent(self)
         self.p2p_ports: list[IListeningPort] = []
-        for text in config.p2p_listen:
-            address = TCPAddress.parse(text)
-            p2p_listener(address, self.host, self.p2p_ports).setServiceParent(self)
+        for listener in p2p_listeners(
+            config.p2p_listen,
+            self.host,
+            self.p2p_ports,
+            config.p2p_tls_cert,
+            config.p2p_tls_key,
+            config.p2p_proxy_protocol,
+        ):
+            listener.setServiceParent(self)
         advertising(self.host, config.p2p_announce, clock).setServiceParent(self)
         self.announcers = [
             Announcer(
