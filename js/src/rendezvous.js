@@ -90,7 +90,7 @@ const addrsKey = (addrs) => addrs.map(String).sort().join(' ')
  * @param {unknown} err
  * @returns {string}
  */
-const reasonOf = (err) => (err instanceof Error ? err.message : String(err ?? 'unknown'))
+const reasonOf = (err) => (err instanceof Error ? (err.message || err.name) : String(err ?? 'unknown'))
 
 /**
  * A js-libp2p 3.x service and peer discovery module over the rendezvous daemon's live
