@@ -133,6 +133,35 @@ class SeedAcrossDaemonsTests(FleetTestCase):
         self.assertEqual([e.peer_id for e in entries], [peer_id("A"), peer_id("B")])
 
     @inlineCallbacks
+    def test_a_session_is_never_pushed_its_own_changes(self):  # type: ignore[no-untyped-def]
+        """As on one daemon: its own UNREGISTER (which it no longer holds when the
+        announcement comes back through Redis) and its own re-REGISTER are not echoed."""
+        one = yield self.daemon()
+        two = yield self.daemon()
+        a = yield self.client(one)
+        seen_by_a = Watcher()
+        yield a.register("my-app", peer_id("A"), [tcp_addr(1)])
+        yield a.rendezvous("my-app", seen_by_a)
+        b = yield self.client(two)
+        seen_by_b = Watcher()
+        yield b.rendezvous("my-app", seen_by_b)
+        yield a.register("my-app", peer_id("A"), [tcp_addr(5)])
+        yield a.unregister("my-app", peer_id("A"))
+        yield seen_by_b.until(3)
+        # Announcements reach a daemon in order: B's comes after A's own changes.
+        yield b.register("my-app", peer_id("B"), [tcp_addr(2)])
+        yield seen_by_a.until(1)
+        self.assertEqual(seen_by_a.events, [("register", peer_id("B"))])
+        self.assertEqual(
+            seen_by_b.events,
+            [
+                ("register", peer_id("A")),
+                ("register", peer_id("A")),
+                ("unregister", peer_id("A")),
+            ],
+        )
+
+    @inlineCallbacks
     def test_ownership_spans_the_fleet(self):  # type: ignore[no-untyped-def]
         one = yield self.daemon()
         two = yield self.daemon()

@@ -93,16 +93,27 @@ class WireTests(TestCase):
     def test_published(self) -> None:
         reg = Registration("ns", peer("a", tcp_addr(1)))
         key = reg.peer.key
-        data = b"42:U" + len(key).to_bytes(2, "big") + key + entry_bytes(reg)
+        data = b"42:d1/7:U" + len(key).to_bytes(2, "big") + key + entry_bytes(reg)
         published = parse_published(data)
         self.assertEqual(
             (published.seq, published.change, published.key, published.registration),
             (42, Change.UNREGISTER, key, reg),
         )
+        self.assertEqual(published.origin, "d1/7")
+        nobody = b"43::U" + len(key).to_bytes(2, "big") + key + entry_bytes(reg)
+        self.assertEqual(parse_published(nobody).origin, "")
         self.assertEqual(split_member(b"\x00\x02abns"), (b"ab", b"ns"))
 
     def test_malformed(self) -> None:
-        for data in (b"", b"x:R", b"1:X\x00\x00", b"1:R\x00\x09ab", b"1:R\x00\x01a\xff"):
+        for data in (
+            b"",
+            b"x::R",
+            b"1:R\x00\x00",
+            b"1::X\x00\x00",
+            b"1::R\x00\x09ab",
+            b"1::R\x00\x01a\xff",
+            b"1:\xff:R\x00\x00",
+        ):
             with self.assertRaises(BadData, msg=data):
                 parse_published(data)
 
@@ -158,20 +169,20 @@ class MirrorTests(TestCase):
         mirror.begin_sync()
         self.assertEqual(mirror.receive(self.published(4, "register", b)), [])  # buffered
         pushes = mirror.synced_with(3, {a.peer.key: a})  # then the buffer, after the snapshot
-        self.assertEqual([(p.change, p.registration) for _, p in pushes], [(Change.REGISTER, b)])
+        self.assertEqual([(p.change, p.registration) for _, p, _ in pushes], [(Change.REGISTER, b)])
         self.assertEqual(mirror.snapshot({}), [a, b])
         mirror.subscribers["s"] = None
         moved = Registration("ns", peer("B", tcp_addr(9)))
         mirror.begin_sync()
         pushes = mirror.synced_with(9, {b.peer.key: moved})  # Redis kept its data
         self.assertEqual(
-            [(p.change, p.registration) for _, p in pushes],
+            [(p.change, p.registration) for _, p, _ in pushes],
             [(Change.UNREGISTER, a), (Change.REGISTER, moved)],
         )
         mirror.begin_sync()
         self.assertEqual(mirror.synced_with(0, {}), [])  # Redis lost it: doubtful
         self.assertEqual(list(mirror.doubtful), [b.peer.key])
-        self.assertEqual([p.change for _, p in mirror.settle()], [Change.UNREGISTER])
+        self.assertEqual([p.change for _, p, _ in mirror.settle()], [Change.UNREGISTER])
         self.assertEqual(mirror.snapshot({}), [])
 
 

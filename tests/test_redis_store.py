@@ -84,10 +84,13 @@ class Recorder:
         self.seen.append(("refused", request_id, refusal.status))
 
 
-def published(seq: int, change: str, registration: Registration) -> bytes:
+def published(seq: int, change: str, registration: Registration, origin: str = "") -> bytes:
     key = registration.peer.key
     return (
-        f"{seq}:{change}".encode() + len(key).to_bytes(2, "big") + key + entry_bytes(registration)
+        f"{seq}:{origin}:{change}".encode()
+        + len(key).to_bytes(2, "big")
+        + key
+        + entry_bytes(registration)
     )
 
 
@@ -168,6 +171,18 @@ class StoreLogicTests(StoreTestCase):
             client.seen,
             [("snapshot", [A.peer.id, B.peer.id, C.peer.id]), ("unregister", A.peer.id)],
         )
+
+    def test_own_change_never_pushed_back_to_its_maker(self) -> None:
+        """Filtered by the session that made the change, not by what it holds when the
+        announcement comes back: its own UNREGISTER is not echoed."""
+        maker, maker_seen = self.subscribed(3, A)
+        other, other_seen = self.session()
+        self.store.subscribe(other, "ns", None)  # the namespace is mirrored already
+        origin = f"{self.store.daemon}/{maker.sid}"
+        self.link.on_message("ns", published(4, "U", A, origin))
+        self.link.on_message("ns", published(5, "R", B, "elsewhere/1"))
+        self.assertEqual(maker_seen.seen[1:], [("register", B.peer.id)])
+        self.assertEqual(other_seen.seen[1:], [("unregister", A.peer.id), ("register", B.peer.id)])
 
     def test_own_registration_not_pushed_even_before_the_reply(self) -> None:
         session, client = self.subscribed(3)

@@ -16,8 +16,9 @@ from rendezvous.model import Announcement, Change, Registration
 from rendezvous.store.redis.wire import Published
 
 S = TypeVar("S")
-Push = tuple[bytes, Announcement]
-"""A peer key and what to tell subscribers about it."""
+Push = tuple[bytes, Announcement, str]
+"""A peer key, what to tell subscribers about it, and the ``DAEMON/SESSION`` whose
+request made the change (never told it), empty when none did or it is not known."""
 
 
 class Mirror(Generic[S]):
@@ -78,11 +79,11 @@ class Mirror(Generic[S]):
                 if forgotten:
                     doubtful[key] = gone
                 else:
-                    changes.append((key, Announcement(Change.UNREGISTER, gone)))
+                    changes.append((key, Announcement(Change.UNREGISTER, gone), ""))
             for key, now in fresh.items():
                 before = old.get(key)
                 if before is None or entry_bytes(before) != entry_bytes(now):
-                    changes.append((key, Announcement(Change.REGISTER, now)))
+                    changes.append((key, Announcement(Change.REGISTER, now), ""))
         fresh.update(doubtful)
         self.registrations = fresh
         self.doubtful = doubtful
@@ -98,7 +99,7 @@ class Mirror(Generic[S]):
         doubtful, self.doubtful = self.doubtful, {}
         for key in doubtful:
             self.registrations.pop(key, None)
-        return [(key, Announcement(Change.UNREGISTER, gone)) for key, gone in doubtful.items()]
+        return [(key, Announcement(Change.UNREGISTER, gone), "") for key, gone in doubtful.items()]
 
     def snapshot(self, own: dict[bytes, int]) -> list[Registration]:
         """The registrations, without the peers in ``own``."""
@@ -116,4 +117,4 @@ class Mirror(Generic[S]):
                 return []  # re-asserted as it was: nothing to tell
         else:
             self.registrations.pop(key, None)
-        return [(key, Announcement(published.change, registration))]
+        return [(key, Announcement(published.change, registration), published.origin)]

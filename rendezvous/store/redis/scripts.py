@@ -1,7 +1,9 @@
 """The Lua scripts that change the shared registry, each one atomic on the Redis server.
 
 Every change to a namespace increments one fleet-wide sequence number and publishes
-``SEQ:CHANGE KEYLEN KEY ENTRY`` on the namespace's channel in the same script, so the
+``SEQ:ORIGIN:CHANGE KEYLEN KEY ENTRY`` on the namespace's channel in the same script
+(ORIGIN: the ``DAEMON/SESSION`` whose REGISTER or UNREGISTER made the change, empty for
+disconnects, expiry and the reaper; that session is never pushed its own change), so the
 sequence orders announcements and joins a snapshot (read with the current sequence) to
 the pushes after it. Keys, under the prefix ``P``:
 
@@ -35,6 +37,7 @@ from dataclasses import dataclass
 
 _PRELUDE = """
 local P, PUB, CH = ARGV[1], ARGV[2], ARGV[3]
+local ORIGIN = '' -- the session (DAEMON/SESSION) whose request makes the change, if any
 local function packkey(key)
   return string.char(math.floor(#key / 256), #key % 256) .. key
 end
@@ -48,7 +51,7 @@ local function split(v)
 end
 local function announce(ns, change, key, entry)
   local seq = redis.call('INCR', P .. 'seq')
-  redis.call(PUB, CH .. ns, seq .. ':' .. change .. packkey(key) .. entry)
+  redis.call(PUB, CH .. ns, seq .. ':' .. ORIGIN .. ':' .. change .. packkey(key) .. entry)
   return seq
 end
 local function leased(daemon)
@@ -157,6 +160,7 @@ _REGISTER = """
 local daemon, session, ns, key, entry = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local raw, token = ARGV[9] == '1', ARGV[4] .. '/' .. ARGV[5]
 local signed = ARGV[12] == '1'
+ORIGIN = token
 if not leased(daemon) then return {'LEASE', 'lease lost'} end
 if raw and foreign_owner(key, token) then
   return {'AUTH', 'peer id is registered by another session'}
@@ -249,6 +253,7 @@ return out
 _UNREGISTER = """
 local daemon, session, ns, key = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local raw, token = ARGV[8] == '1', ARGV[4] .. '/' .. ARGV[5]
+ORIGIN = token
 if not leased(daemon) then return {'LEASE', 'lease lost'} end
 if remove(ns, key, token) then return {'OK', '1'} end
 if not raw then

@@ -647,11 +647,14 @@ class RedisStore:
         if held is not None and held.seq < eviction.seq:  # not re-registered since
             self._forget_entry(session, slot_key)
 
-    @staticmethod
-    def _push(state: _Namespace, pushes: list[Push]) -> None:
-        for key, announcement in pushes:
+    def _push(self, state: _Namespace, pushes: list[Push]) -> None:
+        for key, announcement, origin in pushes:
+            # Never the session whose request made the change (it may no longer hold
+            # the key: its own UNREGISTER), nor one that holds the key.
+            daemon, _, sid = origin.rpartition("/")
+            maker = self._by_sid.get(sid) if daemon == self.daemon else None
             for session in list(state.subscribers):
-                if key not in session.own_keys:
+                if session is not maker and key not in session.own_keys:
                     _client(session).announce(announcement)
 
     # -- the link: outages, recovery, lease and reaper --------------------------------------

@@ -18,23 +18,26 @@ class BadData(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Published:
-    """One announcement as published by a script: ``SEQ:CHANGE KEYLEN KEY ENTRY``."""
+    """One announcement as published by a script: ``SEQ:ORIGIN:CHANGE KEYLEN KEY ENTRY``."""
 
     seq: int
     change: Change
     key: bytes
     registration: Registration
+    origin: str = ""
+    """``DAEMON/SESSION`` of the request that made the change; empty when none did."""
 
 
 def parse_published(data: bytes) -> Published:
     head, sep, rest = data.partition(b":")
-    if not sep or not head.isdigit() or len(rest) < 3:
+    origin, sep2, rest = rest.partition(b":")
+    if not sep or not sep2 or not head.isdigit() or len(rest) < 3 or not origin.isascii():
         raise BadData("malformed announcement")
     change = _CHANGES.get(rest[:1])
     if change is None:
         raise BadData("unknown change")
     key, entry = split_member(rest[1:])
-    return Published(int(head), change, key, registration(entry))
+    return Published(int(head), change, key, registration(entry), origin.decode())
 
 
 @dataclass(frozen=True, slots=True)
