@@ -59,6 +59,7 @@ const SERVER_TAG = 'live-rendezvous-server'
  * @property {'register' | 'unregister' | 'rendezvous' | 'sync' | 'discover'} kind
  * @property {string} namespace
  * @property {Discovery} [discovery]
+ * @property {number} batch the write it went out in
  *
  * @typedef {object} Discovery a discover() call waiting for its answer
  * @property {string} namespace
@@ -75,7 +76,8 @@ const SERVER_TAG = 'live-rendezvous-server'
  * @property {Map<number, Op>} ops requests in flight, by request_id
  * @property {Map<string, Map<string, Member>>} syncing namespaces whose snapshot is arriving
  * @property {string | null} registered the addresses registered in this session (key), or null
- * @property {Set<string>} reported namespace|status pairs already reported as errors
+ * @property {number} batch the number of the next write: requests sent together share it
+ * @property {Set<string>} reported batch|namespace|status of the refusals reported
  */
 
 /**
@@ -338,6 +340,7 @@ export class LiveRendezvous extends TypedEventEmitter {
       ops: new Map(),
       syncing: new Map(),
       registered: null,
+      batch: 0,
       reported: new Set()
     }
     this.#session = session
@@ -408,6 +411,7 @@ export class LiveRendezvous extends TypedEventEmitter {
       let offset = 0
       for (const f of frames) { out.set(f, offset); offset += f.length }
       session.stream.send(out)
+      session.batch += 1
       return true
     } catch (err) {
       this.#end(session, `could not write to the daemon: ${reasonOf(err)}`)
@@ -433,7 +437,7 @@ export class LiveRendezvous extends TypedEventEmitter {
       sync: MessageType.DISCOVER,
       discover: MessageType.DISCOVER
     }[kind]
-    session.ops.set(requestId, { kind, namespace, discovery })
+    session.ops.set(requestId, { kind, namespace, discovery, batch: session.batch })
     if (session.ops.size > MAX_PENDING_REQUESTS) {
       // answers come in order: the oldest unanswered REGISTER/RENDEZVOUS long succeeded
       for (const [id, op] of session.ops) {
@@ -565,9 +569,13 @@ export class LiveRendezvous extends TypedEventEmitter {
         })
         if (op?.kind === 'sync') this.#finishSync(session, op.namespace, true)
         if (op?.discovery != null) this.#settle(op.discovery, err)
-        const key = `${op?.namespace ?? ''}|${err.status}`
-        if (op?.kind !== 'discover' && session.reported.has(key)) return // e.g. REGISTER, RENDEZVOUS, DISCOVER of one bad namespace
-        session.reported.add(key)
+        if (op != null) {
+          // the REGISTER, RENDEZVOUS and DISCOVER of one bad namespace sent together: one event
+          const key = `${op.batch}|${op.namespace}|${err.status}`
+          if (session.reported.has(key)) return
+          if (session.reported.size >= MAX_PENDING_REQUESTS) session.reported.clear()
+          session.reported.add(key)
+        }
         this.safeDispatchEvent('error', { detail: err })
         return
       }

@@ -144,6 +144,12 @@ describe('the service', () => {
     endSnapshot(stream, 'app')
     assert.deepEqual(idsOf(events.all('peer')), [IDS.p])
     assert.equal(stream.status, 'open')
+    // a later request refused again is a new event
+    components.setAddresses([`/ip4/127.0.0.1/tcp/6000/p2p/${IDS.self}`])
+    const again = stream.sent.filter((m) => m.type === REGISTER && nsOf(m) === tooLong).at(-1)
+    assert.notEqual(again?.requestId, forNs[0].requestId)
+    stream.push({ type: ERROR, error: { status: 100, text: 'invalid namespace' }, requestId: again?.requestId })
+    assert.deepEqual(events.all('error').map((e) => [e.detail.status, e.detail.operation]), [[100, 'register'], [400, undefined], [100, 'register']])
   })
 
   it('drops a malformed message with one warning and goes on', async (t) => {
