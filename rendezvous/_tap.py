@@ -99,6 +99,15 @@ class Options(usage.Options):
             "registrations announced gone by the others",
             float,
         ],
+        [
+            "shutdown-grace",
+            None,
+            5.0,
+            "seconds a stop (SIGTERM) may take: live sessions are sent ERROR 400 (the "
+            "server is going away) and given half of it to close, a Redis store's "
+            "registrations are removed at once; then the daemon exits regardless",
+            float,
+        ],
         ["metrics", None, None, "strport serving Prometheus text at /metrics, e.g. tcp:9090"],
         [
             "web",
@@ -182,6 +191,8 @@ class Options(usage.Options):
             raise usage.UsageError(f"--workers must be between 0 and {_MAX_WORKERS}")
         if not 0.5 <= self["lease"] <= 3600:
             raise usage.UsageError("--lease must be between 0.5 and 3600 seconds")
+        if not 0.1 <= self["shutdown-grace"] <= 300:
+            raise usage.UsageError("--shutdown-grace must be between 0.1 and 300 seconds")
         _check_web(self)
         if self["p2p-announce"] and not self["p2p-listen"]:
             raise usage.UsageError("--p2p-announce needs --p2p-listen")
@@ -230,6 +241,7 @@ def makeService(options: Options) -> IService:
         store_password_file=options["store-password-file"],
         store_ca_file=options["store-ca-file"],
         lease=options["lease"],
+        shutdown_grace=options["shutdown-grace"],
         p2p_listen=tuple(options["p2p-listen"]),
         identity=options["identity"],
         p2p_limits=options["p2p-limits"],

@@ -55,6 +55,9 @@ class DaemonConfig:
     store_password_file: str | None = None
     store_ca_file: str | None = None
     lease: float = 10.0
+    shutdown_grace: float = 5.0
+    """Seconds a stop may take: live sessions are told and given half of it to close,
+    and whatever has not finished by then is left behind."""
     """Redis store: seconds after which a silent daemon's registrations are reaped."""
     p2p_listen: Sequence[str] = ()
     """libp2p multiaddrs, e.g. ``/ip4/127.0.0.1/tcp/4002``, ``…/tcp/4003/ws`` (port 0 picks one)."""
@@ -189,8 +192,12 @@ def p2p_host(config: DaemonConfig, clock: IReactorTime, dialect: LiveDialect) ->
 class Daemon(MultiService):
     """The `twistd rendezvous` service tree."""
 
+    log = Logger()
+
     def __init__(self, config: DaemonConfig, clock: IReactorTime) -> None:
         super().__init__()
+        self.clock = clock
+        self.shutdown_grace = config.shutdown_grace
         self.store, banner = make_store(config, clock)
         self.dialect = live_dialect(self.store, config.limits, clock)
         self.metrics = self.dialect.metrics
@@ -200,7 +207,8 @@ class Daemon(MultiService):
         _StoreService(self.store).setServiceParent(self)
         _Banner(banner).setServiceParent(self)
         # Stopped after the listeners (services stop in reverse order), before the store.
-        Goodbye(self.dialect, self.live_factory, clock).setServiceParent(self)
+        goodbye = Goodbye(self.dialect, self.live_factory, clock, config.shutdown_grace / 2)
+        goodbye.setServiceParent(self)
         for description in config.listen:
             _listener(
                 description, self.live_factory, "live dialect", self.live_ports
@@ -241,3 +249,24 @@ class Daemon(MultiService):
                 self.store, self.p2p_host, clock, config.web_root, config.web_relay_namespace
             )
             _listener(config.web, web, "web", self.web_ports).setServiceParent(self)
+
+    def stopService(self) -> Deferred[None]:
+        """Stop every part, within ``shutdown_grace`` seconds whatever happens (a part
+        still busy then is left to the reactor's shutdown)."""
+        done: Deferred[None] = Deferred()
+
+        def finish(_: object = None) -> None:
+            if timer.active():
+                timer.cancel()
+            if not done.called:
+                done.callback(None)
+
+        def late() -> None:
+            self.log.warn(
+                "stopping after {grace} s with parts still busy", grace=self.shutdown_grace
+            )
+            finish()
+
+        timer = self.clock.callLater(self.shutdown_grace, late)
+        super().stopService().addBoth(finish)
+        return done

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import socket
 
+from twisted.application.service import Service
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python import usage
@@ -224,3 +225,38 @@ def _env() -> dict[str, str]:
 
 
 __all__ = ["spawn"]
+
+
+class _Stuck(Service):
+    """A part whose stop never finishes."""
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return Deferred()
+
+
+class ShutdownGraceTests(SynchronousTestCase):
+    def test_a_stop_ends_within_the_grace(self) -> None:
+        clock = Clock()
+        daemon = Daemon(DaemonConfig(listen=(), shutdown_grace=3.0), clock)
+        _Stuck().setServiceParent(daemon)
+        daemon.startService()
+        stopped = daemon.stopService()
+        clock.advance(2.9)
+        self.assertNoResult(stopped)
+        clock.advance(0.1)
+        self.successResultOf(stopped)
+
+    def test_a_quick_stop_is_not_held(self) -> None:
+        clock = Clock()
+        daemon = Daemon(DaemonConfig(listen=(), shutdown_grace=3.0), clock)
+        daemon.startService()
+        self.successResultOf(daemon.stopService())
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_option_bounds(self) -> None:
+        options = _tap.Options()
+        self.assertRaises(usage.UsageError, options.parseOptions, ["--shutdown-grace", "0"])
+        options = _tap.Options()
+        options.parseOptions(["--shutdown-grace", "12"])
+        self.assertEqual(options["shutdown-grace"], 12.0)
