@@ -38,6 +38,16 @@ _LIMIT_FLAGS: list[tuple[str, str, str]] = [
     ("max-subscriptions-per-session", "max_subscriptions_per_session", "per client session"),
     ("max-registrations", "max_registrations", "registrations held in all"),
     ("max-sessions", "max_sessions", "client sessions open at once"),
+    (
+        "max-sessions-per-ip",
+        "max_sessions_per_ip",
+        "live sessions one IP address may hold on --listen ports (unix: exempt)",
+    ),
+    (
+        "session-rate-per-ip",
+        "session_rate_per_ip",
+        "new live sessions one IP address may open per second on --listen ports",
+    ),
     ("discover-default-limit", "discover_default_limit", "DISCOVER limit when none is given"),
     ("discover-max-limit", "discover_max_limit", "larger DISCOVER limits are clamped to this"),
     ("max-pending-bytes", "max_pending_bytes", "unsent bytes before a slow client is dropped"),

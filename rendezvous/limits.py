@@ -18,6 +18,10 @@ class Limits:
     max_registrations: int = 1_000_000
     """Registrations held by the whole registry."""
     max_sessions: int = 100_000
+    max_sessions_per_ip: int = 256
+    """Raw-stream sessions one IP address may hold open (UNIX sockets are exempt)."""
+    session_rate_per_ip: int = 50
+    """New raw-stream sessions one IP address may open per second (in bursts of as many)."""
     discover_default_limit: int = 100
     discover_max_limit: int = 1000
     max_pending_bytes: int = 1024 * 1024

@@ -13,8 +13,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from rendezvous.live.admission import TOO_MANY, AddressAdmission, is_loopback
 from rendezvous.live.outbound import Outbound
 from rendezvous.live.session import LiveDialect, LiveSession
+from rendezvous.loglimit import log_refusal
+from rendezvous.model import Refused, Status
 from rendezvous.nodelay import no_delay
 
 
@@ -49,9 +52,18 @@ class LiveProtocol(Protocol):
         self.outbound = Outbound(self, clock, dialect.codec.limits.max_pending_bytes, abort_after)
         self.session: LiveSession | None = None
         self._socket: socket.socket | None = None
+        self._address: str | None = None
+        """The IP address this session counts against, once admitted."""
 
     def connectionMade(self) -> None:
         self.factory.opened()
+        address = getattr(self.transport.getPeer(), "host", None)  # type: ignore[union-attr]
+        if isinstance(address, str) and not is_loopback(address):
+            refusal = self.factory.admission.admit(address)
+            if refusal is not None:
+                self._refuse(refusal)
+                return
+            self._address = address
         no_delay(self.transport)
         self._socket = eager_socket(self.transport)
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
@@ -69,8 +81,27 @@ class LiveProtocol(Protocol):
         if self.session is not None:
             self.session.feed(data)
 
+    def _refuse(self, reason: str) -> None:
+        """Too many sessions, or too fast, from this address: say so and close."""
+        dialect = self.dialect
+        text = (
+            f"too many sessions from {self._peer_host()}"
+            if reason == TOO_MANY
+            else f"sessions opened too fast from {self._peer_host()}"
+        )
+        dialect.metrics.refused(reason)
+        log_refusal(dialect.log, dialect.limiter, self, Refused(Status.LIMIT_EXCEEDED, text))
+        self.transport.write(dialect.codec.error_frame(Status.LIMIT_EXCEEDED, text, None))  # type: ignore[union-attr]
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def _peer_host(self) -> str:
+        return str(getattr(self.transport.getPeer(), "host", "?"))  # type: ignore[union-attr]
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.factory.closed()
+        if self._address is not None:
+            self.factory.admission.release(self._address)
+            self._address = None
         self._socket = None
         self.outbound.lost()
         if self.session is not None:
@@ -136,6 +167,10 @@ class LiveFactory(Factory):
         self.abort_after = abort_after
         self.connections = 0
         """Connections open now."""
+        limits = dialect.codec.limits
+        self.admission = AddressAdmission(
+            clock.seconds, limits.max_sessions_per_ip, limits.session_rate_per_ip
+        )
         self._drained: list[Callable[[], None]] = []
 
     def opened(self) -> None:

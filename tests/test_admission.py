@@ -1,0 +1,93 @@
+"""Sessions per IP address on raw live-dialect listeners: how many at once, how fast."""
+
+from __future__ import annotations
+
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from rendezvous.limits import Limits
+from rendezvous.live.admission import TOO_FAST, TOO_MANY, AddressAdmission, is_loopback
+from rendezvous.live.protocol import LiveFactory
+from rendezvous.pb.live_pb2 import Message
+from rendezvous.service import live_dialect
+from rendezvous.store.memory import MemoryStore
+
+from .helpers import unframe_all
+
+
+class AdmissionTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.admission = AddressAdmission(self.clock.seconds, max_open=2, rate=3)
+
+    def test_at_most_so_many_open(self) -> None:
+        self.assertIsNone(self.admission.admit("192.0.2.1"))
+        self.assertIsNone(self.admission.admit("192.0.2.1"))
+        self.assertEqual(self.admission.admit("192.0.2.1"), TOO_MANY)
+        self.assertIsNone(self.admission.admit("192.0.2.2"))  # others are not held back
+        self.admission.release("192.0.2.1")
+        self.assertIsNone(self.admission.admit("192.0.2.1"))
+        self.assertEqual(self.admission.open_sessions("192.0.2.1"), 2)
+
+    def test_no_faster_than_the_rate(self) -> None:
+        admitted = 0
+        for _ in range(5):
+            if self.admission.admit("192.0.2.1") is None:
+                admitted += 1
+                self.admission.release("192.0.2.1")
+        self.assertEqual(admitted, 3)  # the burst
+        self.assertEqual(self.admission.admit("192.0.2.1"), TOO_FAST)
+        self.clock.advance(1 / 3)
+        self.assertIsNone(self.admission.admit("192.0.2.1"))
+
+    def test_the_table_is_bounded(self) -> None:
+        admission = AddressAdmission(self.clock.seconds, max_open=5, rate=1, max_addresses=10)
+        for n in range(100):
+            admission.admit(f"10.0.0.{n}")
+            admission.release(f"10.0.0.{n}")
+        self.assertEqual(admission.tracked(), 10)
+        self.assertEqual(admission.open_sessions("10.0.0.1"), 0)
+
+
+class ListenerTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        limits = Limits(max_sessions_per_ip=2, session_rate_per_ip=100)
+        self.dialect = live_dialect(MemoryStore(limits), limits, self.clock)
+        self.factory = LiveFactory(self.dialect, self.clock)
+
+    def connect(self, peer: object) -> tuple[object, StringTransport]:
+        transport = StringTransport(peerAddress=peer)  # type: ignore[arg-type]
+        protocol = self.factory.buildProtocol(None)
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def test_the_third_session_from_one_address_is_told_and_closed(self) -> None:
+        address = IPv4Address("TCP", "198.51.100.7", 40000)
+        first, _ = self.connect(address)
+        self.connect(address)
+        _, third = self.connect(address)
+        (message,) = unframe_all(third.value())
+        self.assertEqual(message.type, Message.ERROR)
+        self.assertEqual(message.error.status, 1003)
+        self.assertIn("too many sessions from 198.51.100.7", message.error.text)
+        self.assertTrue(third.disconnecting)
+        self.assertEqual(self.dialect.metrics.refusals, {TOO_MANY: 1})
+        first.connectionLost()  # type: ignore[attr-defined]
+        _, fourth = self.connect(address)
+        self.assertEqual(fourth.value(), b"")
+
+    def test_unix_sockets_and_loopback_are_exempt(self) -> None:
+        for peer in (
+            UNIXAddress(b"/run/rendezvous.sock"),
+            IPv4Address("TCP", "127.0.0.1", 40000),
+            IPv6Address("TCP", "::1", 40000),
+        ):
+            for _ in range(5):
+                _, transport = self.connect(peer)
+                self.assertFalse(transport.disconnecting)
+        self.assertTrue(is_loopback("127.0.0.9"))
+        self.assertFalse(is_loopback("198.51.100.7"))
+        self.assertFalse(is_loopback("not an address"))
