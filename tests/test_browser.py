@@ -63,19 +63,21 @@ class BrowserExampleTests(ProcessTestCase):
         relay = self.twistd(
             "rendezvous-relay", "--p2p-listen", "/ip4/127.0.0.1/tcp/0/ws", "--announce-to", rdv
         )
-        relay_listening = yield relay.wait_for(WS_LISTENING)
+        yield relay.wait_for(WS_LISTENING)
         yield relay.wait_for(r"registered in rendezvous/relays at ")
-        return daemon, relay, rdv, f"http://127.0.0.1:{web.group(1)}/app/", relay_listening.group(2)
+        return daemon, relay, rdv, f"http://127.0.0.1:{web.group(1)}/app/"
 
     @inlineCallbacks
-    def test_two_pages_meet_chat_and_part(self):  # type: ignore[no-untyped-def]
-        daemon, relay, rdv, page, relay_id = yield self.start_fleet()
+    def run_pages(self, namespace: str, *query: str):  # type: ignore[no-untyped-def]
+        """Runs the driver against a fresh fleet; checks what any run must show and
+        returns the driver's figures."""
+        daemon, relay, rdv, page = yield self.start_fleet()
         assert NODE is not None
-        driver = self.spawn([NODE, "test/two-pages.mjs", page, rdv, NAMESPACE], EXAMPLE)
+        driver = self.spawn([NODE, "test/two-pages.mjs", page, rdv, namespace, *query], EXAMPLE)
         code = yield driver.ended
         self.assertEqual(code, 0, driver.output + driver.errors)
         result = json.loads(driver.output.strip().splitlines()[-1])
-        print(f"\nbrowser example: {json.dumps(result)}")
+        print(f"\nbrowser example ({namespace}): {json.dumps(result)}")
         self.assertNotIn("error", result, result)
         a, b = result["a"], result["b"]
         self.assertTrue(a.startswith("12D3KooW") and b.startswith("12D3KooW"), result)
@@ -86,11 +88,6 @@ class BrowserExampleTests(ProcessTestCase):
         # a message from A reaches B, and B's answer reaches A
         self.assertIsNotNone(result["messageMs"], result)
         self.assertIsNotNone(result["replyMs"], result)
-        self.assertIn(result["messageVia"], ("webrtc", "relay"), result)
-        # the kind of connection is shown on both pages
-        connection = result["connection"]
-        self.assertIn(connection["a"], ("webrtc", "relay"), result)
-        self.assertIn(connection["b"], ("webrtc", "relay"), result)
         # B leaves: the daemon's pushed UNREGISTER removes it from A's list within 2 s
         self.assertIsNotNone(result["goneMs"], result)
         self.assertLessEqual(result["goneMs"], GONE_MS, result)
@@ -103,4 +100,22 @@ class BrowserExampleTests(ProcessTestCase):
         self.assertIn(f"reservation made for {b}", relay_log)
         for log in (daemon.output + daemon.errors, relay_log):
             self.assertNotIn("Traceback", log)
-        self.assertTrue(relay_id)
+        return result
+
+    @inlineCallbacks
+    def test_two_pages_meet_chat_and_part(self):  # type: ignore[no-untyped-def]
+        """WebRTC between the pages when Chromium makes it (here: host candidates on one
+        machine), the relay otherwise; the kind is shown on both pages either way."""
+        result = yield self.run_pages("browser-test")
+        kinds = result["connection"]
+        print(f"connection kind: A sees {kinds['a']}, B sees {kinds['b']}")
+        self.assertIn(kinds["a"], ("webrtc", "relay"), result)
+        self.assertIn(kinds["b"], ("webrtc", "relay"), result)
+        self.assertIn(result["messageVia"], ("webrtc", "relay"), result)
+
+    @inlineCallbacks
+    def test_relay_only(self):  # type: ignore[no-untyped-def]
+        """With WebRTC off (?webrtc=0) the pages chat through the relay and say so."""
+        result = yield self.run_pages("browser-relay-test", "webrtc=0")
+        self.assertEqual(result["connection"], {"a": "relay", "b": "relay"}, result)
+        self.assertEqual(result["messageVia"], "relay", result)

@@ -4,6 +4,7 @@
 //
 // URL: index.html?rdv=<daemon /ws or /wss multiaddr ending in /p2p/ID>&ns=<namespace>
 //      [&stun=stun:HOST:PORT] (repeatable; none by default: only host candidates)
+//      [&webrtc=0] (no WebRTC: every message goes through the relay)
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { circuitRelayTransport } from '@libp2p/circuit-relay-v2'
@@ -18,6 +19,16 @@ import { bestConnection, connect, kindOf } from './connections.js'
 import { View, shortId } from './view.js'
 
 const RESERVATION_TIMEOUT_MS = 10000
+const SEND_TIMEOUT_MS = 5000
+// how long a message waits for a WebRTC connection being made before taking the relay
+const WEBRTC_WAIT_MS = 3000
+
+/** What `promise` resolves to within `ms`, else undefined (a rejection too). */
+function orNothing (promise, ms) {
+  let timer
+  const timeout = new Promise((resolve) => { timer = setTimeout(resolve, ms) })
+  return Promise.race([promise.catch(() => undefined), timeout]).finally(() => clearTimeout(timer))
+}
 
 function readParameters () {
   const query = new URLSearchParams(location.search)
@@ -32,7 +43,8 @@ function readParameters () {
   if (server.getComponents().find((c) => c.name === 'p2p') == null) throw new Error('rdv must end in /p2p/<peer id>')
   const namespace = query.get('ns') || 'rendezvous-example'
   const iceServers = query.getAll('stun').map((urls) => ({ urls }))
-  return { server, namespace, iceServers }
+  const webrtc = query.get('webrtc') !== '0'
+  return { server, namespace, iceServers, webrtc }
 }
 
 /** A relay's WebSocket addresses, the secure ones first, each ending in /p2p/<id>. */
@@ -89,13 +101,13 @@ async function reserveOnARelay (node, relays, view) {
 }
 
 async function main (view) {
-  const { server, namespace, iceServers } = readParameters()
+  const { server, namespace, iceServers, webrtc } = readParameters()
   const node = await createLibp2p({
     start: false,
-    addresses: { listen: ['/p2p-circuit', '/webrtc'] },
+    addresses: { listen: webrtc ? ['/p2p-circuit', '/webrtc'] : ['/p2p-circuit'] },
     transports: [
       webSockets(),
-      webRTC({ rtcConfiguration: { iceServers } }),
+      ...(webrtc ? [webRTC({ rtcConfiguration: { iceServers } })] : []),
       circuitRelayTransport()
     ],
     connectionEncrypters: [noise()],
@@ -123,11 +135,11 @@ async function main (view) {
   const reach = (member) => {
     const id = member.id.toString()
     const current = bestConnection(node, member.id)
-    const webrtc = selfId < id
-    if (current != null && (kindOf(current) !== 'relay' || !webrtc)) return Promise.resolve(current)
+    const initiator = webrtc && selfId < id
+    if (current != null && (kindOf(current) !== 'relay' || !initiator)) return Promise.resolve(current)
     if (pending.has(id)) return pending.get(id)
     const onWebrtcFailed = (error, attempt) => console.warn(`WebRTC to ${id} failed (attempt ${attempt}): ${error.message}`)
-    const connecting = connect(node, member, { webrtc, onWebrtcFailed })
+    const connecting = connect(node, member, { webrtc: initiator, onWebrtcFailed })
       .finally(() => { pending.delete(id); showConnection(member.id) })
     pending.set(id, connecting)
     return connecting
@@ -139,7 +151,7 @@ async function main (view) {
     members.set(detail.id.toString(), member)
     view.addMember(detail.id.toString())
     showConnection(detail.id)
-    if (selfId < detail.id.toString()) reach(member).catch((error) => console.warn(`cannot reach ${detail.id}: ${error.message}`))
+    if (webrtc && selfId < detail.id.toString()) reach(member).catch((error) => console.warn(`cannot reach ${detail.id}: ${error.message}`))
   })
   const forget = (id) => {
     members.delete(id.toString())
@@ -159,13 +171,30 @@ async function main (view) {
   await handleMessages(node, ({ from, text, connection }) => {
     view.addMessage({ from: from.toString(), text, via: kindOf(connection) })
   })
+  // A WebRTC connection can be half made (one side up, the other still waiting): a
+  // message it cannot carry in time goes through the relay instead.
+  const deliver = async (member, text) => {
+    const connection = bestConnection(node, member.id) ??
+      await orNothing(reach(member), WEBRTC_WAIT_MS) ??
+      await connect(node, member, { webrtc: false })
+    try {
+      await sendMessage(connection, text, { signal: AbortSignal.timeout(SEND_TIMEOUT_MS) })
+      return connection
+    } catch (error) {
+      if (kindOf(connection) !== 'webrtc') throw error
+      console.warn(`the WebRTC connection to ${member.id} failed (${error.message}): sending through the relay`)
+      connection.abort(error)
+      const relayed = await connect(node, member, { webrtc: false })
+      await sendMessage(relayed, text, { signal: AbortSignal.timeout(SEND_TIMEOUT_MS) })
+      return relayed
+    }
+  }
   view.onSend = async (id, text) => {
     const member = members.get(id)
     if (member == null) return
     const meta = view.addMessage({ to: id, text, note: 'sending…' })
     try {
-      const connection = bestConnection(node, member.id) ?? await reach(member)
-      await sendMessage(connection, text, { signal: AbortSignal.timeout(10000) })
+      const connection = await deliver(member, text)
       meta.textContent = `to ${shortId(id)} via ${kindOf(connection)}`
     } catch (error) {
       meta.textContent = `not sent: ${error.message}`

@@ -1,24 +1,25 @@
 // Drives the example page in headless Chromium: two pages (A and B) in separate
 // browser contexts meet through the rendezvous daemon, chat, and B leaves.
 //
-//   node test/two-pages.mjs <page url> <daemon /ws multiaddr> <namespace>
+//   node test/two-pages.mjs <page url> <daemon /ws multiaddr> <namespace> [webrtc=0]
 //
 // Prints one JSON line of measurements; exits non-zero only when the browser or a
 // page cannot be driven at all (the caller asserts on the figures). Environment:
 // CHROMIUM (default /usr/bin/chromium), BROWSER_SCREENSHOT=path.png (a third page C
 // joins so that A lists two members, and A's page is saved there),
 // CHROMIUM_MDNS=1 (leave Chromium's mDNS host-candidate hiding on), VERBOSE=1 (the
-// pages' console on stderr).
+// pages' console on stderr), LIBP2P_DEBUG=names (js-libp2p's debug logs, with VERBOSE).
 import { chromium } from 'playwright-core'
 
-const [pageUrl, rdv, namespace] = process.argv.slice(2)
+const [pageUrl, rdv, namespace, query] = process.argv.slice(2)
 if (namespace == null) {
-  console.error('usage: two-pages.mjs <page url> <daemon multiaddr> <namespace>')
+  console.error('usage: two-pages.mjs <page url> <daemon multiaddr> <namespace> [more query, e.g. webrtc=0]')
   process.exit(2)
 }
 const STEP_MS = 15000
 const POLL = { polling: 25, timeout: STEP_MS }
-const url = `${pageUrl}?rdv=${encodeURIComponent(rdv)}&ns=${encodeURIComponent(namespace)}`
+const extra = query ? `&${query}` : ''
+const url = `${pageUrl}?rdv=${encodeURIComponent(rdv)}&ns=${encodeURIComponent(namespace)}${extra}`
 const args = ['--disable-gpu', '--no-first-run']
 if (process.getuid?.() === 0) args.push('--no-sandbox')
 // Chromium hides host candidates behind mDNS .local names; two contexts of one
@@ -34,6 +35,7 @@ const watchdog = setTimeout(() => {
 
 async function open (name) {
   const context = await browser.newContext({ viewport: { width: 960, height: 640 } })
+  if (process.env.LIBP2P_DEBUG) await context.addInitScript((names) => localStorage.setItem('debug', names), process.env.LIBP2P_DEBUG)
   const page = await context.newPage()
   page.on('pageerror', (error) => problems.push(`${name}: ${error.message}`))
   page.on('console', (message) => {
@@ -66,8 +68,13 @@ async function send (from, to, text) {
   await from.page.click(`[data-peer-id="${to.id}"] button`)
   await from.page.fill('#text', text)
   await from.page.click('#send')
-  return within(to.page, ([sender, message]) => [...document.querySelectorAll('[data-message]')]
+  const ms = await within(to.page, ([sender, message]) => [...document.querySelectorAll('[data-message]')]
     .some((m) => m.textContent === message && m.closest('[data-from]')?.dataset.from === sender), [from.id, text])
+  if (ms == null) {
+    const notes = await from.page.evaluate(() => [...document.querySelectorAll('li.mine .meta')].map((m) => m.textContent))
+    problems.push(`${from.name} -> ${to.name} not received; the sender says: ${notes.join(' | ')}`)
+  }
+  return ms
 }
 
 const result = { problems }
