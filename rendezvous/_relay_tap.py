@@ -19,6 +19,8 @@ from rendezvous.peerid import InvalidPeerId, parse_peer_id
 from rendezvous.relay.announce import DEFAULT_NAMESPACE, DEFAULT_TTL
 from rendezvous.relay.resources import Acl, RelayLimits
 from rendezvous.relay.service import RelayConfig, RelayDaemon
+from rendezvous.stun.fleet import DEFAULT_STUN_NAMESPACE
+from rendezvous.stun.server import StunLimits, UDPListenAddress
 
 _LIMIT_FLAGS: list[tuple[str, str, str]] = [
     ("reservation-ttl", "reservation_ttl", "seconds a reservation lasts unless renewed"),
@@ -31,6 +33,7 @@ _LIMIT_FLAGS: list[tuple[str, str, str]] = [
 ]
 _DEFAULTS = RelayLimits()
 _HOST_DEFAULTS = HostLimits()
+_STUN_DEFAULTS = StunLimits()
 
 
 class Options(usage.Options):
@@ -76,6 +79,33 @@ class Options(usage.Options):
             "libp2p connections from one IP address",
             int,
         ],
+        [
+            "stun-namespace",
+            None,
+            DEFAULT_STUN_NAMESPACE,
+            "rendezvous namespace the STUN listeners are registered in (with --announce-to)",
+        ],
+        [
+            "stun-rate",
+            None,
+            _STUN_DEFAULTS.rate,
+            "STUN requests answered per second from one IPv4 address or IPv6 /64",
+            float,
+        ],
+        [
+            "stun-burst",
+            None,
+            _STUN_DEFAULTS.burst,
+            "STUN requests answered at once from one source",
+            int,
+        ],
+        [
+            "stun-max-sources",
+            None,
+            _STUN_DEFAULTS.max_sources,
+            "sources whose STUN request rate is tracked at once",
+            int,
+        ],
     ] + [[flag, None, getattr(_DEFAULTS, field), help, int] for flag, field, help in _LIMIT_FLAGS]
     optParameters += TLS_OPTIONS
     optFlags = [PROXY_PROTOCOL_FLAG]
@@ -87,6 +117,7 @@ class Options(usage.Options):
         self["allow-peer"] = []
         self["allow-subnet"] = []
         self["announce-to"] = []
+        self["stun"] = []
 
     def opt_announce_to(self, multiaddr: str) -> None:
         """rendezvous daemon to stay registered at, standard dialect (repeatable):
@@ -98,6 +129,14 @@ class Options(usage.Options):
         if address.peer_id is None:
             raise usage.UsageError("--announce-to: the address must end in /p2p/<peer-id>")
         self["announce-to"].append(multiaddr)
+
+    def opt_stun(self, address: str) -> None:
+        """answer STUN Binding requests (repeatable): udp:3478, udp:3478:interface=\\:\\:"""
+        try:
+            UDPListenAddress.parse(address)
+        except ValueError as e:
+            raise usage.UsageError(f"--stun: {e}") from None
+        self["stun"].append(address)
 
     def opt_p2p_listen(self, multiaddr: str) -> None:
         """libp2p multiaddr (repeatable): /ip4/0.0.0.0/tcp/4010, /ip6/::/tcp/4010,
@@ -142,8 +181,15 @@ class Options(usage.Options):
             )
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
-        if not self["namespace"] or len(self["namespace"].encode()) > 255:
-            raise usage.UsageError("--namespace must be 1 to 255 bytes")
+        for flag in ("namespace", "stun-namespace"):
+            if not self[flag] or len(self[flag].encode()) > 255:
+                raise usage.UsageError(f"--{flag} must be 1 to 255 bytes")
+        try:
+            self["stun-limits"] = StunLimits(
+                self["stun-rate"], self["stun-burst"], self["stun-max-sources"]
+            )
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
         if not 1 <= self["announce-ttl"] <= 72 * 3600:
             raise usage.UsageError("--announce-ttl must be between 1 and 259200 seconds")
         self["acl"] = Acl(frozenset(self["allow-peer"]), tuple(self["allow-subnet"]))
@@ -169,5 +215,8 @@ def makeService(options: Options) -> IService:
         announce_to=tuple(options["announce-to"]),
         namespace=options["namespace"],
         announce_ttl=options["announce-ttl"],
+        stun=tuple(options["stun"]),
+        stun_limits=options["stun-limits"],
+        stun_namespace=options["stun-namespace"],
     )
     return RelayDaemon(config, reactor)

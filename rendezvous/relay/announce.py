@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 
 from rendezvous.p2p.transport import TCPAddress
@@ -27,9 +28,14 @@ class RegistrationRefused(Exception):
     """The rendezvous daemon answered REGISTER with a status other than OK."""
 
 
+class NothingToRegister(Exception):
+    """There is no address to register yet."""
+
+
 class Announcer(Renewal):
-    """Registers ``host`` (its signed peer record) in ``namespace`` at ``target`` and
-    renews at 3/4 of the TTL granted; retries with backoff after failures."""
+    """Registers ``host`` (its signed peer record, or what ``record`` makes: a signed
+    peer record of the host's, or `NothingToRegister` raised) in ``namespace`` at
+    ``target`` and renews at 3/4 of the TTL granted; retries with backoff after failures."""
 
     log = Logger()
 
@@ -41,6 +47,7 @@ class Announcer(Renewal):
         clock: IReactorTime,
         namespace: str = DEFAULT_NAMESPACE,
         ttl: int = DEFAULT_TTL,
+        record: Callable[[], bytes] | None = None,
     ) -> None:
         if target.peer_id is None:
             raise ValueError("the rendezvous address must end in /p2p/<peer-id>")
@@ -50,17 +57,27 @@ class Announcer(Renewal):
         self.reactor = reactor
         self.namespace = namespace
         self.ttl = ttl
+        self.record = record if record is not None else host.signed_peer_record
         self.registrations = 0
         self.granted_ttl: int | None = None
 
     def attempt(self) -> Deferred[int]:
+        try:
+            self.record()
+        except NothingToRegister as error:
+            return fail(error)
         connected = relay_connection(self.host, self.target, self.reactor)
         return (
             connected.addCallback(open_point).addCallback(self._register).addCallback(self._check)
         )
 
     def _register(self, point: RendezvousPoint) -> Deferred[Message]:
-        answer = point.register(self.namespace, self.host.signed_peer_record(), self.ttl)
+        try:
+            record = self.record()
+        except NothingToRegister:
+            point.close()
+            raise
+        answer = point.register(self.namespace, record, self.ttl)
 
         def done(message: Message) -> Message:
             point.close()

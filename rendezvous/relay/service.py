@@ -24,6 +24,9 @@ from rendezvous.relay.announce import DEFAULT_NAMESPACE, DEFAULT_TTL, Announcer
 from rendezvous.relay.resources import Acl, RelayLimits
 from rendezvous.relay.server import RelayServer
 from rendezvous.service import _listener
+from rendezvous.stun.fleet import DEFAULT_STUN_NAMESPACE
+from rendezvous.stun.server import StunLimits
+from rendezvous.stun.service import StunService
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,10 @@ class RelayConfig:
     """Rendezvous daemons (``…/p2p/<id>`` multiaddrs) to stay registered at."""
     namespace: str = DEFAULT_NAMESPACE
     announce_ttl: int = DEFAULT_TTL
+    stun: Sequence[str] = ()
+    """STUN listeners, ``udp:PORT[:interface=ADDR]``, registered in ``stun_namespace``."""
+    stun_limits: StunLimits = field(default_factory=StunLimits)
+    stun_namespace: str = DEFAULT_STUN_NAMESPACE
 
 
 class _RelayRunner(Service):
@@ -123,6 +130,19 @@ class RelayDaemon(MultiService):
         self.host.addrs_changed.append(self._addrs_changed)
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(self.relay.stats)
+        self.stun: StunService | None = None
+        if config.stun:
+            self.stun = StunService(
+                self.host,
+                config.stun,
+                clock,
+                config.stun_limits,
+                config.announce_to,
+                config.stun_namespace,
+                config.announce_ttl,
+            )
+            self.stun.setServiceParent(self)
+            self.registry.register(self.stun.stats)
         if config.metrics is not None:
             root = Resource()
             root.putChild(b"metrics", MetricsResource(registry=self.registry))
