@@ -6,6 +6,8 @@ from __future__ import annotations
 import ipaddress
 import socket
 
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -30,6 +32,7 @@ from rendezvous.stun.codec import (
     Reason,
     binding_request,
     parse_binding_success,
+    source_ip,
 )
 from rendezvous.stun.fleet import StunAdvertisement, refreshing, stun_addrs
 from rendezvous.stun.ratelimit import SourceLimiter, source_key
@@ -220,6 +223,40 @@ class ProtocolTests(SynchronousTestCase):
             "stun_sources 2.0",
         ]:
             self.assertIn(line, text)
+
+
+class ProtocolPropertyTests(SynchronousTestCase):
+    @given(
+        st.lists(
+            st.tuples(
+                st.one_of(
+                    st.binary(max_size=1400),
+                    st.builds(binding_request, st.binary(min_size=12, max_size=12)),
+                ),
+                st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)).map(str),
+                st.integers(0, 65535),
+            ),
+            max_size=20,
+        )
+    )
+    def test_every_datagram_is_answered_dropped_or_limited(self, datagrams) -> None:  # type: ignore[no-untyped-def]
+        """Never raises; each datagram counts once; every answer maps its source."""
+        clock = Clock()
+        stats = StunStats()
+        limiter = SourceLimiter(clock.seconds, rate=1.0, burst=3, max_sources=4)
+        protocol = StunProtocol(limiter, stats, LogLimiter(clock.seconds))
+        transport = FakeUDPTransport()
+        protocol.makeConnection(transport)  # type: ignore[arg-type]
+        for data, host, port in datagrams:
+            protocol.datagramReceived(data, (host, port))
+            clock.advance(0.1)
+        counted = stats.answered + stats.rate_limited + sum(stats.dropped.values())
+        self.assertEqual(counted, len(datagrams))
+        self.assertEqual(len(transport.written), stats.answered)
+        for answer, (host, port) in transport.written:
+            _, mapped, mapped_port = parse_binding_success(answer)
+            self.assertEqual((mapped, mapped_port), (source_ip(host), port))
+        self.assertLessEqual(len(limiter), 4)
 
 
 class ListenAddressTests(SynchronousTestCase):
