@@ -9,6 +9,10 @@ import type { Multiaddr } from '@multiformats/multiaddr'
 export declare const PROTOCOL: '/rendezvous/live/1.0.0'
 /** Where relays register and findRelays() looks unless told: `rendezvous/relays`. */
 export declare const DEFAULT_RELAY_NAMESPACE: 'rendezvous/relays'
+/** Where relays register their STUN listeners: `rendezvous/stun`. */
+export declare const DEFAULT_STUN_NAMESPACE: 'rendezvous/stun'
+/** The `stun:` URL of a `/ip4|ip6|dns4|dns6|dns/HOST/udp/PORT` address, or null. */
+export declare function stunUrl (ma: Multiaddr): string | null
 
 export interface BackoffOptions {
   /** ms: the ceiling of the first delay (default 250) */
@@ -31,6 +35,8 @@ export interface LiveRendezvousInit {
   namespaces: string[]
   /** Where findRelays() looks (default `rendezvous/relays`). */
   relayNamespace?: string
+  /** Where findStunServers() looks (default `rendezvous/stun`). */
+  stunNamespace?: string
   /** Reconnection delays: capped exponential with full jitter. */
   backoff?: BackoffOptions
   /** ms before discover() and findRelays() give up (default 30000). */
@@ -115,6 +121,8 @@ export declare class LiveRendezvous extends EventTarget implements TypedEventTar
   members (namespace: string): PeerInfo[]
   /** DISCOVER in the relay namespace: the relays registered there. */
   findRelays (options?: DiscoverOptions): Promise<PeerInfo[]>
+  /** The fleet's STUN servers as ICE servers for WebRTC: `[{ urls: ['stun:H:P'] }]`. */
+  findStunServers (options?: DiscoverOptions): Promise<Array<{ urls: string[] }>>
   /** DISCOVER in any namespace: its registrations other than this node's. */
   discover (namespace: string, options?: DiscoverOptions): Promise<PeerInfo[]>
 

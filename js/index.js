@@ -1,5 +1,7 @@
 // libp2p-live-rendezvous: js-libp2p 3.x peer discovery over the rendezvous daemon's live dialect.
-export { liveRendezvous, LiveRendezvous, PROTOCOL, DEFAULT_RELAY_NAMESPACE } from './src/rendezvous.js'
+export {
+  liveRendezvous, LiveRendezvous, PROTOCOL, DEFAULT_RELAY_NAMESPACE, DEFAULT_STUN_NAMESPACE, stunUrl
+} from './src/rendezvous.js'
 export { RendezvousError, Status } from './src/errors.js'
 export { backoffDelay } from './src/backoff.js'
 export {

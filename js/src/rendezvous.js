@@ -11,6 +11,7 @@ import { RendezvousError } from './errors.js'
 /** The libp2p stream protocol of the live dialect. */
 export const PROTOCOL = '/rendezvous/live/1.0.0'
 export const DEFAULT_RELAY_NAMESPACE = 'rendezvous/relays'
+export const DEFAULT_STUN_NAMESPACE = 'rendezvous/stun'
 export const DEFAULT_DISCOVER_TIMEOUT_MS = 30_000
 const P2P_CODE = 421
 const MAX_PENDING_REQUESTS = 1024
@@ -42,6 +43,7 @@ const SERVER_TAG = 'live-rendezvous-server'
  * @property {Array<string | Multiaddr>} servers daemons' libp2p addresses, each ending in /p2p/<id>
  * @property {string[]} namespaces namespaces to register in and follow
  * @property {string} [relayNamespace] where findRelays() looks (default 'rendezvous/relays')
+ * @property {string} [stunNamespace] where findStunServers() looks (default 'rendezvous/stun')
  * @property {BackoffOptions} [backoff] reconnection delays
  * @property {number} [discoverTimeout] ms before discover()/findRelays() give up (default 30000)
  * @property {number} [maxFrameBytes] largest frame accepted from a daemon (default 4 MiB)
@@ -109,6 +111,8 @@ export class LiveRendezvous extends TypedEventEmitter {
   #namespaces
   /** @type {string} */
   #relayNamespace
+  /** @type {string} */
+  #stunNamespace
   /** @type {Required<BackoffOptions>} */
   #backoff
   /** @type {number} */
@@ -163,6 +167,8 @@ export class LiveRendezvous extends TypedEventEmitter {
     this.#namespaces = [...new Set(init.namespaces)]
     this.#relayNamespace = init.relayNamespace ?? DEFAULT_RELAY_NAMESPACE
     if (typeof this.#relayNamespace !== 'string') throw new TypeError('liveRendezvous: `relayNamespace` must be a string')
+    this.#stunNamespace = init.stunNamespace ?? DEFAULT_STUN_NAMESPACE
+    if (typeof this.#stunNamespace !== 'string') throw new TypeError('liveRendezvous: `stunNamespace` must be a string')
     this.#backoff = backoffOptions(init.backoff)
     this.#discoverTimeout = init.discoverTimeout ?? DEFAULT_DISCOVER_TIMEOUT_MS
     this.#maxFrameBytes = init.maxFrameBytes
@@ -238,6 +244,25 @@ export class LiveRendezvous extends TypedEventEmitter {
    */
   findRelays (options = {}) {
     return this.discover(this.#relayNamespace, options)
+  }
+
+  /**
+   * DISCOVER in the STUN namespace, where the fleet's relays register their STUN
+   * listeners (`twistd rendezvous-relay --stun`): ICE servers for WebRTC, such as
+   * `{ urls: ['stun:198.51.100.7:3478'] }`, one per relay, so a page needs no third
+   * party's STUN server.
+   *
+   * @param {{ signal?: AbortSignal, timeout?: number, limit?: number }} [options]
+   * @returns {Promise<Array<{ urls: string[] }>>}
+   */
+  async findStunServers (options = {}) {
+    const found = await this.discover(this.#stunNamespace, options)
+    const servers = []
+    for (const relay of found) {
+      const urls = relay.multiaddrs.map(stunUrl).filter((url) => url != null)
+      if (urls.length > 0) servers.push({ urls })
+    }
+    return servers
   }
 
   /**
@@ -736,4 +761,19 @@ export class LiveRendezvous extends TypedEventEmitter {
  */
 export function liveRendezvous (init) {
   return (components) => new LiveRendezvous(components, init)
+}
+
+/**
+ * The `stun:` URL of a `/ip4|ip6|dns4|dns6|dns/HOST/udp/PORT` address, or null.
+ *
+ * @param {Multiaddr} ma
+ * @returns {string | null}
+ */
+export function stunUrl (ma) {
+  const parts = ma.toString().split('/')
+  if (parts.length !== 5 || parts[3] !== 'udp' || !/^\d+$/.test(parts[4])) return null
+  const [, kind, host, , port] = parts
+  if (kind === 'ip6') return `stun:[${host}]:${port}`
+  if (['ip4', 'dns4', 'dns6', 'dns'].includes(kind)) return `stun:${host}:${port}`
+  return null
 }

@@ -135,11 +135,12 @@ describe('the package', () => {
   it('exports what index.d.ts declares', async () => {
     const api = await import('libp2p-live-rendezvous')
     assert.deepEqual(Object.keys(api).sort(), [
-      'CodecError', 'DEFAULT_RELAY_NAMESPACE', 'FrameDecoder', 'LiveRendezvous', 'MessageType', 'PROTOCOL',
-      'RendezvousError', 'Status', 'backoffDelay', 'decodeMessage', 'decodeVarint', 'encodeFrame',
-      'encodeMessage', 'encodeVarint', 'frame', 'liveRendezvous'
+      'CodecError', 'DEFAULT_RELAY_NAMESPACE', 'DEFAULT_STUN_NAMESPACE', 'FrameDecoder', 'LiveRendezvous',
+      'MessageType', 'PROTOCOL', 'RendezvousError', 'Status', 'backoffDelay', 'decodeMessage', 'decodeVarint',
+      'encodeFrame', 'encodeMessage', 'encodeVarint', 'frame', 'liveRendezvous', 'stunUrl'
     ])
     assert.equal(api.PROTOCOL, '/rendezvous/live/1.0.0')
     assert.equal(api.DEFAULT_RELAY_NAMESPACE, 'rendezvous/relays')
+    assert.equal(api.DEFAULT_STUN_NAMESPACE, 'rendezvous/stun')
   })
 })

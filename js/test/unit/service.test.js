@@ -299,6 +299,26 @@ describe('findRelays() and discover()', () => {
     assert.deepEqual(relays.map((r) => [String(r.id), r.multiaddrs.map(String)]), [[IDS.p, ['/ip4/192.0.2.9/tcp/4010', '/ip4/192.0.2.9/tcp/4011/ws']]])
   })
 
+  it('findStunServers() turns the fleet\'s STUN registrations into ICE servers', async () => {
+    const { components, service } = await connected()
+    const found = service.findStunServers()
+    const request = components.stream.lastSent(DISCOVER)
+    assert.deepEqual(request?.discovery, [{ ns: 'rendezvous/stun', limit: undefined }])
+    components.stream.push({
+      type: REGISTER,
+      register: [
+        entry('rendezvous/stun', IDS.p, ['/ip4/192.0.2.9/udp/3478', '/ip6/2001:db8::9/udp/3478', '/ip4/192.0.2.9/tcp/4010']),
+        entry('rendezvous/stun', IDS.q, ['/dns4/relay1.example.org/udp/3478']),
+        entry('rendezvous/stun', IDS.r, ['/ip4/192.0.2.10/tcp/1'])
+      ],
+      requestId: request?.requestId
+    })
+    assert.deepEqual(await found, [
+      { urls: ['stun:192.0.2.9:3478', 'stun:[2001:db8::9]:3478'] },
+      { urls: ['stun:relay1.example.org:3478'] }
+    ])
+  })
+
   it('waits for a session, and asks again on the next one when the session is lost', async () => {
     const world = fakeService()
     world.components.script = [() => new Error('ECONNREFUSED')]
