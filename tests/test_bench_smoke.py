@@ -61,6 +61,18 @@ class BenchSmokeTests(unittest.TestCase):
         self.assertIn("Scenario 7b:", text)
         self.assertRegex(text, re.compile(r"^\s*redis, 3 daemons\s*\|.*\|", re.M))
 
+    async def test_restart_drill(self) -> None:
+        from .redis_server import redis_server_path
+
+        redis_server_path()  # skips (or fails under $RENDEZVOUS_REQUIRE_REDIS) without one
+        # --quick: 50 clients and 5 watchers on one daemon, 30 clients on a fleet of three.
+        text = await self.run_script(
+            "restart_drill.py", "Restart drill (a):", "SIGTERM, backlog 4096"
+        )
+        self.assertRegex(text, re.compile(r"^\s*kill -9, backlog 50\s*\|.*\|", re.M))
+        self.assertIn("Restart drill (b):", text)
+        self.assertRegex(text, re.compile(r"^\s*kill -9 1 of 3\s*\|.*\|", re.M))
+
     def _need_node_modules(self, folder: str) -> None:
         if (why := node_missing(folder)) is not None:
             raise unittest.SkipTest(f"{why}: the js baseline cannot run")
