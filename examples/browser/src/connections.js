@@ -3,6 +3,8 @@
 // signalling), through the relay otherwise.
 
 const WEBRTC_ATTEMPTS = 2
+// js-libp2p gives up on one address after 6 s, but not always on a set-up stuck later
+const WEBRTC_DIAL_MS = 8000
 const RANK = { webrtc: 0, direct: 1, relay: 2 }
 
 /** 'webrtc', 'relay' (a circuit through the relay) or 'direct' (any other transport). */
@@ -18,6 +20,14 @@ export function bestConnection (node, peerId) {
   return node.getConnections(peerId)
     .filter((connection) => connection.status === 'open')
     .sort((a, b) => RANK[kindOf(a)] - RANK[kindOf(b)])[0]
+}
+
+/** Rejects when `signal` aborts (for a promise that may not heed it). */
+function aborted (signal) {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) reject(signal.reason)
+    else signal.addEventListener('abort', () => reject(signal.reason), { once: true })
+  })
 }
 
 /** `ma` ending in /p2p/<id>: registrations carry addresses without it. */
@@ -46,16 +56,19 @@ export async function connect (node, member, options = {}) {
   if (existing != null && kindOf(existing) !== 'relay') return existing
   const addresses = member.multiaddrs.map((ma) => withPeer(ma, member.id))
   const webrtc = webrtcAddresses(addresses)
-  // js-libp2p gives up on an address after 6 s; a set-up now and then misses it
+  // a set-up between two browsers now and then fails (js-libp2p races): try again
   for (let attempt = 0; options.webrtc !== false && webrtc.length > 0 && attempt < WEBRTC_ATTEMPTS; attempt++) {
     try {
-      return await node.dial(webrtc, { signal: options.signal })
+      const signals = [AbortSignal.timeout(WEBRTC_DIAL_MS), options.signal].filter((signal) => signal != null)
+      const signal = AbortSignal.any(signals)
+      return await Promise.race([node.dial(webrtc, { signal }), aborted(signal)])
     } catch (error) {
       if (options.signal?.aborted) throw error
       options.onWebrtcFailed?.(error, attempt + 1)
     }
   }
-  if (existing != null) return existing
+  const relayedNow = bestConnection(node, member.id)
+  if (relayedNow != null) return relayedNow
   const relayed = relayAddresses(addresses)
   return node.dial(relayed.length > 0 ? relayed : member.id, { signal: options.signal, runOnLimitedConnection: true })
 }

@@ -107,7 +107,7 @@ try {
     await within(a.page, (id) => document.querySelector(`[data-peer-id="${id}"]`)?.dataset.connection != null, c.id)
     await a.page.click(`[data-peer-id="${b.id}"] button`)
     await a.page.fill('#text', 'see you, B')
-    await a.page.screenshot({ path: process.env.BROWSER_SCREENSHOT })
+    await a.page.locator('body').screenshot({ path: process.env.BROWSER_SCREENSHOT })
     result.screenshot = process.env.BROWSER_SCREENSHOT
     await c.context.close()
   }
