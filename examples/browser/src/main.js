@@ -102,12 +102,14 @@ async function reserveOnARelay (node, relays, view) {
 
 async function main (view) {
   const { server, namespace, iceServers, webrtc } = readParameters()
+  let fleetStun = [] // the relays' STUN servers (`twistd rendezvous-relay --stun`)
   const node = await createLibp2p({
     start: false,
     addresses: { listen: webrtc ? ['/p2p-circuit', '/webrtc'] : ['/p2p-circuit'] },
     transports: [
       webSockets(),
-      ...(webrtc ? [webRTC({ rtcConfiguration: { iceServers } })] : []),
+      // asked for every WebRTC connection: the page's own STUN servers and the fleet's
+      ...(webrtc ? [webRTC({ rtcConfiguration: () => ({ iceServers: [...iceServers, ...fleetStun] }) })] : []),
       circuitRelayTransport()
     ],
     connectionEncrypters: [noise()],
@@ -207,9 +209,15 @@ async function main (view) {
   rdv.addEventListener('server:connected', () => connected(), { once: true })
   await node.start()
   view.setState('finding', 'finding relays…')
-  const relays = await rdv.findRelays()
+  const [relays, stun] = await Promise.all([
+    rdv.findRelays(),
+    webrtc ? rdv.findStunServers().catch(() => []) : []
+  ])
+  fleetStun = stun
   const relay = await reserveOnARelay(node, relays, view)
-  view.setRelay(`relay ${relay.toString()} · ${relays.length} relay(s) registered`)
+  const stunCount = stun.length + iceServers.length
+  view.setRelay(`relay ${relay.toString()} · ${relays.length} relay(s) registered · ` +
+    (!webrtc ? 'WebRTC off' : stunCount > 0 ? `${stunCount} STUN server(s)` : 'no STUN server: WebRTC on host addresses only'))
   await serverConnected
   rdv.addEventListener('server:connected', () => view.setState('registered', `registered in ${namespace}`))
   view.setState('registered', `registered in ${namespace}`)
