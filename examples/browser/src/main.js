@@ -3,7 +3,7 @@
 // live, and chats with them (over WebRTC when it can, through the relay otherwise).
 //
 // URL: index.html?rdv=<daemon /ws or /wss multiaddr ending in /p2p/ID>&ns=<namespace>
-//      [&stun=stun:HOST:PORT] (repeatable; none by default: only host candidates)
+//      [&stun=stun:HOST:PORT] (repeatable; besides the fleet's, from findStunServers())
 //      [&webrtc=0] (no WebRTC: every message goes through the relay)
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
@@ -20,6 +20,8 @@ import { View, shortId } from './view.js'
 
 const RESERVATION_TIMEOUT_MS = 10000
 const SEND_TIMEOUT_MS = 5000
+// how long after losing its reservation the page asks the daemon for relays again
+const RELAY_RETRY_MS = 5000
 // how long a message waits for a WebRTC connection being made before taking the relay
 const WEBRTC_WAIT_MS = 3000
 
@@ -86,9 +88,10 @@ async function reserveOnARelay (node, relays, view) {
     for (const address of webSocketAddresses(relay)) {
       try {
         view.setState('reserving', `reserving a slot on relay ${address}…`)
-        const waiting = reserved(node, RESERVATION_TIMEOUT_MS)
-        await node.dial(address, { signal: AbortSignal.timeout(RESERVATION_TIMEOUT_MS) })
-        await waiting
+        await Promise.all([
+          reserved(node, RESERVATION_TIMEOUT_MS),
+          node.dial(address, { signal: AbortSignal.timeout(RESERVATION_TIMEOUT_MS) })
+        ])
         return address
       } catch (error) {
         failures.push(`${address}: ${error.message}`)
@@ -214,13 +217,47 @@ async function main (view) {
     webrtc ? rdv.findStunServers().catch(() => []) : []
   ])
   fleetStun = stun
-  const relay = await reserveOnARelay(node, relays, view)
-  const stunCount = stun.length + iceServers.length
-  view.setRelay(`relay ${relay.toString()} · ${relays.length} relay(s) registered · ` +
-    (!webrtc ? 'WebRTC off' : stunCount > 0 ? `${stunCount} STUN server(s)` : 'no STUN server: WebRTC on host addresses only'))
+  const stunText = () => {
+    const count = fleetStun.length + iceServers.length
+    return !webrtc ? 'WebRTC off' : count > 0 ? `${count} STUN server(s)` : 'no STUN server: WebRTC on host addresses only'
+  }
+  const reserve = async (relays) => {
+    const relay = await reserveOnARelay(node, relays, view)
+    view.setRelay(`relay ${relay.toString()} · ${relays.length} relay(s) registered · ${stunText()}`)
+  }
+  await reserve(relays)
   await serverConnected
-  rdv.addEventListener('server:connected', () => view.setState('registered', `registered in ${namespace}`))
-  view.setState('registered', `registered in ${namespace}`)
+
+  // registered while the daemon's session is open and the reservation holds (the
+  // package registers the node's addresses again whenever they change); a lost
+  // reservation is made again, on whichever relay the fleet has then
+  let recovering = false
+  const recover = async () => {
+    recovering = true
+    while (circuitAddress(node) == null) {
+      await new Promise((resolve) => setTimeout(resolve, RELAY_RETRY_MS))
+      if (circuitAddress(node) != null) break
+      try {
+        await reserve(await rdv.findRelays())
+      } catch (error) {
+        view.setState('reserving', `no relay yet (${error.message}); trying again…`)
+      }
+    }
+    recovering = false
+    showRegistration()
+  }
+  const showRegistration = () => {
+    if (rdv.server == null || recovering) return
+    if (circuitAddress(node) != null) {
+      view.setState('registered', `registered in ${namespace}`)
+      return
+    }
+    view.setState('reserving', 'lost the relay reservation; looking for a relay…')
+    recover().catch((error) => view.setState('error', error.message))
+  }
+  rdv.addEventListener('server:connected', showRegistration)
+  node.addEventListener('self:peer:update', showRegistration)
+  showRegistration()
 }
 
 const view = new View((id, text) => view.onSend?.(id, text))
