@@ -102,3 +102,20 @@ class DaemonProcessTests(ProcessTestCase):
         cli = self.spawn([*CLI, "--help"])
         self.assertEqual((yield cli.ended), 0)
         self.assertIn("discover", cli.output)
+
+    @inlineCallbacks
+    def test_id_of_an_identity_file(self):  # type: ignore[no-untyped-def]
+        """``rendezvous id`` names the peer id a daemon started with that file will have."""
+        made = self.spawn([*CLI, "id", "--identity", "rdv.key"])
+        self.assertEqual((yield made.ended), 0, made.errors)
+        peer = made.output.strip()
+        again = self.spawn([*CLI, "id", "--identity", "rdv.key"])
+        self.assertEqual((yield again.ended), 0)
+        self.assertEqual(again.output.strip(), peer)
+        daemon = self.twistd(
+            "rendezvous", "--identity", "rdv.key", "--p2p-listen", "/ip4/127.0.0.1/tcp/0"
+        )
+        yield daemon.wait_for(rf"listening on /ip4/127\.0\.0\.1/tcp/\d+/p2p/{peer}")
+        missing = self.spawn([*CLI, "id"])
+        self.assertEqual((yield missing.ended), 2)
+        self.assertIn("--identity FILE is required", missing.errors)

@@ -224,6 +224,24 @@ class RegisterOptions(_Target):
             raise usage.UsageError("the standard dialect registers only our own id: drop --id")
 
 
+class IdOptions(usage.Options):
+    synopsis = "--identity FILE"
+    longdesc = (
+        "Print the libp2p peer id of the private key in FILE (made, mode 0600, if missing), "
+        "as the daemon and the relay use it with --identity: the id for /p2p/<id> in their "
+        "addresses, known before they start."
+    )
+    optParameters = [["identity", None, None, "libp2p private key file"]]
+
+    def postOptions(self) -> None:
+        if self["identity"] is None:
+            raise usage.UsageError("--identity FILE is required")
+        try:
+            self["key"] = load_or_create_identity(self["identity"])
+        except IdentityFileError as e:
+            raise usage.UsageError(f"--identity: {e}") from None
+
+
 class Options(usage.Options):
     synopsis = "rendezvous"
     longdesc = (
@@ -235,6 +253,7 @@ class Options(usage.Options):
         ["discover", None, DiscoverOptions, "list the peers of a namespace"],
         ["watch", None, WatchOptions, "print a namespace's peers and changes as they happen"],
         ["register", None, RegisterOptions, "register a peer until interrupted"],
+        ["id", None, IdOptions, "print the peer id of a libp2p identity file"],
     ]
 
     def opt_version(self) -> None:
@@ -244,7 +263,7 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         if self.subCommand is None:
-            raise usage.UsageError("a command is required: discover, watch or register")
+            raise usage.UsageError("a command is required: discover, watch, register or id")
 
 
 async def _discover(client: Session, options: usage.Options, out: TextIO) -> int:
@@ -309,6 +328,9 @@ async def _register(
 
 async def run(reactor: Any, options: Options, out: TextIO, err: TextIO) -> int:
     command, sub = options.subCommand, options.subOptions
+    if command == "id":
+        print(sub["key"].peer_id_text(), file=out, flush=True)
+        return EXIT_OK
     interrupts = _Interrupts(reactor)
     if command in ("watch", "register") and not sub["once"]:
         return await _survive(reactor, interrupts, str(command), sub, out, err)
