@@ -1,6 +1,6 @@
 // The page's DOM. Tests read it through data attributes: data-state on <body>,
 // data-self-id, data-peer-id and data-connection on each member, data-message and
-// data-from on each message received.
+// data-from on each message received (its text, and on its item data-via).
 
 const $ = (id) => document.getElementById(id)
 
@@ -100,6 +100,7 @@ export class View {
       item.dataset.from = from
       item.dataset.via = via
       body.dataset.message = ''
+      body.dataset.from = from
       meta.textContent = `from ${shortId(from)} via ${via}`
     } else {
       item.className = 'mine'

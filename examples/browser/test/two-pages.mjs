@@ -93,7 +93,7 @@ try {
   const text = `hello from A at ${new Date().toISOString()}`
   result.messageMs = await send(a, b, text)
   result.messageVia = await b.page.evaluate((m) => [...document.querySelectorAll('[data-message]')]
-    .find((e) => e.textContent === m)?.closest('[data-from]')?.dataset.via ?? null, text)
+    .find((e) => e.textContent === m)?.closest('[data-via]')?.dataset.via ?? null, text)
   result.replyMs = await send(b, a, 'hello back from B')
 
   const connected = (id) => document.querySelector(`[data-peer-id="${id}"]`)?.dataset.connection != null
