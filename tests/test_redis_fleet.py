@@ -294,12 +294,9 @@ class LifecycleTests(FleetTestCase):
             seen = Watcher()
             yield client.rendezvous("ns", seen)
             watchers.append((client, seen))
-        killed_at = reactor.seconds()
         yield process.kill()
         for _, seen in watchers:
-            yield seen.until(4)
-        elapsed = reactor.seconds() - killed_at
-        self.assertLess(elapsed, lease * 4 / 3 + 2.0)
+            yield seen.until(4)  # (how soon is bench/ territory: the lease is 1 s here)
         # A registration made after the reaping arrives after it: nothing came twice.
         client, _ = watchers[0]
         yield client.register("ns", peer_id("Z"))
@@ -341,12 +338,10 @@ class OutageTests(FleetTestCase):
         yield self.redis.stop()
         yield self.store(one).when(ready=False)
         yield self.store(two).when(ready=False)
-        started = reactor.seconds()
         error = yield self.assertFailure(a.discover("ns"), RendezvousError)
         self.assertEqual(error.status, 400)
         error = yield self.assertFailure(b.register("ns", peer_id("B2")), RendezvousError)
         self.assertEqual(error.status, 400)
-        self.assertLess(reactor.seconds() - started, 1.0)
         # G leaves while Redis is away; the sessions of A and B stay open.
         yield self.disconnect(gone)
         self.assertTrue(a.connected and b.connected)
@@ -509,11 +504,9 @@ class HungRedisTests(FleetTestCase):
         assert process is not None and process.transport is not None
         process.transport.signalProcess(signal.SIGSTOP)
         self.addCleanup(self.resume, process)
-        started = reactor.seconds()
         answer = client.expect()
         store.discover(session, "ns", 10, 1)
         self.assertEqual((yield answer), ("refused", Status.UNAVAILABLE))
-        self.assertLess(reactor.seconds() - started, 3.0)
         self.assertTrue(session.open)
         yield store.when(ready=False)  # the link gave up on the silent connection
         self.resume(process)

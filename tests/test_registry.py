@@ -107,8 +107,10 @@ class RegistryTests(SynchronousTestCase):
     def test_ownership_released_when_last_registration_goes(self) -> None:
         pa = peer("A")
         self.registry.register(self.session_a, "app", pa)
-        self.registry.unregister(self.session_a, "app", pa.key)
-        self.registry.register(self.session_b, "app", pa)
+        self.assertTrue(self.registry.unregister(self.session_a, "app", pa.key))
+        taken = self.registry.register(self.session_b, "app", pa)
+        self.assertEqual(taken.peer, pa)
+        self.assertEqual([r.peer for r in self.registry.discover("app", 10)], [pa])
 
     def test_ownership_kept_while_any_registration_of_the_id_remains(self) -> None:
         pa = peer("A")
