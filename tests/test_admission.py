@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from twisted.internet import reactor
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
+from rendezvous.client.errors import LimitExceeded
+from rendezvous.client.live import LiveClientProtocol
 from rendezvous.limits import Limits
 from rendezvous.live.admission import TOO_FAST, TOO_MANY, AddressAdmission, is_loopback
 from rendezvous.live.protocol import LiveFactory
@@ -15,6 +21,8 @@ from rendezvous.service import live_dialect
 from rendezvous.store.memory import MemoryStore
 
 from .helpers import unframe_all
+from .processes import ProcessTestCase
+from .test_p2p_proxy import HeaderFirst, v1
 
 
 class AdmissionTests(SynchronousTestCase):
@@ -91,3 +99,38 @@ class ListenerTests(SynchronousTestCase):
         self.assertTrue(is_loopback("127.0.0.9"))
         self.assertFalse(is_loopback("198.51.100.7"))
         self.assertFalse(is_loopback("not an address"))
+
+
+class BehindAProxyTests(ProcessTestCase):
+    """``--listen haproxy:…``: the per-address limits and the logs see the clients."""
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_limits_count_the_proxied_addresses(self):  # type: ignore[no-untyped-def]
+        daemon = self.twistd(
+            "rendezvous",
+            "--listen",
+            "haproxy:tcp:0:interface=127.0.0.1",
+            "--max-sessions-per-ip",
+            "1",
+        )
+        match = yield daemon.wait_for(r"live dialect listening on tcp 127\.0\.0\.1:(\d+)")
+        port = int(match.group(1))
+
+        @inlineCallbacks
+        def client(header: bytes):  # type: ignore[no-untyped-def]
+            endpoint = HeaderFirst(TCP4ClientEndpoint(reactor, "127.0.0.1", port), header)
+            wrapper = yield endpoint.connect(Factory.forProtocol(LiveClientProtocol))
+            live = wrapper.wrappedProtocol
+            self.addCleanup(live.disconnect)
+            return live
+
+        first = yield client(v1("198.51.100.7"))
+        self.assertEqual((yield first.discover("app")), [])
+        second = yield client(v1("198.51.100.7", port=5556))
+        error = yield self.assertFailure(second.discover("app"), LimitExceeded)
+        self.assertIn("too many sessions from 198.51.100.7", error.text)
+        other = yield client(v1("198.51.100.8"))
+        self.assertEqual((yield other.discover("app")), [])
+        yield daemon.wait_for(r"refused tcp 198\.51\.100\.7:5556: LIMIT_EXCEEDED")

@@ -10,6 +10,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -54,16 +55,16 @@ class LiveProtocol(Protocol):
         self._socket: socket.socket | None = None
         self._address: str | None = None
         """The IP address this session counts against, once admitted."""
+        self._admitting = False
+        """Admission waits for the first bytes (see `connectionMade`)."""
 
     def connectionMade(self) -> None:
         self.factory.opened()
-        address = getattr(self.transport.getPeer(), "host", None)  # type: ignore[union-attr]
-        if isinstance(address, str) and not is_loopback(address):
-            refusal = self.factory.admission.admit(address)
-            if refusal is not None:
-                self._refuse(refusal)
-                return
-            self._address = address
+        # Behind a wrapper (TLS, or a PROXY protocol header: ``haproxy:``) the client's
+        # address is known for sure once its first bytes arrive: it is admitted then.
+        self._admitting = isinstance(self.transport, ProtocolWrapper)
+        if not self._admitting and not self._admit():
+            return
         no_delay(self.transport)
         self._socket = eager_socket(self.transport)
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
@@ -78,8 +79,26 @@ class LiveProtocol(Protocol):
         return "?" if transport is None else describe(transport.getPeer())
 
     def dataReceived(self, data: bytes) -> None:
+        if self._admitting:
+            self._admitting = False
+            if not self._admit():
+                return
         if self.session is not None:
             self.session.feed(data)
+
+    def _admit(self) -> bool:
+        """Count this session against its IP address (loopback and UNIX sockets are
+        not counted); False, after telling the client, when the address is over its
+        limits."""
+        address = getattr(self.transport.getPeer(), "host", None)  # type: ignore[union-attr]
+        if not isinstance(address, str) or is_loopback(address):
+            return True
+        refusal = self.factory.admission.admit(address)
+        if refusal is not None:
+            self._refuse(refusal)
+            return False
+        self._address = address
+        return True
 
     def _refuse(self, reason: str) -> None:
         """Too many sessions, or too fast, from this address: say so and close."""
@@ -91,7 +110,12 @@ class LiveProtocol(Protocol):
         )
         dialect.metrics.refused(reason)
         log_refusal(dialect.log, dialect.limiter, self, Refused(Status.LIMIT_EXCEEDED, text))
-        self.transport.write(dialect.codec.error_frame(Status.LIMIT_EXCEEDED, text, None))  # type: ignore[union-attr]
+        frame = dialect.codec.error_frame(Status.LIMIT_EXCEEDED, text, None)
+        session, self.session = self.session, None
+        if session is not None:  # admitted late: it had started
+            session.leave(frame)
+            return
+        self.transport.write(frame)  # type: ignore[union-attr]
         self.transport.loseConnection()  # type: ignore[union-attr]
 
     def _peer_host(self) -> str:

@@ -59,7 +59,12 @@ class LiveDialect:
         sessions, self.sessions = self.sessions, set()
         frame = self.codec.error_frame(Status.UNAVAILABLE, text, None)
         for session in sessions:
-            session.leave(frame)
+            # First all fall silent: the UNREGISTERs that each one's end announces
+            # would otherwise reach the others before their goodbye.
+            session.closed = True
+        for session in sessions:
+            session.channel.close(frame)
+            session.end()
         return len(sessions)
 
 
