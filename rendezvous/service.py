@@ -30,7 +30,9 @@ from rendezvous.live.stream import PROTOCOL_ID as LIVE_PROTOCOL_ID
 from rendezvous.live.stream import live_stream_handler
 from rendezvous.loglimit import LogLimiter
 from rendezvous.metrics import Metrics
+from rendezvous.p2p.connection import Connection
 from rendezvous.p2p.host import Host, HostLimits
+from rendezvous.p2p.identify import identify
 from rendezvous.p2p.keys import PrivateKey, load_or_create_identity
 from rendezvous.p2p.listen import advertising, p2p_listeners
 from rendezvous.standard.codec import StandardCodec
@@ -183,10 +185,17 @@ def p2p_host(config: DaemonConfig, clock: IReactorTime, dialect: LiveDialect) ->
         clock,
         LogLimiter(clock.seconds),
         metrics=dialect.metrics,
+        ask_agent=_agent_version,
     )
     for protocol_id in (STANDARD_PROTOCOL_ID, CANVAS_PROTOCOL_ID):
         host.set_handler(protocol_id, standard_stream_handler(standard))
     return host
+
+
+def _agent_version(connection: object) -> Deferred[str]:
+    """The agent version the peer of a libp2p ``connection`` gives in identify."""
+    assert isinstance(connection, Connection)
+    return identify(connection).addCallback(lambda message: message.agentVersion)
 
 
 class Daemon(MultiService):

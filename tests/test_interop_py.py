@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -19,7 +20,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from rendezvous.addrs import multiaddr_to_text
 from rendezvous.client.live import Event, connect
 
-from .processes import ROOT, TWISTD, Process, ProcessTestCase, spawn
+from .processes import ROOT, TWISTD, Process, ProcessTestCase, node_missing, spawn
 
 PY = os.path.join(ROOT, "interop", "py")
 PYTHON = os.environ.get("RENDEZVOUS_PY_LIBP2P", os.path.join(PY, "venv", "bin", "python"))
@@ -200,5 +201,33 @@ class PyLibp2pTests(ProcessTestCase):
 
         subscriber.disconnect()
         yield subscriber.closed
+        yield daemon.interrupt("TERM")
+        self.assertNotIn("Traceback", daemon.output + daemon.errors)
+
+    @inlineCallbacks
+    def test_a_peer_that_only_discovers_reads_everyone(self):  # type: ignore[no-untyped-def]
+        """A py-libp2p peer that never registered on its connection is answered in the
+        layout its client reads (told by its identify agent version), and finds a
+        py-libp2p peer and a js-libp2p peer registered before it."""
+        node_reason = node_missing("js")
+        if node_reason:
+            self.skipTest(node_reason)
+        daemon, target, _, _ = yield self.start_daemon()
+        py_peer = yield self.rendezvous_client(target, "mixed", "--ttl", "120")
+        node = shutil.which("node")
+        assert node is not None
+        js = self.spawn(
+            [node, "standard.mjs", target, "mixed"], os.path.join(ROOT, "interop", "js")
+        )
+        self.assertEqual((yield js.ended), 0, js.output + js.errors)
+        js_peer = json.loads(js.output.strip().splitlines()[-1])
+        only_discovers = yield self.rendezvous_client(target, "mixed", "--no-register")
+        found = self.discovered(only_discovers[-1])
+        self.assertEqual(
+            found[py_peer[0]["self"]], [addr.split("/p2p/")[0] for addr in py_peer[0]["addrs"]]
+        )
+        self.assertIn(js_peer["id"], found)
+        self.assertTrue(found[js_peer["id"]])
+        self.assertEqual(len(found), 2)
         yield daemon.interrupt("TERM")
         self.assertNotIn("Traceback", daemon.output + daemon.errors)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.test.iosim import connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
@@ -22,8 +23,8 @@ from rendezvous.pb import live_pb2
 from rendezvous.pb.prespec_pb2 import Message as OldMessage
 from rendezvous.pb.rendezvous_pb2 import Message
 from rendezvous.service import live_dialect
-from rendezvous.standard.codec import StandardCodec
-from rendezvous.standard.session import StandardDialect
+from rendezvous.standard.codec import Layout, StandardCodec
+from rendezvous.standard.session import AGENT_TIMEOUT, StandardDialect, layout_for_agent
 from rendezvous.standard.stream import CANVAS_PROTOCOL_ID, PROTOCOL_ID, standard_stream_handler
 from rendezvous.store.memory import MemoryStore
 from rendezvous.varint import decode_uvarint, encode_uvarint
@@ -366,3 +367,96 @@ class EpochTests(SynchronousTestCase):
         self.assertEqual(dialect.epoch, b"mine")
         store.epoch = b"fleet"  # type: ignore[attr-defined]
         self.assertEqual(dialect.epoch, b"fleet")
+
+
+class AgentLayoutTests(SynchronousTestCase):
+    """A client that DISCOVERs before any REGISTER: its agent version picks the layout."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.store = MemoryStore(Limits(), self.clock)
+        self.asked: list[tuple[object, Deferred[str]]] = []
+
+        def ask(connection: object) -> Deferred[str]:
+            d: Deferred[str] = Deferred()
+            self.asked.append((connection, d))
+            return d
+
+        self.dialect = StandardDialect(
+            self.store,
+            StandardCodec(Limits()),
+            self.clock,
+            LogLimiter(self.clock.seconds),
+            ask_agent=ask,
+        )
+        self.connection = FakeChannel()  # any object stands for the connection
+
+    def stream(self) -> tuple[object, FakeChannel]:
+        channel = FakeChannel()
+        session = self.dialect.session(channel, "t", SERVER_KEY.peer_id(), self.connection)
+        self.assertTrue(session.start())
+        return session, channel
+
+    def old_discover(self) -> bytes:
+        payload = OldMessage(type=OldMessage.DISCOVER, discover=OldMessage.Discover(ns="app"))
+        data = payload.SerializeToString()
+        return encode_uvarint(len(data)) + data
+
+    def test_py_libp2p_is_answered_in_the_prespec_layout(self) -> None:
+        session, channel = self.stream()
+        session.feed(self.old_discover() + self.old_discover())  # type: ignore[attr-defined]
+        session.input_ended()  # type: ignore[attr-defined]
+        self.assertEqual((channel.sent, channel.finished), ([], False))  # held while asked
+        ((_, asked),) = self.asked
+        asked.callback("py-libp2p/0.8.1")
+        self.assertEqual(len(channel.sent), 2)
+        for data in channel.sent:
+            (payload,) = frames(data)
+            answer = OldMessage()
+            answer.ParseFromString(payload)
+            self.assertEqual(answer.type, OldMessage.DISCOVER_RESPONSE)
+        self.assertTrue(channel.finished)
+        # the connection's next stream is answered at once, without asking again
+        later, later_channel = self.stream()
+        later.feed(self.old_discover())  # type: ignore[attr-defined]
+        self.assertEqual(len(later_channel.sent), 1)
+        self.assertEqual(len(self.asked), 1)
+
+    def test_others_and_silence_get_the_spec_layout(self) -> None:
+        session, channel = self.stream()
+        spec_discover = discover("app")
+        session.feed(encode_uvarint(len(spec_discover)) + spec_discover)  # type: ignore[attr-defined]
+        ((_, asked),) = self.asked
+        asked.callback("js-libp2p/3.3.11")
+        (answer,) = parse(channel.sent[0])
+        self.assertEqual(answer.type, Message.DISCOVER_RESPONSE)
+        other = StandardDialect(
+            self.store,
+            StandardCodec(Limits()),
+            self.clock,
+            LogLimiter(self.clock.seconds),
+            ask_agent=lambda connection: Deferred(),
+        )
+        quiet_channel = FakeChannel()
+        quiet = other.session(quiet_channel, "q", SERVER_KEY.peer_id(), FakeChannel())
+        quiet.start()
+        quiet.feed(encode_uvarint(len(spec_discover)) + spec_discover)
+        self.clock.advance(AGENT_TIMEOUT)
+        (answer,) = parse(quiet_channel.sent[0])
+        self.assertEqual(answer.discoverResponse.status, Message.OK)
+
+    def test_a_register_tells_without_asking(self) -> None:
+        session, channel = self.stream()
+        register = OldMessage(type=OldMessage.REGISTER)
+        register.register.ns = "app"
+        register.register.peer.id = SERVER_KEY.peer_id()
+        register.register.ttl = 120
+        data = register.SerializeToString()
+        session.feed(encode_uvarint(len(data)) + data + self.old_discover())  # type: ignore[attr-defined]
+        self.assertEqual(self.asked, [])
+        self.assertEqual(len(channel.sent), 2)
+
+    def test_layout_for_agent(self) -> None:
+        self.assertIs(layout_for_agent("py-libp2p/unknown"), Layout.PRESPEC)
+        self.assertIs(layout_for_agent("go-libp2p/0.40"), Layout.SPEC)
+        self.assertIs(layout_for_agent(None), Layout.SPEC)

@@ -8,9 +8,11 @@ registrations outlive it: they last their TTL and belong to the authenticated pe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 from weakref import WeakKeyDictionary
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -44,6 +46,21 @@ class Channel(Protocol):
         """Reset: the client broke the protocol."""
 
 
+AgentQuery = Callable[[object], Deferred[str]]
+"""Asks the peer of a connection for its agent version (identify)."""
+PRESPEC_AGENTS = ("py-libp2p/",)
+"""Agent versions whose rendezvous clients read only the pre-spec layout."""
+AGENT_TIMEOUT = 3.0
+"""Seconds to wait for a peer's agent version before answering in the spec's layout."""
+
+
+def layout_for_agent(agent: str | None) -> Layout:
+    """The layout a client with this agent version reads."""
+    if agent is not None and agent.startswith(PRESPEC_AGENTS):
+        return Layout.PRESPEC
+    return Layout.SPEC
+
+
 class StandardDialect:
     """What every standard-dialect stream of a daemon shares."""
 
@@ -57,8 +74,14 @@ class StandardDialect:
         limiter: LogLimiter,
         epoch: bytes | None = None,
         metrics: Metrics | None = None,
+        ask_agent: AgentQuery | None = None,
     ) -> None:
         self.store = store
+        self.ask_agent = ask_agent
+        """How the layout of a client that has not registered is learnt: py-libp2p's
+        client reads only the pre-spec layout, and says who it is in identify."""
+        self.agent_layouts: WeakKeyDictionary[object, Deferred[Layout]] = WeakKeyDictionary()
+        """Per connection: the layout its agent version reads, once asked."""
         self.metrics = metrics
         """Where refusals are counted (shared with the live dialect)."""
         self.codec = codec
@@ -80,6 +103,27 @@ class StandardDialect:
     ) -> StandardSession:
         layout = Layout.PRESPEC if connection in self.prespec else None
         return StandardSession(self, channel, label, identity, connection, layout)
+
+    def layout_of(self, connection: object) -> Deferred[Layout]:
+        """The layout the peer of ``connection`` reads, from its agent version (asked
+        once per connection; the spec's when it does not say within `AGENT_TIMEOUT`)."""
+        known = self.agent_layouts.get(connection)
+        if known is not None:
+            return _copy(known)
+        answer: Deferred[Layout] = Deferred()
+        self.agent_layouts[connection] = answer
+        assert self.ask_agent is not None
+        asked = self.ask_agent(connection)
+
+        def settle(agent: object) -> None:
+            if timer.active():
+                timer.cancel()
+            if not answer.called:
+                answer.callback(layout_for_agent(agent if isinstance(agent, str) else None))
+
+        timer = self.clock.callLater(AGENT_TIMEOUT, settle, None)
+        asked.addCallbacks(settle, lambda _: settle(None))
+        return _copy(answer)
 
     def log_refusal(self, label: str, refusal: Refused) -> None:
         if self.metrics is not None:
@@ -113,6 +157,8 @@ class StandardSession:
         self._next_id = 0
         self._input_ended = False
         self.closed = False
+        self._held: list[bytes] | None = None
+        """Messages held while the client's layout is asked (see `StandardDialect.layout_of`)."""
 
     def start(self) -> bool:
         try:
@@ -131,6 +177,9 @@ class StandardSession:
             self._abort(Refused(Status.INVALID_MESSAGE, f"unframeable input: {e}"))
             return
         for message in frames:
+            if self._held is not None:
+                self._held.append(message)
+                continue
             try:
                 self._handle(message)
             except Exception:
@@ -158,6 +207,16 @@ class StandardSession:
             self.layout = layout
             if layout is Layout.PRESPEC:
                 dialect.prespec[self.connection] = None
+        if (
+            layout is None
+            and self.layout is None
+            and type(request) is DiscoverRequest
+            and dialect.ask_agent is not None
+        ):
+            # No REGISTER has shown this client's layout: its agent version tells.
+            self._held = [data]
+            dialect.layout_of(self.connection).addCallback(self._layout_known)
+            return
         layout = self.layout or Layout.SPEC
         session = self._session
         assert session is not None
@@ -197,6 +256,22 @@ class StandardSession:
                 request_id,
                 signed_only=layout is Layout.SPEC,
             )
+
+    def _layout_known(self, layout: Layout) -> None:
+        held, self._held = self._held or [], None
+        if self.layout is None:
+            self.layout = layout
+            if layout is Layout.PRESPEC:
+                self.dialect.prespec[self.connection] = None
+        for message in held:  # the layout is known now: none is held again
+            if self.closed:
+                return
+            try:
+                self._handle(message)
+            except Exception:
+                self.dialect.log.failure("standard request from {peer} failed", peer=self.label)
+                self._internal_error()
+        self._finish_if_done()
 
     # -- StandardClient: answers from the store ---------------------------
 
@@ -253,7 +328,7 @@ class StandardSession:
             self._finish_if_done()
 
     def _finish_if_done(self) -> None:
-        if self._input_ended and not self._pending and not self.closed:
+        if self._input_ended and not self._pending and self._held is None and not self.closed:
             self.channel.finish()
 
     def _internal_error(self) -> None:
@@ -268,3 +343,15 @@ class StandardSession:
         self.dialect.log_refusal(self.label, refusal)
         self.channel.abort()
         self.end()
+
+
+def _copy(source: Deferred[Layout]) -> Deferred[Layout]:
+    """A Deferred that fires with ``source``'s result, leaving ``source`` as it is."""
+    copy: Deferred[Layout] = Deferred()
+
+    def relay(layout: Layout) -> Layout:
+        copy.callback(layout)
+        return layout
+
+    source.addCallback(relay)
+    return copy
