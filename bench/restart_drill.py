@@ -244,11 +244,12 @@ class Daemon:
 
 
 def generator(conn: Any, clients: list[tuple[int, list[str]]], watchers: list[list[str]],
-              expected: list[str], ramp: int, retry: float) -> None:  # fmt: skip
+              expected: list[str], ramp: int, retry: float, cap: float) -> None:  # fmt: skip
     """A load-generator process: ReconnectingClients on a Twisted reactor; commands over
     ``conn``. ``clients``: (peer index, server list) each; ``watchers``: server lists;
     ``retry``: seconds after which a refused registration is registered again (0: never,
-    as the library does; an application can do it on `RegistrationRefused`)."""
+    as the library does; an application can do it on `RegistrationRefused`); ``cap``: the
+    clients' backoff cap (0: the library's)."""
     from twisted.internet import epollreactor
 
     if watchers:
@@ -258,7 +259,7 @@ def generator(conn: Any, clients: list[tuple[int, list[str]]], watchers: list[li
     epollreactor.install()
     from twisted.internet import reactor
 
-    load = Load(conn, reactor, clients, watchers, expected, ramp, retry)
+    load = Load(conn, reactor, clients, watchers, expected, ramp, retry, cap)
     reactor.addReader(_Pipe(conn, load.command))  # type: ignore[attr-defined]
     reactor.run(installSignalHandlers=False)  # type: ignore[attr-defined]
 
@@ -302,14 +303,14 @@ class Load:
 
     def __init__(self, conn: Any, reactor: Any, clients: list[tuple[int, list[str]]],
                  watchers: list[list[str]], expected: list[str], ramp: int,
-                 retry: float) -> None:  # fmt: skip
+                 retry: float, cap: float) -> None:  # fmt: skip
         from rendezvous.client import live
 
         self.conn, self.reactor, self.live = conn, reactor, live
         self.client_specs, self.watcher_specs = clients, watchers
         self.expected = frozenset(expected)
         self.ids = expected
-        self.ramp, self.retry = ramp, retry
+        self.ramp, self.retry, self.cap = ramp, retry, cap
         self.mark = 0.0
         n, w = len(clients), len(watchers)
         self.clients: list[Any] = []
@@ -378,7 +379,7 @@ class Load:
     def start(self) -> Any:
         from twisted.internet.defer import gatherResults, inlineCallbacks
 
-        from rendezvous.client.reconnect import ReconnectingClient
+        from rendezvous.client.reconnect import Backoff, ReconnectingClient
 
         @inlineCallbacks
         def run() -> Any:
@@ -391,6 +392,7 @@ class Load:
                         servers,
                         lambda target, k=k: self.dial(target, lambda s, k=k: self._client(s, k)),
                         on_state=lambda event, k=k: self._client_state(event, k),
+                        backoff=Backoff(cap=self.cap) if self.cap else None,
                     )
                     self.clients.append(client)
                     addr = helpers.tcp_addr(index % 250)
@@ -404,6 +406,7 @@ class Load:
                     servers,
                     lambda target, w=w: self.dial(target, lambda s, w=w: self._watcher(s, w)),
                     on_state=lambda event, w=w: self._watcher_state(event, w),
+                    backoff=Backoff(cap=self.cap) if self.cap else None,
                 )
                 self.watchers.append(watcher)
                 ready.append(watcher.rendezvous(NS, lambda event, w=w: self._pushed(event, w)))
@@ -569,8 +572,11 @@ class Population:
         for w in range(watchers):
             servers = rotate(targets(ports, n + w), w % len(ports), (w // len(ports)) % 2 == 1)
             wspecs[w % wgens].append(servers)
-        self.workers = [c.Worker(generator, spec, [], ids, args.ramp, retry) for spec in specs]
-        self.workers += [c.Worker(generator, [], spec, ids, args.ramp, retry) for spec in wspecs]
+        cap = args.backoff_cap
+        self.workers = [c.Worker(generator, spec, [], ids, args.ramp, retry, cap) for spec in specs]
+        self.workers += [
+            c.Worker(generator, [], spec, ids, args.ramp, retry, cap) for spec in wspecs
+        ]
         self.watcher_workers = self.workers[gens:]
         self.n, self.watchers, self.retry = n, watchers, retry
 
@@ -598,7 +604,7 @@ class Population:
             w.stop()
 
 
-def backoff_floor(downs: list[float], seed: int = 20) -> list[float]:
+def backoff_floor(downs: list[float], cap: float = 0, seed: int = 20) -> list[float]:
     """When each client would be back, in seconds after the daemon listens again, if
     connecting cost nothing: its schedule drawn with the library's own `Backoff` after
     losing a session that served (an immediate retry, refused, then full jitter from the
@@ -610,7 +616,7 @@ def backoff_floor(downs: list[float], seed: int = 20) -> list[float]:
     rng = random.Random(seed)
     late = []
     for down in downs:
-        backoff = Backoff(random=rng.random)
+        backoff = Backoff(cap=cap, random=rng.random) if cap else Backoff(random=rng.random)
         backoff.attempts = 1  # what ReconnectingClient sets for its immediate retry
         t = 0.0
         while t < down:
@@ -736,7 +742,7 @@ def drill(
     span = max(back_s[-1] if back_s else 0.0, ready_s[-1] if ready_s else 0.0)
     # The same clients, the same outage as each saw it (from its loss to the new daemon
     # listening), at no cost: what the backoff alone allows.
-    floor = backoff_floor([max(0.0, t0 - t) for r in reports for t in r["lost"]])
+    floor = backoff_floor([max(0.0, t0 - t) for r in reports for t in r["lost"]], args.backoff_cap)
     result = {
         "floor_p50_s": c.percentile(floor, 50) if restart else float("nan"),
         "floor_p99_s": c.percentile(floor, 99) if restart else float("nan"),
@@ -1057,7 +1063,12 @@ def main(args: Any) -> int:
             "a",
             f"Restart drill (a): one daemon restarted on its port, {args.clients:,} clients + "
             f"{args.watchers} watchers, median of {args.runs} run(s); times from the new "
-            "daemon listening",
+            "daemon listening"
+            + (
+                f"; the clients' backoff capped at {args.backoff_cap:g} s"
+                if args.backoff_cap
+                else ""
+            ),
         ),
         (
             "b",
@@ -1138,6 +1149,12 @@ if __name__ == "__main__":
     p.add_argument("--settle", type=float, default=30.0, help="longest wait for a drill, s")
     p.add_argument("--pause", type=float, default=2.0, help="seconds steady before a drill")
     p.add_argument("--target", type=float, default=5.0, help="seconds (issue #20)")
+    p.add_argument(
+        "--backoff-cap",
+        type=float,
+        default=0,
+        help="the clients' Backoff cap in seconds (0: the library's default, 30)",
+    )
     p.add_argument("--keep-logs", metavar="DIR", help="keep the daemons' logs in DIR")
     p.add_argument("--drills", default="single,fleet", help="comma-separated: single, fleet")
     parsed = p.parse_args()
