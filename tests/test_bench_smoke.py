@@ -89,3 +89,19 @@ class BenchSmokeTests(unittest.TestCase):
         text = await self.run_script("relay_path.py", "Scenario 6:", r"MiB/s .*\|\s*ours")
         self.assertRegex(text, re.compile(r"in parallel\s*\|\s*js-libp2p\s*\|", re.M))
         self.assertRegex(text, re.compile(r"one at a time\s*\|\s*raw loopback TCP\s*\|", re.M))
+
+    async def test_browser_membership(self) -> None:
+        from .test_browser import DIST, browser_missing
+
+        if (why := browser_missing()) is not None:
+            raise unittest.SkipTest(why)
+        if not os.path.isdir(DIST):
+            raise unittest.SkipTest("examples/browser/dist is missing: run `npm run build` there")
+        # --quick: 4 joins over 2 s, a poll every 2 s, one pair per kind of message.
+        text = await self.run_script(
+            "browser_membership.py", "Browser peers (a):", r"push \(RENDEZVOUS\)"
+        )
+        self.assertRegex(text, re.compile(r"^\s*polling, DISCOVER every 2 s\s*\|.*\|", re.M))
+        self.assertRegex(text, r"Browser peers \(b\):")
+        self.assertRegex(text, re.compile(r"^\s*relay, first .*\|\s*1 / 1\s*\|", re.M))
+        self.assertRegex(text, re.compile(r"^\s*WebRTC, first .*\|", re.M))

@@ -25,8 +25,9 @@ const oneCopy = {
 await rm(dist, { recursive: true, force: true })
 await mkdir(dist)
 await esbuild.build({
-  entryPoints: [join(here, 'src', 'main.js')],
-  outfile: join(dist, 'app.js'),
+  // bench.js: the page of bench/browser_membership.py
+  entryPoints: [{ in: join(here, 'src', 'main.js'), out: 'app' }, { in: join(here, 'src', 'bench.js'), out: 'bench' }],
+  outdir: dist,
   bundle: true,
   format: 'esm',
   platform: 'browser',
@@ -37,5 +38,5 @@ await esbuild.build({
   plugins: [oneCopy],
   logLevel: 'warning'
 })
-for (const file of ['index.html', 'style.css']) await copyFile(join(here, 'src', file), join(dist, file))
+for (const file of ['index.html', 'style.css', 'bench.html']) await copyFile(join(here, 'src', file), join(dist, file))
 console.log(`built ${relative(process.cwd(), resolve(dist))}/index.html`)
