@@ -7,8 +7,9 @@
 // page cannot be driven at all (the caller asserts on the figures). Environment:
 // CHROMIUM (default /usr/bin/chromium), BROWSER_SCREENSHOT=path.png (a third page C
 // joins so that A lists two members, and A's page is saved there),
-// CHROMIUM_MDNS=1 (leave Chromium's mDNS host-candidate hiding on), VERBOSE=1 (the
-// pages' console on stderr), LIBP2P_DEBUG=names (js-libp2p's debug logs, with VERBOSE).
+// CHROMIUM_MDNS=1 (leave Chromium's mDNS host-candidate hiding on), CHROMIUM_ARGS
+// (more Chromium flags, separated by spaces), VERBOSE=1 (the pages' console on
+// stderr), LIBP2P_DEBUG=names (js-libp2p's debug logs, with VERBOSE).
 import { chromium } from 'playwright-core'
 
 const [pageUrl, rdv, namespace, query] = process.argv.slice(2)
@@ -25,6 +26,7 @@ if (process.getuid?.() === 0) args.push('--no-sandbox')
 // Chromium hides host candidates behind mDNS .local names; two contexts of one
 // browser on one machine connect on the host address once it is shown.
 if (process.env.CHROMIUM_MDNS !== '1') args.push('--disable-features=WebRtcHideLocalIpsWithMdns')
+args.push(...(process.env.CHROMIUM_ARGS ?? '').split(' ').filter((arg) => arg !== ''))
 
 const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', args })
 const problems = []
@@ -89,6 +91,9 @@ try {
   result.listedMs = Date.now() - start
   result.aListsB = await a.page.evaluate(lists, b.id)
   result.bListsA = await b.page.evaluate(lists, a.id)
+  // what each page says of its relay (the address it reserved on)
+  const relayText = (page) => page.evaluate(() => document.getElementById('relay').textContent)
+  result.relay = { a: await relayText(a.page), b: await relayText(b.page) }
 
   const text = `hello from A at ${new Date().toISOString()}`
   result.messageMs = await send(a, b, text)
