@@ -37,14 +37,20 @@ def spki_hash(cert_path: str) -> str:
     return base64.b64encode(hashlib.sha256(spki).digest()).decode()
 
 
+def _skip() -> str | None:
+    """Why these pages cannot run here (a skip reason), or None."""
+    reason = browser_missing()
+    if reason is None and not os.path.isfile(os.path.join(DIST, "index.html")):
+        reason = "examples/browser/dist is not built: run `npm run build` in examples/browser"
+    return reason
+
+
 class BrowserOverHttpsTests(ProcessTestCase):
     timeout = 180
-    skip = browser_missing()
+    skip = _skip()
 
     def setUp(self) -> None:
         super().setUp()
-        if not os.path.isfile(os.path.join(DIST, "index.html")):
-            self.fail("examples/browser/dist is not built: run `npm run build` in examples/browser")
         ca = TestCA(self.cwd)
         self.ca_path = ca.path
         self.cert, self.key, _ = ca.issue("server")

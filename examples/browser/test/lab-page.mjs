@@ -12,6 +12,7 @@
 //               `pairs`: every peer connection's) and the page's warnings so far
 //   no webrtc   {other, connection, pairs, console}: it did not become `webrtc` in
 //               WEBRTC_MS (default 45000)
+// (neither of the last two with ?webrtc=0 in the url: that page connects when it sends)
 // and answers commands read from stdin, one a line:
 //   send COUNT BYTES  sends COUNT messages of BYTES characters to the other member,
 //                     one after the other; prints `sent` {notes}: what the page says
@@ -120,18 +121,21 @@ try {
   print('listed', { other })
 
   const connection = `[data-peer-id="${other}"]`
-  try {
-    await page.waitForSelector(`${connection}[data-connection="webrtc"]`, { timeout: WEBRTC_MS })
-    const pairs = await page.evaluate(selectedPairs)
-    const pair = pairs.find((pair) => pair.state === 'connected') ?? null
-    print('connected', { other, connection: 'webrtc', pair, pairs, console: consoleLines })
-  } catch {
-    print('no webrtc', {
-      other,
-      connection: await page.getAttribute(connection, 'data-connection'),
-      pairs: await page.evaluate(selectedPairs),
-      console: consoleLines
-    })
+  // with ?webrtc=0 the page connects only when it sends, through the relay
+  if (new URL(url).searchParams.get('webrtc') !== '0') {
+    try {
+      await page.waitForSelector(`${connection}[data-connection="webrtc"]`, { timeout: WEBRTC_MS })
+      const pairs = await page.evaluate(selectedPairs)
+      const pair = pairs.find((pair) => pair.state === 'connected') ?? null
+      print('connected', { other, connection: 'webrtc', pair, pairs, console: consoleLines })
+    } catch {
+      print('no webrtc', {
+        other,
+        connection: await page.getAttribute(connection, 'data-connection'),
+        pairs: await page.evaluate(selectedPairs),
+        console: consoleLines
+      })
+    }
   }
 
   const commands = createInterface({ input: process.stdin })
@@ -144,7 +148,8 @@ try {
       const [count, size] = numbers.map(Number)
       await page.click(`${connection} button`)
       const notes = []
-      for (let n = 0; n < count; n++) {
+      const before = await page.locator('li.mine .meta').count()
+      for (let n = before; n < before + count; n++) {
         // the input's maxlength is for people: a message may have up to 4096 bytes
         const text = `${n} `.padEnd(size, 'x')
         await page.evaluate((value) => { document.getElementById('text').value = value }, text)
