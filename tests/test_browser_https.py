@@ -89,7 +89,7 @@ class BrowserOverHttpsTests(ProcessTestCase):
             env={"SSL_CERT_FILE": self.ca_path},
         )
         relay_listening = yield relay.wait_for(TLS_WS_LISTENING)
-        yield relay.wait_for(r"registered in rendezvous/relays at ")
+        yield relay.wait_for(r"registered in rendezvous/relays at /ip4/127\.0\.0\.1/tcp/\d+/tls/ws")
         relay_address = relay_listening.group(1)
 
         page = f"https://127.0.0.1:{web.group(1)}/app/"
