@@ -196,10 +196,16 @@ def membership(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def messages(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per kind and message number: how many arrived, latency and time to the connection.
+
+    A second message whose first failed dials anew: it is counted apart ("redialled"),
+    not as a message over the connection made."""
     rows = []
     for via in ("relay", "webrtc"):
         for seq in (1, 2):
             sent = [m for m in result.get("messages", []) if m["via"] == via and m["seq"] == seq]
+            redialled = [m for m in sent if seq == 2 and m.get("dialled")]
+            sent = [m for m in sent if m not in redialled]
             ok = [m for m in sent if "t1" in m]
             rows.append(
                 {
@@ -208,10 +214,10 @@ def messages(result: dict[str, Any]) -> list[dict[str, Any]]:
                     "sent": len(sent),
                     "received": len(ok),
                     "received_via": sorted({m["receivedVia"] for m in ok}),
-                    "connection_via": sorted({m["via"] for m in ok}),
                     "errors": sorted({m["error"] for m in sent if "error" in m}),
                     "latency": stats([m["t1"] - m["t0"] for m in ok]),
                     "dial": stats([m["tConnected"] - m["t0"] for m in ok]),
+                    "redialled": [m["t1"] - m["t0"] if "t1" in m else None for m in redialled],
                 }
             )
     return rows
@@ -274,91 +280,21 @@ def ms(v: float) -> str:
     return "-" if v != v else f"{v:,.0f}" if v >= 100 else f"{v:.1f}"
 
 
-def main(args: Any) -> int:
-    if why := browser_missing():
-        print(f"browser scenario cannot run: {why}", file=sys.stderr)
-        return 1
-    if not os.path.isfile(os.path.join(DIST, "bench.html")):
-        print("examples/browser/dist has no bench.html: run `npm run build` there", file=sys.stderr)
-        return 1
-    if args.quick:
-        args.joins, args.spread, args.poll_interval, args.chat_pages = 4, 2.0, 2.0, 2
-    json_path = args.json or (None if args.quick else RESULTS)
-
-    daemon = Twistd(
-        "rendezvous",
-        "--p2p-listen",
-        "/ip4/127.0.0.1/tcp/0/ws",
-        "--web",
-        "tcp:0:interface=127.0.0.1",
-        "--web-root",
-        DIST,
-        "--p2p-max-connections-per-ip",
-        PER_IP,
-    )
-    relay: Twistd | None = None
-    try:
-        rdv = daemon.wait_for(WS_LISTENING).group(1)
-        web = daemon.wait_for(WEB_LISTENING).group(1)
-        relay = Twistd(
-            "rendezvous-relay",
-            "--p2p-listen",
-            "/ip4/127.0.0.1/tcp/0/ws",
-            "--announce-to",
-            rdv,
-            "--max-reservations",
-            PER_IP,
-            "--max-reservations-per-ip",
-            PER_IP,
-            "--p2p-max-connections-per-ip",
-            PER_IP,
-        )
-        relay.wait_for(WS_LISTENING)
-        relay.wait_for(RELAY_REGISTERED)
-        config = {
-            "page": f"http://127.0.0.1:{web}/app/bench.html",
-            "rdv": rdv,
-            "namespace": "bench-browser",
-            "joins": args.joins,
-            "spreadMs": args.spread * 1000,
-            "pollMs": args.poll_interval * 1000,
-            "maxOpen": args.max_open,
-            "maxLoading": args.max_loading,
-            "chatPages": args.chat_pages,
-            "chromium": CHROMIUM,
-            "timeoutMs": max(10.0, args.timeout - 15) * 1000,
-        }
-        result, cpu = run_driver(config, daemon, relay)
-        daemon_log, relay_log = daemon.log_text(), relay.log_text()
-    finally:
-        if relay is not None:
-            relay.stop()
-        daemon.stop()
-    if "error" in result:
-        print(f"the browser driver failed: {result['error']}", file=sys.stderr)
-        return 1
-
+def report(
+    args: dict[str, Any], result: dict[str, Any], cost: dict[str, float]
+) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """Prints the tables of a run; returns its membership samples, their stats and the
+    message rows."""
     m = membership(result)
     s = {k: stats(v) for k, v in m["samples"].items()}
     joined = len(result["joins"]) - m["missed"]["failed"]
-    before, after = cpu.get("membership"), cpu.get("membership-done")
-    cost: dict[str, float] = {}
-    if before and after and joined:
-        wall = after["wall"] - before["wall"]
-        for k in ("daemon", "relay", "browser"):
-            cost[k] = (after[k] - before[k]) / joined * 1000
-        used = after["system"] - before["system"]
-        ours = sum(after[k] - before[k] for k in ("daemon", "relay", "browser"))
-        cost["other"] = (used - ours) / joined * 1000
-        cost["joins_per_s"] = joined / wall
-        cost["wall"] = wall
     msgs = messages(result)
 
-    interval = f"{args.poll_interval:g} s"
+    interval = f"{args['poll_interval']:g} s"
     print(
         c.table(
             f"Browser peers (a): membership latency, {joined} of {len(result['joins'])} joins "
-            f"over {args.spread:g} s (ms)",
+            f"over {args['spread']:g} s (ms)",
             [
                 "membership",
                 "joins seen",
@@ -440,7 +376,7 @@ def main(args: Any) -> int:
         )
     print(
         c.table(
-            f"Browser peers (c): time to first message, {args.chat_pages} pages each (ms)",
+            f"Browser peers (c): time to first message, {args['chat_pages']} pages each (ms)",
             ["message", "received", "arrived via", "p50", "p99", "max", "dial p50"],
             rows,
         )
@@ -448,17 +384,108 @@ def main(args: Any) -> int:
     for r in msgs:
         if r["errors"]:
             print(f"{r['via']} message {r['seq']}: {'; '.join(r['errors'])}")
+        for t in r["redialled"]:
+            print(
+                f"{r['via']} message {r['seq']}: its first failed, so it dialled anew: "
+                + (f"received after {ms(t)} ms" if t is not None else "not received either")
+            )
     problems = result.get("problems", [])
     if problems:
         print(f"pages reported {len(problems)} problem(s); first: {problems[:3]}")
+    return m, s, msgs
+
+
+def main(args: Any) -> int:
+    if args.report:
+        with open(args.report) as f:
+            saved = json.load(f)
+        report(saved["config"], saved["raw"], saved["cost_per_join_ms"])
+        return 0
+    if why := browser_missing():
+        print(f"browser scenario cannot run: {why}", file=sys.stderr)
+        return 1
+    if not os.path.isfile(os.path.join(DIST, "bench.html")):
+        print("examples/browser/dist has no bench.html: run `npm run build` there", file=sys.stderr)
+        return 1
+    if args.quick:
+        args.joins, args.spread, args.poll_interval, args.chat_pages = 4, 2.0, 2.0, 2
+    json_path = args.json or (None if args.quick else RESULTS)
+
+    daemon = Twistd(
+        "rendezvous",
+        "--p2p-listen",
+        "/ip4/127.0.0.1/tcp/0/ws",
+        "--web",
+        "tcp:0:interface=127.0.0.1",
+        "--web-root",
+        DIST,
+        "--p2p-max-connections-per-ip",
+        PER_IP,
+    )
+    relay: Twistd | None = None
+    try:
+        rdv = daemon.wait_for(WS_LISTENING).group(1)
+        web = daemon.wait_for(WEB_LISTENING).group(1)
+        relay = Twistd(
+            "rendezvous-relay",
+            "--p2p-listen",
+            "/ip4/127.0.0.1/tcp/0/ws",
+            "--announce-to",
+            rdv,
+            "--max-reservations",
+            PER_IP,
+            "--max-reservations-per-ip",
+            PER_IP,
+            "--p2p-max-connections-per-ip",
+            PER_IP,
+        )
+        relay.wait_for(WS_LISTENING)
+        relay.wait_for(RELAY_REGISTERED)
+        config = {
+            "page": f"http://127.0.0.1:{web}/app/bench.html",
+            "rdv": rdv,
+            "namespace": "bench-browser",
+            "joins": args.joins,
+            "spreadMs": args.spread * 1000,
+            "pollMs": args.poll_interval * 1000,
+            "maxOpen": args.max_open,
+            "maxLoading": args.max_loading,
+            "chatPages": args.chat_pages,
+            "chromium": CHROMIUM,
+            "timeoutMs": max(10.0, args.timeout - 15) * 1000,
+        }
+        result, cpu = run_driver(config, daemon, relay)
+        daemon_log, relay_log = daemon.log_text(), relay.log_text()
+    finally:
+        if relay is not None:
+            relay.stop()
+        daemon.stop()
+    if "error" in result:
+        print(f"the browser driver failed: {result['error']}", file=sys.stderr)
+        return 1
+
+    cost: dict[str, float] = {}
+    before, after = cpu.get("membership"), cpu.get("membership-done")
+    joined = sum(1 for j in result["joins"] if j.get("tRegister") is not None)
+    if before and after and joined:
+        wall = after["wall"] - before["wall"]
+        for k in ("daemon", "relay", "browser"):
+            cost[k] = (after[k] - before[k]) / joined * 1000
+        used = after["system"] - before["system"]
+        ours = sum(after[k] - before[k] for k in ("daemon", "relay", "browser"))
+        cost["other"] = (used - ours) / joined * 1000
+        cost["joins_per_s"] = joined / wall
+        cost["wall"] = wall
     for name, log in (("daemon", daemon_log), ("relay", relay_log)):
         if "Traceback" in log:
             print(f"the {name}'s log has a traceback", file=sys.stderr)
+    config = {k: v for k, v in vars(args).items() if k not in ("json", "plot", "report")}
+    m, s, msgs = report(config, result, cost)
     c.write_json(
         json_path,
         {
             "scenario": "browser_membership",
-            "config": {k: v for k, v in vars(args).items() if k not in ("json", "plot")},
+            "config": config,
             "membership": {k: v for k, v in s.items()},
             "missed": m["missed"],
             "cost_per_join_ms": cost,
@@ -487,4 +514,5 @@ if __name__ == "__main__":
     p.add_argument(
         "--chat-pages", type=int, default=5, help="pages per kind of message (pairs: n(n-1)/2)"
     )
+    p.add_argument("--report", metavar="JSON", help="print the tables of a saved run again")
     c.main_wrapper(main, p.parse_args())
