@@ -498,7 +498,7 @@ def main(args: Any) -> int:
 
 
 if __name__ == "__main__":
-    p = c.base_parser(__doc__, timeout=300, profile=False)
+    p = c.base_parser(__doc__, timeout=420, profile=False)
     p.add_argument("--joins", type=int, default=100, help="member pages that join and leave")
     p.add_argument("--spread", type=float, default=60.0, help="seconds the joins start over")
     p.add_argument(
