@@ -233,6 +233,7 @@ class Daemon(MultiService):
                 config.p2p_tls_cert,
                 config.p2p_tls_key,
                 config.p2p_proxy_protocol,
+                lambda reason: self.metrics.refused("proxy_protocol_header"),
             ):
                 listener.setServiceParent(self)
             advertising(self.p2p_host, config.p2p_announce, clock).setServiceParent(self)

@@ -18,6 +18,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.client import Agent, readBody
 from zope.interface import implementer
 
 from rendezvous.client.p2p import LiveClientStream
@@ -130,7 +131,8 @@ class WrapperTests(SynchronousTestCase):
         self.inner: list[Recording] = []
         wrapped = Factory()
         wrapped.buildProtocol = lambda addr: self.inner.append(Recording()) or self.inner[-1]  # type: ignore[method-assign]
-        self.factory = ProxyProtocolFactory(wrapped, self.clock, timeout=10)
+        self.counted: list[str] = []
+        self.factory = ProxyProtocolFactory(wrapped, self.clock, 10, self.counted.append)
         self.transport = StringTransport(peerAddress=IPv4Address("TCP", "10.9.9.9", 40000))
         self.protocol = self.factory.buildProtocol(self.transport.getPeer())
         self.protocol.makeConnection(self.transport)
@@ -158,6 +160,7 @@ class WrapperTests(SynchronousTestCase):
         self.assertTrue(self.transport.disconnecting)
         self.assertIsNone(self.inner[0].peer)
         self.assertEqual(self.factory.refusals, {"no PROXY protocol header": 1})
+        self.assertEqual(self.counted, ["no PROXY protocol header"])
 
     def test_a_silent_connection_times_out(self) -> None:
         self.clock.advance(10)
@@ -200,9 +203,12 @@ class ProxiedDaemonTests(ProcessTestCase):
             "--p2p-proxy-protocol",
             "--p2p-max-connections-per-ip",
             "1",
+            "--metrics",
+            "tcp:0:interface=127.0.0.1",
         )
         match = yield daemon.wait_for(r"listening on /ip4/127\.0\.0\.1/tcp/(\d+)/p2p/\w+")
         port = int(match.group(1))
+        metrics = yield daemon.wait_for(r"metrics listening on tcp 127\.0\.0\.1:(\d+)")
 
         def dial(header: bytes | None):  # type: ignore[no-untyped-def]
             host = Host(PrivateKey.generate(), reactor)  # type: ignore[arg-type]
@@ -223,3 +229,8 @@ class ProxiedDaemonTests(ProcessTestCase):
         yield daemon.wait_for(r"/ip4/198\.51\.100\.7/tcp/5556.*too many connections")
         yield self.assertFailure(dial(None), Exception)
         yield daemon.wait_for(r"refused a connection from 127\.0\.0\.1: no PROXY protocol header")
+        response = yield Agent(reactor).request(
+            b"GET", f"http://127.0.0.1:{metrics.group(1)}/metrics".encode()
+        )
+        text = (yield readBody(response)).decode()
+        self.assertIn('rendezvous_refusals_total{reason="proxy_protocol_header"} 1.0', text)

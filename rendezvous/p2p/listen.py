@@ -3,7 +3,7 @@ and the service that keeps what the host advertises current (`advertising`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final
 
 from twisted.application import strports
@@ -78,6 +78,7 @@ def p2p_listener(
     ports: list[IListeningPort],
     certificate: ReloadableCertificate | None = None,
     proxy_protocol: bool = False,
+    count_proxy_refusal: Callable[[str], None] | None = None,
 ) -> Service:
     """A strports service on ``address`` (bind errors fail start-up) serving ``host``,
     inside WebSockets when the address ends in ``/ws``, over TLS with ``certificate``
@@ -89,7 +90,7 @@ def p2p_listener(
     service = strports.service(address.server_description(), host.factory())
     endpoint = service.endpoint
     if proxy_protocol:
-        endpoint = ProxyProtocolEndpoint(endpoint, host.clock)
+        endpoint = ProxyProtocolEndpoint(endpoint, host.clock, count=count_proxy_refusal)
     if address.tls:
         from rendezvous.p2p.tls import TLSServerEndpoint
 
@@ -206,6 +207,7 @@ def p2p_listeners(
     tls_cert: str | None = None,
     tls_key: str | None = None,
     proxy_protocol: bool = False,
+    count_proxy_refusal: Callable[[str], None] | None = None,
 ) -> list[Service]:
     """A `p2p_listener` for each of the ``listen`` multiaddrs; the TLS ones share one
     certificate, and a service that reads it again on SIGHUP comes first."""
@@ -220,5 +222,7 @@ def p2p_listeners(
         certificate = ReloadableCertificate(tls_cert, tls_key)
         services.append(ReloadOnHangup([certificate]))
     for address in addresses:
-        services.append(p2p_listener(address, host, ports, certificate, proxy_protocol))
+        services.append(
+            p2p_listener(address, host, ports, certificate, proxy_protocol, count_proxy_refusal)
+        )
     return services

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -202,15 +203,20 @@ class ProxyProtocolFactory(WrappingFactory):
         wrappedFactory: IProtocolFactory,  # noqa: N803  (Twisted's name)
         clock: IReactorTime,
         timeout: float,
+        count: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__(wrappedFactory)
         self.clock = clock
         self.timeout = timeout
         self.refusals: Counter[str] = Counter()
+        self._count = count
+        """Told of each refusal (the daemon's or the relay's metrics)."""
         self._limiter = LogLimiter(clock.seconds)
 
     def refused(self, reason: str, peer: Any) -> None:
         self.refusals[reason] += 1
+        if self._count is not None:
+            self._count(reason)
         allowed, suppressed = self._limiter.allow()
         if allowed:
             if suppressed:
@@ -227,15 +233,20 @@ class ProxyProtocolEndpoint:
     """Listens with ``endpoint``; every connection must start with a PROXY header."""
 
     def __init__(
-        self, endpoint: IStreamServerEndpoint, clock: IReactorTime, timeout: float = HEADER_TIMEOUT
+        self,
+        endpoint: IStreamServerEndpoint,
+        clock: IReactorTime,
+        timeout: float = HEADER_TIMEOUT,
+        count: Callable[[str], None] | None = None,
     ) -> None:
         self._endpoint = endpoint
         self._clock = clock
         self._timeout = timeout
+        self._count = count
         self.factory: ProxyProtocolFactory | None = None
 
     def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
-        self.factory = ProxyProtocolFactory(factory, self._clock, self._timeout)
+        self.factory = ProxyProtocolFactory(factory, self._clock, self._timeout, self._count)
         return self._endpoint.listen(self.factory)
 
 

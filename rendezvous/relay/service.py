@@ -111,6 +111,7 @@ class RelayDaemon(MultiService):
             config.p2p_tls_cert,
             config.p2p_tls_key,
             config.p2p_proxy_protocol,
+            self.relay.stats.refused_connection,
         ):
             listener.setServiceParent(self)
         advertising(self.host, config.p2p_announce, clock).setServiceParent(self)

@@ -17,6 +17,8 @@ class RelayStats(Collector):
         self.reservations_refused: dict[str, int] = {}
         self.circuits_opened = 0
         self.circuits_refused: dict[str, int] = {}
+        self.connections_refused: dict[str, int] = {}
+        """Connections closed before libp2p saw them (a missing PROXY header…), by why."""
         self.circuits_closed: dict[str, int] = {}
         """Circuits ended, by why (``end``, ``duration limit``, ``data limit``, ``reset``…)."""
         self.bytes_relayed = {"to target": 0, "to initiator": 0}
@@ -28,6 +30,9 @@ class RelayStats(Collector):
 
     def refused_circuit(self, reason: str) -> None:
         self.circuits_refused[reason] = self.circuits_refused.get(reason, 0) + 1
+
+    def refused_connection(self, reason: str) -> None:
+        self.connections_refused[reason] = self.connections_refused.get(reason, 0) + 1
 
     def closed_circuit(self, reason: str) -> None:
         self.circuits_closed[reason] = self.circuits_closed.get(reason, 0) + 1
@@ -57,6 +62,12 @@ class RelayStats(Collector):
                 "reason",
             ),
             ("relay_circuits_closed", "Circuits ended, by reason.", self.circuits_closed, "reason"),
+            (
+                "relay_connections_refused",
+                "Connections refused before libp2p (a missing or bad PROXY header), by reason.",
+                self.connections_refused,
+                "reason",
+            ),
             (
                 "relay_bytes_relayed",
                 "Bytes relayed, by direction.",
