@@ -22,6 +22,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as c
 from _common import helpers
 
+CPU_TICK = 0.01
+"""Server CPU below this (the kernel's clock tick) is too little to divide by."""
+
+
+def per_cpu(rate: float | None) -> float | str:
+    """A per-CPU-second rate for a table; "0 CPU" where the CPU measured was nothing."""
+    return "0 CPU" if rate is None or rate != rate else rate  # None or NaN: no CPU seen
+
 
 @functools.cache
 def session_chunk(i: int, per_session: int) -> bytes:
@@ -169,8 +177,11 @@ def measure(kind: str, args, sessions: int, profile: str | None = None) -> dict:
     new = sessions * args.per_session
     return {
         "create_rate": new / create_seconds,
-        "create_per_cpu_second": new / max(1e-9, create_cpu),
-        "per_cpu_second": regs / seconds / max(1e-9, (cpu1 - cpu0) / args.seconds),
+        "create_cpu": create_cpu,
+        "create_per_cpu_second": new / create_cpu if create_cpu >= CPU_TICK else None,
+        "per_cpu_second": (
+            regs / seconds / ((cpu1 - cpu0) / args.seconds) if cpu1 - cpu0 >= CPU_TICK else None
+        ),
         "others_cpu": max(0.0, (all1 - all0) - (cpu1 - cpu0) - gen_cpu) / args.seconds,
         "server": kind,
         "sessions": sessions,
@@ -244,7 +255,10 @@ def main(args) -> int:
         for n in counts:
             for kind in kinds:
                 samples.setdefault((kind, n), []).append(measure(kind, args, n))
-    med = {key: {k: c.median([r[k] for r in rs]) for k in MEDIANS} for key, rs in samples.items()}
+    med = {
+        key: {k: c.median([r[k] for r in rs if r[k] is not None]) for k in MEDIANS}
+        for key, rs in samples.items()
+    }
     rows = []
     for n in counts:
         ours = med.get(("rendezvous", n))
@@ -259,7 +273,7 @@ def main(args) -> int:
                     n,
                     m["rate"],
                     f"{m['server_cpu']:.0%}",
-                    m["per_cpu_second"],
+                    per_cpu(m["per_cpu_second"]),
                     f"{m['gen_cpu']:.0%}",
                     f"{m['others_cpu']:.0%}",
                     ratio if kind == "rendezvous" else "",
@@ -293,7 +307,7 @@ def main(args) -> int:
             "before the measurement above",
             ["server", "sessions", "registrations/s", "per server CPU-s"],
             [
-                [kind, n, m["create_rate"], m["create_per_cpu_second"]]
+                [kind, n, m["create_rate"], per_cpu(m["create_per_cpu_second"])]
                 for n in counts
                 for kind in kinds
                 if (m := med.get((kind, n))) is not None
