@@ -7,11 +7,11 @@ import sys
 
 sys.path.insert(0, os.path.abspath(".."))
 
-from rendezvous import __version__  # noqa: E402
+from rendezvous import __version__
 
 project = "rendezvous"
 author = "the rendezvous maintainers"
-copyright = "2026, the rendezvous maintainers"  # noqa: A001
+copyright = "2026, the rendezvous maintainers"
 version = release = __version__
 
 extensions = ["sphinx.ext.autodoc", "sphinx.ext.napoleon"]
