@@ -268,7 +268,9 @@ class LifecycleTests(FleetTestCase):
 
     @inlineCallbacks
     def test_sigterm_announces_at_once(self):  # type: ignore[no-untyped-def]
-        """systemd's stop: the process removes its registrations before it exits."""
+        """systemd's stop: the process tells its clients it is going away (so they move
+        to another daemon) and removes their registrations before it exits; with a 60 s
+        lease, only it can announce them in time."""
         watcher = yield self.client((yield self.daemon()))
         process, client = yield self.spawn_daemon(lease=60.0)
         yield client.register("ns", peer_id("T"))
@@ -276,6 +278,9 @@ class LifecycleTests(FleetTestCase):
         yield watcher.rendezvous("ns", seen)
         yield process.interrupt("TERM")
         self.assertIn("Server Shut Down.", process.output)
+        self.assertIn("told 1 live sessions the server is going away", process.output)
+        yield client.closed
+        self.assertIn("shutting down", client.going_away or "")
         yield seen.until(2)
         self.assertEqual(seen.events[1], ("unregister", peer_id("T")))
 
