@@ -22,8 +22,9 @@ from twisted.python.failure import Failure
 
 from rendezvous import __version__
 from rendezvous.addrs import InvalidMultiaddr, multiaddr_from_text, multiaddr_to_text
+from rendezvous.client.connect import DIALECTS, connect_to
 from rendezvous.client.errors import ConnectionClosed, RendezvousError
-from rendezvous.client.live import Event, LiveClient, PeerEntry, connect
+from rendezvous.client.live import Event, LiveClient, PeerEntry
 from rendezvous.client.reconnect import (
     ReconnectingClient,
     RegistrationRefused,
@@ -58,7 +59,6 @@ _EXIT_HELP = (
     "connection lost (discover, --once)."
 )
 _ONCE_FLAG = ["once", None, "exit (status 3) when the connection is lost; no reconnection"]
-DIALECTS = ("live", "standard")
 Session: TypeAlias = "LiveClient | StandardClient"
 """What the commands talk through, whichever the dialect."""
 
@@ -423,16 +423,10 @@ async def _survive(
 
 async def _connect(reactor: Any, options: usage.Options, endpoint: str) -> Session:
     """A session with ``endpoint``: libp2p for a multiaddr, else a client strport."""
-    address = options["multiaddrs"].get(endpoint)
-    if options["dialect"] == "standard":
-        from rendezvous.client.standard import connect_standard
-
-        return await connect_standard(reactor, address, options["key"])
-    if address is None:
-        return await connect(reactor, endpoint)
-    from rendezvous.client.p2p import connect_p2p
-
-    return await connect_p2p(reactor, address, options["key"])
+    session: Session = await connect_to(
+        reactor, endpoint, dialect=options["dialect"], identity=options["key"]
+    )
+    return session
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,7 +9,8 @@ rendezvous again and hands each subscription only the difference between what it
 knew and the fresh snapshot.
 
 `Backoff` and `View` are pure; the client itself runs on an injected clock and a
-``connect`` function, so tests drive it with `twisted.internet.task.Clock` and fakes.
+``connect`` function (`rendezvous.client.connect.connector` makes one for server
+names as people write them), so tests drive it with a ``Clock`` and fakes.
 """
 
 from __future__ import annotations
