@@ -116,6 +116,22 @@ class _LoggedEndpoint:
         return d.addCallback(listening)
 
 
+LISTEN_BACKLOG = 4096
+"""Accept queue of the live listeners unless their strport names one: Twisted's 50
+overflows when thousands of clients reconnect after a restart, and the handshakes it
+drops strand clients for many seconds (docs/benchmarks.rst, restart drill). The
+kernel caps it at ``net.core.somaxconn``."""
+_QUEUED_TYPES = ("tcp:", "tcp6:", "ssl:", "unix:", "haproxy:")
+
+
+def with_backlog(description: str, backlog: int = LISTEN_BACKLOG) -> str:
+    """``description`` with ``backlog`` added, for a listening strport that queues
+    connections and names no backlog of its own."""
+    if description.startswith(_QUEUED_TYPES) and "backlog=" not in description:
+        return f"{description}:backlog={backlog}"
+    return description
+
+
 def _listener(
     description: str, factory: IProtocolFactory, what: str, ports: list[IListeningPort]
 ) -> Service:
@@ -220,7 +236,7 @@ class Daemon(MultiService):
         goodbye.setServiceParent(self)
         for description in config.listen:
             _listener(
-                description, self.live_factory, "live dialect", self.live_ports
+                with_backlog(description), self.live_factory, "live dialect", self.live_ports
             ).setServiceParent(self)
         self.p2p_host: Host | None = None
         self.p2p_ports: list[IListeningPort] = []

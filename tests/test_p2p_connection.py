@@ -523,9 +523,9 @@ class TCPAddressTests(SynchronousTestCase):
     def test_parse(self) -> None:
         address = TCPAddress.parse("/ip4/127.0.0.1/tcp/4002")
         self.assertEqual((address.host, address.port, address.ipv6), ("127.0.0.1", 4002, False))
-        self.assertEqual(address.server_description(), "tcp:4002:interface=127.0.0.1")
+        self.assertEqual(address.server_description(), "tcp:4002:interface=127.0.0.1:backlog=4096")
         six = TCPAddress.parse(f"/ip6/::1/tcp/0/p2p/{SERVER_KEY.peer_id_text()}")
-        self.assertEqual(six.server_description(), "tcp6:0:interface=\\:\\:1")
+        self.assertEqual(six.server_description(9), "tcp6:0:interface=\\:\\:1:backlog=9")
         self.assertEqual(six.peer_id, SERVER_KEY.peer_id())
         self.assertEqual(six.with_port(7).text(), "/ip6/::1/tcp/7")
 

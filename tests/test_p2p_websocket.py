@@ -52,7 +52,7 @@ class WebSocketAddressTests(SynchronousTestCase):
         self.assertEqual(address.peer_id, CLIENT_KEY.peer_id())
         self.assertEqual(address.text(), "/ip4/127.0.0.1/tcp/4003/ws")
         self.assertEqual(address.with_port(9).text(), "/ip4/127.0.0.1/tcp/9/ws")
-        self.assertEqual(address.server_description(), "tcp:4003:interface=127.0.0.1")
+        self.assertEqual(address.server_description(), "tcp:4003:interface=127.0.0.1:backlog=4096")
         self.assertEqual(address.binary(), multiaddr_from_text("/ip4/127.0.0.1/tcp/4003/ws"))
         self.assertFalse(TCPAddress.parse("/ip6/::1/tcp/1").ws)
         for text in ("/ip4/1.2.3.4/tcp/1/tls", "/ip4/1.2.3.4/tcp/1/ws/ws", "/ip4/1.2.3.4/ws"):

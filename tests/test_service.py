@@ -18,7 +18,7 @@ from rendezvous import _tap
 from rendezvous.client.live import connect
 from rendezvous.limits import Limits
 from rendezvous.loglimit import LogLimiter
-from rendezvous.service import Daemon, DaemonConfig
+from rendezvous.service import Daemon, DaemonConfig, with_backlog
 
 from .helpers import peer_id
 from .processes import TWISTD, Process, spawn
@@ -92,7 +92,7 @@ class OptionsTests(SynchronousTestCase):
                 for s in service  # type: ignore[attr-defined]
                 if hasattr(s, "endpoint")
             ],
-            ["tcp:4001"],
+            ["tcp:4001:backlog=4096"],
         )
 
 
@@ -155,7 +155,9 @@ class MetricsAndLogsTests(TestCase):
         lines = self.formatted()
         port = self.daemon.live_ports[0].getHost().port  # type: ignore[attr-defined]
         self.assertIn(
-            f"live dialect listening on tcp 127.0.0.1:{port} (tcp:0:interface=127.0.0.1)", lines
+            f"live dialect listening on tcp 127.0.0.1:{port} "
+            "(tcp:0:interface=127.0.0.1:backlog=4096)",
+            lines,
         )
         self.assertTrue(any(line.startswith("rendezvous 0.1.0 starting") for line in lines))
 
@@ -260,3 +262,15 @@ class ShutdownGraceTests(SynchronousTestCase):
         options = _tap.Options()
         options.parseOptions(["--shutdown-grace", "12"])
         self.assertEqual(options["shutdown-grace"], 12.0)
+
+
+class BacklogTests(SynchronousTestCase):
+    def test_listeners_queue_a_crowd_unless_told(self) -> None:
+        self.assertEqual(with_backlog("tcp:4001"), "tcp:4001:backlog=4096")
+        self.assertEqual(
+            with_backlog("haproxy:tcp:4001:interface=10.0.0.1"),
+            "haproxy:tcp:4001:interface=10.0.0.1:backlog=4096",
+        )
+        self.assertEqual(with_backlog("unix:/run/r.sock"), "unix:/run/r.sock:backlog=4096")
+        self.assertEqual(with_backlog("tcp:4001:backlog=64"), "tcp:4001:backlog=64")
+        self.assertEqual(with_backlog("systemd:domain=INET:index=0"), "systemd:domain=INET:index=0")

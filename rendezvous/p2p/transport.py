@@ -90,10 +90,11 @@ class TCPAddress:
     def binary(self) -> bytes:
         return multiaddr_from_text(self.text())
 
-    def server_description(self) -> str:
-        """The strports description that listens on this address."""
+    def server_description(self, backlog: int = 4096) -> str:
+        """The strports description that listens on this address (with an accept
+        queue for a crowd reconnecting at once; the kernel caps it at somaxconn)."""
         interface = self.host.replace(":", "\\:")
-        return f"tcp{'6' if self.ipv6 else ''}:{self.port}:interface={interface}"
+        return f"tcp{'6' if self.ipv6 else ''}:{self.port}:interface={interface}:backlog={backlog}"
 
     def client_endpoint(
         self, reactor: IReactorTCP, timeout: float = 30, tls_options: Any = None
