@@ -8,6 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from rendezvous.limits import Limits
 from rendezvous.live.codec import (
+    DISCOVER_REPLY_BYTES,
     DiscoverRequest,
     LiveCodec,
     RegisterRequest,
@@ -178,12 +179,12 @@ class EncodeTests(SynchronousTestCase):
         self.assertIs(self.codec.announcement_frame(announcement), announcement.encoded)
 
     @given(st.lists(_peers, max_size=20), st.none() | st.integers(0, 2**64 - 1))
-    def test_registration_lists_split_under_the_frame_limit(
+    def test_snapshots_split_under_the_frame_limit(
         self, peers: list[Peer], request_id: int | None
     ) -> None:
         frames = list(
             self.codec.registrations_frames(
-                [Registration("ns", p) for p in peers], request_id, empty=True
+                [Registration("ns", p) for p in peers], request_id, empty=False
             )
         )
         messages = [m for f in frames for m in unframe_all(f)]
@@ -194,6 +195,25 @@ class EncodeTests(SynchronousTestCase):
             self.assertEqual(
                 message.request_id if message.HasField("request_id") else None, request_id
             )
+
+    @given(st.lists(_peers, max_size=20), st.none() | st.integers(0, 2**64 - 1))
+    def test_a_discover_is_answered_in_one_message(
+        self, peers: list[Peer], request_id: int | None
+    ) -> None:
+        [frame] = self.codec.registrations_frames(
+            [Registration("ns", p) for p in peers], request_id, empty=True
+        )
+        [message] = unframe_all(frame)
+        self.assertEqual([e.peer.id for e in message.register], [p.id for p in peers])
+
+    def test_a_discover_answer_past_its_bound_leaves_the_rest_out(self) -> None:
+        big = peer("big", *(tcp_addr(n) for n in range(16)))
+        many = [Registration("ns", big)] * 20_000
+        [frame] = self.codec.registrations_frames(many, 7, empty=True)
+        [message] = unframe_all(frame)
+        self.assertLessEqual(len(frame), DISCOVER_REPLY_BYTES + 16)
+        self.assertGreater(len(message.register), 1000)
+        self.assertLess(len(message.register), 20_000)
 
     def test_empty_snapshot_sends_nothing_and_empty_discover_one_message(self) -> None:
         self.assertEqual(list(self.codec.registrations_frames([], None, empty=False)), [])

@@ -38,6 +38,9 @@ _CACHE_SIZE = 4096
 """Peer ids and addresses parsed recently: enough for the ids a busy daemon sees again
 and again, small beside what its sessions hold (each session caches its own entries)."""
 _HEADER_TABLE = 2048
+DISCOVER_REPLY_BYTES = 1024 * 1024
+"""The largest answer to a DISCOVER, which is one message (about 10,000 typical
+registrations; ``--discover-max-limit`` is 1000 by default)."""
 _REGISTER_HEADERS = [b"\x12" + encode_uvarint(length) for length in range(_HEADER_TABLE)]
 """The tag and length of a ``Message.register`` entry, for the usual entry sizes."""
 _KIND_NAMES = {
@@ -364,11 +367,14 @@ class LiveCodec:
     def registrations_frames(
         self, registrations: Iterable[Registration], request_id: int | None, *, empty: bool
     ) -> Iterator[bytes]:
-        """REGISTER messages listing ``registrations``, split to stay under the frame limit.
+        """REGISTER messages listing ``registrations``, split to stay under the frame limit
+        (a RENDEZVOUS snapshot).
 
-        With ``empty``, a message is sent even when there is nothing to list (DISCOVER).
+        With ``empty`` (a DISCOVER's answer), exactly one message, even when there is
+        nothing to list, as the protocol says: up to `DISCOVER_REPLY_BYTES`, and the
+        registrations past that are left out.
         """
-        budget = self.limits.max_frame_bytes - 16
+        budget = DISCOVER_REPLY_BYTES if empty else self.limits.max_frame_bytes - 16
         tail = b"" if request_id is None else b"\x38" + encode_uvarint(request_id)
         parts = [b"\x08\x00"]
         size = 2 + len(tail)
@@ -379,6 +385,8 @@ class LiveCodec:
             header = headers[length] if length < _HEADER_TABLE else b"\x12" + encode_uvarint(length)
             item_size = len(header) + length
             if size + item_size > budget and len(parts) > 1:
+                if empty:
+                    break
                 yield self._frame(parts, tail)
                 parts = [b"\x08\x00"]
                 size = 2 + len(tail)
