@@ -12,7 +12,7 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from rendezvous.client.errors import ConnectionClosed, NotAuthorized
+from rendezvous.client.errors import ConnectionClosed, InvalidNamespace, NotAuthorized
 from rendezvous.client.live import Event, PeerEntry
 from rendezvous.client.reconnect import (
     Backoff,
@@ -134,7 +134,7 @@ class StandardSession:
 
     def lose(self, reason: str = "connection lost") -> None:
         if not self.closed.called:
-            self.close_reason = reason
+            self.close_reason = self.close_reason or reason  # as LiveClient keeps the first
             self.closed.callback(None)
 
 
@@ -185,6 +185,7 @@ class ReconnectingClientTests(SynchronousTestCase):
             self.dialer,
             on_state=self.states.append,
             backoff=Backoff(initial=0.5, cap=4.0, random=lambda: 1.0),
+            random=lambda: 1.0,
         )
 
     def connect_and_subscribe(self) -> LiveSession:
@@ -259,24 +260,79 @@ class ReconnectingClientTests(SynchronousTestCase):
         session.register_answers[0].callback(None)
         self.successResultOf(accepted)
 
-    def test_refused_registration_is_reported_and_not_retried(self) -> None:
+    def reconnected_with(self, refusal: Exception) -> LiveSession:
+        """A registration accepted, the session lost, and the next one refusing it."""
         self.client.start()
         session = self.dialer.accept()
-        accepted = self.client.register("app", "me")
+        self.accepted = self.client.register("app", "me")
         session.register_answers[0].callback(None)
         self.clock.advance(5)
         session.lose()
         self.clock.advance(0)
         again = self.dialer.accept()
-        refusal = NotAuthorized(200, "held by another session")
         again.register_answers[0].errback(refusal)
-        self.successResultOf(accepted)
+        return again
+
+    def test_a_refusal_other_than_ownership_is_reported_and_not_retried(self) -> None:
+        refusal = InvalidNamespace(100, "no such namespace any more")
+        again = self.reconnected_with(refusal)
+        self.successResultOf(self.accepted)
         self.assertEqual(self.states[-1], RegistrationRefused("app", "me", refusal))
         self.assertIn("refused: me in app", describe_state(self.states[-1]))
+        self.clock.advance(60)
+        self.assertEqual(len(again.registered), 1)
         self.clock.advance(5)
         again.lose()
         self.clock.advance(0)
         self.assertEqual(self.dialer.accept().registered, [])
+
+    def test_held_by_another_session_is_asked_again_for_a_while(self) -> None:
+        """Its own session on a daemon that died may hold the id until the fleet's
+        lease runs out: asked again with a growing pause, then given up."""
+        refusal = NotAuthorized(200, "peer id is registered by another session")
+        again = self.reconnected_with(refusal)
+        retrying = self.states[-1]
+        assert isinstance(retrying, RegistrationRefused)
+        self.assertEqual(retrying.retry_in, 0.75)
+        self.assertIn("asking again in 0.8 s", describe_state(retrying))
+        self.clock.advance(0.75)
+        self.assertEqual(len(again.registered), 2)
+        again.register_answers[1].callback(None)  # the lease ran out: ours again
+        self.assertEqual(self.client._registrations[("app", "me")].contests, 0)
+        # refused for longer than contest_for: given up
+        self.clock.advance(5)
+        again.lose()
+        self.clock.advance(0)
+        third = self.dialer.accept()
+        third.register_answers[0].errback(refusal)
+        for n in range(1, 100):
+            delay = self.states[-1].retry_in  # type: ignore[union-attr]
+            if delay is None:
+                break
+            self.clock.advance(delay)
+            third.register_answers[n].errback(refusal)
+        self.assertEqual(self.states[-1], RegistrationRefused("app", "me", refusal))
+        self.assertLess(len(third.registered), 20)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_a_session_that_does_not_answer_is_made_again(self) -> None:
+        self.client.start()
+        session = self.dialer.accept()
+        self.client.register("app", "me")
+        self.clock.advance(9.9)
+        self.assertFalse(session.disconnected)
+        self.clock.advance(0.1)
+        self.assertTrue(session.disconnected)
+        lost = self.states[-1]
+        assert isinstance(lost, Lost)
+        self.assertEqual(lost.reason, "no answer within 10 s")
+
+    def test_an_answered_session_is_left_alone(self) -> None:
+        self.client.start()
+        session = self.dialer.accept()
+        self.client.register("app", "me")
+        session.register_answers[0].callback(None)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_first_refusal_fails_the_registration(self) -> None:
         self.client.start()

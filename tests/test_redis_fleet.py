@@ -15,8 +15,10 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
+from rendezvous.client.connect import connector
 from rendezvous.client.errors import NotAuthorized, RendezvousError
 from rendezvous.client.live import LiveClientProtocol, connect
+from rendezvous.client.reconnect import ReconnectingClient, RegistrationRefused, StateEvent
 from rendezvous.model import Refused, Status
 from rendezvous.service import Daemon, DaemonConfig
 from rendezvous.store import redis as redis_store
@@ -283,6 +285,40 @@ class LifecycleTests(FleetTestCase):
         self.assertIn("shutting down", client.going_away or "")
         yield seen.until(2)
         self.assertEqual(seen.events[1], ("unregister", peer_id("T")))
+
+    @inlineCallbacks
+    def test_clients_of_a_killed_daemon_register_again_elsewhere(self):  # type: ignore[no-untyped-def]
+        """kill -9: a reconnecting client moves to another daemon, whose REGISTER is
+        refused while the dead daemon's lease still holds the id; it asks again and
+        is registered once the lease ran out and the dead daemon was reaped."""
+        lease = 1.0
+        survivor = yield self.daemon(lease)
+        process, doomed = yield self.spawn_daemon(lease)
+        doomed_port = doomed.transport.getPeer().port
+        survivor_port = survivor.live_ports[0].getHost().port  # type: ignore[attr-defined]
+        states: list[StateEvent] = []
+        client = ReconnectingClient(
+            reactor,
+            [f"127.0.0.1:{doomed_port}", f"127.0.0.1:{survivor_port}"],
+            connector(reactor),
+            on_state=states.append,
+        )
+        client.start()
+        self.addCleanup(client.stop)
+        yield client.register("ns", peer_id("M"), [tcp_addr(7)])
+        watcher = yield self.client(survivor)
+        seen = Watcher()
+        yield watcher.rendezvous("ns", seen)
+        self.assertEqual(seen.events, [("register", peer_id("M"))])
+        yield process.kill()
+        yield seen.until(3)  # gone with the dead daemon, then back from the survivor
+        self.assertEqual(
+            seen.events[1:],
+            [("unregister", peer_id("M")), ("register", peer_id("M"))],
+        )
+        refusals = [e for e in states if isinstance(e, RegistrationRefused)]
+        self.assertTrue(all(e.retry_in is not None for e in refusals), refusals)
+        self.assertEqual(client.server, f"127.0.0.1:{survivor_port}")
 
     @inlineCallbacks
     def test_killed_daemon_is_reaped_once(self):  # type: ignore[no-untyped-def]

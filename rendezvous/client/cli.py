@@ -388,8 +388,8 @@ async def _survive(
             finish(EXIT_REFUSED)
 
     def state(event: StateEvent) -> None:
-        if isinstance(event, RegistrationRefused):
-            refused(Failure(event.error))
+        if isinstance(event, RegistrationRefused) and event.retry_in is None:
+            refused(Failure(event.error))  # given up: nothing is held any more
         else:
             print(f"rendezvous: {describe_state(event)}", file=err, flush=True)
 

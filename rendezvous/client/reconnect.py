@@ -27,6 +27,7 @@ from twisted.python.failure import Failure
 
 from rendezvous.client.errors import ConnectionClosed, RendezvousError
 from rendezvous.client.live import Event, EventHandler, PeerEntry
+from rendezvous.model import Status
 
 
 class Backoff:
@@ -121,11 +122,14 @@ class Lost:
 
 @dataclass(frozen=True, slots=True)
 class RegistrationRefused:
-    """A server refused a registration the client held; it is no longer held."""
+    """A server refused a registration the client held. With ``retry_in``, it is
+    asked again then (the id may still be held by this client's own session on a
+    daemon that is gone, until the fleet notices); without, it is no longer held."""
 
     namespace: str
     peer_id: str
     error: RendezvousError
+    retry_in: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +150,10 @@ def describe_state(event: StateEvent) -> str:
         target = "" if event.next_server == event.server else f" {event.next_server}"
         return f"{verb} {event.server}: {event.reason}; retrying{target} in {event.retry_in:.1f} s"
     if isinstance(event, RegistrationRefused):
-        return f"refused: {event.peer_id} in {event.namespace}: {event.error}"
+        text = f"refused: {event.peer_id} in {event.namespace}: {event.error}"
+        if event.retry_in is not None:
+            text += f"; asking again in {event.retry_in:.1f} s"
+        return text
     return "stopped"
 
 
@@ -156,6 +163,10 @@ class _Held:
     signed_peer_record: bytes | None
     accepted: Deferred[None] | None
     """Fires when a server first accepts it; None afterwards."""
+    contested_since: float | None = None
+    """When a server first refused it as another session's, since it last held."""
+    contests: int = 0
+    retry: IDelayedCall | None = None
 
 
 class _Subscription:
@@ -188,6 +199,9 @@ class ReconnectingClient:
         on_state: Callable[[StateEvent], None] | None = None,
         backoff: Backoff | None = None,
         min_uptime: float = 1.0,
+        answer_timeout: float = 10.0,
+        contest_for: float = 30.0,
+        random: Callable[[], float] = _random.random,
     ) -> None:
         if not servers:
             raise ValueError("at least one server is needed")
@@ -198,6 +212,16 @@ class ReconnectingClient:
         self.backoff = backoff or Backoff()
         self.min_uptime = min_uptime
         """A session that lasted this long earns an immediate first retry."""
+        self.answer_timeout = answer_timeout
+        """A session that leaves a REGISTER or RENDEZVOUS unanswered this long is
+        closed and made again (a handshake the server dropped under load)."""
+        self.contest_for = contest_for
+        """How long a registration this client held is asked again after a server
+        refuses it as another session's (its own, on a daemon that died, until the
+        fleet's lease runs out)."""
+        self._awaiting = 0
+        self._answer_timer: IDelayedCall | None = None
+        self._random = random
         self._index = 0
         self._session: Any = None
         self._session_started = 0.0
@@ -233,6 +257,10 @@ class ReconnectingClient:
         if self._attempt is not None:
             attempt, self._attempt = self._attempt, None
             attempt.cancel()
+        self._cancel_answer_timer()
+        for registration in self._registrations.values():
+            if registration.retry is not None and registration.retry.active():
+                registration.retry.cancel()
         session, self._session = self._session, None
         held = list(self._registrations)
         self._registrations.clear()
@@ -342,6 +370,7 @@ class ReconnectingClient:
         if session is not self._session:
             return
         self._session = None
+        self._cancel_answer_timer()
         up_for = self._clock.seconds() - self._session_started
         going_away = getattr(session, "going_away", None)
         if up_for >= self.min_uptime:
@@ -369,29 +398,86 @@ class ReconnectingClient:
     def _send_register(self, session: Any, key: tuple[str, str]) -> None:
         held = self._registrations[key]
         namespace, peer_id = key
+        if held.retry is not None and held.retry.active():
+            held.retry.cancel()
+        held.retry = None
         if held.signed_peer_record is not None:
             d = session.register(namespace, peer_id, held.addrs, held.signed_peer_record)
         else:
             d = session.register(namespace, peer_id, held.addrs)
+        self._await_answer(session)
 
         def accepted(_: object) -> None:
+            self._answered(session)
             current = self._registrations.get(key)
-            if current is held and held.accepted is not None:
-                first, held.accepted = held.accepted, None
-                first.callback(None)
+            if current is held:
+                held.contested_since, held.contests = None, 0
+                if held.accepted is not None:
+                    first, held.accepted = held.accepted, None
+                    first.callback(None)
 
         def refused(failure: Failure) -> None:
+            self._answered(session)
             if not failure.check(RendezvousError) or self._registrations.get(key) is not held:
                 return  # a lost session is handled by `_closed`
-            del self._registrations[key]
             error = failure.value
             assert isinstance(error, RendezvousError)
+            if self._contested(held, error):
+                delay = min(5.0, 0.5 * 2.0 ** min(held.contests, 8)) * (0.5 + self._random())
+                held.contests += 1
+                held.retry = self._clock.callLater(delay, self._register_again, session, key)
+                self._on_state(RegistrationRefused(namespace, peer_id, error, delay))
+                return
+            del self._registrations[key]
             if held.accepted is not None:
                 first, held.accepted = held.accepted, None
                 first.errback(error)
             self._on_state(RegistrationRefused(namespace, peer_id, error))
 
         d.addCallbacks(accepted, refused)
+
+    def _contested(self, held: _Held, error: RendezvousError) -> bool:
+        """Whether to ask again: a registration this client held before, refused as
+        another session's, within `contest_for` of the first such refusal."""
+        if held.accepted is not None or error.status != Status.NOT_AUTHORIZED:
+            return False
+        now = self._clock.seconds()
+        if held.contested_since is None:
+            held.contested_since = now
+        return now - held.contested_since < self.contest_for
+
+    def _register_again(self, session: Any, key: tuple[str, str]) -> None:
+        held = self._registrations.get(key)
+        if held is not None:
+            held.retry = None
+            if session is self._session:
+                self._send_register(session, key)
+
+    def _await_answer(self, session: Any) -> None:
+        self._awaiting += 1
+        if self._answer_timer is None:
+            self._answer_timer = self._clock.callLater(
+                self.answer_timeout, self._unanswered, session
+            )
+
+    def _answered(self, session: Any) -> None:
+        if session is not self._session:
+            return
+        self._awaiting = max(0, self._awaiting - 1)
+        if not self._awaiting:
+            self._cancel_answer_timer()
+
+    def _unanswered(self, session: Any) -> None:
+        self._answer_timer = None
+        if session is self._session and self._awaiting:
+            session.close_reason = f"no answer within {self.answer_timeout:g} s"
+            session.disconnect()
+
+    def _cancel_answer_timer(self) -> None:
+        self._awaiting = 0
+        if self._answer_timer is not None and self._answer_timer.active():
+            self._answer_timer.cancel()
+        self._answer_timer = None
 
     def _subscribe(self, session: Any, namespace: str) -> None:
         subscription = self._subscriptions[namespace]
@@ -432,7 +518,13 @@ class ReconnectingClient:
                 for d in ready:
                     d.errback(failure)
 
-        session.rendezvous(namespace, pushed).addCallbacks(delivered, refused)
+        self._await_answer(session)
+
+        def answered(result: object) -> object:
+            self._answered(session)
+            return result
+
+        session.rendezvous(namespace, pushed).addBoth(answered).addCallbacks(delivered, refused)
 
 
 def _reason(failure: Failure) -> str:
