@@ -6,7 +6,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { backoffDelay, backoffOptions } from './backoff.js'
 import { decodeMessage, encodeFrame, FrameDecoder, MessageType } from './codec.js'
-import { RendezvousError } from './errors.js'
+import { RendezvousError, Status } from './errors.js'
 
 /** The libp2p stream protocol of the live dialect. */
 export const PROTOCOL = '/rendezvous/live/1.0.0'
@@ -16,6 +16,7 @@ export const DEFAULT_DISCOVER_TIMEOUT_MS = 30_000
 const P2P_CODE = 421
 const MAX_PENDING_REQUESTS = 1024
 const SERVER_TAG = 'live-rendezvous-server'
+const CONTEST_MS = 30_000
 
 /**
  * @typedef {import('@libp2p/interface').PeerId} PeerId
@@ -80,6 +81,8 @@ const SERVER_TAG = 'live-rendezvous-server'
  * @property {string | null} registered the addresses registered in this session (key), or null
  * @property {number} batch the number of the next write: requests sent together share it
  * @property {Set<string>} reported batch|namespace|status of the refusals reported
+ * @property {Map<string, { since: number, tries: number, timer: any }>} contested namespaces
+ *   whose REGISTER was refused as another session's: asked again for a while
  */
 
 /**
@@ -217,7 +220,10 @@ export class LiveRendezvous extends TypedEventEmitter {
     this.#dialing = undefined
     const session = this.#session
     this.#session = undefined
-    if (session != null) session.stream.abort(new Error('rendezvous service stopped'))
+    if (session != null) {
+      for (const { timer } of session.contested.values()) if (timer != null) this.#timers.clearTimeout(timer)
+      session.stream.abort(new Error('rendezvous service stopped'))
+    }
     for (const d of [...this.#discoveries]) this.#settle(d, new Error('rendezvous service stopped'))
     for (const members of this.#members.values()) members.clear()
     this.#serverIndex = 0
@@ -366,7 +372,8 @@ export class LiveRendezvous extends TypedEventEmitter {
       syncing: new Map(),
       registered: null,
       batch: 0,
-      reported: new Set()
+      reported: new Set(),
+      contested: new Map()
     }
     this.#session = session
     stream.addEventListener('message', (event) => {
@@ -413,6 +420,7 @@ export class LiveRendezvous extends TypedEventEmitter {
   #end (session, reason) {
     if (this.#session !== session) return
     this.#session = undefined
+    for (const { timer } of session.contested.values()) if (timer != null) this.#timers.clearTimeout(timer)
     if (session.stream.status === 'open' || session.stream.status === 'closing') {
       session.stream.abort(new Error(reason))
     }
@@ -524,6 +532,30 @@ export class LiveRendezvous extends TypedEventEmitter {
     return { ns, peer: { id: this.#components.peerId.toString(), addrs: addrs.map((a) => a.bytes) } }
   }
 
+  /**
+   * A REGISTER refused as another session's: on a fleet, that may be this node's own
+   * session on a daemon that died, until the fleet's lease runs out. Ask again with a
+   * growing pause, for CONTEST_MS.
+   *
+   * @param {Session} session
+   * @param {string} ns
+   */
+  #contest (session, ns) {
+    const now = Date.now()
+    const state = session.contested.get(ns) ?? { since: now, tries: 0, timer: null }
+    session.contested.set(ns, state)
+    if (now - state.since >= CONTEST_MS || state.timer != null) return
+    const delay = Math.min(5000, 500 * 2 ** Math.min(state.tries, 8)) * (0.5 + Math.random())
+    state.tries += 1
+    state.timer = this.#timers.setTimeout(() => {
+      state.timer = null
+      const addrs = this.#ownAddrs()
+      if (this.#session !== session || addrs.length === 0) return
+      this.#log('asking again to register in %s', ns)
+      this.#send(session, [this.#request(session, 'register', ns, { register: [this.#entry(ns, addrs)] })])
+    }, delay)
+  }
+
   /** `self:peer:update`: register the new addresses (or unregister when none are left). */
   #onSelfUpdate = () => {
     const session = this.#session
@@ -594,6 +626,7 @@ export class LiveRendezvous extends TypedEventEmitter {
         })
         if (op?.kind === 'sync') this.#finishSync(session, op.namespace, true)
         if (op?.discovery != null) this.#settle(op.discovery, err)
+        if (op?.kind === 'register' && err.status === Status.E_NOT_AUTHORIZED) this.#contest(session, op.namespace)
         if (op != null) {
           // the REGISTER, RENDEZVOUS and DISCOVER of one bad namespace sent together: one event
           const key = `${op.batch}|${op.namespace}|${err.status}`

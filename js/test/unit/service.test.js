@@ -98,6 +98,22 @@ describe('the service', () => {
     assert.equal(events.all('peer', (d) => String(d.id) === IDS.self).length, 0)
   })
 
+  it('asks again to register when refused as another session\'s (its own, on a dead fleet member)', async () => {
+    const { components, timers } = await connected()
+    const stream = components.stream
+    const register = stream.sent.find((m) => m.type === REGISTER)
+    assert.ok(register)
+    const pending = timers.pending.size
+    stream.push({ type: ERROR, error: { status: 200, text: 'peer id is registered by another session' }, requestId: register.requestId })
+    assert.equal(timers.pending.size, pending + 1, 'a retry is scheduled')
+    const before = stream.sent.filter((m) => m.type === REGISTER).length
+    let fired = 0
+    while (stream.sent.filter((m) => m.type === REGISTER).length === before && timers.fireNext()) fired++
+    assert.ok(fired > 0)
+    assert.deepEqual(nsOf(stream.sent.at(-1) ?? {}), 'app')
+    assert.equal(stream.sent.at(-1)?.type, REGISTER)
+  })
+
   it('registers only with addresses: again when they change, away when none are left', async () => {
     const { components, service } = fakeService()
     components.addresses = []
