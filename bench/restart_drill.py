@@ -439,7 +439,8 @@ class Load:
                 self.failed.append(time.time())
                 self.failures.append((time.time(), event.reason[:60]))
         elif isinstance(event, RegistrationRefused):
-            self.reg_refused[k] = True
+            # With retry_in the library asks again itself; without, it has let go.
+            self.reg_refused[k] = event.retry_in is None
             self.refusals += 1
             self.refusal_texts[str(event.error)[:80]] += 1
             if self.retry:

@@ -545,7 +545,7 @@ export class LiveRendezvous extends TypedEventEmitter {
     const state = session.contested.get(ns) ?? { since: now, tries: 0, timer: null }
     session.contested.set(ns, state)
     if (now - state.since >= CONTEST_MS || state.timer != null) return
-    const delay = Math.min(5000, 500 * 2 ** Math.min(state.tries, 8)) * (0.5 + Math.random())
+    const delay = Math.min(2000, 500 * 2 ** Math.min(state.tries, 8)) * (0.5 + Math.random())
     state.tries += 1
     state.timer = this.#timers.setTimeout(() => {
       state.timer = null

@@ -423,7 +423,7 @@ class ReconnectingClient:
             error = failure.value
             assert isinstance(error, RendezvousError)
             if self._contested(held, error):
-                delay = min(5.0, 0.5 * 2.0 ** min(held.contests, 8)) * (0.5 + self._random())
+                delay = min(2.0, 0.5 * 2.0 ** min(held.contests, 8)) * (0.5 + self._random())
                 held.contests += 1
                 held.retry = self._clock.callLater(delay, self._register_again, session, key)
                 self._on_state(RegistrationRefused(namespace, peer_id, error, delay))
