@@ -73,6 +73,13 @@ class BenchSmokeTests(unittest.TestCase):
         self.assertIn("Restart drill (b):", text)
         self.assertRegex(text, re.compile(r"^\s*kill -9 1 of 3\s*\|.*\|", re.M))
 
+    async def test_soak(self) -> None:
+        # --quick: 8 cycles/s for 8 soak minutes of 2 s, then the TTLs (3 s) run out.
+        text = await self.run_script("soak.py", "Soak (a):", "raw live")
+        self.assertRegex(text, re.compile(r"^\s*libp2p standard\s*\|.*\|", re.M))
+        self.assertIn("Soak (c): leak checks", text)
+        self.assertRegex(text, re.compile(r"^\s*registrations at the end\s*\|\s*0\s*\|", re.M))
+
     def _need_node_modules(self, folder: str) -> None:
         if (why := node_missing(folder)) is not None:
             raise unittest.SkipTest(f"{why}: the js baseline cannot run")
