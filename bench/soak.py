@@ -32,6 +32,7 @@ import http.client
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -55,11 +56,16 @@ GAUGES = ("sessions", "registrations", "namespaces", "subscriptions")
 class Daemon:
     """``twistd -n rendezvous`` with the live, libp2p and metrics listeners on free ports."""
 
-    def __init__(self, ttl_default: int) -> None:
+    def __init__(self, ttl_default: int, tracemalloc: str | None = None) -> None:
+        """``tracemalloc``: run the daemon under tracemalloc; `snapshot` writes there
+        what grew since its first call."""
+        code = "from twisted.scripts.twistd import run; run()"
+        if tracemalloc:
+            code = c._TRACEMALLOC.format(path=os.path.abspath(tracemalloc)) + code
         argv = [
             sys.executable,
             "-c",
-            "from twisted.scripts.twistd import run; run()",
+            code,
             "-n",
             "--pidfile=",
             "--logfile=-",
@@ -145,6 +151,11 @@ class Daemon:
             **{g: int(m.get(g, -1)) for g in GAUGES},
             "opened": int(m.get("sessions_opened_total", -1)),
         }
+
+    def snapshot(self) -> None:
+        """SIGUSR2: the first takes tracemalloc's base, later ones write the growth."""
+        os.kill(self.proc.pid, signal.SIGUSR2)
+        time.sleep(2)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -336,7 +347,7 @@ def trend(ts: list[float], ys: list[float]) -> tuple[float, float, float]:
 
 def main(args: Any) -> int:
     c.raise_fd_limit()
-    daemon = Daemon(args.ttl_default)
+    daemon = Daemon(args.ttl_default, args.tracemalloc)
     per = c.split(int(args.rate * 1000), args.generators)
     hold = (args.hold_min, args.hold_max)
     workers = [
@@ -366,6 +377,8 @@ def main(args: Any) -> int:
             w.recv(60)
         t0 = time.monotonic()
         samples = [{"minute": 0, "t": 0.0, **before}]
+        warm_minute = max(1, round((args.minutes + 1) * 0.2))
+        traced: dict[str, str] = {}
         for minute in range(1, args.minutes + 1):
             wake = t0 + minute * args.minute_seconds
             time.sleep(max(0.0, wake - time.monotonic()))
@@ -379,7 +392,12 @@ def main(args: Any) -> int:
                 f"{s['opened']:,} sessions opened",
                 flush=True,
             )
+            if args.tracemalloc and minute == warm_minute:
+                daemon.snapshot()  # the base: after warm-up
         load_s = time.monotonic() - t0
+        if args.tracemalloc:
+            daemon.snapshot()
+            traced["under load, after warm-up"] = read(args.tracemalloc)
         reports = c.broadcast(workers, "stop", timeout=60)
         stopped = time.monotonic()
         # Every session dropped; the standard dialect's registrations run out with their TTL.
@@ -393,6 +411,9 @@ def main(args: Any) -> int:
         time.sleep(1.0)  # the last closes' descriptors
         end = {"minute": None, "t": time.monotonic() - t0, **daemon.sample()}
         daemon_alive(daemon)
+        if args.tracemalloc:
+            daemon.snapshot()
+            traced["from warm-up to the end (load stopped, TTLs run out)"] = read(args.tracemalloc)
     finally:
         for w in workers:
             w.stop()
@@ -514,10 +535,21 @@ def main(args: Any) -> int:
         "fd_delta": fd_delta,
         "checks": checks,
     }
+    for when, report in traced.items():
+        print(f"\ntracemalloc, the daemon {when}:\n{report}")
+    result["tracemalloc"] = traced
     c.write_json(args.json, result)
     if args.plot:
         plot(args.plot, samples, warm, end, slope, mean, ts)
     return 0 if all(checks.values()) or not args.strict else 1
+
+
+def read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return "(no tracemalloc report)"
 
 
 def ok(good: bool) -> str:
@@ -586,6 +618,11 @@ if __name__ == "__main__":
     p.add_argument("--ttl-default", type=int, default=5, help="the daemon's --ttl-default")
     p.add_argument("--fd-slack", type=int, default=3, help="descriptors allowed above the start")
     p.add_argument("--keep-log", metavar="PATH", help="copy the daemon's log here")
+    p.add_argument(
+        "--tracemalloc",
+        metavar="PATH",
+        help="run the daemon under tracemalloc; write what grew over the soak here",
+    )
     p.add_argument("--strict", action="store_true", help="exit 1 when a leak check fails")
     a = p.parse_args()
     if a.quick:
