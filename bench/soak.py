@@ -50,6 +50,16 @@ MIX = (0, 1, 0, 2)
 _LIVE = re.compile(r"live dialect listening on tcp [0-9.]+:(\d+)")
 _P2P = re.compile(r"listening on (/ip4/127\.0\.0\.1/tcp/\d+/p2p/\w+)")
 _METRICS = re.compile(r"metrics listening on tcp [0-9.]+:(\d+)")
+_TRACEMALLOC = c._TRACEMALLOC.replace(
+    "    snap = tracemalloc.take_snapshot()",
+    # Collect first: what is left is held by a reference, not garbage awaiting the
+    # collector (a full collection runs only now and then, the saw-tooth of the RSS).
+    "    import gc\n    _freed = gc.collect()\n    snap = tracemalloc.take_snapshot()",
+).replace(
+    'f.write(f"traced growth since',
+    'f.write(f"gc.collect() freed {{_freed}} objects first\\n")\n'
+    '        f.write(f"traced growth since',
+)
 GAUGES = ("sessions", "registrations", "namespaces", "subscriptions")
 
 
@@ -61,7 +71,7 @@ class Daemon:
         what grew since its first call."""
         code = "from twisted.scripts.twistd import run; run()"
         if tracemalloc:
-            code = c._TRACEMALLOC.format(path=os.path.abspath(tracemalloc)) + code
+            code = _TRACEMALLOC.format(path=os.path.abspath(tracemalloc)) + code
         argv = [
             sys.executable,
             "-c",
@@ -155,7 +165,7 @@ class Daemon:
     def snapshot(self) -> None:
         """SIGUSR2: the first takes tracemalloc's base, later ones write the growth."""
         os.kill(self.proc.pid, signal.SIGUSR2)
-        time.sleep(2)
+        time.sleep(8)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
