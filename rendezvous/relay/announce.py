@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 
@@ -113,3 +114,18 @@ class Announcer(Renewal):
             why=why,
             delay=delay,
         )
+
+
+class AnnouncerService(Service):
+    """Runs an `Announcer` while the service runs."""
+
+    def __init__(self, announcer: Announcer) -> None:
+        self.announcer = announcer
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]  # Twisted's is untyped
+        self.announcer.start()
+
+    def stopService(self) -> None:
+        super().stopService()  # type: ignore[no-untyped-call]
+        self.announcer.stop()

@@ -20,7 +20,12 @@ from rendezvous.p2p.host import Host, HostLimits
 from rendezvous.p2p.keys import PrivateKey, load_or_create_identity
 from rendezvous.p2p.listen import advertising, p2p_listeners
 from rendezvous.p2p.transport import TCPAddress
-from rendezvous.relay.announce import DEFAULT_NAMESPACE, DEFAULT_TTL, Announcer
+from rendezvous.relay.announce import (
+    DEFAULT_NAMESPACE,
+    DEFAULT_TTL,
+    Announcer,
+    AnnouncerService,
+)
 from rendezvous.relay.resources import Acl, RelayLimits
 from rendezvous.relay.server import RelayServer
 from rendezvous.service import _listener
@@ -76,19 +81,6 @@ class _RelayRunner(Service):
         self.relay.stop()
 
 
-class _AnnouncerService(Service):
-    def __init__(self, announcer: Announcer) -> None:
-        self.announcer = announcer
-
-    def startService(self) -> None:
-        super().startService()
-        self.announcer.start()
-
-    def stopService(self) -> None:
-        super().stopService()
-        self.announcer.stop()
-
-
 class RelayDaemon(MultiService):
     """The `twistd rendezvous-relay` service tree."""
 
@@ -127,7 +119,7 @@ class RelayDaemon(MultiService):
             for text in config.announce_to
         ]
         for announcer in self.announcers:
-            _AnnouncerService(announcer).setServiceParent(self)
+            AnnouncerService(announcer).setServiceParent(self)
         self.host.addrs_changed.append(self._addrs_changed)
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(self.relay.stats)

@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from twisted.application.service import MultiService, Service
+from twisted.application.service import MultiService
 
 from rendezvous.loglimit import LogLimiter
 from rendezvous.p2p.host import Host
 from rendezvous.p2p.transport import TCPAddress
-from rendezvous.relay.announce import Announcer
+from rendezvous.relay.announce import Announcer, AnnouncerService
 from rendezvous.stun.fleet import DEFAULT_STUN_NAMESPACE, StunAdvertisement, refreshing
 from rendezvous.stun.ratelimit import SourceLimiter
 from rendezvous.stun.server import (
@@ -21,19 +21,6 @@ from rendezvous.stun.server import (
     StunStats,
     UDPListenAddress,
 )
-
-
-class _Running(Service):
-    def __init__(self, announcer: Announcer) -> None:
-        self.announcer = announcer
-
-    def startService(self) -> None:
-        super().startService()
-        self.announcer.start()
-
-    def stopService(self) -> None:
-        super().stopService()
-        self.announcer.stop()
 
 
 class StunService(MultiService):
@@ -84,7 +71,7 @@ class StunService(MultiService):
             for text in announce_to
         ]
         for announcer in self.announcers:
-            _Running(announcer).setServiceParent(self)
+            AnnouncerService(announcer).setServiceParent(self)
         self.advertisement.changed.append(self._changed)
 
     def _changed(self) -> None:
