@@ -18,6 +18,8 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 
+from .processes import ProcessTestCase
+
 PUBLIC_PREFIX = "198.18.0"
 """The public side: 198.18.0.0/24 (RFC 2544's benchmarking range)."""
 HOME_PREFIX = "198.19"
@@ -168,4 +170,14 @@ class Lab:
         self._namespaces.clear()
 
 
-__all__ = ["Home", "Host", "Lab", "unavailable"]
+class LabTestCase(ProcessTestCase):
+    """A test with a lab of its own, ``self.lab``; its processes are killed first (the
+    cleanups run last-in first-out), then the lab is removed."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.lab = Lab()
+        self.addCleanup(self.lab.close)
+
+
+__all__ = ["Home", "Host", "Lab", "LabTestCase", "unavailable"]

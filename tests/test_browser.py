@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import TestCase
 
-from .processes import ROOT, ProcessTestCase
+from .processes import ROOT, Process, ProcessTestCase
 
 EXAMPLE = os.path.join(ROOT, "examples", "browser")
 DIST = os.path.join(EXAMPLE, "dist")
@@ -32,6 +34,33 @@ def browser_missing() -> str | None:
     if not os.access(CHROMIUM, os.X_OK):
         return f"no Chromium at {CHROMIUM} (apt-get install chromium, or set CHROMIUM)"
     return None
+
+
+def check_pages_met(test: TestCase, result: dict[str, Any]) -> None:
+    """What every run of the two-pages driver must show."""
+    test.assertNotIn("error", result, result)
+    a, b = result["a"], result["b"]
+    test.assertTrue(a.startswith("12D3KooW") and b.startswith("12D3KooW"), result)
+    test.assertNotEqual(a, b)
+    # each lists the other within 2 s of B's registration
+    test.assertTrue(result["aListsB"] and result["bListsA"], result)
+    test.assertLessEqual(result["listedMs"], LISTED_MS, result)
+    # a message from A reaches B, and B's answer reaches A
+    test.assertIsNotNone(result["messageMs"], result)
+    test.assertIsNotNone(result["replyMs"], result)
+    # B leaves: the daemon's pushed UNREGISTER removes it from A's list within 2 s
+    test.assertIsNotNone(result["goneMs"], result)
+    test.assertLessEqual(result["goneMs"], GONE_MS, result)
+    test.assertEqual(result["problems"], [], result)
+
+
+def check_logs(test: TestCase, daemon: Process, relay: Process, result: dict[str, Any]) -> None:
+    """Both pages reserved on the relay, and neither process logged a traceback."""
+    relay_log = relay.output + relay.errors
+    for side in ("a", "b"):
+        test.assertIn(f"reservation made for {result[side]}", relay_log)
+    for log in (daemon.output + daemon.errors, relay_log):
+        test.assertNotIn("Traceback", log)
 
 
 class BrowserExampleTests(ProcessTestCase):
@@ -78,28 +107,10 @@ class BrowserExampleTests(ProcessTestCase):
         self.assertEqual(code, 0, driver.output + driver.errors)
         result = json.loads(driver.output.strip().splitlines()[-1])
         print(f"\nbrowser example ({namespace}): {json.dumps(result)}")
-        self.assertNotIn("error", result, result)
-        a, b = result["a"], result["b"]
-        self.assertTrue(a.startswith("12D3KooW") and b.startswith("12D3KooW"), result)
-        self.assertNotEqual(a, b)
-        # each lists the other within 2 s of B's registration
-        self.assertTrue(result["aListsB"] and result["bListsA"], result)
-        self.assertLessEqual(result["listedMs"], LISTED_MS, result)
-        # a message from A reaches B, and B's answer reaches A
-        self.assertIsNotNone(result["messageMs"], result)
-        self.assertIsNotNone(result["replyMs"], result)
-        # B leaves: the daemon's pushed UNREGISTER removes it from A's list within 2 s
-        self.assertIsNotNone(result["goneMs"], result)
-        self.assertLessEqual(result["goneMs"], GONE_MS, result)
-        self.assertEqual(result["problems"], [], result)
-
+        check_pages_met(self, result)
         yield relay.interrupt("TERM")
         yield daemon.interrupt("TERM")
-        relay_log = relay.output + relay.errors
-        self.assertIn(f"reservation made for {a}", relay_log)
-        self.assertIn(f"reservation made for {b}", relay_log)
-        for log in (daemon.output + daemon.errors, relay_log):
-            self.assertNotIn("Traceback", log)
+        check_logs(self, daemon, relay, result)
         return result
 
     @inlineCallbacks

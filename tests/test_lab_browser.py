@@ -15,8 +15,8 @@ import time
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 
-from .netlab import PUBLIC_PREFIX, Host, Lab, unavailable
-from .processes import TWISTD, Process, ProcessTestCase
+from .netlab import PUBLIC_PREFIX, Host, LabTestCase, unavailable
+from .processes import TWISTD, Process
 from .test_browser import DIST, EXAMPLE, NODE, browser_missing
 
 NAMESPACE = "lab"
@@ -62,14 +62,9 @@ def metric(text: str, name: str) -> float:
     return total
 
 
-class BrowsersAcrossNatsTests(ProcessTestCase):
+class BrowsersAcrossNatsTests(LabTestCase):
     timeout = 180
     skip = _skip()
-
-    def setUp(self) -> None:
-        super().setUp()
-        self.lab = Lab()
-        self.addCleanup(self.lab.close)
 
     @inlineCallbacks
     def scrape(self, host: Host):  # type: ignore[no-untyped-def]

@@ -10,8 +10,8 @@ import shutil
 
 from twisted.internet.defer import inlineCallbacks
 
-from .netlab import PUBLIC_PREFIX, Lab, unavailable
-from .processes import ROOT, TWISTD, ProcessTestCase
+from .netlab import PUBLIC_PREFIX, LabTestCase, unavailable
+from .processes import ROOT, TWISTD
 
 JS = os.path.join(ROOT, "js")
 NODE = shutil.which("node")
@@ -35,14 +35,9 @@ def steps(output: str) -> dict[str, dict[str, object]]:
     return found
 
 
-class FleetAcrossNatsTests(ProcessTestCase):
+class FleetAcrossNatsTests(LabTestCase):
     timeout = 120
     skip = _skip()
-
-    def setUp(self) -> None:
-        super().setUp()
-        self.lab = Lab()
-        self.addCleanup(self.lab.close)
 
     @inlineCallbacks
     def test_peers_in_two_homes_meet_through_a_relay_found_by_rendezvous(self):  # type: ignore[no-untyped-def]

@@ -6,8 +6,7 @@ import sys
 
 from twisted.internet.defer import inlineCallbacks
 
-from .netlab import Lab, unavailable
-from .processes import ProcessTestCase
+from .netlab import LabTestCase, unavailable
 
 SERVER = """
 import socket, sys
@@ -28,14 +27,9 @@ except OSError as e:
 """
 
 
-class LabTests(ProcessTestCase):
+class LabTests(LabTestCase):
     timeout = 60
     skip = unavailable()
-
-    def setUp(self) -> None:
-        super().setUp()
-        self.lab = Lab()
-        self.addCleanup(self.lab.close)
 
     @inlineCallbacks
     def test_a_home_reaches_the_public_side_through_its_nat(self):  # type: ignore[no-untyped-def]
