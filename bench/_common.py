@@ -125,6 +125,52 @@ def profiled(kind: str, path: str, fn: Callable[[], Any]) -> Any:
         PROFILE.pop(kind, None)
 
 
+TWISTD_CODE = "from twisted.scripts.twistd import run; run()"
+
+
+def twistd_argv(*args: str, code: str = TWISTD_CODE) -> list[str]:
+    """``twistd -n`` with ``args``, logging to standard output (``code`` starts it:
+    a profiler or tracemalloc may come first)."""
+    return [sys.executable, "-c", code, "-n", "--pidfile=", "--logfile=-", *args]
+
+
+def child_env() -> dict[str, str]:
+    """Our environment, with this checkout first on the children's path."""
+    return dict(os.environ, PYTHONPATH=ROOT)
+
+
+def spawn_logged(
+    argv: Sequence[str],
+    prefix: str,
+    *,
+    cwd: str = "/tmp",
+    env: dict[str, str] | None = None,
+    log_dir: str | None = None,
+    keep: bool = False,
+    pinned: bool = True,
+) -> tuple[subprocess.Popen[bytes], Any]:
+    """Start ``argv`` with its output in a temporary log file (gone with the file object
+    returned, unless ``keep``), its descriptor limit raised, on `SERVER_CPUS` when
+    ``pinned``, and killed by `cleanup`."""
+    import tempfile
+
+    log = tempfile.NamedTemporaryFile(  # noqa: SIM115
+        prefix=prefix, suffix=".log", dir=log_dir, delete=not keep
+    )
+    proc = subprocess.Popen(
+        list(argv),
+        cwd=cwd,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=raise_fd_limit,
+    )
+    _children.append(proc)
+    if pinned:
+        pin(SERVER_CPUS, proc.pid)
+    return proc, log
+
+
 class Server:
     """A server process under test: ours (``twistd rendezvous``) or the baseline."""
 
@@ -139,20 +185,12 @@ class Server:
         every CPU (a single process is pinned to `SERVER_CPUS`)."""
         self.kind = kind
         self.graceful = bool(profile or PROFILE)
-        env = dict(os.environ, PYTHONPATH=ROOT)
         if kind == "rendezvous":
             profile = profile or PROFILE.get("cpu")
-            code = "from twisted.scripts.twistd import run; run()"
+            code = TWISTD_CODE
             if PROFILE.get("memory"):
                 code = _TRACEMALLOC.format(path=PROFILE["memory"]) + code
-            argv = [
-                sys.executable,
-                "-c",
-                code,
-                "-n",
-                "--pidfile=",
-                "--logfile=-",
-            ]
+            argv = twistd_argv(code=code)
             if profile:
                 argv += ["--profile", profile, "--profiler", "cprofile", "--savestats"]
             argv += [
@@ -171,21 +209,10 @@ class Server:
                 argv.append("--idle")
         else:
             raise ValueError(kind)
-        import tempfile
-
-        # Deleted when this object goes; the server's log is read back by log_text().
-        self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{kind}-", suffix=".log")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            argv,
-            cwd="/tmp",
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=raise_fd_limit,
+        # The log goes with this object; the server's log is read back by log_text().
+        self.proc, self.log = spawn_logged(
+            argv, f"bench-{kind}-", env=child_env(), pinned=not workers
         )
-        _children.append(self.proc)
-        if not workers:
-            pin(SERVER_CPUS, self.proc.pid)
         self.port = self._wait_listening()
         self.ps = psutil.Process(self.proc.pid)
         self.workers = workers

@@ -74,20 +74,10 @@ class Twistd:
     """``twistd -n <command>`` from this checkout, pinned to the server CPU."""
 
     def __init__(self, command: str, *args: str) -> None:
-        argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
-        argv += ["-n", "--pidfile=", "--logfile=-", command, *args]
         self.name = command
-        self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{command}-", suffix=".log")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            argv,
-            cwd="/tmp",
-            env=dict(os.environ, PYTHONPATH=c.ROOT),
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=c.raise_fd_limit,
+        self.proc, self.log = c.spawn_logged(
+            c.twistd_argv(command, *args), f"bench-{command}-", env=c.child_env()
         )
-        c._children.append(self.proc)
-        c.pin(c.SERVER_CPUS, self.proc.pid)
         self.ps = psutil.Process(self.proc.pid)
 
     def log_text(self) -> str:

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from typing import Any
@@ -51,17 +49,7 @@ class P2PProcess:
     """A libp2p process under test, pinned to the server CPU; ``address`` is its /p2p addr."""
 
     def __init__(self, argv: list[str], cwd: str, env: dict[str, str] | None = None) -> None:
-        self.log = tempfile.NamedTemporaryFile(prefix="bench-p2p-", suffix=".log")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            argv,
-            cwd=cwd,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=c.raise_fd_limit,
-        )
-        c._children.append(self.proc)
-        c.pin(c.SERVER_CPUS, self.proc.pid)
+        self.proc, self.log = c.spawn_logged(argv, "bench-p2p-", cwd=cwd, env=env)
         self.address = wait_p2p(self, 30)
         import psutil
 

@@ -39,14 +39,7 @@ def start_relay(kind: str, profile: str | None = None) -> P2PProcess:
     """``profile``: run our relay under cProfile, its stats saved there once stopped."""
     if kind == "js":
         return js_server("relay_server.mjs", JS_RELAY)
-    argv = [
-        sys.executable,
-        "-c",
-        "from twisted.scripts.twistd import run; run()",
-        "-n",
-        "--pidfile=",
-        "--logfile=-",
-    ]
+    argv = c.twistd_argv()
     if profile:
         argv += ["--profile", profile, "--profiler", "cprofile", "--savestats"]
     argv += [
@@ -64,7 +57,7 @@ def start_relay(kind: str, profile: str | None = None) -> P2PProcess:
         "--p2p-max-connections-per-ip",
         "100000",
     ]
-    return P2PProcess(argv, "/tmp", dict(os.environ, PYTHONPATH=c.ROOT))
+    return P2PProcess(argv, "/tmp", c.child_env())
 
 
 def bob(conn: Any) -> None:

@@ -47,9 +47,7 @@ import os
 import re
 import signal
 import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from typing import Any
@@ -101,18 +99,11 @@ class Daemon:
     """``twistd rendezvous`` on a fixed port (so it can be started again on it)."""
 
     def __init__(self, port: int, metrics: int, store: str, args: Any, backlog: int = 0) -> None:
-        """``backlog``: the listen backlog; 0: Twisted's default (50)."""
+        """``backlog``: the listen backlog; 0: Twisted's default (50), named explicitly
+        since the daemon's own default is 4096."""
         self.port, self.metrics, self.store, self.backlog = port, metrics, store, backlog
-        listen = f"tcp:{port}:interface=127.0.0.1"
-        if backlog:
-            listen += f":backlog={backlog}"
-        argv = [
-            sys.executable,
-            "-c",
-            "from twisted.scripts.twistd import run; run()",
-            "-n",
-            "--pidfile=",
-            "--logfile=-",
+        listen = f"tcp:{port}:interface=127.0.0.1:backlog={backlog or 50}"
+        argv = c.twistd_argv(
             "rendezvous",
             "--listen",
             listen,
@@ -122,26 +113,20 @@ class Daemon:
             str(max(1000, args.clients + 1000)),
             "--store",
             store,
-        ]
+        )
         if store != "memory":
             argv += ["--lease", str(args.lease)]
         keep = bool(args.keep_logs)
         if keep:
             os.makedirs(args.keep_logs, exist_ok=True)
-        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115
-            prefix=f"daemon-{port}-", suffix=".log", dir=args.keep_logs or None, delete=not keep
-        )
         self.started = time.time()
-        self.proc = subprocess.Popen(
+        self.proc, self.log = c.spawn_logged(
             argv,
-            cwd="/tmp",
-            env=dict(os.environ, PYTHONPATH=c.ROOT),
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=c.raise_fd_limit,
+            f"daemon-{port}-",
+            env=c.child_env(),
+            log_dir=args.keep_logs or None,
+            keep=keep,
         )
-        c._children.append(self.proc)
-        c.pin(c.SERVER_CPUS, self.proc.pid)
         self.listening = self._wait_for(_LISTENING)
         if store != "memory":
             self._wait_for(re.compile(re.escape(_STORE_READY)))

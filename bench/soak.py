@@ -33,9 +33,7 @@ import os
 import random
 import re
 import signal
-import subprocess
 import sys
-import tempfile
 import time
 from typing import Any
 
@@ -69,16 +67,10 @@ class Daemon:
     def __init__(self, ttl_default: int, tracemalloc: str | None = None) -> None:
         """``tracemalloc``: run the daemon under tracemalloc; `snapshot` writes there
         what grew since its first call."""
-        code = "from twisted.scripts.twistd import run; run()"
+        code = c.TWISTD_CODE
         if tracemalloc:
             code = _TRACEMALLOC.format(path=os.path.abspath(tracemalloc)) + code
-        argv = [
-            sys.executable,
-            "-c",
-            code,
-            "-n",
-            "--pidfile=",
-            "--logfile=-",
+        argv = c.twistd_argv(
             "rendezvous",
             "--listen",
             "tcp:0:interface=127.0.0.1",
@@ -99,18 +91,9 @@ class Daemon:
             "100000",
             "--session-rate-per-ip",
             "100000",
-        ]
-        self.log = tempfile.NamedTemporaryFile(prefix="soak-daemon-", suffix=".log")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            argv,
-            cwd="/tmp",
-            env=dict(os.environ, PYTHONPATH=c.ROOT),
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=c.raise_fd_limit,
+            code=code,
         )
-        c._children.append(self.proc)
-        c.pin(c.SERVER_CPUS, self.proc.pid)
+        self.proc, self.log = c.spawn_logged(argv, "soak-daemon-", env=c.child_env())
         deadline = time.monotonic() + 60
         while True:
             text = self.log_text()
