@@ -220,6 +220,8 @@ class ClassicPubSubTests(FleetTestCase):
         yield b.register("ns", peer_id("B"))
         yield seen_by_a.until(1)
         self.assertEqual(seen_by_a.events, [("register", peer_id("B"))])
+        # Counted with PUBSUB NUMSUB here: a connected daemon's ids are not taken over.
+        yield self.assertFailure(b.register("ns", peer_id("A")), NotAuthorized)
 
 
 class LifecycleTests(FleetTestCase):
@@ -288,14 +290,14 @@ class LifecycleTests(FleetTestCase):
 
     @inlineCallbacks
     def test_clients_of_a_killed_daemon_register_again_elsewhere(self):  # type: ignore[no-untyped-def]
-        """kill -9: a reconnecting client moves to another daemon, whose REGISTER is
-        refused while the dead daemon's lease still holds the id; it asks again and
-        is registered once the lease ran out and the dead daemon was reaped."""
-        lease = 1.0
-        survivor = yield self.daemon(lease)
-        process, doomed = yield self.spawn_daemon(lease)
+        """kill -9: a reconnecting client moves to another daemon, whose REGISTER takes
+        the id over at once: the dead daemon's pub/sub connection is gone, so its
+        registrations end then and there, long before its lease (60 s) would run out."""
+        survivor = yield self.daemon()
+        process, doomed = yield self.spawn_daemon(self.lease)
         doomed_port = doomed.transport.getPeer().port
         survivor_port = survivor.live_ports[0].getHost().port  # type: ignore[attr-defined]
+        yield doomed.register("ns", peer_id("N"))  # another of the dead daemon's
         states: list[StateEvent] = []
         client = ReconnectingClient(
             reactor,
@@ -309,16 +311,36 @@ class LifecycleTests(FleetTestCase):
         watcher = yield self.client(survivor)
         seen = Watcher()
         yield watcher.rendezvous("ns", seen)
-        self.assertEqual(seen.events, [("register", peer_id("M"))])
-        yield process.kill()
-        yield seen.until(3)  # gone with the dead daemon, then back from the survivor
         self.assertEqual(
-            seen.events[1:],
-            [("unregister", peer_id("M")), ("register", peer_id("M"))],
+            sorted(seen.events), [("register", peer_id("M")), ("register", peer_id("N"))]
         )
-        refusals = [e for e in states if isinstance(e, RegistrationRefused)]
-        self.assertTrue(all(e.retry_in is not None for e in refusals), refusals)
+        yield process.kill()
+        yield seen.until(5)  # both gone with the dead daemon, then M back from the survivor
+        self.assertEqual(
+            sorted(seen.events[2:4]),
+            [("unregister", peer_id("M")), ("unregister", peer_id("N"))],
+        )
+        self.assertEqual(seen.events[4], ("register", peer_id("M")))
+        self.assertEqual([e for e in states if isinstance(e, RegistrationRefused)], [])
         self.assertEqual(client.server, f"127.0.0.1:{survivor_port}")
+        found = yield watcher.discover("ns")
+        self.assertEqual([entry.peer_id for entry in found], [peer_id("M")])
+
+    @inlineCallbacks
+    def test_a_live_daemons_ids_are_not_taken_over(self):  # type: ignore[no-untyped-def]
+        """The takeover needs the holder's daemon gone from Redis: while it is connected,
+        a REGISTER of its session's id elsewhere is refused, and nothing changes."""
+        one = yield self.daemon()
+        two = yield self.daemon()
+        holder = yield self.client(one)
+        yield holder.register("ns", peer_id("H"))
+        squatter = yield self.client(two)
+        error = yield self.assertFailure(
+            squatter.register("ns", peer_id("H"), [tcp_addr(3)]), NotAuthorized
+        )
+        self.assertIn("another session", str(error))
+        found = yield squatter.discover("ns")
+        self.assertEqual([entry.peer_id for entry in found], [peer_id("H")])
 
     @inlineCallbacks
     def test_killed_daemon_is_reaped_once(self):  # type: ignore[no-untyped-def]

@@ -27,6 +27,12 @@ removed by an UNREGISTER of a session authenticated as the id) is told on its da
 channel, ``CH`` + byte 0xFF + daemon id (never a namespace's: namespaces are UTF-8),
 as ``SEQ:SESSION:KEYLEN KEY NS``, published before the change's announcement.
 
+A REGISTER refused only because another daemon's session holds the id first asks
+whether that daemon is still there: when nobody listens on its daemon channel (its
+pub/sub connection closed: killed, or cut off), the daemon is dropped as the reaper
+would drop it once its lease ran out, and the REGISTER goes on. A daemon cut off that
+comes back re-asserts what is still its own, as after a lease lost.
+
 Every script takes ``ARGV[1..3]`` = key prefix, publish command, channel prefix.
 """
 
@@ -154,6 +160,23 @@ local function drop_daemon(daemon)
   redis.call('SREM', P .. 'daemons', daemon)
   if redis.call('GET', P .. 'expirer') == daemon then redis.call('DEL', P .. 'expirer') end
 end
+local function listening(daemon)
+  local channel = CH .. '\\255' .. daemon
+  if PUB == 'SPUBLISH' then
+    return redis.call('PUBSUB', 'SHARDNUMSUB', channel)[2] > 0
+  end
+  return redis.call('PUBSUB', 'NUMSUB', channel)[2] > 0
+end
+local function vacated(holder, daemon)
+  -- The holder's daemon has stopped when its pub/sub connection is gone (killed, or
+  -- cut off: it re-asserts what is still its own when it is back): its sessions'
+  -- registrations end now, rather than when its lease runs out.
+  local cut = string.find(holder, '/[^/]*$')
+  local other = string.sub(holder, 1, cut - 1)
+  if other == daemon or listening(other) then return false end
+  drop_daemon(other)
+  return true
+end
 """
 
 _REGISTER = """
@@ -162,11 +185,18 @@ local raw, token = ARGV[9] == '1', ARGV[4] .. '/' .. ARGV[5]
 local signed = ARGV[12] == '1'
 ORIGIN = token
 if not leased(daemon) then return {'LEASE', 'lease lost'} end
-if raw and foreign_owner(key, token) then
-  return {'AUTH', 'peer id is registered by another session'}
+if raw then
+  local owner = redis.call('HGET', P .. 'owner', key)
+  if owner and owner ~= token and not vacated(owner, daemon) then
+    return {'AUTH', 'peer id is registered by another session'}
+  end
 end
 local v = redis.call('HGET', P .. 'r:' .. ns, key)
 local holder = v and split(v)
+if v and holder ~= '' and holder ~= token and vacated(holder, daemon) then
+  v = redis.call('HGET', P .. 'r:' .. ns, key)
+  holder = v and split(v)
+end
 if v and holder == token then
   redis.call('HSET', P .. 'r:' .. ns, key, token .. '|' .. entry)
   local seq = announce(ns, 'R', key, entry)
