@@ -6,6 +6,7 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from rendezvous.addrs import InvalidMultiaddr
+from rendezvous.logs import LOG_ADDRESSES_FLAG, show_addresses
 from rendezvous.p2p.host import HostLimits
 from rendezvous.p2p.keys import IdentityFileError, load_or_create_identity
 from rendezvous.p2p.listen import (
@@ -108,7 +109,7 @@ class Options(usage.Options):
         ],
     ] + [[flag, None, getattr(_DEFAULTS, field), help, int] for flag, field, help in _LIMIT_FLAGS]
     optParameters += TLS_OPTIONS
-    optFlags = [PROXY_PROTOCOL_FLAG]
+    optFlags = [PROXY_PROTOCOL_FLAG, LOG_ADDRESSES_FLAG]
 
     def __init__(self) -> None:
         super().__init__()
@@ -201,6 +202,7 @@ class Options(usage.Options):
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
+    show_addresses(bool(options["log-addresses"]))
     config = RelayConfig(
         p2p_listen=tuple(options["p2p-listen"]) or RelayConfig.p2p_listen,
         identity=options["identity"],

@@ -10,6 +10,7 @@ from twisted.python import usage
 
 from rendezvous.addrs import InvalidMultiaddr
 from rendezvous.limits import Limits
+from rendezvous.logs import LOG_ADDRESSES_FLAG, show_addresses
 from rendezvous.p2p.host import HostLimits
 from rendezvous.p2p.keys import IdentityFileError, load_or_create_identity
 from rendezvous.p2p.listen import (
@@ -155,7 +156,7 @@ class Options(usage.Options):
         for flag, field, help, kind in _P2P_LIMIT_FLAGS
     ]
     optParameters += TLS_OPTIONS
-    optFlags = [PROXY_PROTOCOL_FLAG]
+    optFlags = [PROXY_PROTOCOL_FLAG, LOG_ADDRESSES_FLAG]
 
     def __init__(self) -> None:
         super().__init__()
@@ -243,6 +244,7 @@ def _live_listeners(options: Options) -> tuple[str, ...]:
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
+    show_addresses(bool(options["log-addresses"]))
     config = DaemonConfig(
         listen=_live_listeners(options),
         metrics=options["metrics"],

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
+from rendezvous.logs import emit
 from rendezvous.model import Refused
 
 
@@ -34,17 +35,29 @@ class LogLimiter:
         return False, 0
 
 
-def log_refusal(log: Logger, limiter: LogLimiter, label: object, refusal: Refused) -> None:
-    """One line for a refused request of ``label``'s, unless ``limiter`` holds it back."""
+def log_refusal(
+    log: Logger, limiter: LogLimiter, label: object, refusal: Refused, **fields: object
+) -> None:
+    """One line for a refused request of ``label``'s (a `ClientAddress` is hidden unless
+    addresses are logged), unless ``limiter`` holds it back; ``fields`` go with it."""
     allowed, suppressed = limiter.allow()
     if not allowed:
         return
     if suppressed:
-        log.warn("{suppressed} refusals were not logged", suppressed=suppressed)
-    log.info(
+        log.warn(
+            "{suppressed} refusals were not logged",
+            suppressed=suppressed,
+            event="refusals.suppressed",
+            count=suppressed,
+        )
+    emit(
+        log,
+        LogLevel.info,
         "refused {peer}: {status} ({code}) {reason}",
         peer=label,
         status=refusal.status.name,
         code=int(refusal.status),
         reason=refusal.text,
+        event="request.refused",
+        **fields,
     )

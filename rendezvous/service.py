@@ -108,6 +108,7 @@ class _LoggedEndpoint:
                 what=self._what,
                 address=describe(port.getHost()),
                 description=self._description,
+                event="listener.started",
             )
             self._ports.append(port)
             return port
@@ -150,7 +151,10 @@ class _Banner(Service):
     def startService(self) -> None:
         super().startService()
         self.log.info(
-            "rendezvous {version} starting, {store}", version=__version__, store=self.store
+            "rendezvous {version} starting, {store}",
+            version=__version__,
+            store=self.store,
+            event="daemon.starting",
         )
 
 
@@ -289,7 +293,9 @@ class Daemon(MultiService):
 
         def late() -> None:
             self.log.warn(
-                "stopping after {grace} s with parts still busy", grace=self.shutdown_grace
+                "stopping after {grace} s with parts still busy",
+                grace=self.shutdown_grace,
+                event="daemon.stop_overdue",
             )
             finish()
 

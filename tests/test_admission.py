@@ -110,6 +110,7 @@ class BehindAProxyTests(ProcessTestCase):
     def test_limits_count_the_proxied_addresses(self):  # type: ignore[no-untyped-def]
         daemon = self.twistd(
             "rendezvous",
+            "--log-addresses",  # the line checked below names the client
             "--listen",
             "haproxy:tcp:0:interface=127.0.0.1",
             "--max-sessions-per-ip",

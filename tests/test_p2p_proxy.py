@@ -198,6 +198,7 @@ class ProxiedDaemonTests(ProcessTestCase):
     def test_limits_count_the_clients_addresses(self):  # type: ignore[no-untyped-def]
         daemon = self.twistd(
             "rendezvous",
+            "--log-addresses",  # the lines checked below name the clients
             "--p2p-listen",
             "/ip4/127.0.0.1/tcp/0",
             "--p2p-proxy-protocol",

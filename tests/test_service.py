@@ -18,6 +18,7 @@ from rendezvous import _tap
 from rendezvous.client.live import connect
 from rendezvous.limits import Limits
 from rendezvous.loglimit import LogLimiter
+from rendezvous.logs import show_addresses
 from rendezvous.service import Daemon, DaemonConfig, with_backlog
 
 from .helpers import peer_id
@@ -163,6 +164,7 @@ class MetricsAndLogsTests(TestCase):
 
     @inlineCallbacks
     def test_refusals_logged_with_reason_and_rate_limited(self):  # type: ignore[no-untyped-def]
+        self.addCleanup(show_addresses, show_addresses(True))  # as with --log-addresses
         client = yield connect(reactor, self.target)
         self.addCleanup(client.transport.loseConnection)
         for _ in range(50):

@@ -52,6 +52,7 @@ class StunProcessTests(ProcessTestCase):
         live = yield daemon.wait_for(LIVE_LISTENING)
         relay = self.twistd(
             "rendezvous-relay",
+            "--log-addresses",  # a line checked below names the client
             "--p2p-listen",
             "/ip4/127.0.0.1/tcp/0",
             "--stun",

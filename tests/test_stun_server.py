@@ -21,6 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from rendezvous._relay_tap import Options, makeService
 from rendezvous.addrs import multiaddr_from_text, multiaddr_to_text
 from rendezvous.loglimit import LogLimiter
+from rendezvous.logs import show_addresses
 from rendezvous.p2p.advertise import expand
 from rendezvous.p2p.envelope import open_peer_record
 from rendezvous.p2p.host import Host
@@ -149,6 +150,7 @@ class ProtocolTests(SynchronousTestCase):
         self.assertEqual(parse_binding_success(answer), (TID, ip("192.0.2.9"), 40000))
 
     def test_drops_count_and_log_rate_limited(self) -> None:
+        self.addCleanup(show_addresses, show_addresses(True))  # the lines name the sources
         garbage = [
             b"",
             b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -198,6 +200,7 @@ class ProtocolTests(SynchronousTestCase):
         self.assertEqual((self.stats.answered, self.stats.rate_limited), (4, 1))
 
     def test_send_failure_is_counted_not_raised(self) -> None:
+        self.addCleanup(show_addresses, show_addresses(True))
         for error in (OSError(105, "No buffer space available"), MessageLengthError("long")):
             self.protocol.transport = FakeUDPTransport(error)  # type: ignore[assignment]
             with capturedLogs() as events:

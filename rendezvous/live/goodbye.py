@@ -45,6 +45,10 @@ def say_goodbye(
     told = dialect.goodbye(GOING_AWAY)
     done = factory.drained(grace)
     if told:
-        Goodbye.log.info("told {count} live sessions the server is going away", count=told)
+        Goodbye.log.info(
+            "told {count} live sessions the server is going away",
+            count=told,
+            event="daemon.goodbye",
+        )
         done.addCallback(lambda _: deferLater(clock, FLUSH, lambda: None))
     return done

@@ -9,7 +9,7 @@ from twisted.internet import tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory, Protocol, connectionDone
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -18,6 +18,7 @@ from rendezvous.live.admission import TOO_MANY, AddressAdmission, is_loopback
 from rendezvous.live.outbound import Outbound
 from rendezvous.live.session import LiveDialect, LiveSession
 from rendezvous.loglimit import log_refusal
+from rendezvous.logs import ClientAddress, emit
 from rendezvous.model import Refused, Status
 from rendezvous.nodelay import no_delay
 
@@ -68,8 +69,16 @@ class LiveProtocol(Protocol):
         no_delay(self.transport)
         self._socket = eager_socket(self.transport)
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
-        self.log.debug("session opened: {peer}", peer=self)
-        session = self.dialect.session(self.outbound, self)
+        address = ClientAddress(self)
+        emit(
+            self.log,
+            LogLevel.debug,
+            "session opened: {peer}",
+            peer=address,
+            event="session.opened",
+            dialect="live",
+        )
+        session = self.dialect.session(self.outbound, address)
         if session.start():
             self.session = session
 
@@ -109,7 +118,14 @@ class LiveProtocol(Protocol):
             else f"sessions opened too fast from {self._peer_host()}"
         )
         dialect.metrics.refused(reason)
-        log_refusal(dialect.log, dialect.limiter, self, Refused(Status.LIMIT_EXCEEDED, text))
+        logged = "too many sessions" if reason == TOO_MANY else "sessions opened too fast"
+        log_refusal(
+            dialect.log,
+            dialect.limiter,
+            ClientAddress(self),
+            Refused(Status.LIMIT_EXCEEDED, f"{logged} from its address"),
+            dialect="live",
+        )
         frame = dialect.codec.error_frame(Status.LIMIT_EXCEEDED, text, None)
         session, self.session = self.session, None
         if session is not None:  # admitted late: it had started
@@ -131,7 +147,14 @@ class LiveProtocol(Protocol):
         if self.session is not None:
             self.session.end()
             self.session = None
-        self.log.debug("session closed: {peer}", peer=self)
+        emit(
+            self.log,
+            LogLevel.debug,
+            "session closed: {peer}",
+            peer=ClientAddress(self),
+            event="session.closed",
+            dialect="live",
+        )
 
     # -- Carrier ------------------------------------------------------------
 
@@ -165,7 +188,14 @@ class LiveProtocol(Protocol):
         return False
 
     def abort(self) -> None:
-        self.log.info("closing {peer} that did not read its last messages", peer=self)
+        emit(
+            self.log,
+            LogLevel.info,
+            "closing {peer} that did not read its last messages",
+            peer=ClientAddress(self),
+            event="session.aborted",
+            dialect="live",
+        )
         self.transport.abortConnection()  # type: ignore[union-attr]
 
     # -- IPushProducer: the transport's write buffer --------------------------

@@ -15,6 +15,7 @@ from rendezvous.live.framing import FrameDecoder, FramingError
 from rendezvous.loglimit import LogLimiter, log_refusal
 from rendezvous.metrics import Metrics
 from rendezvous.model import Announcement, Change, Refused, Registration, Status
+from rendezvous.peerid import peer_id_to_text
 from rendezvous.registry import Session
 from rendezvous.store.base import Store
 
@@ -49,9 +50,10 @@ class LiveDialect:
     ) -> LiveSession:
         return LiveSession(self, channel, label, identity)
 
-    def log_refusal(self, label: object, refusal: Refused) -> None:
+    def log_refusal(self, label: object, refusal: Refused, identity: bytes | None = None) -> None:
         self.metrics.refused(refusal.status.name.lower())
-        log_refusal(self.log, self.limiter, label, refusal)
+        peer_id = peer_id_to_text(identity) if identity else None
+        log_refusal(self.log, self.limiter, label, refusal, dialect="live", peer_id=peer_id)
 
     def goodbye(self, text: str) -> int:
         """Send every open session ERROR 400 (UNAVAILABLE) with ``text`` and close it, so
@@ -185,7 +187,7 @@ class LiveSession:
     def refused(self, request_id: int | None, refusal: Refused) -> None:
         if self.closed:
             return
-        self.dialect.log_refusal(self.label, refusal)
+        self.dialect.log_refusal(self.label, refusal, self.identity)
         frame = self.dialect.codec.error_frame(refusal.status, refusal.text, request_id)
         if self.channel.send(frame):
             self.dialect.metrics.sent["error"] += 1
@@ -225,7 +227,7 @@ class LiveSession:
     def _fail(
         self, refusal: Refused, request_id: int | None, *, discard_pending: bool = False
     ) -> None:
-        self.dialect.log_refusal(self.label, refusal)
+        self.dialect.log_refusal(self.label, refusal, self.identity)
         frame = self.dialect.codec.error_frame(refusal.status, refusal.text, request_id)
         self.channel.close(frame, discard_pending=discard_pending)
         self.end()

@@ -35,8 +35,15 @@ class LiveStream(StreamProtocol):
 
     def stream_started(self, stream: Stream) -> None:
         super().stream_started(stream)
-        self.label = f"p2p {peer_id_to_text(stream.remote_peer_id)}"
-        self.log.debug("session opened: {peer}", peer=self.label)
+        peer_id = peer_id_to_text(stream.remote_peer_id)
+        self.label = f"p2p {peer_id}"
+        self.log.debug(
+            "session opened: {peer}",
+            peer=self.label,
+            event="session.opened",
+            dialect="live",
+            peer_id=peer_id,
+        )
         session = self.dialect.session(self.outbound, self.label, stream.remote_peer_id)
         if session.start():
             self.session = session
@@ -53,7 +60,13 @@ class LiveStream(StreamProtocol):
     def stream_closed(self, reason: str | None) -> None:
         self.outbound.lost()
         self._end_session()
-        self.log.debug("session closed: {peer} ({reason})", peer=self.label, reason=reason or "end")
+        self.log.debug(
+            "session closed: {peer} ({reason})",
+            peer=self.label,
+            reason=reason or "end",
+            event="session.closed",
+            dialect="live",
+        )
 
     def _end_session(self) -> None:
         session, self.session = self.session, None
@@ -81,7 +94,12 @@ class LiveStream(StreamProtocol):
         return stream.closed
 
     def abort(self) -> None:
-        self.log.info("resetting {peer} that did not read its last messages", peer=self.label)
+        self.log.info(
+            "resetting {peer} that did not read its last messages",
+            peer=self.label,
+            event="session.aborted",
+            dialect="live",
+        )
         assert self.stream is not None
         self.stream.reset()
 

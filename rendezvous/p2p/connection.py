@@ -15,10 +15,11 @@ from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from rendezvous.logs import ClientAddress, emit, emit_failure
 from rendezvous.nodelay import no_delay
 from rendezvous.p2p import noise, yamux
 from rendezvous.p2p.keys import verify_identity
@@ -160,7 +161,12 @@ class Connection(Protocol):
         except (MultistreamError, NoiseError, YamuxError, UpgradeFailed) as error:
             self._fail(str(error))
         except Exception:
-            self.log.failure("unexpected error on the connection with {peer}", peer=self.label)
+            emit_failure(
+                self.log,
+                "unexpected error on the connection with {peer}",
+                event="connection.failed",
+                **self._who(),
+            )
             self._fail("internal error")
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -181,7 +187,13 @@ class Connection(Protocol):
             self._lost(stream, "connection lost")
         if not self.ready.called and self.dialer:
             self.ready.errback(UpgradeFailed(f"{self.label}: {self._failure}"))
-        self.log.debug("connection with {peer} closed", peer=self.label)
+        emit(
+            self.log,
+            LogLevel.debug,
+            "connection with {peer} closed",
+            event="connection.closed",
+            **self._who(),
+        )
 
     def close(self) -> None:
         """Say GoAway and close the connection."""
@@ -267,7 +279,9 @@ class Connection(Protocol):
             max_streams=self.host.limits.max_streams_per_connection,
             max_frame_payload=_MAX_DATA_FRAME,
         )
-        self.log.debug("connected to {peer}", peer=self.label)
+        emit(
+            self.log, LogLevel.debug, "connected to {peer}", event="connection.ready", **self._who()
+        )
         self.ready.callback(self)
 
     def _upgrade_timed_out(self) -> None:
@@ -286,8 +300,12 @@ class Connection(Protocol):
                 try:
                     self._dispatch(event)
                 except Exception:
-                    self.log.failure(
-                        "stream {stream} with {peer} failed", stream=event, peer=self.label
+                    emit_failure(
+                        self.log,
+                        "stream {stream} with {peer} failed",
+                        stream=event,
+                        event="stream.failed",
+                        **self._who(),
                     )
                     stream = self._streams.get(getattr(event, "stream_id", 0))
                     if stream is not None:
@@ -332,7 +350,14 @@ class Connection(Protocol):
                 self._update_writing(stream)
                 self._reap(stream)
         elif isinstance(event, yamux.GoAwayReceived):
-            self.log.debug("{peer} said GoAway ({code})", peer=self.label, code=event.code)
+            emit(
+                self.log,
+                LogLevel.debug,
+                "{peer} said GoAway ({code})",
+                code=event.code,
+                event="connection.goaway",
+                **self._who(),
+            )
 
     # -- stream negotiation ---------------------------------------------------
 
@@ -423,11 +448,14 @@ class Connection(Protocol):
     def _end_negotiation(self, negotiation: _Negotiation, reason: str) -> None:
         if negotiation.timer.active():
             negotiation.timer.cancel()
-        self.log.debug(
+        emit(
+            self.log,
+            LogLevel.debug,
             "stream {stream} with {peer} not negotiated: {reason}",
             stream=negotiation.stream_id,
-            peer=self.label,
             reason=reason,
+            event="stream.not_negotiated",
+            **self._who(),
         )
         if negotiation.deferred is not None:
             negotiation.deferred.errback(StreamFailed(reason))
@@ -443,11 +471,14 @@ class Connection(Protocol):
         try:
             buffered = session.write(stream.stream_id, data)
         except YamuxError as error:
-            self.log.info(
+            emit(
+                self.log,
+                LogLevel.info,
                 "resetting stream {stream} with {peer}: {reason}",
                 stream=stream.stream_id,
-                peer=self.label,
                 reason=str(error),
+                event="stream.reset",
+                **self._who(),
             )
             self.stream_reset(stream)
             return
@@ -510,7 +541,12 @@ class Connection(Protocol):
             try:
                 stream.protocol.stream_closed(reason)
             except Exception:
-                self.log.failure("stream handler of {peer} failed on close", peer=self.label)
+                emit_failure(
+                    self.log,
+                    "stream handler of {peer} failed on close",
+                    event="stream.failed",
+                    **self._who(),
+                )
 
     # -- IPushProducer: the TCP transport's write buffer ------------------------
 
@@ -602,10 +638,29 @@ class Connection(Protocol):
         if not allowed:
             return
         if suppressed:
-            self.log.warn("{suppressed} connection failures were not logged", suppressed=suppressed)
-        self.log.info(
-            "closing the connection with {peer}: {reason}", peer=self.label, reason=reason
+            self.log.warn(
+                "{suppressed} connection failures were not logged",
+                suppressed=suppressed,
+                event="connection.closing_suppressed",
+                count=suppressed,
+            )
+        emit(
+            self.log,
+            LogLevel.info,
+            "closing the connection with {peer}: {reason}",
+            reason=reason,
+            event="connection.closing",
+            **self._who(),
         )
+
+    def _who(self) -> dict[str, Any]:
+        """Log fields naming the remote end: its address (shown as the address rule
+        allows), and its peer id once the secure channel has proved it."""
+        peer_id = self.remote_peer_id
+        return {
+            "peer": ClientAddress(self.label),
+            "peer_id": peer_id_to_text(peer_id) if peer_id else None,
+        }
 
     def _close_transport(self) -> None:
         self._state = _CLOSED

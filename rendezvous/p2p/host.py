@@ -133,7 +133,10 @@ class Host:
         for addr in advertised:
             if addr not in previous and addr not in self._bound:
                 self.log.info(
-                    "advertising {multiaddr}/p2p/{peer_id}", multiaddr=_text(addr), peer_id=peer_id
+                    "advertising {multiaddr}/p2p/{peer_id}",
+                    multiaddr=_text(addr),
+                    peer_id=peer_id,
+                    event="p2p.advertising",
                 )
         for addr in previous:
             if addr not in advertised:
@@ -141,6 +144,7 @@ class Host:
                     "no longer advertising {multiaddr}/p2p/{peer_id}",
                     multiaddr=_text(addr),
                     peer_id=peer_id,
+                    event="p2p.advertising_stopped",
                 )
         for connection in list(self.connections):
             if connection.ready.called:

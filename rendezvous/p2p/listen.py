@@ -63,6 +63,7 @@ class _AnnouncingEndpoint:
                 "listening on {multiaddr}/p2p/{peer_id}",
                 multiaddr=bound.text(),
                 peer_id=self._host.identity.peer_id_text(),
+                event="p2p.listening",
             )
             self._ports.append(port)
             self._host.add_listen_addr(bound.binary())
@@ -134,6 +135,7 @@ class _Interfaces:
                     "cannot read the interfaces' addresses ({error}): an unspecified listen "
                     "address is not advertised; use --p2p-announce",
                     error=error,
+                    event="p2p.interfaces_unreadable",
                 )
             return []
         self._failing = False

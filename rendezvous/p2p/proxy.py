@@ -27,12 +27,13 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.internet.protocol import Protocol, connectionDone
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
 from rendezvous.loglimit import LogLimiter
+from rendezvous.logs import ClientAddress, emit
 
 V1_PREFIX = b"PROXY "
 V1_MAX = 107
@@ -220,11 +221,19 @@ class ProxyProtocolFactory(WrappingFactory):
         allowed, suppressed = self._limiter.allow()
         if allowed:
             if suppressed:
-                self.log.warn("{suppressed} refusals were not logged", suppressed=suppressed)
-            self.log.info(
+                self.log.warn(
+                    "{suppressed} refusals were not logged",
+                    suppressed=suppressed,
+                    event="refusals.suppressed",
+                    count=suppressed,
+                )
+            emit(
+                self.log,
+                LogLevel.info,
                 "refused a connection from {peer}: {reason}",
-                peer=f"{getattr(peer, 'host', peer)}",
+                peer=ClientAddress(getattr(peer, "host", peer)),
                 reason=reason,
+                event="connection.refused",
             )
 
 

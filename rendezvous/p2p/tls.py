@@ -83,9 +83,16 @@ class ReloadableCertificate:
         try:
             self._context = load_context(self.cert_file, self.key_file)
         except CertificateError as e:
-            self.log.error("keeping the TLS certificate in use: {error}", error=str(e))
+            self.log.error(
+                "keeping the TLS certificate in use: {error}",
+                error=str(e),
+                event="tls.reload_failed",
+                reason=str(e),
+            )
             return False
-        self.log.info("reloaded the TLS certificate {path}", path=self.cert_file)
+        self.log.info(
+            "reloaded the TLS certificate {path}", path=self.cert_file, event="tls.reloaded"
+        )
         return True
 
 

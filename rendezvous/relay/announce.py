@@ -103,6 +103,7 @@ class Announcer(Renewal):
             target=self.target.text(),
             ttl=granted,
             delay=delay,
+            event="announce.registered",
         )
         return delay
 
@@ -113,6 +114,8 @@ class Announcer(Renewal):
             target=self.target.text(),
             why=why,
             delay=delay,
+            event="announce.failed",
+            reason=why,
         )
 
 

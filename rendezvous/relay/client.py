@@ -176,7 +176,9 @@ class StopHandler(StreamProtocol):
         if request is None:
             return
         if isinstance(request, stop.StopRefusal):
-            self.log.info("refusing a stop stream: {reason}", reason=request.reason)
+            self.log.info(
+                "refusing a stop stream: {reason}", reason=request.reason, event="stop.refused"
+            )
             stream.write(request.reply)
             stream.close()
             return

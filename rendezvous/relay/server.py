@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Final, cast
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from rendezvous.addrs import multiaddr_from_text, multiaddr_to_text
 from rendezvous.loglimit import LogLimiter
+from rendezvous.logs import ClientAddress, emit
 from rendezvous.p2p.stream import Stream, StreamProtocol
 from rendezvous.p2p.transport import TCPAddress
 from rendezvous.pb.circuit_pb2 import Limit
@@ -117,14 +118,26 @@ class RelayServer:
         """Forget reservations whose TTL ran out: their peers stay connected, so nothing
         else would release their slots (CONNECT and RESERVE also check expiry)."""
         for peer in self.resources.expire():
-            self.log.info("reservation of {peer} expired", peer=peer_id_to_text(peer))
+            peer_id = peer_id_to_text(peer)
+            self.log.info(
+                "reservation of {peer} expired",
+                peer=peer_id,
+                peer_id=peer_id,
+                event="reservation.expired",
+            )
 
     def disconnected(self, connection: Connection) -> None:
         """A connection closed: the reservation made over it ends now, its slot and its
         IP address's count released (`Host.connection_closed`)."""
         peer = connection.remote_peer_id
         if peer and self.resources.disconnected(peer, connection):
-            self.log.info("reservation of {peer} ended: disconnected", peer=peer_id_to_text(peer))
+            peer_id = peer_id_to_text(peer)
+            self.log.info(
+                "reservation of {peer} ended: disconnected",
+                peer=peer_id,
+                peer_id=peer_id,
+                event="reservation.ended",
+            )
 
     def holder(self, peer: bytes) -> Connection | None:
         """The connection ``peer`` reserved over (where stop streams go), if it reserved."""
@@ -155,7 +168,9 @@ class RelayServer:
             "reservation {what} for {peer} until {expire}",
             what="renewed" if renewed else "made",
             peer=peer_id_to_text(peer),
+            peer_id=peer_id_to_text(peer),
             expire=expire,
+            event="reservation.renewed" if renewed else "reservation.made",
         )
         return hop.reservation_ok(expire, self.relay_addrs(connection), voucher, self.limit)
 
@@ -179,12 +194,17 @@ class RelayServer:
     def _log_refusal(self, what: str, connection: Connection, refusal: Refused) -> None:
         allowed, _ = self.host.limiter.allow()
         if allowed:
-            self.log.info(
+            peer_id = connection.remote_peer_id
+            emit(
+                self.log,
+                LogLevel.info,
                 "{what} refused to {peer}: {reason} ({status})",
                 what=what,
-                peer=connection.label,
+                peer=ClientAddress(connection.label),
+                peer_id=peer_id_to_text(peer_id) if peer_id else None,
                 reason=refusal.reason,
                 status=status_name(refusal.status),
+                event=f"{what}.refused",
             )
 
 
@@ -309,9 +329,11 @@ class HopHandler(StreamProtocol):
         server.circuits.add(circuit)
         server.stats.circuits_opened += 1
         if suppressed:
-            server.log.info("{count} circuits were not logged", count=suppressed)
+            server.log.info(
+                "{count} circuits were not logged", count=suppressed, event="circuits.suppressed"
+            )
         if label is not None:
-            server.log.info("{circuit} opened", circuit=label)
+            server.log.info("{circuit} opened", circuit=label, event="circuit.opened")
         if early:
             circuit.received(0, early)
         if leftover:
@@ -333,8 +355,13 @@ class HopHandler(StreamProtocol):
             return
         self.done = True
         self.server.stats.refused_circuit("connection failed")
-        self.server.log.info(
-            "circuit from {peer} failed: {reason}", peer=self.connection.label, reason=reason
+        emit(
+            self.server.log,
+            LogLevel.info,
+            "circuit from {peer} failed: {reason}",
+            peer=ClientAddress(self.connection.label),
+            reason=reason,
+            event="circuit.failed",
         )
         self._release()
         self._answer(hop_status(CONNECTION_FAILED))

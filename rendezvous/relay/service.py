@@ -74,6 +74,7 @@ class _RelayRunner(Service):
             "rendezvous-relay {version} starting as {peer_id}",
             version=__version__,
             peer_id=self.relay.host.identity.peer_id_text(),
+            event="relay.starting",
         )
 
     def stopService(self) -> None:

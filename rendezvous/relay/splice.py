@@ -71,7 +71,12 @@ class Circuit:
             other.write(data)
         if cut:
             if self.label is not None:
-                self.log.info("{circuit}: data limit reached, resetting", circuit=self.label)
+                self.log.info(
+                    "{circuit}: data limit reached, resetting",
+                    circuit=self.label,
+                    event="circuit.limit_reached",
+                    reason="data",
+                )
             self._finish("data limit")
             return
         if other.writing_paused and not self._reading_paused[side]:
@@ -119,7 +124,12 @@ class Circuit:
         self._timer = None
         if not self.done:
             if self.label is not None:
-                self.log.info("{circuit}: duration limit reached, resetting", circuit=self.label)
+                self.log.info(
+                    "{circuit}: duration limit reached, resetting",
+                    circuit=self.label,
+                    event="circuit.limit_reached",
+                    reason="duration",
+                )
             self._finish("duration limit")
 
     def _finish(self, reason: str) -> None:
@@ -138,6 +148,7 @@ class Circuit:
                 reason=reason,
                 up=self.relayed[0],
                 down=self.relayed[1],
+                event="circuit.closed",
             )
         self._on_closed(reason)
 

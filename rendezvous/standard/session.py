@@ -20,6 +20,7 @@ from rendezvous.live.framing import FrameDecoder, FramingError, frame
 from rendezvous.loglimit import LogLimiter, log_refusal
 from rendezvous.metrics import Metrics
 from rendezvous.model import Announcement, Refused, Registration, Status
+from rendezvous.peerid import peer_id_to_text
 from rendezvous.registry import Session
 from rendezvous.standard.codec import (
     DiscoverRequest,
@@ -125,10 +126,11 @@ class StandardDialect:
         asked.addCallbacks(settle, lambda _: settle(None))
         return _copy(answer)
 
-    def log_refusal(self, label: str, refusal: Refused) -> None:
+    def log_refusal(self, label: str, refusal: Refused, identity: bytes | None = None) -> None:
         if self.metrics is not None:
             self.metrics.refused(refusal.status.name.lower())
-        log_refusal(self.log, self.limiter, label, refusal)
+        peer_id = peer_id_to_text(identity) if identity else None
+        log_refusal(self.log, self.limiter, label, refusal, dialect="standard", peer_id=peer_id)
 
 
 class StandardSession:
@@ -164,7 +166,7 @@ class StandardSession:
         try:
             self._session = self.dialect.store.open_session(self, self.identity)
         except Refused as refusal:
-            self.dialect.log_refusal(self.label, refusal)
+            self.dialect.log_refusal(self.label, refusal, self.identity)
             return False
         return True
 
@@ -183,7 +185,13 @@ class StandardSession:
             try:
                 self._handle(message)
             except Exception:
-                self.dialect.log.failure("standard request from {peer} failed", peer=self.label)
+                self.dialect.log.failure(
+                    "standard request from {peer} failed",
+                    peer=self.label,
+                    event="request.failed",
+                    dialect="standard",
+                    peer_id=peer_id_to_text(self.identity),
+                )
                 self._internal_error()
             if self.closed:
                 return
@@ -269,7 +277,13 @@ class StandardSession:
             try:
                 self._handle(message)
             except Exception:
-                self.dialect.log.failure("standard request from {peer} failed", peer=self.label)
+                self.dialect.log.failure(
+                    "standard request from {peer} failed",
+                    peer=self.label,
+                    event="request.failed",
+                    dialect="standard",
+                    peer_id=peer_id_to_text(self.identity),
+                )
                 self._internal_error()
         self._finish_if_done()
 
@@ -300,7 +314,7 @@ class StandardSession:
         self._send(data)
 
     def refused(self, request_id: int | None, refusal: Refused) -> None:
-        self.dialect.log_refusal(self.label, refusal)
+        self.dialect.log_refusal(self.label, refusal, self.identity)
         answer = self._answer(request_id)
         if answer is None:
             return  # an UNREGISTER: the spec has no answer for it
@@ -340,7 +354,7 @@ class StandardSession:
             self._abort(refusal)
 
     def _abort(self, refusal: Refused) -> None:
-        self.dialect.log_refusal(self.label, refusal)
+        self.dialect.log_refusal(self.label, refusal, self.identity)
         self.channel.abort()
         self.end()
 

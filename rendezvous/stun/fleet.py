@@ -129,10 +129,16 @@ class StunAdvertisement:
         self._record = None
         for addr in addrs:
             if addr not in previous:
-                self.log.info("advertising stun {multiaddr}", multiaddr=_text(addr))
+                self.log.info(
+                    "advertising stun {multiaddr}", multiaddr=_text(addr), event="stun.advertising"
+                )
         for addr in previous:
             if addr not in addrs:
-                self.log.info("no longer advertising stun {multiaddr}", multiaddr=_text(addr))
+                self.log.info(
+                    "no longer advertising stun {multiaddr}",
+                    multiaddr=_text(addr),
+                    event="stun.advertising_stopped",
+                )
         for observer in list(self.changed):
             observer()
         return True

@@ -15,9 +15,10 @@ from twisted.application.service import Service
 from twisted.internet.error import CannotListenError, InvalidAddressError, MessageLengthError
 from twisted.internet.interfaces import IListeningPort, IReactorSocket
 from twisted.internet.protocol import DatagramProtocol
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
 from rendezvous.loglimit import LogLimiter
+from rendezvous.logs import ClientAddress, emit
 from rendezvous.stun.codec import (
     MAX_MESSAGE_SIZE,
     StunParseError,
@@ -129,8 +130,20 @@ class StunProtocol(DatagramProtocol):
         if not allowed:
             return
         if suppressed:
-            self.log.info("stun: {count} datagrams dropped were not logged", count=suppressed)
-        self.log.info("stun: " + text, source=_endpoint(host, port), why=why)
+            self.log.info(
+                "stun: {count} datagrams dropped were not logged",
+                count=suppressed,
+                event="stun.drops_suppressed",
+            )
+        emit(
+            self.log,
+            LogLevel.info,
+            "stun: " + text,
+            source=ClientAddress(_endpoint(host, port)),
+            why=why,
+            event="stun.dropped",
+            reason=why,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,10 +263,19 @@ class StunListener(Service):
             )
         except OSError as error:
             where = _endpoint(address.interface, address.port)
-            self.log.error("stun cannot listen on udp {where}: {error}", where=where, error=error)
+            self.log.error(
+                "stun cannot listen on udp {where}: {error}",
+                where=where,
+                error=error,
+                event="stun.listen_failed",
+            )
             raise CannotListenError(address.interface, address.port, error) from None
         finally:
             sock.close()
         port = self.port.getHost().port  # type: ignore[attr-defined]
-        self.log.info("stun listening on udp {where}", where=_endpoint(address.interface, port))
+        self.log.info(
+            "stun listening on udp {where}",
+            where=_endpoint(address.interface, port),
+            event="stun.listening",
+        )
         self.bound(address.interface, port)

@@ -40,6 +40,7 @@ from zope.interface import implementer
 
 from rendezvous.limits import Limits
 from rendezvous.live.protocol import describe
+from rendezvous.logs import addresses_shown
 from rendezvous.workers.hub import Hub, WorkerLink
 from rendezvous.workers.wire import ChannelError
 
@@ -136,6 +137,7 @@ class _WorkerProcess(ProcessProtocol):
                     "worker {index}: {line}",
                     index=self.slot.index,
                     line=line.decode(errors="replace"),
+                    event="worker.output",
                 )
 
     def processEnded(self, reason: Failure) -> None:
@@ -183,6 +185,7 @@ class _Slot:
             str(self.index),
             "--limits",
             json.dumps(dataclasses.asdict(pool.worker_limits)),
+            *(["--log-addresses"] if addresses_shown() else []),
         ]
         self.handed = 0
         self.started_at = reactor.seconds()
@@ -208,7 +211,12 @@ class _Slot:
             parent.fileno(), socket.AF_UNIX, Factory.forProtocol(functools.partial(_Channel, self))
         )
         parent.close()
-        self.log.info("worker {index} started (pid {pid})", index=self.index, pid=self.process.pid)
+        self.log.info(
+            "worker {index} started (pid {pid})",
+            index=self.index,
+            pid=self.process.pid,
+            event="worker.started",
+        )
 
     def _write(self, data: bytes) -> None:
         if self.channel is not None:
@@ -413,6 +421,7 @@ class WorkerPool(Service):
                 "connections on {where} go to {count} worker processes",
                 where=acceptor.where,
                 count=self.count,
+                event="workers.accepting",
             )
         for slot in self.slots:
             slot.start()

@@ -28,6 +28,7 @@ from zope.interface import implementer
 from rendezvous.limits import Limits
 from rendezvous.live.goodbye import say_goodbye
 from rendezvous.live.protocol import LiveFactory
+from rendezvous.logs import show_addresses
 from rendezvous.workers.hubstore import HubStore, counters_record
 from rendezvous.workers.wire import ChannelError
 
@@ -113,7 +114,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--index", type=int, required=True)
     parser.add_argument("--limits", required=True, help="JSON of rendezvous.limits.Limits")
+    parser.add_argument("--log-addresses", action="store_true", help="as the daemon's")
     args = parser.parse_args(argv)
+    show_addresses(args.log_addresses)
     limits = Limits(**json.loads(args.limits))
     # The terminal's ^C reaches the whole process group: the main process decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -104,6 +104,7 @@ class Connector(Generic[P]):
                     what=self._what,
                     count=self._failures,
                     error=failure.getErrorMessage(),
+                    event="redis.unusable",
                 )
             transport = getattr(protocol, "transport", None)
             if self._protocol is protocol and transport is not None:
@@ -120,6 +121,7 @@ class Connector(Generic[P]):
                 what=self._what,
                 count=self._failures,
                 error=failure.getErrorMessage(),
+                event="redis.connect_failed",
             )
         self._again()
 

@@ -281,6 +281,7 @@ class RedisLink:
                 "redis {target} connected ({flavour} pub/sub)",
                 target=self.target.describe(),
                 flavour="sharded" if self.sharded else "classic",
+                event="redis.connected",
             )
             self.on_up()
 
@@ -304,7 +305,11 @@ class RedisLink:
                 other.transport.loseConnection()
         if self.up:
             self.up = False
-            self.log.warn("redis {target} connection lost", target=self.target.describe())
+            self.log.warn(
+                "redis {target} connection lost",
+                target=self.target.describe(),
+                event="redis.lost",
+            )
             self.on_down()
 
     def reset(self) -> None:
