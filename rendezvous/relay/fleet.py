@@ -1,17 +1,18 @@
 """Reach and be reached through the relay fleet, in one call each.
 
-`join` finds a relay by rendezvous (standard DISCOVER in the relays' namespace), reserves
-on the first that accepts us (and keeps the reservation renewed), registers our
-``…/p2p-circuit/p2p/<me>`` address in an application namespace with the live dialect over
-libp2p (so the registration ends when we leave) and enters RENDEZVOUS there. `connect_to`
-dials a peer found that way through its circuit address.
+`join` finds relays by rendezvous (standard DISCOVER in the relays' namespace), reserves
+on the ``k`` best that accept us (a `rendezvous.relay.pool.RelayPool`: ranked by round
+trip, renewed, replaced when lost), registers our ``…/p2p-circuit/p2p/<me>`` addresses in
+an application namespace with the live dialect over libp2p (so the registration ends
+when we leave; registered again at once whenever the relays held change) and enters
+RENDEZVOUS there. `connect_to` dials a peer found that way through its circuit address.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Final
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
@@ -23,14 +24,30 @@ from rendezvous.client.standard import entries
 from rendezvous.live.stream import PROTOCOL_ID as LIVE_PROTOCOL_ID
 from rendezvous.p2p.connection import Connection
 from rendezvous.p2p.envelope import PeerRecord, seal_peer_record
+from rendezvous.p2p.ping import ping
 from rendezvous.p2p.transport import TCPAddress
 from rendezvous.pb.rendezvous_pb2 import Message
 from rendezvous.peerid import peer_id_to_text
 from rendezvous.relay import client
 from rendezvous.relay.announce import DEFAULT_NAMESPACE
 from rendezvous.relay.codec import status_name
-from rendezvous.relay.keeper import ReservationKeeper
+from rendezvous.relay.pool import (
+    DEFAULT_K,
+    AddressesChanged,
+    Dialled,
+    HeldRelay,
+    PoolEvent,
+    RelayAdded,
+    RelayDeclined,
+    RelayLost,
+    RelayPool,
+    RelayUnreachable,
+    Retrying,
+    RoundFailed,
+    describe_event,
+)
 from rendezvous.relay.relayed import accept_relayed, dial_circuit, relay_connection
+from rendezvous.relay.resolve import DnsResolver, Target, Unresolvable
 from rendezvous.standard.client import open_point
 
 if TYPE_CHECKING:
@@ -39,15 +56,29 @@ if TYPE_CHECKING:
     from rendezvous.p2p.host import Host
 
 __all__ = [
+    "DEFAULT_K",
+    "AddressesChanged",
+    "DnsResolver",
     "FleetError",
     "Membership",
     "NoCircuitAddress",
     "NoRelayFound",
+    "PoolEvent",
+    "RelayAdded",
+    "RelayDeclined",
+    "RelayLost",
+    "RelayUnreachable",
     "ReservationRefused",
+    "Retrying",
+    "Unresolvable",
     "circuit_address",
     "connect_to",
+    "describe_event",
     "join",
 ]
+
+DIAL_TIMEOUT: Final = 10.0
+"""Seconds a relay has to accept our TCP connection."""
 
 log = Logger()
 
@@ -89,21 +120,46 @@ def circuit_address(relay: TCPAddress, peer_id: bytes) -> str:
 
 @dataclass(eq=False)
 class Membership:
-    """Our presence in ``namespace``, reachable at ``circuit_address`` via ``relay``."""
+    """Our presence in ``namespace``, reachable through the relays of `relays`."""
 
     namespace: str
     peer_id: str
     """Ours, as text."""
-    circuit_address: str
-    relay: TCPAddress
-    """The relay we hold a reservation on (with its peer id)."""
-    reservation: client.ReservationInfo
     session: LiveClientStream
     """The live-dialect session holding the registration and the subscription."""
-    keeper: ReservationKeeper
+    pool: RelayPool
+    """Holds the reservations; ``pool.observers`` are told each `PoolEvent`."""
+    host: Host
     _connections: list[Connection] = field(default_factory=list)
-    """Those `join` dialled (to the daemon, to the relay): `leave` closes them."""
+    """Those `join` dialled to the daemon: `leave` closes them (the pool hangs up relays)."""
     _left: bool = False
+    _seq: int = 0
+
+    @property
+    def relays(self) -> list[HeldRelay]:
+        """The relays holding a reservation for us, best first."""
+        return list(self.pool.held)
+
+    @property
+    def circuit_addresses(self) -> list[str]:
+        """Our circuit address through each relay held, best first."""
+        return [circuit_address(relay.target.address, self.host.peer_id) for relay in self.relays]
+
+    @property
+    def circuit_address(self) -> str:
+        """Through the best relay held ("" while none is)."""
+        addresses = self.circuit_addresses
+        return addresses[0] if addresses else ""
+
+    @property
+    def relay(self) -> TCPAddress | None:
+        """The best relay held (with its peer id), None while none is."""
+        return self.pool.held[0].target.address if self.pool.held else None
+
+    @property
+    def reservation(self) -> client.ReservationInfo | None:
+        """Our reservation on `relay`."""
+        return self.pool.held[0].reservation if self.pool.held else None
 
     @property
     def closed(self) -> Deferred[None]:
@@ -111,10 +167,11 @@ class Membership:
         return self.session.closed
 
     def leave(self) -> Deferred[None]:
-        """Unregister (peers watching are told), end the session, drop the reservation."""
+        """Unregister (peers watching are told), end the session, drop the reservations."""
         if self._left:
             return succeed(None)
         self._left = True
+        self.pool.stop()
         done = self.session.unregister(self.namespace, self.peer_id)
 
         def close(result: object) -> None:
@@ -123,10 +180,33 @@ class Membership:
         return done.addBoth(close)
 
     def _close(self) -> None:
-        self.keeper.stop()
+        self.pool.stop()
+        if self.pool.connection_lost in self.host.connection_closed:
+            self.host.connection_closed.remove(self.pool.connection_lost)
         self.session.disconnect()
         for connection in self._connections:
             connection.close()
+
+    def _publish(self, held: list[HeldRelay]) -> Deferred[Sequence[str]]:
+        """Register our circuit addresses through ``held`` (replacing what was registered;
+        subscribers are pushed it), or unregister when there is none."""
+        addresses = [circuit_address(relay.target.address, self.host.peer_id) for relay in held]
+        if not addresses:
+            return self.session.unregister(self.namespace, self.peer_id).addCallback(
+                lambda _: addresses
+            )
+        binary = tuple(multiaddr_from_text(address) for address in addresses)
+        self._seq = max(self._seq + 1, int(self.pool.clock.seconds() * 1_000_000))
+        record = seal_peer_record(
+            self.host.identity, PeerRecord(self.host.peer_id, self._seq, binary)
+        )
+        registered = self.session.register(self.namespace, self.peer_id, binary, record)
+        log.info(
+            "registered in {namespace} as {addresses}",
+            namespace=self.namespace,
+            addresses=" ".join(addresses),
+        )
+        return registered.addCallback(lambda _: addresses)
 
 
 async def _discover_relays(connection: Connection, namespace: str) -> list[PeerEntry]:
@@ -141,54 +221,31 @@ async def _discover_relays(connection: Connection, namespace: str) -> list[PeerE
     return entries(response)
 
 
-def _dialable(entry: PeerEntry) -> list[TCPAddress]:
-    """The TCP addresses of a relay's registration, each naming its peer id."""
-    found = []
-    for addr in entry.addrs:
-        try:
-            text = multiaddr_to_text(addr)
-            if "/p2p/" not in text:
-                text += "/p2p/" + entry.peer_id
-            address = TCPAddress.parse(text)
-        except InvalidMultiaddr:
-            continue
-        if peer_id_to_text(address.peer_id or b"") == entry.peer_id:
-            found.append(address)
-    return found
+def _dialler(
+    host: Host, reactor: IReactorTCP, clock: IReactorTime
+) -> Callable[[Target], Deferred[Dialled]]:
+    """Dial a relay; the round trip is the dial's time (a ping on a connection we had)."""
+
+    def dial(target: Target) -> Deferred[Dialled]:
+        peer = target.address.peer_id
+        for connection in host.connections:
+            if connection.remote_peer_id == peer and not connection.relayed and connection.is_ready:
+                return ping(connection, clock).addCallback(_reused, connection)
+        tls: Any = None
+        if target.tls_name is not None and target.address.tls:
+            from twisted.internet.ssl import optionsForClientTLS
+
+            tls = optionsForClientTLS(target.tls_name)
+        endpoint = target.address.client_endpoint(reactor, DIAL_TIMEOUT, tls)
+        started = clock.seconds()
+        dialled = host.dial(endpoint, peer)
+        return dialled.addCallback(lambda c: Dialled(c, clock.seconds() - started, opened=True))
+
+    return dial
 
 
-async def _reserve_first(
-    reactor: IReactorTCP, host: Host, relays: list[PeerEntry], namespace: str
-) -> tuple[TCPAddress, Connection, client.ReservationInfo]:
-    """Reserve on the first relay that accepts; raises `NoRelayFound`/`ReservationRefused`.
-    Connections dialled to relays that refused are closed again."""
-    attempts: list[str] = []
-    refusals: list[tuple[str, int]] = []
-    for entry in relays:
-        if entry.peer_id == peer_id_to_text(host.peer_id):
-            continue
-        for address in _dialable(entry):
-            existing = set(host.connections)
-            try:
-                connection = await relay_connection(host, address, reactor)
-            except Exception as error:
-                attempts.append(f"{address.text()}/p2p/{entry.peer_id}: {error}")
-                continue
-            try:
-                info = await client.reserve(connection)
-            except client.RelayRefused as refusal:
-                refusals.append((entry.peer_id, refusal.status))
-            except Exception as error:
-                attempts.append(f"{entry.peer_id}: reservation failed: {error}")
-            else:
-                return address, connection, info
-            if connection not in existing:
-                connection.close()
-            break  # the relay answered: its other addresses reach the same relay
-    if refusals and not attempts:
-        raise ReservationRefused(refusals)
-    attempts += [f"{relay}: {status_name(status)}" for relay, status in refusals]
-    raise NoRelayFound(namespace, attempts)
+def _reused(rtt: float, connection: Connection) -> Dialled:
+    return Dialled(connection, rtt, opened=False)
 
 
 def join(
@@ -199,47 +256,70 @@ def join(
     on_event: EventHandler,
     relay_namespace: str = DEFAULT_NAMESPACE,
     clock: IReactorTime | None = None,
+    *,
+    k: int = DEFAULT_K,
+    on_state: Callable[[PoolEvent], None] | None = None,
+    renewal: float | None = None,
+    resolver: DnsResolver | None = None,
 ) -> Deferred[Membership]:
-    """Join ``namespace`` through a relay found at the daemon ``rendezvous`` (``…/p2p/<id>``).
+    """Join ``namespace`` through relays found at the daemon ``rendezvous`` (``…/p2p/<id>``).
 
-    ``on_event`` gets the namespace's current registrations, then every change; the
-    Deferred fires once the snapshot has been delivered. Fails with `NoRelayFound`,
-    `ReservationRefused`, `FleetError`, a `rendezvous.client.errors.RendezvousError`
-    (the daemon refused the registration) or the dial's failure.
+    Reserves on the ``k`` best relays (fewer if fewer accept; more are sought with
+    backoff), registers the circuit address through each, best first, and keeps them:
+    a reservation lost (its connection closed, a renewal failed) is replaced and the
+    addresses registered again at once. ``on_event`` gets the namespace's current
+    registrations, then every change; the Deferred fires once the snapshot has been
+    delivered. ``on_state`` is told each `PoolEvent` (relay added, lost, refused,
+    unreachable; addresses registered; retrying). ``renewal``: renew reservations at
+    least this often (seconds). ``resolver`` resolves ``/dns4``, ``/dns6``, ``/dns`` and
+    ``/dnsaddr`` relay addresses (the reactor's by default).
+
+    Fails with `NoRelayFound`, `ReservationRefused`, a
+    `rendezvous.client.errors.RendezvousError` (the daemon refused the registration) or
+    the dial's failure; then nothing is left reserved or registered.
     """
     timer: IReactorTime = clock if clock is not None else reactor  # type: ignore[assignment]
+    names = resolver if resolver is not None else DnsResolver.from_reactor(reactor)
 
     async def run() -> Membership:
         existing = set(host.connections)
         daemon = await relay_connection(host, rendezvous, reactor)
         opened = [daemon] if daemon not in existing else []
-        keeper: ReservationKeeper | None = None
         session = LiveClientStream()
+        me = peer_id_to_text(host.peer_id)
+        pool = RelayPool(
+            timer,
+            me,
+            discover=lambda: Deferred.fromCoroutine(_discover_relays(daemon, relay_namespace)),
+            resolve=lambda address, peer: Deferred.fromCoroutine(names.resolve(address, peer)),
+            dial=_dialler(host, reactor, timer),
+            reserve=client.reserve,  # type: ignore[arg-type]  # a pool Link is our Connection
+            publish=lambda held: membership._publish(held),
+            on_state=on_state,
+            k=k,
+            renewal=renewal,
+        )
+        membership = Membership(namespace, me, session, pool, host, opened)
+        host.connection_closed.append(pool.connection_lost)
         try:
-            relays = await _discover_relays(daemon, relay_namespace)
             accept_relayed(host)
-            relay, relayed_by, info = await _reserve_first(reactor, host, relays, relay_namespace)
-            if relayed_by not in existing and relayed_by not in opened:
-                opened.append(relayed_by)
-            keeper = ReservationKeeper(host, relay, reactor, timer)
-            keeper.start()
-            address = circuit_address(relay, host.peer_id)
-            binary = multiaddr_from_text(address)
-            seq = int(timer.seconds() * 1_000_000)
-            record = seal_peer_record(host.identity, PeerRecord(host.peer_id, seq, (binary,)))
+            try:
+                await pool.first_round()
+            except RoundFailed as failed:
+                if failed.refusals and not failed.attempts:
+                    raise ReservationRefused(failed.refusals) from None
+                refused = [f"{relay}: {status_name(s)}" for relay, s in failed.refusals]
+                raise NoRelayFound(relay_namespace, [*failed.attempts, *refused]) from None
             await daemon.open_stream(LIVE_PROTOCOL_ID, session)
-            me = peer_id_to_text(host.peer_id)
-            await session.register(namespace, me, (binary,), record)
+            await pool.publish_now()
             await session.rendezvous(namespace, on_event)
         except BaseException:
-            if keeper is not None:
-                keeper.stop()
-            session.disconnect()
-            for connection in opened:
-                connection.close()
+            membership._close()
             raise
+        pool.start()
+        address = membership.circuit_address
         log.info("joined {namespace} as {address}", namespace=namespace, address=address)
-        return Membership(namespace, me, address, relay, info, session, keeper, opened)
+        return membership
 
     return Deferred.fromCoroutine(run())
 
@@ -256,24 +336,52 @@ def _circuits_of(entry: PeerEntry) -> list[str]:
     return found
 
 
-def connect_to(reactor: IReactorTCP, host: Host, peer: PeerEntry | str) -> Deferred[Connection]:
+def connect_to(
+    reactor: IReactorTCP,
+    host: Host,
+    peer: PeerEntry | str,
+    resolver: DnsResolver | None = None,
+) -> Deferred[Connection]:
     """A relayed connection to ``peer``: a registration (its circuit addresses are tried in
-    order) or a circuit multiaddr. Fails with `NoCircuitAddress`, `InvalidMultiaddr`,
+    order) or a circuit multiaddr. A relay named by ``/dns4``, ``/dns6``, ``/dns`` or
+    ``/dnsaddr`` is resolved first (``resolver``, the reactor's by default). Fails with
+    `NoCircuitAddress`, `InvalidMultiaddr`, `Unresolvable`,
     `rendezvous.relay.client.RelayRefused`/`RelayError`, or the dial's failure."""
-    if isinstance(peer, str):
-        return dial_circuit(host, peer, reactor)
-    candidates = _circuits_of(peer)
+    candidates = [peer] if isinstance(peer, str) else _circuits_of(peer)
 
     async def run() -> Connection:
         if not candidates:
+            assert not isinstance(peer, str)
             raise NoCircuitAddress(f"{peer.peer_id} registered no circuit address")
         last: Exception | None = None
         for address in candidates:
             try:
-                return await dial_circuit(host, address, reactor)
+                return await _dial_circuit(reactor, host, address, resolver)
             except Exception as error:
                 last = error
         assert last is not None
         raise last
 
     return Deferred.fromCoroutine(run())
+
+
+async def _dial_circuit(
+    reactor: IReactorTCP, host: Host, address: str, resolver: DnsResolver | None
+) -> Connection:
+    if address.startswith(("/ip4/", "/ip6/")):
+        return await dial_circuit(host, address, reactor)
+    relay_text, marker, target_text = address.partition("/p2p-circuit/p2p/")
+    relay_head, p2p, relay_id = relay_text.rpartition("/p2p/")
+    if not marker or not p2p:
+        raise InvalidMultiaddr(f"not a circuit address naming its relay: {address!r}")
+    names = resolver if resolver is not None else DnsResolver.from_reactor(reactor)
+    targets = await names.resolve(relay_head, relay_id)
+    last: Exception | None = None
+    for target in targets:
+        try:
+            circuit = f"{target.address.text()}/p2p/{relay_id}{marker}{target_text}"
+            return await dial_circuit(host, circuit, reactor)
+        except Exception as error:
+            last = error
+    assert last is not None
+    raise last

@@ -22,6 +22,14 @@ RENEW_MARGIN: Final = 60.0
 """Renew at 3/4 of a reservation's life, and at least this many seconds before it expires."""
 
 
+def renew_delay(expire: float, now: float, every: float | None = None) -> float:
+    """Seconds until a reservation expiring at ``expire`` is renewed: at 3/4 of what is
+    left and `RENEW_MARGIN` before the end, not sooner than 1 s, nor later than ``every``."""
+    left = expire - now
+    delay = max(1.0, min(left - RENEW_MARGIN, left * 0.75))
+    return delay if every is None else min(delay, every)
+
+
 class ReservationKeeper(Renewal):
     """Holds ``host``'s reservation on the relay at ``relay`` (a TCP multiaddr with /p2p)."""
 
@@ -47,14 +55,12 @@ class ReservationKeeper(Renewal):
         if self.reservation is not None:
             self.renewals += 1
         self.reservation = info
-        left = info.expire - self.clock.seconds()
-        delay = max(1.0, min(left - RENEW_MARGIN, left * 0.75))
+        delay = renew_delay(info.expire, self.clock.seconds())
         self.log.info(
             "reserved on relay {relay} until {expire}; renewing in {delay:.0f} s",
             relay=peer_id_to_text(self.relay.peer_id or b""),
             expire=info.expire,
             delay=delay,
-            event="relay_client.reserved",
         )
         return delay
 
@@ -64,6 +70,4 @@ class ReservationKeeper(Renewal):
             relay=peer_id_to_text(self.relay.peer_id or b""),
             why=why,
             delay=delay,
-            event="relay_client.reservation_failed",
-            reason=why,
         )
