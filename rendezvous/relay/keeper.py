@@ -61,6 +61,7 @@ class ReservationKeeper(Renewal):
             relay=peer_id_to_text(self.relay.peer_id or b""),
             expire=info.expire,
             delay=delay,
+            event="relay_client.reserved",
         )
         return delay
 
@@ -70,4 +71,6 @@ class ReservationKeeper(Renewal):
             relay=peer_id_to_text(self.relay.peer_id or b""),
             why=why,
             delay=delay,
+            event="relay_client.reservation_failed",
+            reason=why,
         )
