@@ -71,6 +71,13 @@ _P2P_LIMIT_FLAGS: list[tuple[str, str, str, type]] = [
     ),
 ]
 _P2P_DEFAULTS = HostLimits()
+_PEER_CERTIFICATES_FLAG = [
+    "require-peer-certificates",
+    None,
+    "ssl: --listen listeners refuse clients that present no libp2p TLS certificate "
+    "(every ssl: listener asks for one and authenticates the session as its peer id, "
+    "so a REGISTER for another id is refused)",
+]
 
 
 class Options(usage.Options):
@@ -156,7 +163,7 @@ class Options(usage.Options):
         for flag, field, help, kind in _P2P_LIMIT_FLAGS
     ]
     optParameters += TLS_OPTIONS
-    optFlags = [PROXY_PROTOCOL_FLAG, LOG_ADDRESSES_FLAG]
+    optFlags = [PROXY_PROTOCOL_FLAG, LOG_ADDRESSES_FLAG, _PEER_CERTIFICATES_FLAG]
 
     def __init__(self) -> None:
         super().__init__()
@@ -205,6 +212,10 @@ class Options(usage.Options):
         if not 0.1 <= self["shutdown-grace"] <= 300:
             raise usage.UsageError("--shutdown-grace must be between 0.1 and 300 seconds")
         _check_web(self)
+        if self["require-peer-certificates"] and not any(
+            listen.startswith("ssl:") for listen in self["listen"]
+        ):
+            raise usage.UsageError("--require-peer-certificates needs an ssl: --listen listener")
         if self["p2p-announce"] and not self["p2p-listen"]:
             raise usage.UsageError("--p2p-announce needs --p2p-listen")
         check_tls_options(self["p2p-listen"], self["p2p-tls-cert"], self["p2p-tls-key"])
@@ -265,5 +276,6 @@ def makeService(options: Options) -> IService:
         web=options["web"],
         web_root=options["web-root"],
         web_relay_namespace=options["web-relay-namespace"],
+        require_peer_certificates=bool(options["require-peer-certificates"]),
     )
     return Daemon(config, reactor)

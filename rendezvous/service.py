@@ -12,6 +12,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IListeningPort,
     IProtocolFactory,
+    IReactorSSL,
     IReactorTime,
     IStreamServerEndpoint,
 )
@@ -24,6 +25,7 @@ from rendezvous import __version__
 from rendezvous.limits import Limits
 from rendezvous.live.codec import LiveCodec
 from rendezvous.live.goodbye import Goodbye
+from rendezvous.live.peertls import PeerCertificates, requesting_endpoint
 from rendezvous.live.protocol import LiveFactory, describe
 from rendezvous.live.session import LiveDialect
 from rendezvous.live.stream import PROTOCOL_ID as LIVE_PROTOCOL_ID
@@ -81,6 +83,9 @@ class DaemonConfig:
     web_root: str | None = None
     web_relay_namespace: str = RELAY_NAMESPACE
     """The fleet's namespace, whose relays the status page lists."""
+    require_peer_certificates: bool = False
+    """``ssl:`` listeners refuse clients without a libp2p peer certificate (every
+    ``ssl:`` listener asks for one, and authenticates the session as its peer id)."""
 
 
 @implementer(IStreamServerEndpoint)
@@ -134,12 +139,29 @@ def with_backlog(description: str, backlog: int = LISTEN_BACKLOG) -> str:
 
 
 def _listener(
-    description: str, factory: IProtocolFactory, what: str, ports: list[IListeningPort]
+    description: str,
+    factory: IProtocolFactory,
+    what: str,
+    ports: list[IListeningPort],
+    endpoint: IStreamServerEndpoint | None = None,
 ) -> Service:
-    """A strports service (bind errors fail start-up) that logs where it listens."""
+    """A strports service (bind errors fail start-up) that logs where it listens;
+    on ``endpoint`` if given, else on the one ``description`` names."""
     service = strports.service(description, factory)
-    service.endpoint = _LoggedEndpoint(service.endpoint, what, description, ports)
+    service.endpoint = _LoggedEndpoint(endpoint or service.endpoint, what, description, ports)
     return service
+
+
+def _live_endpoint(description: str, clock: IReactorTime) -> IStreamServerEndpoint | None:
+    """An ``ssl:`` listener's endpoint that asks clients for peer certificates; None
+    (the strport's own endpoint) for other listeners."""
+    if not description.startswith("ssl:"):
+        return None
+    if IReactorSSL.providedBy(clock):
+        return requesting_endpoint(clock, description)
+    from twisted.internet import reactor
+
+    return requesting_endpoint(reactor, description)  # type: ignore[arg-type]
 
 
 class _Banner(Service):
@@ -230,7 +252,11 @@ class Daemon(MultiService):
         self.store, banner = make_store(config, clock)
         self.dialect = live_dialect(self.store, config.limits, clock)
         self.metrics = self.dialect.metrics
-        self.live_factory = LiveFactory(self.dialect, clock)
+        self.live_factory = LiveFactory(
+            self.dialect,
+            clock,
+            peer_certificates=PeerCertificates(clock.seconds, config.require_peer_certificates),
+        )
         self.live_ports: list[IListeningPort] = []
         self.metrics_ports: list[IListeningPort] = []
         _StoreService(self.store).setServiceParent(self)
@@ -239,8 +265,13 @@ class Daemon(MultiService):
         goodbye = Goodbye(self.dialect, self.live_factory, clock, config.shutdown_grace / 2)
         goodbye.setServiceParent(self)
         for description in config.listen:
+            description = with_backlog(description)
             _listener(
-                with_backlog(description), self.live_factory, "live dialect", self.live_ports
+                description,
+                self.live_factory,
+                "live dialect",
+                self.live_ports,
+                _live_endpoint(description, clock),
             ).setServiceParent(self)
         self.p2p_host: Host | None = None
         self.p2p_ports: list[IListeningPort] = []

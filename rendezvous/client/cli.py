@@ -24,7 +24,8 @@ from rendezvous import __version__
 from rendezvous.addrs import InvalidMultiaddr, multiaddr_from_text, multiaddr_to_text
 from rendezvous.client.connect import DIALECTS, connect_to
 from rendezvous.client.errors import ConnectionClosed, RendezvousError
-from rendezvous.client.live import Event, LiveClient, PeerEntry
+from rendezvous.client.live import Event, LiveClient, PeerEntry, endpoint_description
+from rendezvous.client.peertls import is_tls_target, parse_tls_target
 from rendezvous.client.reconnect import (
     ReconnectingClient,
     RegistrationRefused,
@@ -46,6 +47,8 @@ _ENDPOINT_HELP = (
     "ENDPOINT is host:port, or a Twisted client strport: tcp:host=H:port=P, "
     "tls:host=H:port=P, unix:path=/run/rendezvous.sock; or a libp2p multiaddr "
     "/ip4/H/tcp/P[/ws]/p2p/PEER_ID, dialled with a fresh Ed25519 identity (or --identity). "
+    "With --identity, tls: and ssl: ENDPOINTs are shown a libp2p TLS certificate of it, "
+    "which proves its peer id to the server. "
     "Several ENDPOINTs (repeated, or comma-separated) are tried in turn. "
 )
 _SURVIVE_HELP = (
@@ -94,7 +97,13 @@ class _Target(usage.Options):
             "live",
             "live, or standard (libp2p /rendezvous/1.0.0: signed records with a TTL, no watch)",
         ],
-        ["identity", None, None, "libp2p: private key file (created, mode 0600, if missing)"],
+        [
+            "identity",
+            None,
+            None,
+            "libp2p private key file (created, mode 0600, if missing): our peer id over "
+            "libp2p, and proven on tls:/ssl: endpoints by a libp2p TLS certificate",
+        ],
     ]
 
     def parseOptions(self, options: list[str] | None = None) -> None:
@@ -145,15 +154,32 @@ class _Target(usage.Options):
         if self["dialect"] == "standard" and len(self["multiaddrs"]) < len(self["endpoints"]):
             raise usage.UsageError("the standard dialect runs over libp2p: give multiaddrs")
         self["key"] = None
+        self["tls_key"] = None
+        """The identity a raw tls:/ssl: session presents (only one given)."""
         if self["identity"] is not None:
-            if not over_libp2p:
-                raise usage.UsageError("--identity applies to libp2p multiaddrs only")
+            _check_identity_endpoints(self["endpoints"])
             try:
-                self["key"] = load_or_create_identity(self["identity"])
+                self["key"] = self["tls_key"] = load_or_create_identity(self["identity"])
             except IdentityFileError as e:
                 raise usage.UsageError(f"--identity: {e}") from None
         elif over_libp2p:
             self["key"] = PrivateKey.generate()
+
+
+def _check_identity_endpoints(endpoints: list[str]) -> None:
+    """--identity is proven over libp2p and TLS: every ENDPOINT must be one of them."""
+    for endpoint in endpoints:
+        if endpoint.startswith("/"):
+            continue
+        description = endpoint_description(endpoint)
+        if not is_tls_target(description):
+            raise usage.UsageError(
+                f"--identity applies to libp2p multiaddrs and tls:/ssl: endpoints, not {endpoint}"
+            )
+        try:
+            parse_tls_target(description)
+        except ValueError as e:
+            raise usage.UsageError(f"{endpoint}: {e}") from None
 
 
 class DiscoverOptions(_Target):
@@ -218,7 +244,7 @@ class RegisterOptions(_Target):
         super().postOptions()
         if not self["id"]:
             if self["key"] is None:
-                raise usage.UsageError("--id is required (except over libp2p)")
+                raise usage.UsageError("--id is required (except over libp2p or with --identity)")
             self["id"] = self["key"].peer_id_text()
         elif self["dialect"] == "standard" and self["id"] != self["key"].peer_id_text():
             raise usage.UsageError("the standard dialect registers only our own id: drop --id")
@@ -423,8 +449,9 @@ async def _survive(
 
 async def _connect(reactor: Any, options: usage.Options, endpoint: str) -> Session:
     """A session with ``endpoint``: libp2p for a multiaddr, else a client strport."""
+    identity = options["key"] if endpoint.startswith("/") else options["tls_key"]
     session: Session = await connect_to(
-        reactor, endpoint, dialect=options["dialect"], identity=options["key"]
+        reactor, endpoint, dialect=options["dialect"], identity=identity
     )
     return session
 

@@ -18,15 +18,17 @@ from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString
-from twisted.internet.interfaces import IReactorCore
+from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rendezvous.client.errors import ConnectionClosed, RendezvousError, error_for
+from rendezvous.client.peertls import identity_endpoint, is_tls_target
 from rendezvous.live.framing import FrameDecoder, FramingError, frame
 from rendezvous.model import Status
 from rendezvous.pb.live_pb2 import Message
+from rendezvous.peercert import Signer
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,9 +246,22 @@ def endpoint_description(target: str) -> str:
     return target
 
 
-def connect(reactor: IReactorCore, target: str) -> Deferred[LiveClientProtocol]:
-    """Connect to a rendezvous server given a client strport or ``host:port``."""
-    endpoint = clientFromString(reactor, endpoint_description(target))
+def connect(
+    reactor: IReactorCore, target: str, identity: Signer | None = None
+) -> Deferred[LiveClientProtocol]:
+    """Connect to a rendezvous server given a client strport or ``host:port``; with
+    ``identity``, over TLS (``tls:``/``ssl:``) presenting a libp2p certificate for it,
+    so the server authenticates the session as its peer id (ValueError for another
+    kind of target)."""
+    description = endpoint_description(target)
+    if identity is None:
+        endpoint = clientFromString(reactor, description)
+    elif is_tls_target(description):
+        endpoint = identity_endpoint(
+            reactor, description, identity, IReactorTime(reactor).seconds()
+        )
+    else:
+        raise ValueError(f"an identity is presented over tls: or ssl: only, not {target!r}")
     d: Deferred[LiveClientProtocol] = endpoint.connect(Factory.forProtocol(LiveClientProtocol))
     return d
 

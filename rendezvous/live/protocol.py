@@ -7,20 +7,23 @@ from collections.abc import Callable
 
 from twisted.internet import tcp
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress, IPushProducer, IReactorTime
+from twisted.internet.interfaces import IAddress, IHandshakeListener, IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger, LogLevel
 from twisted.protocols.policies import ProtocolWrapper
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from rendezvous.live.admission import TOO_MANY, AddressAdmission, is_loopback
 from rendezvous.live.outbound import Outbound
+from rendezvous.live.peertls import PeerCertificates
 from rendezvous.live.session import LiveDialect, LiveSession
 from rendezvous.loglimit import log_refusal
 from rendezvous.logs import ClientAddress, emit
 from rendezvous.model import Refused, Status
 from rendezvous.nodelay import no_delay
+from rendezvous.peercert import PeerCertificateError
 
 
 def describe(address: IAddress) -> str:
@@ -42,10 +45,14 @@ def eager_socket(transport: object) -> socket.socket | None:
     return None
 
 
-@implementer(IPushProducer)
+@implementer(IPushProducer, IHandshakeListener)
 class LiveProtocol(Protocol):
     """One client connection: bytes in to its `LiveSession`, frames out through an
-    `Outbound` that applies backpressure (the transport is its `Carrier`)."""
+    `Outbound` that applies backpressure (the transport is its `Carrier`).
+
+    Over TLS the session starts once the handshake is done: a client that presented a
+    libp2p certificate is then authenticated as its peer id (see
+    `rendezvous.live.peertls`)."""
 
     log = Logger()
 
@@ -58,14 +65,43 @@ class LiveProtocol(Protocol):
         """The IP address this session counts against, once admitted."""
         self._admitting = False
         """Admission waits for the first bytes (see `connectionMade`)."""
+        self._handshaking = False
+        """A TLS session waits for the end of the handshake."""
+        self._peer_id = ""
+        """The peer id a TLS client's certificate proved, for logs."""
 
     def connectionMade(self) -> None:
         self.factory.opened()
-        # Behind a wrapper (TLS, or a PROXY protocol header: ``haproxy:``) the client's
+        if isinstance(self.transport, TLSMemoryBIOProtocol):
+            # Its address and certificate are known once the handshake is done.
+            self._handshaking = True
+            return
+        # Behind another wrapper (a PROXY protocol header: ``haproxy:``) the client's
         # address is known for sure once its first bytes arrive: it is admitted then.
         self._admitting = isinstance(self.transport, ProtocolWrapper)
         if not self._admitting and not self._admit():
             return
+        self._start(None)
+
+    def handshakeCompleted(self) -> None:
+        if not self._handshaking:
+            return
+        self._handshaking = False
+        if not self._admit():
+            return
+        try:
+            key = self.factory.peer_certificates.identity(self.transport)
+        except PeerCertificateError as e:
+            self._refuse_certificate(e)
+            return
+        if key is None:
+            self._start(None)
+        else:
+            self._peer_id = key.peer_id_text()
+            self._start(key.peer_id())
+
+    def _start(self, identity: bytes | None) -> None:
+        """Open the session, as the authenticated ``identity`` if not None."""
         no_delay(self.transport)
         self._socket = eager_socket(self.transport)
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
@@ -78,14 +114,18 @@ class LiveProtocol(Protocol):
             event="session.opened",
             dialect="live",
         )
-        session = self.dialect.session(self.outbound, address)
+        session = self.dialect.session(self.outbound, address, identity)
         if session.start():
             self.session = session
 
     def __str__(self) -> str:
-        """The client's address, for logs (made when a line needs it, not kept)."""
+        """The client's address (and proven peer id), for logs (made when a line needs
+        it, not kept)."""
         transport = self.transport
-        return "?" if transport is None else describe(transport.getPeer())
+        if transport is None:
+            return "?"
+        address = describe(transport.getPeer())
+        return f"{address} {self._peer_id}" if self._peer_id else address
 
     def dataReceived(self, data: bytes) -> None:
         if self._admitting:
@@ -131,6 +171,17 @@ class LiveProtocol(Protocol):
         if session is not None:  # admitted late: it had started
             session.leave(frame)
             return
+        self.transport.write(frame)  # type: ignore[union-attr]
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def _refuse_certificate(self, error: PeerCertificateError) -> None:
+        """A TLS client's certificate proves no identity (or it has none where one is
+        required): ERROR 200 saying why, and close."""
+        dialect = self.dialect
+        dialect.metrics.refused(f"peer_certificate_{error.reason}")
+        refusal = Refused(Status.NOT_AUTHORIZED, f"peer certificate refused: {error}")
+        log_refusal(dialect.log, dialect.limiter, ClientAddress(self), refusal, dialect="live")
+        frame = dialect.codec.error_frame(refusal.status, refusal.text, None)
         self.transport.write(frame)  # type: ignore[union-attr]
         self.transport.loseConnection()  # type: ignore[union-attr]
 
@@ -215,10 +266,18 @@ class LiveFactory(Factory):
 
     noisy = False
 
-    def __init__(self, dialect: LiveDialect, clock: IReactorTime, abort_after: float = 10.0):
+    def __init__(
+        self,
+        dialect: LiveDialect,
+        clock: IReactorTime,
+        abort_after: float = 10.0,
+        peer_certificates: PeerCertificates | None = None,
+    ):
         self.dialect = dialect
         self.clock = clock
         self.abort_after = abort_after
+        self.peer_certificates = peer_certificates or PeerCertificates(clock.seconds)
+        """What TLS clients' certificates prove, and whether one is required."""
         self.connections = 0
         """Connections open now."""
         limits = dialect.codec.limits
