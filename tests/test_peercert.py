@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 
 from cryptography import x509
@@ -9,7 +10,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import TestCase
 
@@ -312,3 +313,33 @@ class SignedKeyTests(TestCase):
         except ValueError:
             return
         self.assertEqual(encode_signed_key(public_key, signature), data)
+
+
+_SEED_CERTIFICATE = make_certificate(PrivateKey.from_seed(bytes(32)), NOW)[0].public_bytes(
+    serialization.Encoding.DER
+)
+
+
+class MutatedCertificateTests(TestCase):
+    """Whatever a stranger's certificate holds, checking it gives a key or a
+    `PeerCertificateError`: nothing else escapes."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.lists(
+            st.tuples(st.integers(0, len(_SEED_CERTIFICATE) - 1), st.integers(0, 255)),
+            min_size=1,
+            max_size=4,
+        ),
+        st.floats(NOW - 1e9, NOW + 1e9),
+    )
+    def test_flipped_bytes(self, changes: list[tuple[int, int]], now: float) -> None:
+        data = bytearray(_SEED_CERTIFICATE)
+        for offset, value in changes:
+            data[offset] = value
+        try:
+            certificate = x509.load_der_x509_certificate(bytes(data))
+        except (ValueError, x509.InvalidVersion):
+            return  # refused as malformed (see `rendezvous.live.peertls`)
+        with contextlib.suppress(PeerCertificateError):
+            verify_certificate(certificate, now)

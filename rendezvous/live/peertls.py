@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from cryptography import x509
 from OpenSSL import SSL, crypto
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
@@ -106,7 +107,7 @@ class PeerCertificates:
             raise PeerCertificateError(PeerCertificateError.MALFORMED, "not an X.509 certificate")
         try:
             certificate = presented.to_cryptography()
-        except ValueError as e:
+        except (ValueError, x509.InvalidVersion) as e:
             raise PeerCertificateError(
                 PeerCertificateError.MALFORMED, f"unreadable certificate: {e}"
             ) from None
