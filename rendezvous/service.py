@@ -18,7 +18,6 @@ from twisted.internet.interfaces import (
 )
 from twisted.logger import Logger
 from twisted.web.resource import Resource
-from twisted.web.server import Site
 from zope.interface import implementer
 
 from rendezvous import __version__
@@ -43,7 +42,7 @@ from rendezvous.standard.stream import CANVAS_PROTOCOL_ID, standard_stream_handl
 from rendezvous.standard.stream import PROTOCOL_ID as STANDARD_PROTOCOL_ID
 from rendezvous.store.base import Store
 from rendezvous.store.memory import MemoryStore
-from rendezvous.web.site import web_site
+from rendezvous.web.site import QuietSite, web_site
 from rendezvous.web.status import RELAY_NAMESPACE
 from rendezvous.workers.hub import Hub
 from rendezvous.workers.pool import WorkerPool
@@ -301,8 +300,8 @@ class Daemon(MultiService):
         if config.metrics is not None:
             root = Resource()
             root.putChild(b"metrics", MetricsResource(registry=self.metrics.registry))
-            site = Site(root)
-            site.noisy = False
+            # No line per scrape: it would name the scraper's address at info level.
+            site = QuietSite(root)
             _listener(config.metrics, site, "metrics", self.metrics_ports).setServiceParent(self)
         self.web_ports: list[IListeningPort] = []
         if config.web is not None:

@@ -10,6 +10,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory
+from twisted.web.client import Agent, readBody
 
 from rendezvous.client.errors import InvalidNamespace
 from rendezvous.client.live import LiveClientProtocol
@@ -22,6 +23,7 @@ TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 LISTENING = (
     r'"event": "listener.started", "text": "live dialect listening on tcp 127\.0\.0\.1:(\d+)'
 )
+METRICS_LISTENING = r'"text": "metrics listening on tcp 127\.0\.0\.1:(\d+)'
 
 
 class JSONLogsTests(ProcessTestCase):
@@ -110,7 +112,12 @@ class JSONLogsTests(ProcessTestCase):
 
     @inlineCallbacks
     def test_no_address_at_the_default_level(self):  # type: ignore[no-untyped-def]
-        daemon = self.daemon()
+        daemon = self.daemon("--metrics", "tcp:0:interface=127.0.0.1")
+        metrics = yield daemon.wait_for(METRICS_LISTENING)
+        url = f"http://127.0.0.1:{metrics.group(1)}/metrics".encode()
+        response = yield Agent(reactor).request(b"GET", url)
+        self.assertIn("rendezvous_sessions", (yield readBody(response)).decode())
         lines, address = yield self.session(daemon)
         self.assertNotIn(address, daemon.output)
+        self.assertNotIn("GET /metrics", daemon.output)  # no access line names the scraper
         self.assertEqual([line for line in lines if line["level"] == "debug"], [])

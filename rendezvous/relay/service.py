@@ -13,7 +13,6 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.web.resource import Resource
-from twisted.web.server import Site
 
 from rendezvous import __version__
 from rendezvous.p2p.host import Host, HostLimits
@@ -32,6 +31,7 @@ from rendezvous.service import _listener
 from rendezvous.stun.fleet import DEFAULT_STUN_NAMESPACE
 from rendezvous.stun.server import StunLimits
 from rendezvous.stun.service import StunService
+from rendezvous.web.site import QuietSite
 
 
 @dataclass(frozen=True)
@@ -140,8 +140,7 @@ class RelayDaemon(MultiService):
         if config.metrics is not None:
             root = Resource()
             root.putChild(b"metrics", MetricsResource(registry=self.registry))
-            site = Site(root)
-            site.noisy = False
+            site = QuietSite(root)  # no line per scrape, which would name the scraper
             self.metrics_ports: list[IListeningPort] = []
             _listener(config.metrics, site, "metrics", self.metrics_ports).setServiceParent(self)
 
