@@ -24,6 +24,7 @@ from rendezvous import __version__
 from rendezvous.addrs import InvalidMultiaddr, multiaddr_from_text, multiaddr_to_text
 from rendezvous.client.connect import DIALECTS, connect_to
 from rendezvous.client.errors import ConnectionClosed, RendezvousError
+from rendezvous.client.joincmd import JoinOptions, run_join
 from rendezvous.client.live import Event, LiveClient, PeerEntry, endpoint_description
 from rendezvous.client.peertls import is_tls_target, parse_tls_target
 from rendezvous.client.reconnect import (
@@ -280,6 +281,7 @@ class Options(usage.Options):
         ["watch", None, WatchOptions, "print a namespace's peers and changes as they happen"],
         ["register", None, RegisterOptions, "register a peer until interrupted"],
         ["id", None, IdOptions, "print the peer id of a libp2p identity file"],
+        ["join", None, JoinOptions, "be reachable in a namespace through the relay fleet"],
     ]
 
     def opt_version(self) -> None:
@@ -289,7 +291,7 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         if self.subCommand is None:
-            raise usage.UsageError("a command is required: discover, watch, register or id")
+            raise usage.UsageError("a command is required: discover, watch, register, join or id")
 
 
 async def _discover(client: Session, options: usage.Options, out: TextIO) -> int:
@@ -358,6 +360,8 @@ async def run(reactor: Any, options: Options, out: TextIO, err: TextIO) -> int:
         print(sub["key"].peer_id_text(), file=out, flush=True)
         return EXIT_OK
     interrupts = _Interrupts(reactor)
+    if command == "join":
+        return await run_join(reactor, sub, out, err, interrupts.received)
     if command in ("watch", "register") and not sub["once"]:
         return await _survive(reactor, interrupts, str(command), sub, out, err)
     try:
