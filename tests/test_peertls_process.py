@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
@@ -74,3 +75,22 @@ class RequiredPeerCertificateProcessTests(ProcessTestCase):
         self.assertEqual((yield registered.interrupt()), 0, registered.errors)
         yield daemon.interrupt("TERM")
         self.assertNotIn("Traceback", daemon.output + daemon.errors)
+
+
+class WithoutPyOpenSSLTests(ProcessTestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def test_importable(self):  # type: ignore[no-untyped-def]
+        """pyOpenSSL is an extra: plain listeners and clients do without it."""
+        check = self.spawn(
+            [
+                sys.executable,
+                "-c",
+                "import sys; sys.modules['OpenSSL'] = None; "
+                "import rendezvous.service, rendezvous.client.cli, rendezvous.client.connect; "
+                "print('imported')",
+            ]
+        )
+        self.assertEqual((yield check.ended), 0, check.errors)
+        self.assertEqual(check.output, "imported\n")

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
-from OpenSSL import SSL, crypto
 from twisted.internet.endpoints import (
     HostnameEndpoint,
     SSL4ClientEndpoint,
@@ -23,13 +22,6 @@ from twisted.internet.endpoints import (
     wrapClientTLS,
 )
 from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.internet.ssl import (
-    Certificate,
-    CertificateOptions,
-    PrivateCertificate,
-    optionsForClientTLS,
-    trustRootFromCertificates,
-)
 
 from rendezvous.peercert import Signer, make_certificate
 
@@ -107,7 +99,10 @@ def identity_endpoint(
     reactor: Any, description: str, identity: Signer, now: float
 ) -> IStreamClientEndpoint:
     """The endpoint of the ``tls:``/``ssl:`` strport ``description`` that presents a
-    new libp2p certificate for ``identity``, valid from ``now`` (Unix seconds)."""
+    new libp2p certificate for ``identity``, valid from ``now`` (Unix seconds).
+    Needs pyOpenSSL (``pip install 'txrendezvous[tls]'``), as Twisted's TLS does."""
+    from twisted.internet.ssl import CertificateOptions, PrivateCertificate, optionsForClientTLS
+
     target = parse_tls_target(description)
     certificate, key = make_certificate(identity, now)
     own = PrivateCertificate.loadPEM(
@@ -144,6 +139,9 @@ def _trust_root(folder: str | None) -> Any:
     """The CA certificates (``*.pem``) in ``folder``, as Twisted's strports read them."""
     if folder is None:
         return None
+    from OpenSSL import SSL, crypto
+    from twisted.internet.ssl import Certificate, trustRootFromCertificates
+
     certificates = {}
     for name in sorted(os.listdir(folder)):
         if not name.lower().endswith(".pem"):

@@ -11,10 +11,9 @@ certificate) stays anonymous unless certificates are required.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
-from OpenSSL import SSL, crypto
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
     IListeningPort,
@@ -27,6 +26,9 @@ from zope.interface import implementer
 
 from rendezvous.p2p.keys import PublicKey
 from rendezvous.peercert import PeerCertificateError, verify_certificate
+
+if TYPE_CHECKING:  # pyOpenSSL is needed only where ssl: listeners are
+    from OpenSSL import SSL, crypto
 
 MISSING = "missing"
 """`PeerCertificateError.reason` of a client without a certificate where one is required."""
@@ -49,6 +51,8 @@ class RequestPeerCertificates:
         self._configured: SSL.Context | None = None
 
     def getContext(self) -> SSL.Context:
+        from OpenSSL import SSL
+
         context = self._wrapped.getContext()
         if context is not self._configured:
             context.set_verify(SSL.VERIFY_PEER, _accept_any)
@@ -98,6 +102,8 @@ class PeerCertificates:
         """The libp2p key the client's certificate proves; None for a client without
         one (or with a certificate that is no libp2p one) where none is required.
         Raises `PeerCertificateError`."""
+        from OpenSSL import crypto
+
         presented = transport.getPeerCertificate()
         if presented is None:
             if self.required:

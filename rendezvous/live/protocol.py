@@ -11,7 +11,6 @@ from twisted.internet.interfaces import IAddress, IHandshakeListener, IPushProdu
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger, LogLevel
 from twisted.protocols.policies import ProtocolWrapper
-from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -24,6 +23,13 @@ from rendezvous.logs import ClientAddress, emit
 from rendezvous.model import Refused, Status
 from rendezvous.nodelay import no_delay
 from rendezvous.peercert import PeerCertificateError
+
+try:
+    from twisted.protocols.tls import TLSMemoryBIOProtocol
+
+    _TLS_TRANSPORTS: tuple[type, ...] = (TLSMemoryBIOProtocol,)
+except ImportError:  # no pyOpenSSL: no TLS transports either
+    _TLS_TRANSPORTS = ()
 
 
 def describe(address: IAddress) -> str:
@@ -72,7 +78,7 @@ class LiveProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self.factory.opened()
-        if isinstance(self.transport, TLSMemoryBIOProtocol):
+        if isinstance(self.transport, _TLS_TRANSPORTS):
             # Its address and certificate are known once the handshake is done.
             self._handshaking = True
             return
