@@ -606,7 +606,7 @@ def backoff_floor(downs: list[float], cap: float = 0, seed: int = 20) -> list[fl
         backoff.attempts = 1  # what ReconnectingClient sets for its immediate retry
         t = 0.0
         while t < down:
-            t += backoff.next_delay()
+            t += backoff.next_delay(t)  # the client's outage: t since it lost its session
         late.append(t - down)
     return sorted(late)
 

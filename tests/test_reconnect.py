@@ -3,6 +3,7 @@ client driven by a `Clock` and fake sessions."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from hypothesis import given
@@ -47,6 +48,26 @@ class BackoffTests(SynchronousTestCase):
         backoff.next_delay()
         backoff.reset()
         self.assertEqual(backoff.next_delay(), 1.0)
+
+    def test_window_never_longer_than_the_outage(self) -> None:
+        backoff = Backoff(initial=0.5, cap=30.0, random=lambda: 1.0)
+        backoff.attempts = 6  # a window of 30 s, drawn short six times in a row
+        self.assertEqual(backoff.window(), 30.0)
+        self.assertEqual(backoff.next_delay(outage=1.2), 1.2)
+        self.assertEqual(backoff.next_delay(outage=0.1), 0.5)  # never below the first
+        self.assertEqual(backoff.next_delay(outage=600), 30.0)
+
+    @given(st.lists(st.floats(min_value=0.01, max_value=1), min_size=1, max_size=40))
+    def test_back_within_the_outage(self, draws: list[float]) -> None:
+        """However the draws fall, a client that keeps retrying through an outage of
+        D seconds tries again at most max(D, initial) after the server is back."""
+        down = 7.0
+        feed = itertools.cycle(draws)
+        backoff = Backoff(initial=0.5, cap=30.0, random=lambda: next(feed))
+        t = 0.0
+        while t < down:
+            t += backoff.next_delay(outage=t)
+        self.assertLessEqual(t - down, down)
 
     def test_bad_bounds_refused(self) -> None:
         self.assertRaises(ValueError, Backoff, initial=0)
@@ -355,7 +376,8 @@ class ReconnectingClientTests(SynchronousTestCase):
             self.clock.advance(lost.retry_in - 0.01)
             self.assertEqual(len(self.dialer.attempts), attempts)  # no busy loop
             self.clock.advance(0.01)
-        self.assertEqual(delays, [0.5, 1.0, 2.0, 4.0, 4.0])
+        # The window doubles, and is never longer than the outage so far (0.5 s at 0.5 s).
+        self.assertEqual(delays, [0.5, 0.5, 1.0, 2.0, 4.0])
         self.assertEqual([s for s, _ in self.dialer.attempts], ["a:1", "b:2"] * 3)
         self.assertEqual(
             describe_state(self.states[0]),
@@ -371,7 +393,7 @@ class ReconnectingClientTests(SynchronousTestCase):
             assert isinstance(lost, Lost)
             delays.append(lost.retry_in)
             self.clock.advance(lost.retry_in)
-        self.assertEqual(delays, [0.5, 1.0, 2.0])
+        self.assertEqual(delays, [0.5, 0.5, 1.0])
 
     def test_server_going_away_means_retry_elsewhere_at_once_but_only_once(self) -> None:
         self.client.start()
@@ -398,8 +420,8 @@ class ReconnectingClientTests(SynchronousTestCase):
         session.lose()
         self.assertEqual(self.states[-1].retry_in, 0.0)  # type: ignore[union-attr]
         self.clock.advance(0)
-        self.dialer.refuse()
-        self.assertEqual(self.states[-1].retry_in, 1.0)  # type: ignore[union-attr]
+        self.dialer.refuse()  # the second attempt's window: 1 s, but the outage is new
+        self.assertEqual(self.states[-1].retry_in, 0.5)  # type: ignore[union-attr]
 
     def test_stop_during_a_backoff_wait_ends_at_once(self) -> None:
         self.client.start()

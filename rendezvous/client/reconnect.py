@@ -31,11 +31,15 @@ from rendezvous.model import Status
 
 
 class Backoff:
-    """Capped exponential backoff with full jitter.
+    """Capped exponential backoff with full jitter, bounded by the outage.
 
     The n-th delay in a row (from 0) is uniform in ``[0, min(cap, initial * 2**n)]``:
     a crowd of clients that lost one server spreads its attempts over the window
-    instead of arriving together.
+    instead of arriving together. Given how long the server has been unreachable
+    (``outage``), the window is also at most that long (and at least ``initial``):
+    the attempts still thin out as the outage goes on, but a client whose early draws
+    were short, and so refused more often, does not end up waiting several times the
+    outage once the server is back.
     """
 
     def __init__(
@@ -51,12 +55,15 @@ class Backoff:
         self._random = random
         self.attempts = 0
 
-    def window(self) -> float:
-        """The longest the next delay can be."""
-        return min(self.cap, self.initial * 2.0 ** min(self.attempts, 64))
+    def window(self, outage: float | None = None) -> float:
+        """The longest the next delay can be, ``outage`` seconds into an outage."""
+        window = min(self.cap, self.initial * 2.0 ** min(self.attempts, 64))
+        if outage is not None:
+            window = min(window, max(self.initial, outage))
+        return window
 
-    def next_delay(self) -> float:
-        delay = self._random() * self.window()
+    def next_delay(self, outage: float | None = None) -> float:
+        delay = self._random() * self.window(outage)
         self.attempts += 1
         return delay
 
@@ -225,6 +232,9 @@ class ReconnectingClient:
         self._index = 0
         self._session: Any = None
         self._session_started = 0.0
+        self._outage_since = 0.0
+        """When the servers became unreachable (the last loss of a session that
+        served, or the start): what bounds the backoff's window."""
         self._attempt: Deferred[Any] | None = None
         self._retry: IDelayedCall | None = None
         self._registrations: dict[tuple[str, str], _Held] = {}
@@ -241,6 +251,7 @@ class ReconnectingClient:
     def start(self) -> None:
         if not self.running:
             self.running = True
+            self._outage_since = self._clock.seconds()
             self._dial()
 
     def stop(self) -> Deferred[None]:
@@ -364,7 +375,8 @@ class ReconnectingClient:
         self._attempt = None
         if not self.running:
             return
-        self._schedule(server, _reason(failure), self.backoff.next_delay(), was_connected=False)
+        delay = self.backoff.next_delay(self._clock.seconds() - self._outage_since)
+        self._schedule(server, _reason(failure), delay, was_connected=False)
 
     def _closed(self, session: Any) -> None:
         if session is not self._session:
@@ -373,15 +385,18 @@ class ReconnectingClient:
         self._cancel_answer_timer()
         up_for = self._clock.seconds() - self._session_started
         going_away = getattr(session, "going_away", None)
+        now = self._clock.seconds()
         if up_for >= self.min_uptime:
             self.backoff.reset()
+            self._outage_since = now
         if self.backoff.attempts == 0 and (up_for >= self.min_uptime or going_away):
             # The first retry after a session that served (or a server that said it
             # is leaving) is immediate; one that fails again backs off.
             self.backoff.attempts = 1
+            self._outage_since = now
             delay = 0.0
         else:
-            delay = self.backoff.next_delay()
+            delay = self.backoff.next_delay(now - self._outage_since)
         for subscription in self._subscriptions.values():
             subscription.restoring = None
         reason = going_away or getattr(session, "close_reason", None) or "connection closed"
