@@ -154,7 +154,11 @@ class Host:
         return True
 
     def _push_failed(self, failure: Failure) -> None:
-        self.log.debug("identify push failed: {error}", error=failure.getErrorMessage())
+        self.log.debug(
+            "identify push failed: {error}",
+            error=failure.getErrorMessage(),
+            event="identify.push_failed",
+        )
 
     def signed_peer_record(self) -> bytes:
         """Our listen addresses in a signed peer record (a new seq whenever they change)."""

@@ -150,14 +150,14 @@ class IdentifyPushReceiver(StreamProtocol):
         try:
             message = decode(bytes(self._received))
         except IdentifyError as error:
-            self.log.debug("bad identify push: {error}", error=error)
+            self.log.debug("bad identify push: {error}", error=error, event="identify.bad_push")
             stream.reset()
             return
         if (
             message.HasField("publicKey")
             and message.publicKey != stream.connection.remote_public_key
         ):
-            self.log.debug("identify push with another peer's key")
+            self.log.debug("identify push with another peer's key", event="identify.bad_push")
             stream.reset()
             return
         known = self.host.pushed.get(stream.connection)

@@ -150,7 +150,10 @@ class _Wrapping:
             self.state == WebSocketProtocol.STATE_CONNECTING
             and len(self.data) > MAX_HANDSHAKE_BYTES
         ):
-            self._log.debug("dropping a WebSocket whose opening handshake is too long")
+            self._log.debug(
+                "dropping a WebSocket whose opening handshake is too long",
+                event="websocket.handshake_too_long",
+            )
             self.transport.abortConnection()
 
     def onOpen(self) -> None:

@@ -205,6 +205,7 @@ class Membership:
             "registered in {namespace} as {addresses}",
             namespace=self.namespace,
             addresses=" ".join(addresses),
+            event="relay_client.registered",
         )
         return registered.addCallback(lambda _: addresses)
 
@@ -318,7 +319,12 @@ def join(
             raise
         pool.start()
         address = membership.circuit_address
-        log.info("joined {namespace} as {address}", namespace=namespace, address=address)
+        log.info(
+            "joined {namespace} as {address}",
+            namespace=namespace,
+            address=address,
+            event="relay_client.joined",
+        )
         return membership
 
     return Deferred.fromCoroutine(run())

@@ -402,6 +402,7 @@ class RelayPool:
             relay=relay.peer_id,
             address=relay.target.text(),
             ms=relay.dialled.rtt * 1000,
+            event="relay_client.relay_added",
         )
         self._tell(RelayAdded(relay.peer_id, relay.target.text(), relay.dialled.rtt))
 
@@ -428,7 +429,12 @@ class RelayPool:
     def _lose(self, relay: HeldRelay, reason: str) -> None:
         self.held.remove(relay)
         self._drop(relay)
-        self.log.info("lost relay {relay}: {reason}", relay=relay.peer_id, reason=reason)
+        self.log.info(
+            "lost relay {relay}: {reason}",
+            relay=relay.peer_id,
+            reason=reason,
+            event="relay_client.relay_lost",
+        )
         self._tell(RelayLost(relay.peer_id, reason))
         if not self.running:
             return
@@ -449,14 +455,21 @@ class RelayPool:
             dialled.connection.close()
 
     def _publish_failed(self, failure: Any) -> None:
-        self.log.warn("publishing our relay addresses failed: {why}", why=failure.getErrorMessage())
+        self.log.warn(
+            "publishing our relay addresses failed: {why}",
+            why=failure.getErrorMessage(),
+            event="relay_client.publish_failed",
+            reason=failure.getErrorMessage(),
+        )
 
     def _tell(self, event: PoolEvent) -> None:
         for observer in list(self.observers):
             try:
                 observer(event)
             except Exception:
-                self.log.failure("an on_state observer failed")
+                self.log.failure(
+                    "an on_state observer failed", event="relay_client.observer_failed"
+                )
 
 
 def entry_addresses(entry: PeerEntry) -> list[str]:
