@@ -312,11 +312,13 @@ class PoolTests(TestCase):
             describe_event(self.events[2]), "unregistered: no relay holds a reservation for us"
         )
         retries: list[float] = []
-        for _ in range(6):
+        for _ in range(7):
             retry = [e for e in self.events if isinstance(e, Retrying)][-1]
             retries.append(retry.retry_in)
             self.clock.advance(retry.retry_in)
-        self.assertEqual(retries, [0.5, 1.0, 2.0, 4.0, 8.0, 8.0])  # full jitter at 1.0, cap 8
+        # Full jitter drawn at 1.0: doubling windows, capped at 8 s, never longer than
+        # the outage so far (0, 0.5, 1, 2, 4, 8, 16 s in).
+        self.assertEqual(retries, [0.5, 0.5, 1.0, 2.0, 4.0, 8.0, 8.0])
         last = [e for e in self.events if isinstance(e, Retrying)][-1]
         self.assertEqual(last.held, 0)
         self.assertIn("connection refused", last.reason)

@@ -9,8 +9,9 @@ if any) until ``k`` are held; the relays that refused or were not needed are hun
 reservation is renewed before it expires; when its renewal fails or its connection
 closes the relay is dropped, the remaining addresses are published at once and a round
 looks for a replacement. Rounds that leave fewer than ``k`` relays are run again after a
-capped, jittered backoff (`rendezvous.client.reconnect.Backoff`). Every change is told
-to ``on_state`` as a `PoolEvent`; `describe_event` makes one line of each for people.
+capped, jittered backoff (`rendezvous.client.reconnect.Backoff`, its window bounded by
+how long we have been short). Every change is told to ``on_state`` as a `PoolEvent`;
+`describe_event` makes one line of each for people.
 """
 
 from __future__ import annotations
@@ -219,6 +220,8 @@ class RelayPool:
         self._again = False
         """Something was lost during a round: another one at once after it."""
         self._retry: IDelayedCall | None = None
+        self._short_since: float | None = None
+        """When we last fell short of ``k`` relays (None while ``k`` are held)."""
         self._publishing = DeferredLock()
 
     # -- the API -------------------------------------------------------------------
@@ -232,6 +235,7 @@ class RelayPool:
         """Maintain ``k`` reservations from now on (publishing each change)."""
         self.running = True
         if len(self.held) < self.k:
+            self._short_since = self.clock.seconds()
             self._short("fewer relays than wanted")
 
     def stop(self) -> None:
@@ -293,6 +297,7 @@ class RelayPool:
                 self.publish_now().addErrback(self._publish_failed)
             if len(self.held) >= self.k:
                 self._again = False
+                self._short_since = None
                 self.backoff.reset()
             elif self._again:
                 self._again = False
@@ -309,7 +314,10 @@ class RelayPool:
     def _short(self, reason: str) -> None:
         if not self.running or self._retry is not None or self._round is not None:
             return
-        delay = self.backoff.next_delay()
+        now = self.clock.seconds()
+        if self._short_since is None:
+            self._short_since = now
+        delay = self.backoff.next_delay(outage=now - self._short_since)
         self._tell(Retrying(len(self.held), self.k, reason, delay))
         self._retry = self.clock.callLater(delay, self._maintain)
 
@@ -441,7 +449,9 @@ class RelayPool:
         if self.held:  # still reachable: say so at once, then look for a replacement
             self.publish_now().addErrback(self._publish_failed)
         self._cancel_retry()
-        self.backoff.reset()
+        if self._short_since is None:
+            self._short_since = self.clock.seconds()
+            self.backoff.reset()
         self._maintain()
 
     def _drop(self, relay: HeldRelay) -> None:
