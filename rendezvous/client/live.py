@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import clientFromString
-from twisted.internet.interfaces import IReactorCore, IReactorTime
+from twisted.internet.endpoints import TCP4ClientEndpoint, clientFromString
+from twisted.internet.interfaces import IReactorCore, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -236,14 +237,27 @@ class LiveClientProtocol(LiveClient, Protocol):  # type: ignore[misc]
             self.transport.loseConnection()
 
 
-def endpoint_description(target: str) -> str:
-    """A client strport for ``target``; ``host:port`` is shorthand for TCP."""
+def _host_port(target: str) -> tuple[str, int] | None:
+    """``host:port`` (``[v6]:port``) split, or None for a strport or anything else."""
     if ":" in target and target.split(":", 1)[0] in {"tcp", "tls", "ssl", "unix"}:
-        return target
+        return None
     host, sep, port = target.rpartition(":")
     if sep and port.isdigit():
-        return f"tcp:host={host.strip('[]')}:port={port}"
-    return target
+        return host.strip("[]"), int(port)
+    return None
+
+
+def endpoint_description(target: str) -> str:
+    """A client strport for ``target``; ``host:port`` is shorthand for TCP."""
+    split = _host_port(target)
+    return target if split is None else f"tcp:host={split[0]}:port={split[1]}"
+
+
+class _SessionFactory(Factory):
+    """A `LiveClientProtocol` per connection, without a log line for each."""
+
+    protocol = LiveClientProtocol
+    noisy = False
 
 
 def connect(
@@ -253,8 +267,12 @@ def connect(
     ``identity``, over TLS (``tls:``/``ssl:``) presenting a libp2p certificate for it,
     so the server authenticates the session as its peer id (ValueError for another
     kind of target)."""
+    split = _host_port(target)
     description = endpoint_description(target)
-    if identity is None:
+    endpoint: IStreamClientEndpoint
+    if identity is None and split is not None:
+        endpoint = TCP4ClientEndpoint(reactor, *split)  # as the strport would (IPv6 too)
+    elif identity is None:
         endpoint = clientFromString(reactor, description)
     elif is_tls_target(description):
         endpoint = identity_endpoint(
@@ -262,8 +280,7 @@ def connect(
         )
     else:
         raise ValueError(f"an identity is presented over tls: or ssl: only, not {target!r}")
-    d: Deferred[LiveClientProtocol] = endpoint.connect(Factory.forProtocol(LiveClientProtocol))
-    return d
+    return cast("Deferred[LiveClientProtocol]", endpoint.connect(_SessionFactory()))
 
 
 __all__ = [
