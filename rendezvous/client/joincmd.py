@@ -175,6 +175,8 @@ async def run_join(
     host = Host(options["key"], reactor)
     backoff = backoff if backoff is not None else Backoff(initial=0.5, cap=30.0)
     peers = _Peers(options, out)
+    down_since: list[float] = []
+    """When the join last stopped working (empty while it works)."""
 
     def say(text: str) -> None:
         print(f"rendezvous: {text}", file=err, flush=True)
@@ -184,7 +186,9 @@ async def run_join(
 
     async def pause(why: str) -> bool:
         """Say why and wait the backoff's next delay; True when interrupted meanwhile."""
-        delay = backoff.next_delay()
+        if not down_since:
+            down_since.append(reactor.seconds())
+        delay = backoff.next_delay(outage=reactor.seconds() - down_since[0])
         say(f"{why}; retrying in {delay:.1f} s")
         timer: Deferred[None] = Deferred()
         call = reactor.callLater(delay, timer.callback, None)
@@ -224,6 +228,7 @@ async def run_join(
         membership = result
         peers.end()
         backoff.reset()
+        down_since.clear()
         print(
             f"joined {namespace} as {' '.join(membership.circuit_addresses)}", file=out, flush=True
         )
