@@ -21,8 +21,10 @@ from rendezvous.p2p.listen import (
 )
 from rendezvous.p2p.transport import TCPAddress
 from rendezvous.service import Daemon, DaemonConfig
+from rendezvous.store.redis.sentinel import NoMaster, probe
 from rendezvous.store.redis.target import (
     PASSWORD_VARIABLE,
+    SENTINEL_SCHEME,
     BadTarget,
     is_redis_url,
     parse_target,
@@ -95,7 +97,9 @@ class Options(usage.Options):
             None,
             "memory",
             "where registrations live: memory, or redis://[USER@]HOST:PORT/DB (rediss:// for "
-            "TLS) to share one registry among daemons",
+            "TLS) to share one registry among daemons, or "
+            "redis-sentinel://[USER@]HOST:PORT[,HOST:PORT…]/MASTER/DB to find that Redis "
+            "through Sentinel and follow its failovers",
         ],
         [
             "store-password-file",
@@ -195,7 +199,9 @@ class Options(usage.Options):
         store = self["store"]
         if store != "memory":
             if not is_redis_url(store):
-                raise usage.UsageError(f"unknown --store {store!r}: use memory or redis://…")
+                raise usage.UsageError(
+                    f"unknown --store {store!r}: use memory, redis://… or redis-sentinel://…"
+                )
             try:
                 parse_target(store, self["store-password-file"], ca_file=self["store-ca-file"])
             except BadTarget as e:
@@ -252,9 +258,23 @@ def _live_listeners(options: Options) -> tuple[str, ...]:
     return ("tcp:4001",)
 
 
+def _check_sentinels(options: Options) -> None:
+    """A redis-sentinel:// store: the sentinels must name its master now, or the daemon
+    does not start (rather than serve without a registry)."""
+    store = options["store"]
+    if not store.startswith(f"{SENTINEL_SCHEME}://"):
+        return
+    target = parse_target(store, options["store-password-file"])
+    try:
+        probe(target)
+    except NoMaster as e:
+        raise SystemExit(f"twistd rendezvous: --store {target.describe()}: {e}") from None
+
+
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
+    _check_sentinels(options)
     show_addresses(bool(options["log-addresses"]))
     config = DaemonConfig(
         listen=_live_listeners(options),

@@ -51,11 +51,14 @@ class RedisServer:
         *,
         password: str | None = None,
         tls: tuple[str, str] | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
-        """``tls``: (certificate, key) PEM files to serve TLS only (without client certificates)."""
+        """``tls``: (certificate, key) PEM files to serve TLS only (without client
+        certificates); ``extra_args``: more ``redis-server`` options (``--replicaof H P``)."""
         self.path = redis_server_path()
         self.password = password
         self.tls = tls
+        self.extra_args = extra_args
         self.directory = directory
         os.makedirs(directory, exist_ok=True)
         self.port = free_port()
@@ -90,6 +93,7 @@ class RedisServer:
             cert, key = self.tls
             args += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", cert]
             args += ["--tls-key-file", key, "--tls-auth-clients", "no"]
+        args += self.extra_args
         process = self.process = spawn(args, self.directory)
         try:
             yield process.wait_for(READY)

@@ -23,11 +23,16 @@ from twisted.python.failure import Failure
 
 from rendezvous.store.redis.connector import Connector
 from rendezvous.store.redis.scripts import ALL, Script
+from rendezvous.store.redis.sentinel import sentinel_endpoint
 from rendezvous.store.redis.target import RedisTarget
 
 
 class LinkDown(Exception):
     """Redis is not reachable right now."""
+
+
+class NotMaster(Exception):
+    """The server a sentinel named is not (or no longer) a master."""
 
 
 _MESSAGES = {b"message", b"smessage"}
@@ -48,9 +53,7 @@ class _LeanProtocol(txredisapi.RedisProtocol):  # type: ignore[misc]
     """
 
     link: RedisLink
-    log = Logger()
     timeout = 5.0
-    _broken = False
     _since = 0.0
     _watchdog: IDelayedCall | None = None
     _rest: deque[bytes]
@@ -68,21 +71,10 @@ class _LeanProtocol(txredisapi.RedisProtocol):  # type: ignore[misc]
             self._rest.append(extra)  # type: ignore[arg-type]
 
     def dataReceived(self, data: bytes, unpause: bool = False) -> None:
-        if self._broken:
-            return
-        try:
-            super().dataReceived(data, unpause)
-            rest = self._rest
-            while rest:
-                super().dataReceived(rest.popleft())
-        except Exception:
-            # txredisapi raises on replies that break RESP (a line not UTF-8, a
-            # negative count): drop the connection, which is made again like any lost one.
-            self._broken = True
-            self._rest.clear()
-            self.log.failure("unreadable reply from redis: dropping the connection")
-            if self.transport is not None:
-                self.transport.abortConnection()
+        super().dataReceived(data, unpause)
+        rest = self._rest
+        while rest:
+            super().dataReceived(rest.popleft())
 
     def execute_command(self, *args: bytes | str | int, **kwargs: Any) -> Deferred[Any]:
         if not self.replyQueue.waiting:
@@ -127,17 +119,16 @@ class _SubscriberProtocol(_LeanProtocol):
     link: RedisLink
 
     def replyReceived(self, reply: Any) -> None:
-        if isinstance(reply, list) and len(reply) == 3 and type(reply[0]) is bytes:
-            kind, channel, data = reply
-            if type(channel) is bytes:
-                if kind in _MESSAGES and type(data) is bytes:
-                    self.link._message(channel, data)
-                    return
-                if kind in _CONFIRMATIONS:
-                    self.link._subscribed(channel)
-                    return
-                if kind in _UNSUBSCRIBED:
-                    return
+        if isinstance(reply, list) and len(reply) == 3:
+            kind = reply[0]
+            if kind in _MESSAGES:
+                self.link._message(reply[1], reply[2])
+                return
+            if kind in _CONFIRMATIONS:
+                self.link._subscribed(reply[1])
+                return
+            if kind in _UNSUBSCRIBED:
+                return
         super().replyReceived(reply)
 
     def send(self, *args: str | bytes) -> None:
@@ -169,6 +160,8 @@ class _Factory(Factory):
 
 
 def endpoint_for(reactor: Any, target: RedisTarget, timeout: float) -> IStreamClientEndpoint:
+    if target.sentinels:
+        return sentinel_endpoint(reactor, target, timeout)
     endpoint: IStreamClientEndpoint = HostnameEndpoint(
         reactor, target.host, target.port, timeout=timeout
     )
@@ -186,6 +179,15 @@ def endpoint_for(reactor: Any, target: RedisTarget, timeout: float) -> IStreamCl
             trust = trustRootFromCertificates(certificates)
         endpoint = wrapClientTLS(optionsForClientTLS(target.host, trustRoot=trust), endpoint)
     return endpoint
+
+
+def _peer(protocol: _LeanProtocol) -> str:
+    transport = protocol.transport
+    peer = transport.getPeer() if transport is not None else None
+    host, port = getattr(peer, "host", None), getattr(peer, "port", None)
+    if host is None or port is None:
+        return str(peer)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class RedisLink:
@@ -263,6 +265,11 @@ class RedisLink:
                 await protocol.execute_command("AUTH", target.password)
         if target.db:
             await protocol.execute_command("SELECT", target.db)
+        if target.sentinels:  # named by a sentinel, perhaps on a stale view: a master?
+            role = await protocol.execute_command("ROLE")
+            if not role or role[0] != b"master":
+                kind = role[0].decode(errors="replace") if role else "?"
+                raise NotMaster(f"{_peer(protocol)} is a {kind}, not the master")
 
     def _prepare_command(self, protocol: _CommandProtocol) -> Deferred[None]:
         async def prepare() -> None:
@@ -288,8 +295,22 @@ class RedisLink:
 
         return Deferred.fromCoroutine(prepare())
 
+    @property
+    def server(self) -> str | None:
+        """The address of the server the commands go to, while connected."""
+        return None if self._command is None else _peer(self._command)
+
     def _changed(self) -> None:
         if not self.up and self._command is not None and self._subscriber is not None:
+            if self.target.sentinels and self.server != _peer(self._subscriber):
+                # Asked during a failover, the sentinels named two servers: ask again.
+                self.log.warn(
+                    "redis commands on {one}, pub/sub on {other}: reconnecting both",
+                    one=self.server,
+                    other=_peer(self._subscriber),
+                )
+                self.reset()
+                return
             self.up = True
             self.log.info(
                 "redis {target} connected ({flavour} pub/sub)",

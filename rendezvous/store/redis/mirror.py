@@ -62,13 +62,17 @@ class Mirror(Generic[S]):
             return []
         return self._apply(published)
 
-    def synced_with(self, seq: int, fresh: dict[bytes, Registration]) -> list[Push]:
+    def synced_with(
+        self, seq: int, fresh: dict[bytes, Registration], *, forgotten: bool = False
+    ) -> list[Push]:
         """The snapshot came: what subscribers missed, then what waited in the buffer.
 
         A sequence gone backwards means Redis restarted without its data while the live
-        daemons re-assert theirs: registrations missing from it become doubtful.
+        daemons re-assert theirs: registrations missing from it become doubtful. So do
+        they when the caller says the server may have ``forgotten`` some (a failover to a
+        replica that had not received the last changes).
         """
-        forgotten = seq < self.seq
+        forgotten = forgotten or seq < self.seq
         changes: list[Push] = []
         doubtful: dict[bytes, Registration] = {}
         if self.subscribers:  # what they were told may be stale: bring them up to date

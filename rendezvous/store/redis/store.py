@@ -138,6 +138,11 @@ class RedisStore:
         self._waiters: list[tuple[bool, Deferred[None]]] = []
         self._limiter = LogLimiter(clock.seconds)
         self._recovering = False
+        self._server: str | None = None
+        """The server of the last connection (a failover changes it)."""
+        self._failover = False
+        self._cookie_high = 0
+        """The latest change a DISCOVER cookie of this daemon has pointed at."""
         self.epoch: bytes | None = None
         """The fleet's DISCOVER cookie epoch, once read from Redis."""
         self._expiry: IDelayedCall | None = None
@@ -434,6 +439,8 @@ class RedisStore:
                 self.log.error("bad data in redis: {e}", e=e)
                 self._refuse(session, slot, request_id, Status.INTERNAL_ERROR, "bad stored data")
                 return
+            if found:
+                self._cookie_high = max(self._cookie_high, max(r.seq for r in found))
             client = _client(session)
             slot.fill(lambda: client.discovered(request_id, namespace or "", found))
 
@@ -526,6 +533,12 @@ class RedisStore:
             self.log.failure("redis store: {what} failed", failure, what=what)
         if isinstance(error, txredisapi.ResponseError) and "NOSCRIPT" in str(error):
             self.link.reset()  # SCRIPT FLUSH: reconnecting loads them again
+        elif (
+            isinstance(error, txredisapi.ResponseError)
+            and "READONLY" in str(error)
+            and self.link.target.sentinels
+        ):
+            self.link.reset()  # a master demoted: the sentinels name the new one
         return True
 
     # -- local ownership ------------------------------------------------------------------
@@ -570,7 +583,7 @@ class RedisStore:
             fresh = {}
         resync = bool(state.subscribers)
         state.cancel_timer()
-        pushes = state.synced_with(int(reply[0]), fresh)
+        pushes = state.synced_with(int(reply[0]), fresh, forgotten=self._failover)
         if resync and (pushes or state.doubtful):
             self.log.info(
                 "resync of {namespace}: {count} changes missed, {doubtful} awaiting re-assertion",
@@ -673,6 +686,13 @@ class RedisStore:
             self._forget_if_unwatched(state)
 
     def _up(self) -> None:
+        if self.link.target.sentinels:
+            # A failover (Sentinel named another master): the replica may lack the last
+            # changes, whatever its sequence number says; the resync must doubt, not deny.
+            server, self._server = self._server, self.link.server
+            self._failover = server is not None and server != self._server
+            if server != self._server:
+                self.log.info("redis master is now {server}", server=self._server)
         if not self._stopping:
             self._recover(resync=True)
 
@@ -692,6 +712,8 @@ class RedisStore:
             epoch = await link.run(scripts.LEASE, self.daemon, self._lease_ms(), "0", new_epoch())
             if isinstance(epoch, bytes) and epoch:
                 self.epoch = epoch
+            if self._failover and self._cookie_high:
+                await self._void_cookies_if_behind()
             live = [session for session in self._sessions if session.wrote]
             await link.run(scripts.PRUNE, self.daemon, *[session.sid for session in live])
             self._prune_needed = False
@@ -715,6 +737,23 @@ class RedisStore:
                 self._retry = self.clock.callLater(1.0, self._retry_recovery, resync)
 
         Deferred.fromCoroutine(recover()).addErrback(failed)
+
+    async def _void_cookies_if_behind(self) -> None:
+        """A new master whose sequence is behind a cookie this daemon gave lacks changes
+        (they will be numbered again): a new epoch voids every cookie given before, so
+        their clients are sent everything again rather than miss the renumbered ones."""
+        link = self.link
+        seq = int(await link.call("GET", f"{link.prefix}seq") or 0)
+        if seq < self._cookie_high:
+            epoch = new_epoch()
+            await link.call("SET", f"{link.prefix}epoch", epoch)
+            self.epoch = epoch
+            self.log.warn(
+                "redis master lacks changes {first} to {last}: DISCOVER cookies start anew",
+                first=seq + 1,
+                last=self._cookie_high,
+            )
+        self._cookie_high = 0
 
     def _retry_recovery(self, resync: bool) -> None:
         self._retry = None

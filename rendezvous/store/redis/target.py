@@ -1,17 +1,25 @@
-"""``--store redis://[USER@]HOST[:PORT][/DB]`` (or ``rediss://`` for TLS) and its password.
+"""``--store redis://[USER@]HOST[:PORT][/DB]`` (or ``rediss://`` for TLS), or
+``redis-sentinel://[USER@]HOST[:PORT][,HOST[:PORT]…]/MASTER[/DB]`` (the master that
+Sentinel names ``MASTER``, found through the sentinels listed), and its password.
 
 The password never comes from the command line (other users can read it there): it is
-read from a file or from the ``RENDEZVOUS_REDIS_PASSWORD`` environment variable.
+read from a file or from the ``RENDEZVOUS_REDIS_PASSWORD`` environment variable. It is
+the Redis servers'; sentinels that require one of their own (``requirepass`` in
+sentinel.conf) get ``RENDEZVOUS_SENTINEL_PASSWORD``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 PASSWORD_VARIABLE = "RENDEZVOUS_REDIS_PASSWORD"
+SENTINEL_PASSWORD_VARIABLE = "RENDEZVOUS_SENTINEL_PASSWORD"
+SENTINEL_SCHEME = "redis-sentinel"
+SENTINEL_PORT = 26379
 
 
 class BadTarget(ValueError):
@@ -28,17 +36,29 @@ class RedisTarget:
     password: str | None = field(default=None, repr=False)
     ca_file: str | None = None
     """``rediss://``: PEM certificates to trust instead of the system's."""
+    sentinels: tuple[tuple[str, int], ...] = ()
+    """``redis-sentinel://``: the sentinels to ask, in order (``host`` and ``port`` are
+    then unused: the master is whichever server they name)."""
+    master_name: str = ""
+    """``redis-sentinel://``: the master's name in the sentinels' configuration."""
+    sentinel_password: str | None = field(default=None, repr=False)
 
     def describe(self) -> str:
         """The address without secrets, for logs."""
-        scheme = "rediss" if self.tls else "redis"
         user = f"{self.username}@" if self.username else ""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{scheme}://{user}{host}:{self.port}/{self.db}"
+        if self.sentinels:
+            hosts = ",".join(f"{_bracket(host)}:{port}" for host, port in self.sentinels)
+            return f"{SENTINEL_SCHEME}://{user}{hosts}/{self.master_name}/{self.db}"
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{user}{_bracket(self.host)}:{self.port}/{self.db}"
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def is_redis_url(value: str) -> bool:
-    return value.startswith(("redis://", "rediss://"))
+    return value.startswith(("redis://", "rediss://", f"{SENTINEL_SCHEME}://"))
 
 
 def parse_target(
@@ -48,6 +68,9 @@ def parse_target(
     ca_file: str | None = None,
 ) -> RedisTarget:
     """Parse ``url``; the password comes from ``password_file`` or the environment."""
+    environ = os.environ if environ is None else environ
+    if url.startswith(f"{SENTINEL_SCHEME}://"):
+        return _parse_sentinel(url, password_file, environ, ca_file)
     parts = urlsplit(url)
     if parts.scheme not in ("redis", "rediss"):
         raise BadTarget(f"not a redis:// or rediss:// URL: {url!r}")
@@ -71,15 +94,7 @@ def parse_target(
         raise BadTarget("a CA file is for rediss:// (TLS) only")
     if ca_file is not None and not os.path.isfile(ca_file):
         raise BadTarget(f"no such CA file: {ca_file}")
-    password = None
-    if password_file is not None:
-        try:
-            with open(password_file, encoding="utf-8") as f:
-                password = f.read().rstrip("\r\n")
-        except OSError as e:
-            raise BadTarget(f"cannot read the Redis password file: {e}") from None
-    else:
-        password = (os.environ if environ is None else environ).get(PASSWORD_VARIABLE) or None
+    password = _password(password_file, environ)
     return RedisTarget(
         host=parts.hostname,
         port=port,
@@ -88,4 +103,66 @@ def parse_target(
         username=unquote(parts.username) if parts.username else None,
         password=password,
         ca_file=ca_file,
+    )
+
+
+def _password(password_file: str | None, environ: Mapping[str, str]) -> str | None:
+    if password_file is None:
+        return environ.get(PASSWORD_VARIABLE) or None
+    try:
+        with open(password_file, encoding="utf-8") as f:
+            return f.read().rstrip("\r\n")
+    except OSError as e:
+        raise BadTarget(f"cannot read the Redis password file: {e}") from None
+
+
+_HOST_PORT = re.compile(r"^(?:\[([0-9A-Fa-f:.]+)\]|([^\[\]:/@,\s]+))(?::(\d+))?$")
+_MASTER_NAME = re.compile(r"^[^\s/]+$")
+
+
+def _parse_sentinel(
+    url: str, password_file: str | None, environ: Mapping[str, str], ca_file: str | None
+) -> RedisTarget:
+    rest = url[len(SENTINEL_SCHEME) + 3 :]
+    if "?" in rest or "#" in rest:
+        raise BadTarget("the Redis URL takes no query or fragment")
+    netloc, _, path = rest.partition("/")
+    username = None
+    if "@" in netloc:
+        user, _, netloc = netloc.rpartition("@")
+        if ":" in user:
+            raise BadTarget(
+                "a password in the URL would show in the process list: use "
+                f"--store-password-file or ${PASSWORD_VARIABLE}"
+            )
+        username = unquote(user) or None
+    if ca_file is not None:
+        raise BadTarget("a CA file is for rediss:// (TLS) only; redis-sentinel:// is plain TCP")
+    sentinels = []
+    for item in netloc.split(","):
+        match = _HOST_PORT.match(item)
+        if match is None:
+            raise BadTarget(f"not a sentinel HOST[:PORT]: {item!r} in {url!r}")
+        host = match.group(1) or match.group(2)
+        port = int(match.group(3) or SENTINEL_PORT)
+        if not 0 < port < 65536:
+            raise BadTarget(f"bad port in {item!r}")
+        sentinels.append((host, port))
+    name, _, db = path.strip("/").partition("/")
+    name = unquote(name)
+    if not name:
+        raise BadTarget(f"no master name in {url!r}: redis-sentinel://HOST:PORT,…/MASTER/DB")
+    if not _MASTER_NAME.match(name):
+        raise BadTarget(f"bad master name {name!r}")
+    if db and not db.isdigit():
+        raise BadTarget(f"the database must be a number, not {db!r}")
+    return RedisTarget(
+        host="",
+        port=0,
+        db=int(db or 0),
+        username=username,
+        password=_password(password_file, environ),
+        sentinels=tuple(sentinels),
+        master_name=name,
+        sentinel_password=environ.get(SENTINEL_PASSWORD_VARIABLE) or None,
     )
