@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
 
 from rendezvous.addrs import multiaddr_to_text
 from rendezvous.client.connect import connect_to as connect_daemon
@@ -18,9 +18,12 @@ from rendezvous.p2p.transport import TCPAddress
 from rendezvous.peerid import peer_id_to_text
 from rendezvous.relay.fleet import (
     AddressesChanged,
+    DnsResolver,
     PoolEvent,
     RelayAdded,
     RelayLost,
+    RelayUnreachable,
+    Retrying,
     connect_to,
     join,
 )
@@ -196,4 +199,86 @@ class FailoverTests(ProcessTestCase):
         self.assertNotIn("unregister", [e.kind for e in watch.seen])
         yield self.reach(pushed, alice_host)
         yield self.reach(full, alice_host)
+        yield daemon.interrupt("TERM")
+
+
+class FakeDns:
+    """Names for the test's relays, answered here: no query leaves the machine."""
+
+    def __init__(self) -> None:
+        self.hosts: dict[str, list[str]] = {}
+        self.txt: dict[str, list[str]] = {}
+
+    def lookup_host(self, name: str, family: int) -> Deferred[list[str]]:
+        return succeed(self.hosts.get(name, []) if family == 4 else [])
+
+    def lookup_txt(self, name: str) -> Deferred[list[str]]:
+        if name not in self.txt:
+            return fail(LookupError(f"no TXT record at {name}"))
+        return succeed(self.txt[name])
+
+    def resolver(self) -> DnsResolver:
+        return DnsResolver(self.lookup_host, self.lookup_txt)
+
+
+class DnsRelayTests(ProcessTestCase):
+    timeout = 60
+    start_daemon = fleet.FleetTests.start_daemon
+    start_relay = fleet.FleetTests.start_relay
+    host = fleet.FleetTests.host
+
+    @inlineCallbacks
+    def test_relays_named_by_dnsaddr_and_dns4(self):  # type: ignore[no-untyped-def]
+        """A relay registered as ``/dnsaddr/fleet.test`` is found through its TXT record
+        and ``/dns4`` name; one whose name does not resolve is reported and skipped."""
+        daemon, rendezvous = yield self.start_daemon()
+        named = ("--namespace", "dns-relays")
+        _, address, good = yield self.start_relay(
+            rendezvous, *named, "--p2p-announce", "/dnsaddr/fleet.test"
+        )
+        _, _, bad = yield self.start_relay(
+            rendezvous, *named, "--p2p-announce", "/dns4/nowhere.test/tcp/4010"
+        )
+        port = TCPAddress.parse(address).port
+        dns = FakeDns()
+        dns.txt["_dnsaddr.fleet.test"] = [
+            f"dnsaddr=/dns4/relay-a.test/tcp/{port}/p2p/{bad}",  # another peer's: ignored
+            f"dnsaddr=/dns4/relay-a.test/tcp/{port}/p2p/{good}",
+        ]
+        dns.hosts["relay-a.test"] = ["127.0.0.1"]
+
+        alice_host = self.host()
+        alice_id = alice_host.identity.peer_id_text()
+        alice_host.set_handler(
+            EXCHANGE, lambda: Exchange(b"yes, through another relay", opener=False)
+        )
+        states = States()
+        retrying = states.wait(Retrying, 30)
+        alice = yield join(
+            reactor, alice_host, TCPAddress.parse(rendezvous), "my-app", lambda e: None,
+            "dns-relays", k=2, on_state=states, resolver=dns.resolver(),
+        )  # fmt: skip
+        self.addCleanup(alice.leave)
+        self.assertEqual(
+            alice.circuit_addresses,
+            [f"/ip4/127.0.0.1/tcp/{port}/p2p/{good}/p2p-circuit/p2p/{alice_id}"],
+        )
+        unreachable = [s for s in states if isinstance(s, RelayUnreachable)]
+        self.assertEqual(
+            [(s.relay, s.reason) for s in unreachable], [(bad, "nowhere.test does not resolve")]
+        )
+        # One relay of the two wanted: more are sought, with backoff.
+        more = yield retrying
+        self.assertEqual((more.held, more.wanted), (1, 2))
+
+        carol_host = self.host()
+        connection = yield connect_to(reactor, carol_host, alice.circuit_address)
+        self.addCleanup(connection.close)
+        self.assertEqual(connection.remote_peer_id, alice_host.peer_id)
+        # A circuit address naming its relay by DNS is resolved first.
+        by_name = alice.circuit_address.replace("/ip4/127.0.0.1/", "/dns4/relay-a.test/")
+        other = yield connect_to(reactor, carol_host, by_name, resolver=dns.resolver())
+        self.addCleanup(other.close)
+        self.assertEqual(other.remote_peer_id, alice_host.peer_id)
+        yield alice.leave()
         yield daemon.interrupt("TERM")
