@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import io
 import json
+import pathlib
 import re
 from enum import IntEnum
 from typing import Any
@@ -382,3 +384,26 @@ class OptionTests(AddressRule):
         options.parseOptions([])
         _relay_tap.makeService(options)
         self.assertFalse(logs.addresses_shown())
+
+
+class DocumentedTests(SynchronousTestCase):
+    def test_every_event_name_has_a_sample_line(self) -> None:
+        """docs/operations.rst shows a line of every event a log call names."""
+        root = pathlib.Path(__file__).resolve().parent.parent
+        documented = (root / "docs" / "operations.rst").read_text()
+        names: set[str] = set()
+        for path in (root / "rendezvous").rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.keyword) and node.arg == "event":
+                    names.update(
+                        value.value
+                        for value in ast.walk(node.value)
+                        if isinstance(value, ast.Constant) and isinstance(value.value, str)
+                    )
+        names = {name.lstrip(".") for name in names if name}
+        self.assertIn("request.refused", names)
+        missing = sorted(n for n in names if f'"event": "{n}"' not in documented and "." in n)
+        self.assertEqual(missing, [])
+        # f"{what}.refused": both kinds
+        for name in ("reservation.refused", "circuit.refused"):
+            self.assertIn(f'"event": "{name}"', documented)
