@@ -53,7 +53,9 @@ class _LeanProtocol(txredisapi.RedisProtocol):  # type: ignore[misc]
     """
 
     link: RedisLink
+    log = Logger()
     timeout = 5.0
+    _broken = False
     _since = 0.0
     _watchdog: IDelayedCall | None = None
     _rest: deque[bytes]
@@ -71,10 +73,21 @@ class _LeanProtocol(txredisapi.RedisProtocol):  # type: ignore[misc]
             self._rest.append(extra)  # type: ignore[arg-type]
 
     def dataReceived(self, data: bytes, unpause: bool = False) -> None:
-        super().dataReceived(data, unpause)
-        rest = self._rest
-        while rest:
-            super().dataReceived(rest.popleft())
+        if self._broken:
+            return
+        try:
+            super().dataReceived(data, unpause)
+            rest = self._rest
+            while rest:
+                super().dataReceived(rest.popleft())
+        except Exception:
+            # txredisapi raises on replies that break RESP (a line not UTF-8, a
+            # negative count): drop the connection, which is made again like any lost one.
+            self._broken = True
+            self._rest.clear()
+            self.log.failure("unreadable reply from redis: dropping the connection")
+            if self.transport is not None:
+                self.transport.abortConnection()
 
     def execute_command(self, *args: bytes | str | int, **kwargs: Any) -> Deferred[Any]:
         if not self.replyQueue.waiting:
@@ -119,16 +132,17 @@ class _SubscriberProtocol(_LeanProtocol):
     link: RedisLink
 
     def replyReceived(self, reply: Any) -> None:
-        if isinstance(reply, list) and len(reply) == 3:
-            kind = reply[0]
-            if kind in _MESSAGES:
-                self.link._message(reply[1], reply[2])
-                return
-            if kind in _CONFIRMATIONS:
-                self.link._subscribed(reply[1])
-                return
-            if kind in _UNSUBSCRIBED:
-                return
+        if isinstance(reply, list) and len(reply) == 3 and type(reply[0]) is bytes:
+            kind, channel, data = reply
+            if type(channel) is bytes:
+                if kind in _MESSAGES and type(data) is bytes:
+                    self.link._message(channel, data)
+                    return
+                if kind in _CONFIRMATIONS:
+                    self.link._subscribed(channel)
+                    return
+                if kind in _UNSUBSCRIBED:
+                    return
         super().replyReceived(reply)
 
     def send(self, *args: str | bytes) -> None:
