@@ -270,6 +270,7 @@ class DnsRelayTests(ProcessTestCase):
         # One relay of the two wanted: more are sought, with backoff.
         more = yield retrying
         self.assertEqual((more.held, more.wanted), (1, 2))
+        self.assertEqual(more.reason, f"{bad}: nowhere.test does not resolve")
 
         carol_host = self.host()
         connection = yield connect_to(reactor, carol_host, alice.circuit_address)

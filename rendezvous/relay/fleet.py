@@ -305,7 +305,7 @@ def join(
         try:
             accept_relayed(host)
             try:
-                await pool.first_round()
+                why = await pool.first_round()
             except RoundFailed as failed:
                 if failed.refusals and not failed.attempts:
                     raise ReservationRefused(failed.refusals) from None
@@ -317,7 +317,7 @@ def join(
         except BaseException:
             membership._close()
             raise
-        pool.start()
+        pool.start(why)
         address = membership.circuit_address
         log.info(
             "joined {namespace} as {address}",

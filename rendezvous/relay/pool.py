@@ -231,12 +231,13 @@ class RelayPool:
         else fires with why fewer than ``k`` are held ("" when ``k`` are)."""
         return self._run_round()
 
-    def start(self) -> None:
-        """Maintain ``k`` reservations from now on (publishing each change)."""
+    def start(self, why: str = "") -> None:
+        """Maintain ``k`` reservations from now on (publishing each change); ``why``:
+        why fewer are held, if they are (what `first_round` said)."""
         self.running = True
         if len(self.held) < self.k:
             self._short_since = self.clock.seconds()
-            self._short("fewer relays than wanted")
+            self._short(why or "fewer relays than wanted")
 
     def stop(self) -> None:
         """Stop: no more rounds or renewals; hang up the relays we dialled."""
