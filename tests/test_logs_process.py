@@ -121,3 +121,20 @@ class JSONLogsTests(ProcessTestCase):
         self.assertNotIn(address, daemon.output)
         self.assertNotIn("GET /metrics", daemon.output)  # no access line names the scraper
         self.assertEqual([line for line in lines if line["level"] == "debug"], [])
+
+    @inlineCallbacks
+    def test_workers_follow_the_rule(self):  # type: ignore[no-untyped-def]
+        for options, shown in [((), False), (("--log-addresses",), True)]:
+            daemon = self.daemon("--workers", "1", "--shutdown-grace", "0.5", *options)
+            port = int((yield daemon.wait_for(LISTENING)).group(1))
+            yield daemon.wait_for(r'"event": "worker.started"')
+            endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+            client = yield endpoint.connect(Factory.forProtocol(LiveClientProtocol))
+            address = f"tcp 127.0.0.1:{client.transport.getHost().port}"
+            yield self.assertFailure(client.discover(""), InvalidNamespace)
+            match = yield daemon.wait_for(
+                r'"event": "worker.output", "text": "worker 1: refused ([^:]*(:\d+)?):'
+            )
+            self.assertEqual(match.group(1), address if shown else "a client")
+            client.disconnect()
+            yield daemon.interrupt("TERM")
