@@ -7,6 +7,7 @@ from __future__ import annotations
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 
+from rendezvous.addrs import multiaddr_to_text
 from rendezvous.client.connect import connect_to as connect_daemon
 from rendezvous.p2p.keys import PrivateKey
 
@@ -62,6 +63,38 @@ class JoinCommandTests(ProcessTestCase):
         lines = [line for line in join.errors.splitlines() if line.startswith("rendezvous: ")]
         self.assertEqual(lines.index(f"rendezvous: lost relay {in_use}: connection lost"), 2)
         self.assertEqual(lines[-1], f"rendezvous: registered at {moved.group(1)}")
+        yield daemon.interrupt("TERM")
+
+    @inlineCallbacks
+    def test_every_relay_gone_and_back(self):  # type: ignore[no-untyped-def]
+        """Its only relay killed: it unregisters (nothing stays registered that cannot be
+        reached), says so and retries; a new relay: registered again through it."""
+        daemon, rendezvous = yield self.start_daemon()
+        relay, _, first = yield self.start_relay(rendezvous)
+        watcher = yield connect_daemon(reactor, rendezvous)
+        self.addCleanup(watcher.disconnect)
+        watch = Watch()
+        yield watcher.rendezvous("my-app", watch)
+
+        join = self.spawn([*CLI, "join", rendezvous, "my-app", "--relays", "1"])
+        joined = yield join.wait_for(r"joined my-app as \S+/p2p-circuit/p2p/(\w+)\n")
+        me = joined.group(1)
+        gone = watch.wait(lambda e: e.kind == "unregister", 30)
+        yield relay.kill()
+        yield join.wait_for(f"rendezvous: lost relay {first}: connection lost\n")
+        yield join.wait_for("rendezvous: unregistered: no relay holds a reservation for us\n")
+        yield join.wait_for(rf"rendezvous: no relay: {first}: [^\n]*; retrying in [\d.]+ s\n")
+        self.assertEqual((yield gone).entry.peer_id, me)
+
+        back = watch.wait(lambda e: e.kind == "register", 60)
+        _, _, second = yield self.start_relay(rendezvous)
+        moved = yield join.wait_for(
+            rf"rendezvous: registered at (\S+/p2p/{second}/p2p-circuit/p2p/{me})\n"
+        )
+        pushed = yield back
+        self.assertEqual([multiaddr_to_text(a) for a in pushed.entry.addrs], [moved.group(1)])
+        self.assertEqual((yield join.interrupt("INT")), 0)
+        self.assertNotIn("Traceback", join.errors)
         yield daemon.interrupt("TERM")
 
     @inlineCallbacks

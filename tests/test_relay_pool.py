@@ -319,6 +319,8 @@ class PoolTests(TestCase):
         # Full jitter drawn at 1.0: doubling windows, capped at 8 s, never longer than
         # the outage so far (0, 0.5, 1, 2, 4, 8, 16 s in).
         self.assertEqual(retries, [0.5, 0.5, 1.0, 2.0, 4.0, 8.0, 8.0])
+        # The relay's trouble was told once, not once per round.
+        self.assertEqual(self.kinds().count("RelayUnreachable"), 1)
         last = [e for e in self.events if isinstance(e, Retrying)][-1]
         self.assertEqual(last.held, 0)
         self.assertIn("connection refused", last.reason)

@@ -223,6 +223,8 @@ class RelayPool:
         self._short_since: float | None = None
         """When we last fell short of ``k`` relays (None while ``k`` are held)."""
         self._publishing = DeferredLock()
+        self._troubles: dict[str, RelayDeclined | RelayUnreachable] = {}
+        """What each relay not held last did wrong, told once until it changes."""
 
     # -- the API -------------------------------------------------------------------
 
@@ -354,12 +356,12 @@ class RelayPool:
                 info = await self.reserve(candidate.dialled.connection)
             except RelayRefused as refusal:
                 refusals.append((candidate.peer_id, refusal.status))
-                self._tell(RelayDeclined(candidate.peer_id, refusal.status))
+                self._trouble(RelayDeclined(candidate.peer_id, refusal.status))
                 self._hang_up(candidate.dialled)
                 continue
             except Exception as error:
                 attempts.append(f"{candidate.peer_id}: reservation failed: {error}")
-                self._tell(RelayUnreachable(candidate.peer_id, f"reservation failed: {error}"))
+                self._trouble(RelayUnreachable(candidate.peer_id, f"reservation failed: {error}"))
                 self._hang_up(candidate.dialled)
                 continue
             if not self._wants_more():  # stopped, or filled meanwhile
@@ -394,7 +396,7 @@ class RelayPool:
                 return Candidate(entry.peer_id, target, dialled, load)
         why = "; ".join(problems) or "no dialable address"
         attempts.append(f"{entry.peer_id}: {why}")
-        self._tell(RelayUnreachable(entry.peer_id, why))
+        self._trouble(RelayUnreachable(entry.peer_id, why))
         return None
 
     # -- held relays ---------------------------------------------------------------
@@ -405,6 +407,7 @@ class RelayPool:
         )
         self.held.append(relay)
         self.held.sort(key=HeldRelay.rank)
+        self._troubles.pop(relay.peer_id, None)
         self._schedule_renewal(relay)
         self.log.info(
             "reserved on relay {relay} at {address} (round trip {ms:.0f} ms)",
@@ -472,6 +475,12 @@ class RelayPool:
             event="relay_client.publish_failed",
             reason=failure.getErrorMessage(),
         )
+
+    def _trouble(self, event: RelayDeclined | RelayUnreachable) -> None:
+        """Tell what a relay did wrong, unless it was told already (rounds repeat)."""
+        if self._troubles.get(event.relay) != event:
+            self._troubles[event.relay] = event
+            self._tell(event)
 
     def _tell(self, event: PoolEvent) -> None:
         for observer in list(self.observers):
