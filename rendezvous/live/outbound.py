@@ -29,6 +29,28 @@ class Carrier(Protocol):
         """Close at once, unsent bytes lost."""
 
 
+class _Gone:
+    """The carrier of a session whose connection is lost: writes go nowhere."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def finish(self) -> bool:
+        return True
+
+    def abort(self) -> None:
+        pass
+
+
+_GONE = _Gone()
+
+
 class Outbound:
     """A `rendezvous.live.session.Channel` over a `Carrier`."""
 
@@ -113,9 +135,11 @@ class Outbound:
             carrier.resume_reading()
 
     def lost(self) -> None:
-        """The connection is gone: drop what is queued, forget the abort."""
+        """The connection is gone: drop what is queued, forget the abort, and let go
+        of the carrier (which holds us: no cycle is left for the garbage collector)."""
         if self._abort is not None and self._abort.active():
             self._abort.cancel()
         self._abort = None
         self._queue = None
         self.pending = 0
+        self._carrier = _GONE

@@ -537,9 +537,11 @@ class Connection(Protocol):
         stream.closed = True
         stream.local_closed = True
         self._streams.pop(stream.stream_id, None)
-        if stream.protocol is not None:
+        protocol, stream.protocol = stream.protocol, None  # nothing more to deliver:
+        # and no stream <-> handler cycle left for the garbage collector to find
+        if protocol is not None:
             try:
-                stream.protocol.stream_closed(reason)
+                protocol.stream_closed(reason)
             except Exception:
                 emit_failure(
                     self.log,
