@@ -10,14 +10,17 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
-from rendezvous.addrs import multiaddr_from_text
+from rendezvous.addrs import multiaddr_from_text, multiaddr_to_text
 from rendezvous.client.live import PeerEntry
 from rendezvous.client.reconnect import Backoff
+from rendezvous.p2p.envelope import open_peer_record
+from rendezvous.p2p.host import Host
 from rendezvous.p2p.keys import PrivateKey
 from rendezvous.p2p.transport import TCPAddress
 from rendezvous.peerid import peer_id_to_text
 from rendezvous.relay import codec
 from rendezvous.relay.client import RelayError, RelayRefused, ReservationInfo
+from rendezvous.relay.fleet import Membership
 from rendezvous.relay.pool import (
     AddressesChanged,
     Dialled,
@@ -122,6 +125,28 @@ class Net:
         return sorted(link.relay.name for link in self.links if not link.closed)
 
 
+def make_pool(
+    clock: Clock, events: list[PoolEvent], *relays: FakeRelay, k: int = 2, **kwargs: object
+) -> tuple[RelayPool, Net]:
+    """A pool on ``relays`` (fakes); its events go to ``events``; backoff draws at 1.0."""
+    net = Net(clock, *relays)
+    pool = RelayPool(
+        clock,
+        ME,
+        discover=net.discover,
+        resolve=net.resolve,
+        dial=net.dial,
+        reserve=net.reserve,  # type: ignore[arg-type]
+        publish=net.publish,
+        on_state=events.append,
+        k=k,
+        backoff=Backoff(initial=0.5, cap=8.0, random=lambda: 1.0),
+        load=lambda entry: net.by_id(entry.peer_id).load,
+        **kwargs,  # type: ignore[arg-type]
+    )
+    return pool, net
+
+
 class PoolTests(TestCase):
     def setUp(self) -> None:
         self.clock = Clock()
@@ -129,22 +154,7 @@ class PoolTests(TestCase):
         self.events: list[PoolEvent] = []
 
     def make(self, *relays: FakeRelay, k: int = 2, **kwargs: object) -> tuple[RelayPool, Net]:
-        net = Net(self.clock, *relays)
-        pool = RelayPool(
-            self.clock,
-            ME,
-            discover=net.discover,
-            resolve=net.resolve,
-            dial=net.dial,
-            reserve=net.reserve,  # type: ignore[arg-type]
-            publish=net.publish,
-            on_state=self.events.append,
-            k=k,
-            backoff=Backoff(initial=0.5, cap=8.0, random=lambda: 1.0),
-            load=lambda entry: net.by_id(entry.peer_id).load,
-            **kwargs,  # type: ignore[arg-type]
-        )
-        return pool, net
+        return make_pool(self.clock, self.events, *relays, k=k, **kwargs)
 
     def names(self, pool: RelayPool, net: Net) -> list[str]:
         return [net.name(relay.peer_id) for relay in pool.held]
@@ -393,3 +403,61 @@ class PoolTests(TestCase):
             "reserved on relay 12D3KooWx at /ip4/10.0.0.1/tcp/4001 (round trip 12 ms)",
         )
         self.assertEqual(describe_event(AddressesChanged(("/x", "/y"))), "registered at /x /y")
+
+
+class FakeSession:
+    """The live session `Membership` registers through."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[str, ...], int | None]] = []
+
+    def register(
+        self, namespace: str, peer_id: str, addrs: tuple[bytes, ...], record: bytes
+    ) -> Deferred[None]:
+        texts = tuple(multiaddr_to_text(a) for a in addrs)
+        opened, _ = open_peer_record(record)
+        assert peer_id == peer_id_to_text(opened.peer_id)
+        assert tuple(multiaddr_to_text(a) for a in opened.addrs) == texts
+        self.calls.append(("register", texts, opened.seq))
+        return succeed(None)
+
+    def unregister(self, namespace: str, peer_id: str) -> Deferred[None]:
+        self.calls.append(("unregister", (), None))
+        return succeed(None)
+
+
+class MembershipPublishTests(TestCase):
+    """What `fleet.join` registers whenever the relays held change."""
+
+    def test_registers_every_circuit_best_first_then_unregisters(self) -> None:
+        clock = Clock()
+        host = Host(PrivateKey.generate(), clock)
+        me = host.identity.peer_id_text()
+        session = FakeSession()
+        pool, net = make_pool(clock, [], FakeRelay("a", 1, 0.001), FakeRelay("b", 2, 0.010))
+        membership = Membership("my-app", me, session, pool, host)  # type: ignore[arg-type]
+        pool.publish = membership._publish
+        self.successResultOf(pool.first_round())
+        self.successResultOf(pool.publish_now())
+        a, b = (relay.peer_id for relay in pool.held)
+        expected = tuple(
+            f"/ip4/10.0.0.{n}/tcp/4001/p2p/{relay}/p2p-circuit/p2p/{me}"
+            for n, relay in ((1, a), (2, b))
+        )
+        self.assertEqual(membership.circuit_addresses, list(expected))
+        self.assertEqual(membership.circuit_address, expected[0])
+        self.assertEqual(peer_id_to_text(membership.relay.peer_id), a)  # type: ignore[union-attr]
+        pool.running = True
+        net.by_id(a).broken = True
+        pool.connection_lost(pool.held[0].connection)  # the clock did not move
+        net.by_id(b).broken = True
+        pool.connection_lost(pool.held[0].connection)
+        kinds = [call[0] for call in session.calls]
+        self.assertEqual(kinds[:2], ["register", "register"])
+        self.assertEqual(session.calls[0][1], expected)
+        self.assertEqual(session.calls[1][1], expected[1:])
+        self.assertGreater(session.calls[1][2], session.calls[0][2])  # type: ignore[operator]
+        self.assertEqual(kinds[-1], "unregister")
+        self.assertEqual((membership.circuit_address, membership.relay), ("", None))
+        self.assertIsNone(membership.reservation)
+        pool.stop()
