@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import os
 from dataclasses import dataclass, field
 
 
@@ -76,3 +77,9 @@ class Announcement:
     change: Change
     registration: Registration
     encoded: bytes | None = field(default=None, compare=False)
+
+
+def new_epoch() -> bytes:
+    """Eight random bytes naming one registry's life: DISCOVER cookies carry it, so a
+    cookie from an earlier life (of this daemon, or of a shared Redis registry) restarts."""
+    return os.urandom(8)

@@ -16,7 +16,7 @@ from twisted.python import usage
 from twisted.trial.unittest import TestCase
 
 from rendezvous._tap import Options
-from rendezvous.live.codec import entry_bytes
+from rendezvous.entry import entry_bytes
 from rendezvous.model import Change, Registration
 from rendezvous.store.redis.link import NotMaster, RedisLink
 from rendezvous.store.redis.mirror import Mirror

@@ -12,8 +12,8 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 
 from rendezvous.client.errors import NotAuthorized
+from rendezvous.entry import entry_bytes
 from rendezvous.limits import Limits
-from rendezvous.live.codec import entry_bytes
 from rendezvous.loglimit import LogLimiter
 from rendezvous.model import Peer, Registration, Status
 from rendezvous.p2p.envelope import PeerRecord, seal_peer_record

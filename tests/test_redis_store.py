@@ -8,7 +8,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
-from rendezvous.live.codec import entry_bytes
+from rendezvous.entry import entry_bytes
 from rendezvous.model import Announcement, Refused, Registration, Status
 from rendezvous.store.redis.link import LinkDown
 from rendezvous.store.redis.store import RedisStore

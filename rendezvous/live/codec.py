@@ -20,6 +20,8 @@ from google.protobuf.message import DecodeError
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from rendezvous.addrs import InvalidMultiaddr, validate_multiaddr
+from rendezvous.entry import entry_bytes as entry_bytes  # re-exported: store/redis/store.py
+from rendezvous.entry import field
 from rendezvous.limits import Limits
 from rendezvous.model import Announcement, Change, Peer, Refused, Registration, Status
 from rendezvous.pb.live_pb2 import Message
@@ -165,10 +167,6 @@ def _scan_entries(frame: bytes) -> list[bytes] | None:
     except (IndexError, VarintError):
         return None
     return found if offset == end else None
-
-
-def _field(number: int, wire_type: int, payload: bytes) -> bytes:
-    return encode_uvarint(number << 3 | wire_type) + encode_uvarint(len(payload)) + payload
 
 
 class LiveCodec:
@@ -406,27 +404,11 @@ class LiveCodec:
     def error_frame(status: int, text: str, request_id: int | None) -> bytes:
         error = b"\x08" + encode_uvarint(status)
         if text:
-            error += _field(2, 2, text.encode())
-        body = b"\x08\x04" + _field(6, 2, error)
+            error += field(2, 2, text.encode())
+        body = b"\x08\x04" + field(6, 2, error)
         if request_id is not None:
             body += b"\x38" + encode_uvarint(request_id)
         return encode_uvarint(len(body)) + body
-
-
-def entry_bytes(registration: Registration) -> bytes:
-    """The ``Register``/``Unregister`` entry of a registration (both share one layout)."""
-    wire = registration.wire
-    if wire is None:
-        peer = registration.peer
-        peer_bytes = _field(1, 2, peer.id.encode())
-        for addr in peer.addrs:
-            peer_bytes += _field(2, 2, addr)
-        if peer.signed_peer_record is not None:
-            peer_bytes += _field(3, 2, peer.signed_peer_record)
-        wire = registration.wire = _field(1, 2, registration.namespace.encode()) + _field(
-            2, 2, peer_bytes
-        )
-    return wire
 
 
 def _has_unknown_type(message: Message) -> bool:

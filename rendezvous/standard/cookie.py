@@ -8,19 +8,14 @@ everything held now was registered since.
 
 from __future__ import annotations
 
-import os
 from typing import Final
 
 from rendezvous.model import Refused, Status
+from rendezvous.model import new_epoch as new_epoch  # re-exported: store/redis/store.py
 
 _VERSION: Final = b"\x01"
 _HEADER: Final = 17
 MAX_COOKIE_BYTES: Final = _HEADER + 1024
-
-
-def new_epoch() -> bytes:
-    """Eight random bytes naming a registry's life."""
-    return os.urandom(8)
 
 
 def encode_cookie(epoch: bytes, position: int, namespace: str) -> bytes:

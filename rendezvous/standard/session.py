@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from rendezvous.live.framing import FrameDecoder, FramingError, frame
 from rendezvous.loglimit import LogLimiter, log_refusal
 from rendezvous.metrics import Metrics
-from rendezvous.model import Announcement, Refused, Registration, Status
+from rendezvous.model import Announcement, Refused, Registration, Status, new_epoch
 from rendezvous.peerid import peer_id_to_text
 from rendezvous.registry import Session
 from rendezvous.standard.codec import (
@@ -31,7 +31,7 @@ from rendezvous.standard.codec import (
     StandardCodec,
     UnregisterRequest,
 )
-from rendezvous.standard.cookie import decode_cookie, encode_cookie, new_epoch
+from rendezvous.standard.cookie import decode_cookie, encode_cookie
 from rendezvous.store.base import Store
 
 

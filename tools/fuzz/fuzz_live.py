@@ -13,6 +13,7 @@ from __future__ import annotations
 from _harness import chunks, instrumented, main, whole
 
 with instrumented("rendezvous"):
+    from rendezvous.entry import entry_bytes
     from rendezvous.limits import Limits
     from rendezvous.live.codec import (
         DiscoverRequest,
@@ -22,7 +23,6 @@ with instrumented("rendezvous"):
         RegisterRequest,
         RendezvousRequest,
         UnregisterRequest,
-        entry_bytes,
     )
     from rendezvous.live.framing import FrameDecoder, FramingError, frame
     from rendezvous.model import Refused, Registration

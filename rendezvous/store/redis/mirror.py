@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Generic, TypeVar
 
-from rendezvous.live.codec import entry_bytes
+from rendezvous.entry import entry_bytes
 from rendezvous.model import Announcement, Change, Registration
 from rendezvous.store.redis.wire import Published
 
