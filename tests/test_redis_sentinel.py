@@ -118,7 +118,7 @@ class FailoverTests(ProcessTestCase):
         self.url = f"redis-sentinel://{hosts}/{MASTER}/0"
 
     @inlineCallbacks
-    def daemon(self):  # type: ignore[no-untyped-def]
+    def daemon(self, lease: str = "3"):  # type: ignore[no-untyped-def]
         """A daemon on the Sentinel-watched Redis, ready: (process, live port)."""
         process = self.twistd(
             "rendezvous",
@@ -127,7 +127,7 @@ class FailoverTests(ProcessTestCase):
             "--store",
             self.url,
             "--lease",
-            "3",
+            lease,
         )
         listening = yield process.wait_for(LISTENING)
         yield process.wait_for(READY)
@@ -234,6 +234,39 @@ class FailoverTests(ProcessTestCase):
                 (sorted(expected - seen), sorted(seen - expected)), ([], []), "missing, extra"
             )
         self.assertTrue(ok)
+
+    @inlineCallbacks
+    def test_a_manual_failover_is_followed_at_once(self):  # type: ignore[no-untyped-def]
+        """SENTINEL FAILOVER: the old master stays up (demoted to a replica) and the
+        daemon, told by the sentinel, moves at once, not at its next write (its lease,
+        renewed every 20 s, would be the next)."""
+        daemon, port = yield self.daemon(lease="60")
+        watcher = self.client(port)
+        yield watcher.rendezvous(NAMESPACE, lambda event: None)
+        alice = self.client(port)
+        yield alice.register(NAMESPACE, peer_id("alice"))
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise unavailable("redis-cli not found (the redis-tools package)")
+        failover = self.spawn(
+            [cli, "-p", str(self.sentinels[0].port), "SENTINEL", "FAILOVER", MASTER]
+        )
+        self.assertEqual((yield failover.ended), 0)
+        self.assertIn("OK", failover.output)
+        master = rf"127\.0\.0\.1:{self.replica.port}"
+        yield daemon.wait_for(rf"sentinels switched the master to {master}")
+        yield daemon.wait_for(rf"(?s)redis master is now {master}.*{READY}")
+        bob = self.client(port)
+        yield bob.register(NAMESPACE, peer_id("bob"))
+        expected = {peer_id("alice"), peer_id("bob")}
+
+        @inlineCallbacks
+        def converged():  # type: ignore[no-untyped-def]
+            found = yield self.discover(port)
+            return found == expected and set(watcher.view(NAMESPACE)) == expected
+
+        self.assertTrue((yield self.until(converged, 10)))
+        self.assertNotIn("READONLY", daemon.output)
 
 
 def _now(value: bool) -> Deferred[bool]:

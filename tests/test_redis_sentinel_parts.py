@@ -9,10 +9,12 @@ from typing import Any
 import txredisapi
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IProtocol, IProtocolFactory
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python import usage
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from rendezvous._tap import Options
@@ -26,6 +28,7 @@ from rendezvous.store.redis.sentinel import (
     NoMaster,
     RespError,
     SentinelEndpoint,
+    SwitchWatch,
     encode,
     parse,
     probe,
@@ -433,7 +436,7 @@ class FailoverStoreTests(StoreTestCase):
     def test_a_demoted_master_is_left(self) -> None:
         session, _ = self.session()
         self.store.discover(session, "ns", 10, 1)
-        self.link.take("snapshot")[1].errback(
+        self.link.runs[-1][2].errback(
             txredisapi.ResponseError("READONLY You can't write against a read only replica.")
         )
         self.assertEqual(self.link.resets, 1)
@@ -463,3 +466,69 @@ class FailoverStoreTests(StoreTestCase):
         self.recover(20)
         self.assertEqual(self.link.commands, [("GET", "rendezvous:seq")])
         self.assertEqual(self.store.epoch, b"E1")
+
+
+class WatchTests(TestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.target = parse_target("redis-sentinel://s1,s2/rdv", environ={})
+        self.endpoints = {
+            ("s1", 26379): FakeEndpoint("refuse", ("10.0.0.1", 26379)),
+            ("s2", 26379): FakeEndpoint("answer", ("10.0.0.2", 26379)),
+        }
+        self.switches: list[tuple[str, int]] = []
+        self.watch = SwitchWatch(
+            self.target,
+            self.clock,
+            lambda host, port: self.endpoints[(host, port)],  # type: ignore[arg-type,return-value]
+            list(self.target.sentinels),
+            lambda failures: 0.5,
+            self.switches.append,
+        )
+
+    def subscribed(self) -> Any:
+        self.watch.start()  # s1 refuses
+        self.clock.advance(0.5)  # s2 then
+        protocol = self.endpoints[("s2", 26379)].protocols[-1]
+        transport = protocol.transport  # type: ignore[attr-defined]
+        self.assertEqual(transport.value(), encode("SUBSCRIBE", "+switch-master"))
+        protocol.dataReceived(b"*3\r\n$9\r\nsubscribe\r\n$14\r\n+switch-master\r\n:1\r\n")
+        return protocol
+
+    def test_a_switch_of_our_master_is_told(self) -> None:
+        protocol = self.subscribed()
+        protocol.dataReceived(encode("message", "+switch-master", "other 10.0.0.1 1 10.0.0.2 2"))
+        message = encode("message", "+switch-master", "rdv 10.0.0.1 6379 10.0.0.2 6380")
+        protocol.dataReceived(message[:10])
+        self.assertEqual(self.switches, [])
+        protocol.dataReceived(message[10:] + encode("message", "+switch-master", "rdv nonsense"))
+        self.assertEqual(self.switches, [("10.0.0.2", 6380)])
+
+    def test_lost_then_the_next_sentinel(self) -> None:
+        protocol = self.subscribed()
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.endpoints[("s1", 26379)].outcome = "answer"
+        self.clock.advance(0.5)
+        again = self.endpoints[("s1", 26379)].protocols[-1]
+        self.assertEqual(again.transport.value(), encode("SUBSCRIBE", "+switch-master"))  # type: ignore[attr-defined]
+
+    def test_refused_is_dropped_and_tried_again(self) -> None:
+        self.watch.start()
+        self.clock.advance(0.5)
+        protocol = self.endpoints[("s2", 26379)].protocols[-1]
+        protocol.dataReceived(b"-NOAUTH Authentication required.\r\n")
+        self.assertTrue(protocol.transport.disconnecting)  # type: ignore[attr-defined]
+        self.flushLoggedErrors()
+
+    def test_the_link_leaves_a_master_no_longer_named(self) -> None:
+        endpoints: Any = lambda host, port: self.endpoints[(host, port)]  # noqa: E731
+        endpoint = SentinelEndpoint(self.target, self.clock, endpoints, 2.0)
+        link = RedisLink(Clock(), self.target, "rendezvous:", endpoint=endpoint)
+        self.assertIsNotNone(link._watch)
+        command = _FakeRedis([b"master"])
+        command.transport = StringTransport(peerAddress=IPv4Address("TCP", "10.0.0.1", 6379))
+        link._command = command  # type: ignore[assignment]
+        link._switched(("10.0.0.1", 6379))
+        self.assertFalse(command.transport.disconnecting)
+        link._switched(("10.0.0.2", 6380))
+        self.assertTrue(command.transport.disconnecting)

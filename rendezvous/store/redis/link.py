@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 
 from rendezvous.store.redis.connector import Connector
 from rendezvous.store.redis.scripts import ALL, Script
-from rendezvous.store.redis.sentinel import sentinel_endpoint
+from rendezvous.store.redis.sentinel import Address, SentinelEndpoint, sentinel_endpoint
 from rendezvous.store.redis.target import RedisTarget
 
 
@@ -239,6 +239,11 @@ class RedisLink:
         self._pending: dict[bytes, deque[Deferred[None]]] = {}
         self.up = False
         endpoint = endpoint or endpoint_for(reactor, target, timeout)
+        self._watch = (
+            endpoint.watch(self._retry, self._switched)
+            if isinstance(endpoint, SentinelEndpoint)
+            else None
+        )
         self._commands: Connector[_CommandProtocol] = Connector(
             endpoint,
             _Factory(self, _CommandProtocol),
@@ -261,9 +266,14 @@ class RedisLink:
     def start(self) -> None:
         self._commands.start()
         self._subscriptions.start()
+        if self._watch is not None:
+            self._watch.start()
 
     def stop(self) -> Deferred[Any]:
-        return gatherResults([self._commands.stop(), self._subscriptions.stop()])
+        stopping = [self._commands.stop(), self._subscriptions.stop()]
+        if self._watch is not None:
+            stopping.append(self._watch.stop())
+        return gatherResults(stopping)
 
     def _retry(self, failures: int) -> float:
         return float(min(self.max_retry_delay, 0.05 * 2 ** min(failures, 20)))
@@ -360,6 +370,14 @@ class RedisLink:
                 event="redis.lost",
             )
             self.on_down()
+
+    def _switched(self, address: Address) -> None:
+        """The sentinels promoted ``address``: leave a master that is no longer one."""
+        host, port = address
+        master = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if self.server != master:
+            self.log.info("sentinels switched the master to {master}", master=master)
+            self.reset()
 
     def reset(self) -> None:
         """Drop both connections (they come back with scripts loaded afresh)."""

@@ -6,6 +6,9 @@ link then checks with ``ROLE`` that the server really is a master. A failover th
 looks to the store like a Redis restart at a new address: the next connection finds
 the promoted replica. The sentinel that answered is asked first next time.
 
+`SwitchWatch` listens to a sentinel for the master's ``+switch-master``, so that a
+failover is followed at once even where the old master's connections stay open.
+
 `probe` asks the same question once, blocking, before the reactor runs: a daemon whose
 sentinels are all unreachable, or do not know the master's name, does not start.
 """
@@ -29,6 +32,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from rendezvous.store.redis.connector import Connector
 from rendezvous.store.redis.target import RedisTarget
 
 Address = tuple[str, int]
@@ -294,6 +298,15 @@ class SentinelEndpoint:
         self.lookup = MasterLookup(target, clock, endpoints, timeout)
         self.endpoints = endpoints
 
+    def watch(
+        self, delay: Callable[[int], float], on_switch: Callable[[Address], None]
+    ) -> SwitchWatch:
+        """A `SwitchWatch` on the same sentinels (the last that answered first)."""
+        lookup = self.lookup
+        return SwitchWatch(
+            lookup.target, lookup.clock, self.endpoints, lookup.order, delay, on_switch
+        )
+
     def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
         async def connect() -> IProtocol:
             host, port = await self.lookup.master()
@@ -308,3 +321,120 @@ def sentinel_endpoint(reactor: Any, target: RedisTarget, timeout: float) -> Sent
         return HostnameEndpoint(reactor, host, port, timeout=timeout)
 
     return SentinelEndpoint(target, reactor, endpoints, timeout)
+
+
+class _WatchProtocol(Protocol):
+    """``SUBSCRIBE +switch-master`` on a sentinel; hands every switch to its watch."""
+
+    def __init__(self, watch: SwitchWatch) -> None:
+        self.watch = watch
+        self.ready: Deferred[None] = Deferred()
+        self._data = b""
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        commands = []
+        if self.watch.target.sentinel_password is not None:
+            commands.append(encode("AUTH", self.watch.target.sentinel_password))
+        commands.append(encode("SUBSCRIBE", "+switch-master"))
+        self.transport.write(b"".join(commands))
+
+    def dataReceived(self, data: bytes) -> None:
+        self._data += data
+        while self._data:
+            try:
+                parsed = parse(self._data)
+            except BadReply as e:
+                self._give_up(e)
+                return
+            if parsed is None:
+                return
+            reply, end = parsed
+            self._data = self._data[end:]
+            self._reply(reply)
+
+    def _reply(self, reply: Any) -> None:
+        if isinstance(reply, RespError):
+            self._give_up(NoMaster(f"refused: {reply}"))
+        elif isinstance(reply, list) and len(reply) == 3:
+            kind, channel, payload = reply
+            if kind == b"subscribe" and not self.ready.called:
+                self.ready.callback(None)
+            elif kind == b"message" and channel == b"+switch-master":
+                self.watch.switched(payload)
+
+    def _give_up(self, error: Exception) -> None:
+        self._data = b""
+        if not self.ready.called:
+            self.ready.errback(error)
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        if not self.ready.called:
+            self.ready.errback(ConnectionError("the sentinel closed the connection"))
+        self.watch.lost(self)
+
+
+@implementer(IStreamClientEndpoint)
+class _NextSentinel:
+    """Each connection to the next sentinel of ``order``."""
+
+    def __init__(self, order: list[Address], endpoints: Endpoints) -> None:
+        self.order = order
+        self.endpoints = endpoints
+        self.turn = 0
+
+    def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
+        host, port = self.order[self.turn % len(self.order)]
+        self.turn += 1
+        connecting: Deferred[IProtocol] = self.endpoints(host, port).connect(factory)
+        return connecting
+
+
+class SwitchWatch:
+    """Listens to one sentinel at a time (the next one after a loss) for the
+    ``+switch-master`` of our master, and tells ``on_switch`` the new master's address:
+    a failover is followed at once, even by a daemon whose connections to the old
+    master are still open (a demoted master that stays up)."""
+
+    def __init__(
+        self,
+        target: RedisTarget,
+        clock: IReactorTime,
+        endpoints: Endpoints,
+        order: list[Address],
+        delay: Callable[[int], float],
+        on_switch: Callable[[Address], None],
+    ) -> None:
+        self.target = target
+        self.on_switch = on_switch
+        factory = Factory.forProtocol(lambda: _WatchProtocol(self))
+        factory.noisy = False
+        self._connector: Connector[_WatchProtocol] = Connector(
+            _NextSentinel(order, endpoints),
+            factory,
+            clock,
+            lambda protocol: protocol.ready,
+            delay,
+            "sentinel",
+        )
+
+    def start(self) -> None:
+        self._connector.start()
+
+    def stop(self) -> Deferred[None]:
+        return self._connector.stop()
+
+    def lost(self, protocol: _WatchProtocol) -> None:
+        self._connector.lost(protocol)
+
+    def switched(self, payload: bytes) -> None:
+        """``MASTER OLD-IP OLD-PORT NEW-IP NEW-PORT``, from the sentinel."""
+        try:
+            name, _, _, host, port = payload.decode().split()
+            address = (host, int(port))
+        except (UnicodeDecodeError, ValueError):
+            return
+        if name == self.target.master_name:
+            self.on_switch(address)
