@@ -125,7 +125,7 @@ class RespTests(TestCase):
             self.assertIsNone(parse(reply[:cut]), cut)
 
     def test_garbage(self) -> None:
-        for data in (b"HTTP/1.1 400\r\n", b"$x\r\n", b"*two\r\n"):
+        for data in (b"HTTP/1.1 400\r\n", b"$x\r\n", b"*two\r\n", b"*1\r\n" * 10000):
             with self.assertRaises(BadReply, msg=data):
                 parse(data)
 
@@ -210,6 +210,13 @@ class ProbeTests(TestCase):
         with self.assertRaises(NoMaster) as raised:
             self.probe(target, {("s1", 26379): b"-WRONGPASS invalid password\r\n*-1\r\n"})
         self.assertIn("s1:26379 refused: WRONGPASS invalid password", str(raised.exception))
+
+    def test_answers_that_are_no_address(self) -> None:
+        target = parse_target("redis-sentinel://s1/rdv", environ={})
+        for reply in (b":1\r\n", b"+OK\r\n", b"*2\r\n:1\r\n:2\r\n", b"*1\r\n$1\r\na\r\n"):
+            with self.assertRaises(NoMaster, msg=reply) as raised:
+                self.probe(target, {("s1", 26379): reply})
+            self.assertIn("s1:26379 gave an unexpected answer", str(raised.exception))
 
     def test_closed_early_and_nonsense(self) -> None:
         target = parse_target("redis-sentinel://s1,s2/rdv", environ={})

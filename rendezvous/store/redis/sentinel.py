@@ -59,12 +59,18 @@ def encode(*args: str | bytes) -> bytes:
     return b"".join(out)
 
 
-def parse(data: bytes, start: int = 0) -> tuple[Any, int] | None:
+_MAX_DEPTH = 4
+"""Arrays in arrays a sentinel may send (its answers nest two deep at most)."""
+
+
+def parse(data: bytes, start: int = 0, depth: int = 0) -> tuple[Any, int] | None:
     """The reply at ``start`` and where it ends, or None when it is not all there yet.
 
     Simple strings and bulk strings come as bytes, errors as `RespError`, integers as
     int, nil as None, arrays as lists.
     """
+    if depth > _MAX_DEPTH:
+        raise BadReply("arrays nested too deep")
     end = data.find(b"\r\n", start)
     if end < 0:
         return None
@@ -90,7 +96,7 @@ def parse(data: bytes, start: int = 0) -> tuple[Any, int] | None:
                 return None, after
             items = []
             for _ in range(count):
-                item = parse(data, after)
+                item = parse(data, after, depth + 1)
                 if item is None:
                     return None
                 value, after = item
@@ -121,7 +127,7 @@ def answer(target: RedisTarget, replies: Sequence[Any]) -> Address:
     try:
         host, port = reply
         return host.decode(), int(port)
-    except (TypeError, ValueError, UnicodeDecodeError):
+    except (AttributeError, TypeError, ValueError, UnicodeDecodeError):
         raise NoMaster(f"gave an unexpected answer: {reply!r}") from None
 
 
