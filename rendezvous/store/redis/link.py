@@ -332,6 +332,7 @@ class RedisLink:
                     "redis commands on {one}, pub/sub on {other}: reconnecting both",
                     one=self.server,
                     other=_peer(self._subscriber),
+                    event="redis.split",
                 )
                 self.reset()
                 return
@@ -376,7 +377,11 @@ class RedisLink:
         host, port = address
         master = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         if self.server != master:
-            self.log.info("sentinels switched the master to {master}", master=master)
+            self.log.info(
+                "sentinels switched the master to {master}",
+                master=master,
+                event="redis.master_switched",
+            )
             self.reset()
 
     def reset(self) -> None:
