@@ -9,7 +9,7 @@ Every failure of the peer closes the connection with one log line.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import Deferred, fail
@@ -22,6 +22,7 @@ from zope.interface import implementer
 from rendezvous.logs import ClientAddress, emit, emit_failure
 from rendezvous.nodelay import no_delay
 from rendezvous.p2p import noise, yamux
+from rendezvous.p2p.interfaces import ConnectionHost
 from rendezvous.p2p.keys import verify_identity
 from rendezvous.p2p.multistream import Initiator, MultistreamError, Responder
 from rendezvous.p2p.noise import NoiseError, NoiseSession
@@ -29,9 +30,6 @@ from rendezvous.p2p.stream import Stream, StreamProtocol
 from rendezvous.p2p.transport import TCPAddress
 from rendezvous.p2p.yamux import YamuxError, YamuxEvent, YamuxSession
 from rendezvous.peerid import peer_id_to_text
-
-if TYPE_CHECKING:
-    from rendezvous.p2p.host import Host
 
 _SECURITY, _HANDSHAKE, _MUXER, _MUXED, _CLOSED = range(5)
 ABORT_AFTER = 5.0
@@ -82,7 +80,13 @@ class Connection(Protocol):
     relayed = False
     """True when the connection runs over a relay circuit (`rendezvous.relay.relayed`)."""
 
-    def __init__(self, host: Host, *, dialer: bool, expected_peer_id: bytes | None = None) -> None:
+    def __init__(
+        self,
+        host: ConnectionHost[Connection],
+        *,
+        dialer: bool,
+        expected_peer_id: bytes | None = None,
+    ) -> None:
         self.host = host
         self.dialer = dialer
         self.expected_peer_id = expected_peer_id

@@ -20,12 +20,11 @@ from rendezvous.p2p import identify, ping
 from rendezvous.p2p.advertise import is_unspecified
 from rendezvous.p2p.connection import Connection
 from rendezvous.p2p.envelope import PeerRecord, seal_peer_record
+from rendezvous.p2p.interfaces import StreamHandler
 from rendezvous.p2p.keys import PrivateKey
-from rendezvous.p2p.stream import StreamProtocol
+from rendezvous.p2p.stream import PeerConnection
 from rendezvous.pb.identify_pb2 import Identify
 
-StreamHandler = Callable[[], StreamProtocol]
-"""Makes the protocol object of one inbound stream."""
 Expander = Callable[[Sequence[bytes]], list[bytes]]
 """Turns the addresses a host is bound to into those it can be dialled at."""
 
@@ -79,7 +78,7 @@ class Host:
             ping.PROTOCOL_ID: ping.PingResponder,
         }
         self.connections: set[Connection] = set()
-        self.pushed: WeakKeyDictionary[Connection, Identify] = WeakKeyDictionary()
+        self.pushed: WeakKeyDictionary[PeerConnection, Identify] = WeakKeyDictionary()
         """What each connected peer last told us by identify push."""
         self.limiter = LogLimiter(clock.seconds)
         """Rate-limits the log lines a stranger's connections can cause."""

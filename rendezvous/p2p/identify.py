@@ -10,19 +10,16 @@ for as long as its connection lives.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from google.protobuf.message import DecodeError
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from rendezvous.p2p.stream import Stream, StreamProtocol
+from rendezvous.p2p.interfaces import LocalHost
+from rendezvous.p2p.stream import PeerConnection, Stream, StreamProtocol
 from rendezvous.pb.identify_pb2 import Identify
 from rendezvous.varint import VarintError, decode_uvarint, encode_uvarint
-
-if TYPE_CHECKING:
-    from rendezvous.p2p.connection import Connection
-    from rendezvous.p2p.host import Host
 
 PROTOCOL_ID: Final = "/ipfs/id/1.0.0"
 PUSH_PROTOCOL_ID: Final = "/ipfs/id/push/1.0.0"
@@ -34,7 +31,7 @@ class IdentifyError(Exception):
     """The peer's identify answer is malformed or too large."""
 
 
-def identify_message(host: Host, observed_addr: bytes | None) -> Identify:
+def identify_message(host: LocalHost, observed_addr: bytes | None) -> Identify:
     """What we tell a peer about ourselves."""
     message = Identify(
         publicKey=host.identity.public_key_bytes(),
@@ -79,7 +76,7 @@ def decode(data: bytes) -> Identify:
 class IdentifyResponder(StreamProtocol):
     """Answers a peer's identify request and closes the stream."""
 
-    def __init__(self, host: Host) -> None:
+    def __init__(self, host: LocalHost) -> None:
         self.host = host
 
     def stream_started(self, stream: Stream) -> None:
@@ -118,7 +115,7 @@ class _IdentifyRequest(StreamProtocol):
             self.answer.errback(IdentifyError(f"identify stream closed: {reason}"))
 
 
-def identify(connection: Connection) -> Deferred[Identify]:
+def identify(connection: PeerConnection) -> Deferred[Identify]:
     """Ask the peer of ``connection`` to identify itself."""
     request = _IdentifyRequest()
     opened = connection.open_stream(PROTOCOL_ID, request)
@@ -134,7 +131,7 @@ class IdentifyPushReceiver(StreamProtocol):
 
     log = Logger()
 
-    def __init__(self, host: Host) -> None:
+    def __init__(self, host: LocalHost) -> None:
         self.host = host
         self._received = bytearray()
 
@@ -172,7 +169,7 @@ class IdentifyPushReceiver(StreamProtocol):
         stream.close()
 
 
-def push_identify(host: Host, connection: Connection) -> Deferred[None]:
+def push_identify(host: LocalHost, connection: PeerConnection) -> Deferred[None]:
     """Tell the peer of ``connection`` what we are now (our addresses changed)."""
     pusher = StreamProtocol()
     opened = connection.open_stream(PUSH_PROTOCOL_ID, pusher)

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
-from rendezvous.p2p.stream import Stream, StreamProtocol
-
-if TYPE_CHECKING:
-    from rendezvous.p2p.connection import Connection
+from rendezvous.p2p.stream import PeerConnection, Stream, StreamProtocol
 
 PROTOCOL_ID: Final = "/ipfs/ping/1.0.0"
 PAYLOAD_SIZE: Final = 32
@@ -70,7 +67,7 @@ class _PingRequest(StreamProtocol):
             self.answer.errback(PingError(f"ping stream closed: {reason or 'no answer'}"))
 
 
-def ping(connection: Connection, clock: IReactorTime) -> Deferred[float]:
+def ping(connection: PeerConnection, clock: IReactorTime) -> Deferred[float]:
     """Ping the peer once; fires with the round-trip time in seconds."""
     request = _PingRequest(clock)
     opened = connection.open_stream(PROTOCOL_ID, request)

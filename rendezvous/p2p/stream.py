@@ -1,17 +1,59 @@
-"""One negotiated yamux stream as handlers see it, and the callbacks they implement.
+"""One negotiated yamux stream as handlers see it, the callbacks they implement, and
+the connection as they see it.
 
-A `Stream` belongs to a `rendezvous.p2p.connection.Connection`, which moves its bytes;
-a `StreamProtocol` is told what happens on it. Writes never block: `write` hands the
-bytes to yamux at once, and `pause_writing`/`resume_writing` tell the protocol when the
-peer's window or the TCP connection pushes back, so it can hold further output.
+A `Stream` is on a `PeerConnection` (a `rendezvous.p2p.connection.Connection`), which
+moves its bytes; a `StreamProtocol` is told what happens on it. Writes never block:
+`write` hands the bytes to yamux at once, and `pause_writing`/`resume_writing` tell the
+protocol when the peer's window or the TCP connection pushes back, so it can hold
+further output. Handlers import this module, never the connection's.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from rendezvous.p2p.connection import Connection
+from twisted.internet.defer import Deferred
+
+from rendezvous.p2p.transport import TCPAddress
+
+
+class PeerConnection(Protocol):
+    """The secured, multiplexed connection a stream is on, as the stream and its handler
+    see it."""
+
+    @property
+    def remote_peer_id(self) -> bytes:
+        """The peer's id (multihash bytes), authenticated by the secure channel."""
+
+    @property
+    def remote_public_key(self) -> bytes:
+        """The peer's public key (protobuf), as it proved it in the handshake."""
+
+    @property
+    def remote_address(self) -> TCPAddress | None:
+        """Where the peer's TCP connection comes from, if known."""
+
+    @property
+    def label(self) -> str:
+        """The peer id and address, for log lines."""
+
+    def open_stream(self, protocol_id: str, protocol: StreamProtocol) -> Deferred[Stream]:
+        """Open another stream to the peer for ``protocol_id``, handled by ``protocol``."""
+
+    def close(self) -> None:
+        """Close the whole connection (every stream on it)."""
+
+    # What a `Stream` asks of its connection:
+
+    def stream_write(self, stream: Stream, data: bytes) -> None: ...
+
+    def stream_close(self, stream: Stream) -> None: ...
+
+    def stream_reset(self, stream: Stream) -> None: ...
+
+    def stream_pause_reading(self, stream: Stream) -> None: ...
+
+    def stream_resume_reading(self, stream: Stream) -> None: ...
 
 
 class StreamProtocol:
@@ -42,7 +84,7 @@ class StreamProtocol:
 class Stream:
     """A yamux stream whose protocol was negotiated."""
 
-    def __init__(self, connection: Connection, stream_id: int, protocol_id: str) -> None:
+    def __init__(self, connection: PeerConnection, stream_id: int, protocol_id: str) -> None:
         self.connection = connection
         self.stream_id = stream_id
         self.protocol_id = protocol_id

@@ -232,7 +232,9 @@ class HopHandler(StreamProtocol):
     @property
     def connection(self) -> Connection:
         assert self.stream is not None
-        return self.stream.connection
+        # A hop stream's connection is a `Connection` (a relayed one too): the relay
+        # asks it more than a handler's view (`PeerConnection`) offers.
+        return cast("Connection", self.stream.connection)
 
     def stream_started(self, stream: Stream) -> None:
         super().stream_started(stream)
