@@ -92,17 +92,33 @@ class WireTests(TestCase):
 
     def test_published(self) -> None:
         reg = Registration("ns", peer("a", tcp_addr(1)))
-        key = reg.peer.key
-        data = b"42:d1/7:U" + len(key).to_bytes(2, "big") + key + entry_bytes(reg)
-        published = parse_published(data)
+        key, entry = reg.peer.key, entry_bytes(reg)
+        tail = len(key).to_bytes(2, "big") + key + len(entry).to_bytes(4, "big") + entry
+        (published,) = parse_published(b"42:d1/7:U" + tail)
         self.assertEqual(
             (published.seq, published.change, published.key, published.registration),
             (42, Change.UNREGISTER, key, reg),
         )
         self.assertEqual(published.origin, "d1/7")
-        nobody = b"43::U" + len(key).to_bytes(2, "big") + key + entry_bytes(reg)
-        self.assertEqual(parse_published(nobody).origin, "")
+        (nobody,) = parse_published(b"43::U" + tail)
+        self.assertEqual(nobody.origin, "")
         self.assertEqual(split_member(b"\x00\x02abns"), (b"ab", b"ns"))
+
+    def test_several_in_one_message(self) -> None:
+        """A batch of REGISTERs publishes one message per namespace."""
+        a = Registration("ns", peer("a", tcp_addr(1)))
+        b = Registration("ns", peer("b", tcp_addr(2)))
+        data = b""
+        for seq, reg in ((7, a), (9, b), (10, a)):
+            key, entry = reg.peer.key, entry_bytes(reg)
+            data += f"{seq}:d/1:R".encode() + len(key).to_bytes(2, "big") + key
+            data += len(entry).to_bytes(4, "big") + entry
+        self.assertEqual(
+            [(p.seq, p.key, p.registration) for p in parse_published(data)],
+            [(7, a.peer.key, a), (9, b.peer.key, b), (10, a.peer.key, a)],
+        )
+        with self.assertRaises(BadData):
+            parse_published(data + b"11:d/1:R")
 
     def test_malformed(self) -> None:
         for data in (
@@ -111,8 +127,10 @@ class WireTests(TestCase):
             b"1:R\x00\x00",
             b"1::X\x00\x00",
             b"1::R\x00\x09ab",
-            b"1::R\x00\x01a\xff",
-            b"1:\xff:R\x00\x00",
+            b"1::R\x00\x01a",
+            b"1::R\x00\x01a\x00\x00\x00\x05ab",
+            b"1::R\x00\x01a\x00\x00\x00\x01\xff",
+            b"1:\xff:R\x00\x00\x00\x00\x00\x00",
         ):
             with self.assertRaises(BadData, msg=data):
                 parse_published(data)

@@ -86,11 +86,13 @@ class Recorder:
 
 def published(seq: int, change: str, registration: Registration, origin: str = "") -> bytes:
     key = registration.peer.key
+    entry = entry_bytes(registration)
     return (
         f"{seq}:{origin}:{change}".encode()
         + len(key).to_bytes(2, "big")
         + key
-        + entry_bytes(registration)
+        + len(entry).to_bytes(4, "big")
+        + entry
     )
 
 
@@ -99,6 +101,14 @@ def snapshot_reply(seq: int, *registrations: Registration) -> list[bytes]:
     for registration in registrations:
         reply += [registration.peer.key, entry_bytes(registration)]
     return reply
+
+
+def discovered_reply(version: int, *registrations: Registration) -> list[bytes]:
+    blob = b""
+    for registration in registrations:
+        stored = b"d/1|" + entry_bytes(registration)
+        blob += len(stored).to_bytes(4, "big") + stored
+    return [str(version).encode(), blob]
 
 
 A = Registration("ns", peer("A", tcp_addr(1)))
@@ -125,6 +135,13 @@ class StoreTestCase(TestCase):
         snap.callback(snapshot_reply(seq, *registrations))
         return session, client
 
+    def answer_registers(self, *results: bytes) -> tuple[Any, ...]:
+        """The REGISTERs of this turn go in one script run, answered with ``results``."""
+        self.clock.advance(0)
+        args, d = self.link.take("register_many")
+        d.callback(b",".join(results))
+        return args
+
     def recover(self, seq: int, *registrations: Registration) -> None:
         """The link comes back: lease, prune, re-assertions, then each namespace's resync."""
         self.link.up = True
@@ -147,8 +164,8 @@ class StoreLogicTests(StoreTestCase):
         self.store.discover(session, "ns", 10, 1)
         self.store.register(session, "ns", B.peer, 2)  # not the authenticated id
         self.assertEqual(client.seen, [])
-        _, d = self.link.take("snapshot")
-        d.callback(snapshot_reply(5, A))
+        _, d = self.link.take("discover")
+        d.callback(discovered_reply(5, A))
         self.assertEqual(
             client.seen,
             [("discovered", 1, [A.peer.id]), ("refused", 2, Status.NOT_AUTHORIZED)],
@@ -188,8 +205,7 @@ class StoreLogicTests(StoreTestCase):
         session, client = self.subscribed(3)
         self.store.register(session, "ns", A.peer, None)
         self.link.on_message("ns", published(4, "R", A))  # pub/sub beats the reply
-        _, d = self.link.take("register")
-        d.callback([b"OK", b"1", 1])
+        self.answer_registers(b"4")
         self.assertEqual(client.seen, [("snapshot", [])])
         self.assertEqual(self.store.stats().registrations, 1)
 
@@ -198,11 +214,12 @@ class StoreLogicTests(StoreTestCase):
         other, other_client = self.session()
         self.store.register(other, "ns", B.peer, 1)
         self.link.up = False
-        _, d = self.link.take("register")
+        self.clock.advance(0)
+        _, d = self.link.take("register_many")
         d.errback(LinkDown("gone"))
         self.link.on_down()
         self.store.discover(other, "ns", 10, 2)
-        self.link.take("snapshot")[1].errback(LinkDown("gone"))
+        self.link.take("discover")[1].errback(LinkDown("gone"))
         self.store.subscribe(other, "ns", 3)
         self.assertEqual(
             other_client.seen,
@@ -254,7 +271,7 @@ class StoreLogicTests(StoreTestCase):
     def test_clean_stop_drops_the_daemon(self) -> None:
         session, _ = self.session()
         self.store.register(session, "ns", A.peer, None)
-        self.link.take("register")[1].callback([b"OK", b"1", 1])
+        self.answer_registers(b"1")
         self.store.stop()
         args, _ = self.link.take("drop_daemon")
         self.assertEqual(args, (self.store.daemon,))
@@ -264,7 +281,7 @@ class RecoveryTests(StoreTestCase):
     def test_lost_lease_is_taken_again_and_registrations_reasserted(self) -> None:
         session, _ = self.session()
         self.store.register(session, "ns", A.peer, None)
-        self.link.take("register")[1].callback([b"OK", b"1", 1])
+        self.answer_registers(b"1")
         self.recover(3)
         self.clock.advance(10 / 3)  # the lease is renewed every third of it
         args, renew = self.link.take("lease")
@@ -277,9 +294,9 @@ class RecoveryTests(StoreTestCase):
         elsewhere = Registration("other", B.peer)
         session, _ = self.session()
         self.store.register(session, "ns", A.peer, None)
-        self.link.take("register")[1].callback([b"OK", b"1", 1])
+        self.answer_registers(b"1")
         self.store.register(session, "other", B.peer, None)
-        self.link.take("register")[1].callback([b"OK", b"1", 1])
+        self.answer_registers(b"1")
         self.link.on_down()
         self.link.up = True
         self.link.on_up()
@@ -311,7 +328,7 @@ class EvictionTests(StoreTestCase):
 
     def registered(self, session: Any, registration: Registration, seq: int) -> None:
         self.store.register(session, registration.namespace, registration.peer, None)
-        self.link.take("register")[1].callback([b"OK", b"1", seq])
+        self.answer_registers(str(seq).encode())
 
     def test_forgotten_and_its_successor_pushed(self) -> None:
         session, client = self.subscribed(3)
@@ -348,3 +365,244 @@ class EvictionTests(StoreTestCase):
         self.recover(0)
         self.assertEqual(self.link.daemon_subscriptions, 1)
         self.assertTrue(self.store.ready)
+
+
+class BatchTests(StoreTestCase):
+    """The REGISTERs of one reactor turn go to Redis in one script run."""
+
+    def test_one_run_for_the_registers_of_a_turn(self) -> None:
+        one, seen_one = self.session()
+        two, seen_two = self.session(identity=B.peer.key)
+        self.store.register(one, "ns", A.peer, 1)
+        self.store.register(two, "ns", B.peer, 2)
+        self.store.register(one, "other", C.peer, 3)
+        self.assertEqual(self.link.runs, [])  # not before the turn ends
+        args = self.answer_registers(b"7", b"8", b"9")
+        self.assertEqual(self.link.runs, [])
+        limits = self.store.limits
+        self.assertEqual(
+            args,
+            (
+                self.store.daemon,
+                limits.max_registrations_per_session,
+                limits.max_registrations,
+                *(one.sid, "ns", A.peer.key, entry_bytes(A), "1"),
+                *(two.sid, "ns", B.peer.key, entry_bytes(B), "0"),
+                *(one.sid, "other", C.peer.key, entry_bytes(Registration("other", C.peer)), "1"),
+            ),
+        )
+        self.assertEqual((seen_one.seen, seen_two.seen), ([], []))
+        self.assertEqual(self.store.stats().registrations, 3)
+        self.assertEqual(one.entries[("ns", A.peer.key)].seq, 7)
+        self.assertEqual(one.entries[("other", C.peer.key)].seq, 9)
+        self.assertEqual(two.entries[("ns", B.peer.key)].seq, 8)
+        self.assertEqual(one.own_keys, {A.peer.key: 1, C.peer.key: 1})
+
+    def test_refusals_answer_their_own_requests_in_order(self) -> None:
+        """One item refused, the others accepted: each request gets its own answer."""
+        session, client = self.session()
+        self.store.discover(session, "elsewhere", 10, 1)
+        for i, registration in enumerate((A, B, C, A), start=2):
+            self.store.register(session, "ns", registration.peer, i)
+        self.store.register(session, "ns", B.peer, 6)
+        self.assertEqual([run[0] for run in self.link.runs], ["discover"])  # not flushed
+        self.answer_registers(b"3", b"AUTH", b"4", b"LIMIT", b"FULL")
+        self.assertEqual(client.seen, [])  # the DISCOVER before them is not answered yet
+        self.link.take("discover")[1].callback(discovered_reply(4))
+        self.assertEqual(
+            client.seen,
+            [
+                ("discovered", 1, []),
+                ("refused", 3, Status.NOT_AUTHORIZED),
+                ("refused", 5, Status.LIMIT_EXCEEDED),
+                ("refused", 6, Status.UNAVAILABLE),
+            ],
+        )
+        self.assertEqual(set(session.entries), {("ns", A.peer.key), ("ns", C.peer.key)})
+        self.assertEqual(session.own_keys, {A.peer.key: 1, C.peer.key: 1})
+        self.assertEqual(self.store.stats().registrations, 2)
+
+    def test_link_down_mid_batch_answers_every_request_unavailable(self) -> None:
+        one, seen_one = self.session()
+        two, seen_two = self.session()
+        self.store.register(one, "ns", A.peer, 1)
+        self.store.register(two, "ns", B.peer, 2)
+        self.store.register(one, "ns", C.peer, 3)
+        self.clock.advance(0)
+        _, d = self.link.take("register_many")
+        self.link.up = False
+        d.errback(LinkDown("gone"))
+        self.link.on_down()
+        unavailable = Status.UNAVAILABLE
+        self.assertEqual(seen_one.seen, [("refused", 1, unavailable), ("refused", 3, unavailable)])
+        self.assertEqual(seen_two.seen, [("refused", 2, unavailable)])
+        self.assertEqual((one.own_keys, two.own_keys, one.entries), ({}, {}, {}))
+        self.assertEqual(self.store.stats().registrations, 0)
+
+    def test_an_error_in_one_item_or_a_bad_reply(self) -> None:
+        session, client = self.session()
+        self.store.register(session, "ns", A.peer, 1)
+        self.store.register(session, "ns", B.peer, 2)
+        self.answer_registers(b"EOOM command not allowed", b"5")
+        self.store.register(session, "ns", C.peer, 3)
+        self.answer_registers(b"6", b"7")  # one item too many: nothing is trusted
+        self.assertEqual(
+            client.seen, [("refused", 1, Status.UNAVAILABLE), ("refused", 3, Status.UNAVAILABLE)]
+        )
+        self.assertEqual(set(session.entries), {("ns", B.peer.key)})
+
+    def test_a_lost_lease_refuses_and_recovers(self) -> None:
+        session, client = self.session()
+        self.store.register(session, "ns", A.peer, 1)
+        self.store.register(session, "ns", B.peer, 2)
+        self.answer_registers(b"LEASE", b"LEASE")
+        self.assertEqual(
+            client.seen, [("refused", 1, Status.UNAVAILABLE), ("refused", 2, Status.UNAVAILABLE)]
+        )
+        self.assertEqual([run[0] for run in self.link.runs], ["lease"])  # recovery, once
+
+    def test_other_requests_go_after_the_registers_before_them(self) -> None:
+        session, _ = self.session()
+        self.store.register(session, "ns", A.peer, 1)
+        self.store.unregister(session, "ns", A.peer.key, 2)
+        self.store.register(session, "ns", B.peer, 3)
+        self.store.discover(session, "ns", 10, 4)  # reads what the REGISTER before it wrote
+        self.store.discover(session, "other", 10, 5)  # nothing of this turn is in it
+        self.store.close_session(session)
+        self.assertEqual(
+            [run[0] for run in self.link.runs],
+            [
+                "register_many",
+                "unregister",
+                "register_many",
+                "discover",
+                "discover",
+                "drop_session",
+            ],
+        )
+        self.clock.advance(0)
+        self.assertEqual(len(self.link.runs), 6)
+
+    def test_a_full_batch_goes_at_once(self) -> None:
+        self.store.batch_size = 2
+        session, _ = self.session()
+        for registration in (A, B, C):
+            self.store.register(session, "ns", registration.peer, None)
+        self.assertEqual([run[0] for run in self.link.runs], ["register_many"])
+        self.clock.advance(0)
+        self.assertEqual([run[0] for run in self.link.runs], ["register_many"] * 2)
+        self.assertEqual([len(run[1]) for run in self.link.runs], [3 + 2 * 5, 3 + 5])
+
+    def test_a_session_closed_before_the_reply(self) -> None:
+        session, client = self.session()
+        self.store.register(session, "ns", A.peer, 1)
+        self.clock.advance(0)
+        self.store.close_session(session)
+        self.link.take("register_many")[1].callback(b"3")
+        self.assertEqual(self.store.stats().registrations, 0)
+        self.assertEqual(session.entries, {})
+        self.assertEqual([run[0] for run in self.link.runs], ["drop_session"])
+        self.assertEqual(client.seen, [])
+
+
+class DiscoverTests(StoreTestCase):
+    """A DISCOVER of a namespace unchanged since the last one is answered from it."""
+
+    def discover(self, session: Any, limit: int, request_id: int) -> tuple[Any, ...]:
+        self.store.discover(session, "ns", limit, request_id)
+        args, d = self.link.take("discover")
+        self.discovered = d
+        return args
+
+    def test_unchanged_namespace_answered_from_the_last_read(self) -> None:
+        session, client = self.session()
+        self.assertEqual(self.discover(session, 10, 1), ("ns", 10, b""))
+        self.discovered.callback(discovered_reply(7, A, B))
+        self.assertEqual(self.discover(session, 1, 2), ("ns", 1, b"7"))  # within what it read
+        self.discovered.callback([b"7"])
+        self.assertEqual(self.discover(session, 20, 3), ("ns", 20, b"7"))  # it read them all
+        self.discovered.callback([b"7"])
+        self.discover(session, 10, 4)
+        self.discovered.callback(discovered_reply(9, B, C))  # changed: read again
+        self.assertEqual(
+            client.seen,
+            [
+                ("discovered", 1, [A.peer.id, B.peer.id]),
+                ("discovered", 2, [A.peer.id]),
+                ("discovered", 3, [A.peer.id, B.peer.id]),
+                ("discovered", 4, [B.peer.id, C.peer.id]),
+            ],
+        )
+
+    def test_a_larger_limit_reads_again(self) -> None:
+        session, _ = self.session()
+        self.discover(session, 2, 1)
+        self.discovered.callback(discovered_reply(7, A, B))
+        self.assertEqual(self.discover(session, 3, 2), ("ns", 3, b""))
+        self.assertEqual(self.discover(session, 0, 3), ("ns", 0, b""))
+        self.discovered.callback(discovered_reply(7, A, B, C))
+        self.assertEqual(self.discover(session, 3, 4), ("ns", 3, b"7"))
+
+    def test_forgotten_when_redis_is_lost(self) -> None:
+        session, _ = self.session()
+        self.discover(session, 10, 1)
+        self.discovered.callback(discovered_reply(7, A))
+        self.link.on_down()
+        self.recover(0)
+        self.assertEqual(self.discover(session, 10, 2), ("ns", 10, b""))
+
+    def test_bad_data(self) -> None:
+        session, client = self.session()
+        self.discover(session, 10, 1)
+        self.discovered.callback([b"7", b"\x00\x00\x00\x09d/1|x"])
+        self.discover(session, 10, 2)
+        self.discovered.callback([b"7", b"\x00\x00\x00\x03abc"])
+        self.assertEqual(
+            client.seen,
+            [("refused", 1, Status.INTERNAL_ERROR), ("refused", 2, Status.INTERNAL_ERROR)],
+        )
+
+    def test_one_read_for_the_discovers_of_a_turn(self) -> None:
+        one, seen_one = self.session()
+        two, seen_two = self.session()
+        self.store.discover(one, "ns", 10, 1)
+        self.store.discover(two, "ns", 1, 2)  # within the first one's limit
+        self.store.discover(two, "ns", 20, 3)  # more: read again
+        self.assertEqual(
+            [(run[0], run[1][1]) for run in self.link.runs],
+            [("discover", 10)] * 1 + [("discover", 20)],
+        )
+        self.link.take("discover")[1].callback(discovered_reply(7, A, B))
+        self.link.take("discover")[1].callback(discovered_reply(7, A, B))
+        self.assertEqual(seen_one.seen, [("discovered", 1, [A.peer.id, B.peer.id])])
+        self.assertEqual(
+            seen_two.seen,
+            [("discovered", 2, [A.peer.id]), ("discovered", 3, [A.peer.id, B.peer.id])],
+        )
+
+    def test_a_write_between_discovers_is_read(self) -> None:
+        """Read your writes: a DISCOVER after a REGISTER or UNREGISTER of the same turn
+        does not share the read made before it."""
+        session, _ = self.session()
+        self.store.discover(session, "ns", 10, 1)
+        self.store.register(session, "ns", A.peer, 2)
+        self.store.discover(session, "ns", 10, 3)
+        self.store.unregister(session, "ns", A.peer.key, 4)
+        self.store.discover(session, "ns", 10, 5)
+        self.store.discover(session, "ns", 10, 6)  # nothing written since the one before
+        self.assertEqual(
+            [run[0] for run in self.link.runs],
+            ["discover", "register_many", "discover", "unregister", "discover"],
+        )
+        self.clock.advance(0)  # the next turn reads again
+        self.store.discover(session, "ns", 10, 7)
+        self.assertEqual(len(self.link.runs), 6)
+
+    def test_a_failed_read_refuses_every_discover_it_answers(self) -> None:
+        one, seen_one = self.session()
+        two, seen_two = self.session()
+        self.store.discover(one, "ns", 10, 1)
+        self.store.discover(two, "ns", 10, 2)
+        self.link.take("discover")[1].errback(LinkDown("gone"))
+        self.assertEqual(seen_one.seen, [("refused", 1, Status.UNAVAILABLE)])
+        self.assertEqual(seen_two.seen, [("refused", 2, Status.UNAVAILABLE)])

@@ -1,11 +1,14 @@
 """The Lua scripts that change the shared registry, each one atomic on the Redis server.
 
 Every change to a namespace increments one fleet-wide sequence number and publishes
-``SEQ:ORIGIN:CHANGE KEYLEN KEY ENTRY`` on the namespace's channel in the same script
-(ORIGIN: the ``DAEMON/SESSION`` whose REGISTER or UNREGISTER made the change, empty for
-disconnects, expiry and the reaper; that session is never pushed its own change), so the
-sequence orders announcements and joins a snapshot (read with the current sequence) to
-the pushes after it. Keys, under the prefix ``P``:
+``SEQ:ORIGIN:CHANGE KEYLEN KEY ENTRYLEN ENTRY`` (lengths: 2 and 4 bytes, big-endian) on
+the namespace's channel in the same script (ORIGIN: the ``DAEMON/SESSION`` whose REGISTER
+or UNREGISTER made the change, empty for disconnects, expiry and the reaper; that session
+is never pushed its own change), so the sequence orders announcements and joins a
+snapshot (read with the current sequence) to the pushes after it. A message carries one
+or more announcements in sequence order: the REGISTERs of one batch (`REGISTER_MANY`, the
+REGISTERs a daemon received in one reactor turn) publish one message per namespace at
+the batch's end. Keys, under the prefix ``P``:
 
 - ``P r:NS`` hash peer key -> ``TOKEN|ENTRY`` (TOKEN: ``DAEMON/SESSION``, the owner);
 - ``P o:NS`` sorted set peer key -> sequence of its first registration (DISCOVER order);
@@ -14,6 +17,9 @@ the pushes after it. Keys, under the prefix ``P``:
 - ``P lease:DAEMON`` present while the daemon lives (expires unless renewed);
 - ``P owner`` / ``P owncount`` hashes: which raw-stream session speaks for a peer id;
 - ``P seq`` the sequence; ``P count`` registrations held; ``P reaper`` the reaper's lock;
+- ``P v:NS`` the namespace's version: the sequence of its latest change (kept an hour
+  after it, then set again to the current sequence when asked), which lets a daemon
+  answer a DISCOVER from what it read before while the namespace has not changed;
 - ``P c:NS`` / ``P c`` sorted sets peer key / ``KEYLEN KEY NS`` -> sequence of the latest
   (re)registration, and ``P cs:NS`` / ``P cs`` the same for those carrying a signed peer
   record (standard DISCOVER, cookies);
@@ -45,7 +51,7 @@ _PRELUDE = """
 local P, PUB, CH = ARGV[1], ARGV[2], ARGV[3]
 local ORIGIN = '' -- the session (DAEMON/SESSION) whose request makes the change, if any
 local function packkey(key)
-  return string.char(math.floor(#key / 256), #key % 256) .. key
+  return struct.pack('>I2', #key) .. key
 end
 local function unmember(m)
   local n = string.byte(m, 1) * 256 + string.byte(m, 2)
@@ -55,33 +61,88 @@ local function split(v)
   local i = string.find(v, '|', 1, true)
   return string.sub(v, 1, i - 1), string.sub(v, i + 1)
 end
+-- While a batch runs, the sequence and the count of registrations are kept here and
+-- written back at its end, and what is known of its sessions is remembered.
+-- Its announcements (one message per channel), namespace versions and sorted-set
+-- additions (one ZADD per set) are made at its end too, or before anything is removed.
+local SEQ, COUNT, HELD, KNOWN, PUBS, ZADDS, VERSIONS = nil, nil, nil, nil, nil, nil, nil
+local VERSION_TTL = 3600 -- s: a namespace unchanged that long is given a new version
+local function later(pending, name, first)
+  local items = pending[name]
+  if not items then
+    items = {first}
+    pending[name] = items
+    pending[#pending + 1] = name
+  end
+  return items
+end
+local function zadd(set, seq, member, nx)
+  if not ZADDS then return redis.call('ZADD', set, nx and 'NX' or 'CH', seq, member) end
+  local items = later(ZADDS, set, nx and 'NX' or 'CH')
+  items[#items + 1] = seq
+  items[#items + 1] = member
+end
+local function flush_later()
+  if ZADDS and #ZADDS > 0 then
+    for _, set in ipairs(ZADDS) do redis.call('ZADD', set, unpack(ZADDS[set])) end
+    ZADDS = {}
+  end
+end
+local function nextseq()
+  if SEQ then
+    SEQ = SEQ + 1
+    return SEQ
+  end
+  return redis.call('INCR', P .. 'seq')
+end
+local function counted(delta)
+  if COUNT then
+    COUNT = COUNT + delta
+    return COUNT
+  end
+  return redis.call('INCRBY', P .. 'count', delta)
+end
 local function announce(ns, change, key, entry)
-  local seq = redis.call('INCR', P .. 'seq')
-  redis.call(PUB, CH .. ns, seq .. ':' .. ORIGIN .. ':' .. change .. packkey(key) .. entry)
+  local seq = tostring(nextseq()) -- formatted once, not at every use
+  local record = seq .. ':' .. ORIGIN .. ':' .. change .. packkey(key) ..
+    struct.pack('>I4', #entry) .. entry
+  if PUBS then
+    local records = later(PUBS, CH .. ns, '')
+    records[#records + 1] = record
+    VERSIONS[ns] = seq
+  else
+    redis.call(PUB, CH .. ns, record)
+    redis.call('SET', P .. 'v:' .. ns, seq, 'EX', VERSION_TTL)
+  end
   return seq
 end
 local function leased(daemon)
   return redis.call('EXISTS', P .. 'lease:' .. daemon) == 1
 end
-local function stamp(ns, key, seq, signed)
+local function stamp(ns, key, seq, signed, unsigned_before)
+  -- unsigned_before: the registration replaced had no signed record, or there was none
   local m = packkey(key) .. ns
-  redis.call('ZADD', P .. 'c:' .. ns, seq, key)
-  redis.call('ZADD', P .. 'c', seq, m)
+  zadd(P .. 'c:' .. ns, seq, key)
+  zadd(P .. 'c', seq, m)
   if signed then
-    redis.call('ZADD', P .. 'cs:' .. ns, seq, key)
-    redis.call('ZADD', P .. 'cs', seq, m)
-  else
+    zadd(P .. 'cs:' .. ns, seq, key)
+    zadd(P .. 'cs', seq, m)
+  elseif not unsigned_before then
     redis.call('ZREM', P .. 'cs:' .. ns, key)
     redis.call('ZREM', P .. 'cs', m)
   end
 end
 local function add(ns, key, entry, token, daemon, session, raw, signed)
-  redis.call('INCR', P .. 'count')
+  -- the key holds nothing in ns (any registration it had is detached)
+  counted(1)
   if token == '' then
     redis.call('HINCRBY', P .. 'ttlcount', key, 1)
   else
     redis.call('SADD', P .. 's:' .. token, packkey(key) .. ns)
-    redis.call('SADD', P .. 'd:' .. daemon, session)
+    if not (KNOWN and KNOWN[token]) then
+      redis.call('SADD', P .. 'd:' .. daemon, session)
+      if KNOWN then KNOWN[token] = true end
+    end
   end
   if raw then
     redis.call('HSET', P .. 'owner', key, token)
@@ -89,11 +150,12 @@ local function add(ns, key, entry, token, daemon, session, raw, signed)
   end
   redis.call('HSET', P .. 'r:' .. ns, key, token .. '|' .. entry)
   local seq = announce(ns, 'R', key, entry)
-  redis.call('ZADD', P .. 'o:' .. ns, 'NX', seq, key)
-  stamp(ns, key, seq, signed)
+  zadd(P .. 'o:' .. ns, seq, key, true)
+  stamp(ns, key, seq, signed, true)
   return seq
 end
 local function detach(ns, key, holder)
+  flush_later()
   local m = packkey(key) .. ns
   redis.call('HDEL', P .. 'r:' .. ns, key)
   redis.call('ZREM', P .. 'o:' .. ns, key)
@@ -115,7 +177,7 @@ local function detach(ns, key, holder)
       end
     end
   end
-  redis.call('DECR', P .. 'count')
+  counted(-1)
 end
 local function remove(ns, key, token)
   local v = redis.call('HGET', P .. 'r:' .. ns, key)
@@ -131,7 +193,7 @@ local function evict(ns, key, holder)
   -- announcement that follows, on the same connection)
   local cut = string.find(holder, '/[^/]*$')
   local daemon, session = string.sub(holder, 1, cut - 1), string.sub(holder, cut + 1)
-  local seq = redis.call('INCR', P .. 'seq')
+  local seq = nextseq()
   redis.call(PUB, CH .. '\\255' .. daemon, seq .. ':' .. session .. ':' .. packkey(key) .. ns)
 end
 local function next_expiry()
@@ -177,44 +239,77 @@ local function vacated(holder, daemon)
   drop_daemon(other)
   return true
 end
+local function register(daemon, session, ns, key, entry, raw, signed, per_session, most)
+  -- One REGISTER of a live session: its sequence number, or why it is refused.
+  local token = daemon .. '/' .. session
+  ORIGIN = token
+  local v = redis.call('HGET', P .. 'r:' .. ns, key)
+  local holder = v and split(v)
+  if v and holder == token then
+    -- its own, replaced (a raw session that holds a key also owns it: no owner check)
+    local same = string.sub(v, #token + 2) == entry
+    if not same then redis.call('HSET', P .. 'r:' .. ns, key, token .. '|' .. entry) end
+    local seq = announce(ns, 'R', key, entry)
+    stamp(ns, key, seq, signed, same and not signed)
+    return seq
+  end
+  if raw then
+    local owner = redis.call('HGET', P .. 'owner', key)
+    if owner and owner ~= token then
+      if not vacated(owner, daemon) then return 'AUTH' end
+      v = redis.call('HGET', P .. 'r:' .. ns, key)
+      holder = v and split(v)
+    end
+  end
+  if v and holder ~= '' and holder ~= token and vacated(holder, daemon) then
+    v = redis.call('HGET', P .. 'r:' .. ns, key)
+    holder = v and split(v)
+  end
+  if v and (holder ~= '' or raw) then
+    return 'AUTH' -- another session's, or a TTL registration a raw session cannot vouch for
+  end
+  local held = HELD and HELD[token] or redis.call('SCARD', P .. 's:' .. token)
+  if held >= per_session then return 'LIMIT' end
+  if not v and (COUNT or tonumber(redis.call('GET', P .. 'count') or '0')) >= most then
+    return 'FULL'
+  end
+  if v then detach(ns, key, '') end -- the id's own TTL registration, replaced
+  local seq = add(ns, key, entry, token, daemon, session, raw, signed)
+  if HELD then HELD[token] = held + 1 end
+  return seq
+end
 """
 
-_REGISTER = """
-local daemon, session, ns, key, entry = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-local raw, token = ARGV[9] == '1', ARGV[4] .. '/' .. ARGV[5]
-local signed = ARGV[12] == '1'
-ORIGIN = token
-if not leased(daemon) then return {'LEASE', 'lease lost'} end
-if raw then
-  local owner = redis.call('HGET', P .. 'owner', key)
-  if owner and owner ~= token and not vacated(owner, daemon) then
-    return {'AUTH', 'peer id is registered by another session'}
+_REGISTER_MANY = """
+-- ARGV[4..6]: daemon, registrations per session, registrations in all; then five per
+-- REGISTER: session, namespace, peer key, entry, flags (1: raw stream, 2: signed, 3: both).
+-- The answer is one string, an item per REGISTER separated by commas: its sequence
+-- number, AUTH, LIMIT, FULL, LEASE, or E and the error that stopped it.
+local daemon, per_session, most = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
+local out = {}
+if not leased(daemon) then
+  for i = 7, #ARGV, 5 do out[#out + 1] = 'LEASE' end
+  return table.concat(out, ',')
+end
+local seq0 = tonumber(redis.call('GET', P .. 'seq') or '0')
+local count0 = tonumber(redis.call('GET', P .. 'count') or '0')
+SEQ, COUNT, HELD, KNOWN, PUBS, ZADDS, VERSIONS = seq0, count0, {}, {}, {}, {}, {}
+for i = 7, #ARGV, 5 do
+  local f = ARGV[i + 4]
+  local ok, r = pcall(register, daemon, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3],
+                      f == '1' or f == '3', f >= '2', per_session, most)
+  if not ok then
+    if type(r) == 'table' then r = r.err end
+    r = 'E' .. string.gsub(tostring(r), ',', ';')
   end
+  out[#out + 1] = r
 end
-local v = redis.call('HGET', P .. 'r:' .. ns, key)
-local holder = v and split(v)
-if v and holder ~= '' and holder ~= token and vacated(holder, daemon) then
-  v = redis.call('HGET', P .. 'r:' .. ns, key)
-  holder = v and split(v)
-end
-if v and holder == token then
-  redis.call('HSET', P .. 'r:' .. ns, key, token .. '|' .. entry)
-  local seq = announce(ns, 'R', key, entry)
-  stamp(ns, key, seq, signed)
-  return {'OK', '0', seq}
-end
-if v and (holder ~= '' or raw) then
-  -- another session's, or a TTL registration a raw session cannot vouch for
-  return {'AUTH', 'peer id is registered by another session'}
-end
-if redis.call('SCARD', P .. 's:' .. token) >= tonumber(ARGV[10]) then
-  return {'LIMIT', 'too many registrations in this session'}
-end
-if not v and tonumber(redis.call('GET', P .. 'count') or '0') >= tonumber(ARGV[11]) then
-  return {'FULL', 'registry is full'}
-end
-if v then detach(ns, key, '') end -- the id's own TTL registration, replaced
-return {'OK', '1', add(ns, key, entry, token, daemon, session, raw, signed)}
+flush_later()
+for _, channel in ipairs(PUBS) do redis.call(PUB, channel, table.concat(PUBS[channel])) end
+for ns, seq in pairs(VERSIONS) do redis.call('SET', P .. 'v:' .. ns, seq, 'EX', VERSION_TTL) end
+if SEQ ~= seq0 then redis.call('SET', P .. 'seq', SEQ) end
+if COUNT ~= count0 then redis.call('SET', P .. 'count', COUNT) end
+return table.concat(out, ',')
 """
 
 _REGISTER_TTL = """
@@ -317,6 +412,35 @@ end
 return out
 """
 
+_DISCOVER = """
+-- A live DISCOVER: the namespace's version (the sequence number of its latest change),
+-- then, unless it is ARGV[6] (what the daemon holds already), its first ARGV[5]
+-- registrations (0: all) as one string: for each, a 4-byte length and TOKEN|ENTRY.
+local ns, limit, known = ARGV[4], tonumber(ARGV[5]), ARGV[6]
+local vkey = P .. 'v:' .. ns
+local version = redis.call('GET', vkey)
+if not version then -- unchanged for long: any later change has a greater number
+  version = redis.call('GET', P .. 'seq') or '0'
+  redis.call('SET', vkey, version, 'EX', VERSION_TTL)
+end
+if version == known then return {version} end
+local keys = redis.call('ZRANGE', P .. 'o:' .. ns, 0, limit - 1)
+local parts, n = {}, 0
+for first = 1, #keys, 500 do
+  local last = math.min(#keys, first + 499)
+  local values = redis.call('HMGET', P .. 'r:' .. ns, unpack(keys, first, last))
+  for i = 1, #values do
+    local v = values[i]
+    if v then
+      parts[n + 1] = struct.pack('>I4', #v)
+      parts[n + 2] = v
+      n = n + 2
+    end
+  end
+end
+return {version, table.concat(parts)}
+"""
+
 _DROP_SESSION = """
 drop_session(ARGV[4], ARGV[5])
 return 1
@@ -409,9 +533,10 @@ def _script(name: str, body: str) -> Script:
     return Script(name, _PRELUDE + body)
 
 
-REGISTER = _script("register", _REGISTER)
+REGISTER_MANY = _script("register_many", _REGISTER_MANY)
 UNREGISTER = _script("unregister", _UNREGISTER)
 SNAPSHOT = _script("snapshot", _SNAPSHOT)
+DISCOVER = _script("discover", _DISCOVER)
 DROP_SESSION = _script("drop_session", _DROP_SESSION)
 DROP_DAEMON = _script("drop_daemon", _DROP_DAEMON)
 LEASE = _script("lease", _LEASE)
@@ -422,9 +547,10 @@ REGISTER_TTL = _script("register_ttl", _REGISTER_TTL)
 EXPIRE = _script("expire", _EXPIRE)
 DISCOVER_SINCE = _script("discover_since", _DISCOVER_SINCE)
 ALL = (
-    REGISTER,
+    REGISTER_MANY,
     UNREGISTER,
     SNAPSHOT,
+    DISCOVER,
     DROP_SESSION,
     DROP_DAEMON,
     LEASE,

@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Mapping
 from functools import partial
 from types import MappingProxyType
+from typing import Any
 
 import txredisapi
 from twisted.internet.defer import Deferred
@@ -31,8 +32,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from rendezvous.entry import entry_bytes
 from rendezvous.limits import Limits
-from rendezvous.live.codec import entry_bytes
 from rendezvous.loglimit import LogLimiter
 from rendezvous.model import Peer, Refused, Registration, Status
 from rendezvous.registry import Session
@@ -44,8 +45,10 @@ from rendezvous.store.redis.mirror import Mirror, Push
 from rendezvous.store.redis.replies import Replies, Slot
 from rendezvous.store.redis.wire import (
     BadData,
+    parse_discovered,
     parse_eviction,
     parse_published,
+    parse_results,
     registration,
     split_member,
 )
@@ -57,6 +60,13 @@ _REFUSALS = {
     b"LEASE": Status.UNAVAILABLE,
 }
 _UNREACHABLE = "registry store (redis) unreachable"
+_BATCH_REFUSALS = {
+    b"AUTH": (Status.NOT_AUTHORIZED, "peer id is registered by another session"),
+    b"LIMIT": (Status.LIMIT_EXCEEDED, "too many registrations in this session"),
+    b"FULL": (Status.UNAVAILABLE, "registry is full"),
+    b"LEASE": (Status.UNAVAILABLE, _UNREACHABLE),
+}
+"""What `scripts.REGISTER_MANY` answers for a REGISTER it refused."""
 
 
 class RedisSession(Session):
@@ -97,6 +107,58 @@ class _Namespace(Mirror["RedisSession"]):
         self.timer = None
 
 
+_Pending = tuple[RedisSession, Slot, "int | None", Registration, bool]
+"""A REGISTER sent in a batch: its session, its answer's place, request id, the
+registration, and whether the session is a raw stream's."""
+
+
+class _Batch:
+    """The REGISTERs of one reactor turn, for one run of `scripts.REGISTER_MANY`."""
+
+    __slots__ = ("args", "items", "namespaces")
+
+    def __init__(self) -> None:
+        self.items: list[_Pending] = []
+        self.args: list[str | bytes] = []
+        self.namespaces: set[str] = set()
+
+
+class _Discovered:
+    """A namespace's first registrations as read for a DISCOVER, with its version."""
+
+    __slots__ = ("found", "limit", "version")
+
+    def __init__(self, version: bytes, limit: int, found: list[Registration]) -> None:
+        self.version = version
+        self.limit = limit
+        self.found = found
+
+    def covers(self, limit: int) -> bool:
+        """Whether this answers a DISCOVER with ``limit`` (0: all)."""
+        complete = self.limit == 0 or len(self.found) < self.limit
+        return complete or 0 < limit <= self.limit
+
+
+class _Read:
+    """A DISCOVER's read of a namespace, and every DISCOVER of the turn it answers."""
+
+    __slots__ = ("cached", "limit", "waiting")
+
+    def __init__(self, limit: int, cached: _Discovered | None) -> None:
+        self.limit = limit
+        self.cached = cached
+        self.waiting: list[tuple[RedisSession, Slot, int | None, int]] = []
+
+    def covers(self, limit: int) -> bool:
+        return self.limit == 0 or 0 < limit <= self.limit
+
+
+DISCOVER_CACHE = 1024
+"""Namespaces whose last DISCOVER answer a daemon keeps, to send again while unchanged."""
+
+BATCH_SIZE = 256
+"""REGISTERs sent in one script run at most (more in one reactor turn: several runs)."""
+
 _EXPIRE_BATCH = 100
 """TTL registrations removed by one run of the expiry script (the next run follows at once)."""
 
@@ -124,6 +186,13 @@ class RedisStore:
         self.limits = limits or Limits()
         self.lease = lease
         self.daemon = daemon_id or uuid.uuid4().hex
+        self.batch_size = BATCH_SIZE
+        self._batch = _Batch()
+        self._flush_call: IDelayedCall | None = None
+        self._discovered: dict[str, _Discovered] = {}
+        self._reading: dict[str, _Read] = {}
+        """DISCOVERs of this reactor turn, by namespace: one read answers them all."""
+        self._turn_call: IDelayedCall | None = None
         self._sessions: dict[RedisSession, None] = {}
         self._by_sid: dict[str, RedisSession] = {}
         self._namespaces: dict[str, _Namespace] = {}
@@ -179,7 +248,7 @@ class RedisStore:
         async def stop() -> None:
             if self.link.up:
                 try:
-                    await self.link.run(scripts.DROP_DAEMON, self.daemon)
+                    await self._run(scripts.DROP_DAEMON, self.daemon)
                 except Exception as e:
                     self.log.warn("could not remove this daemon's registrations: {e}", e=e)
             await self.link.stop()
@@ -215,9 +284,7 @@ class RedisStore:
         session.entries.clear()
         if session.wrote and not self._stopping and self.link.up:
             # Failing, it is left to the prune that follows a reconnection.
-            self.link.run(scripts.DROP_SESSION, self.daemon, session.sid).addErrback(
-                self._drop_failed
-            )
+            self._run(scripts.DROP_SESSION, self.daemon, session.sid).addErrback(self._drop_failed)
 
     # -- requests ---------------------------------------------------------------------
 
@@ -236,48 +303,98 @@ class RedisStore:
                 "peer id differs from the authenticated one",
             )
             return
-        registration = Registration(namespace, peer)
+        held = session.entries.get((namespace, key))
+        # the same again (the usual refresh): its entry is encoded already
+        registration = (
+            held if held is not None and held.peer == peer else Registration(namespace, peer)
+        )
         raw = session.identity is None
         if raw:  # pushes of this peer may come back before the reply: it is ours already
             self._own(session, key, 1)
         session.wrote = True
+        if self._reading:
+            self._reading.pop(namespace, None)  # a DISCOVER after this one reads again
+        batch = self._batch
+        batch.items.append((session, slot, request_id, registration, raw))
+        batch.namespaces.add(namespace)
+        flags = ("1" if raw else "0") if peer.signed_peer_record is None else ("3" if raw else "2")
+        batch.args += (session.sid, namespace, key, entry_bytes(registration), flags)
+        if len(batch.items) >= self.batch_size:
+            self._flush()
+        elif self._flush_call is None:
+            self._flush_call = self.clock.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        """Send the REGISTERs waiting (those of one reactor turn) in one script run."""
+        call, self._flush_call = self._flush_call, None
+        if call is not None and call.active():
+            call.cancel()
+        batch = self._batch
+        if not batch.items:
+            return
+        self._batch = _Batch()
         limits = self.limits
         d = self.link.run(
-            scripts.REGISTER,
+            scripts.REGISTER_MANY,
             self.daemon,
-            session.sid,
-            namespace,
-            key,
-            entry_bytes(registration),
-            "1" if raw else "0",
             limits.max_registrations_per_session,
             limits.max_registrations,
-            _signed(peer),
+            *batch.args,
+        )
+        d.addCallbacks(
+            self._registered, self._register_failed, callbackArgs=(batch,), errbackArgs=(batch,)
         )
 
-        def settle() -> None:
+    def _registered(self, reply: bytes, batch: _Batch) -> None:
+        items = batch.items
+        try:
+            results = parse_results(reply, len(items))
+        except BadData as e:
+            self.log.error("bad reply from redis: {e}", e=e)
+            results = [b"E" + str(e).encode()] * len(items)
+        lease_lost = False
+        for (session, slot, request_id, held, raw), result in zip(items, results, strict=True):
+            key = held.peer.key
             if raw:
                 self._own(session, key, -1)
-
-        def done(reply: list[bytes]) -> None:
-            settle()
-            if reply[0] != b"OK":
-                self._refused_by_script(session, slot, request_id, reply)
-                return
-            slot_key = (namespace, key)
-            if session.open and slot_key not in session.entries:
-                self.registration_count += 1
-                if raw:
-                    self._own(session, key, 1)
-            if session.open:  # with its sequence number, to tell later evictions from earlier
-                session.entries[slot_key] = dataclasses.replace(registration, seq=int(reply[2]))
+            if not result[:1].isdigit():
+                lease_lost = lease_lost or result == b"LEASE"
+                self._refused_in_batch(session, slot, request_id, result)
+                continue
+            if session.open:
+                slot_key = (held.namespace, key)
+                if slot_key not in session.entries:
+                    self.registration_count += 1
+                    if raw:
+                        self._own(session, key, 1)
+                # with its sequence number, to tell later evictions from earlier
+                held.seq = int(result)
+                session.entries[slot_key] = held
             slot.fill(_nothing)
+        if lease_lost and not self._recovering:
+            self._recover(resync=False)
 
-        def failed(failure: Failure) -> None:
-            settle()
-            self._request_failed(session, slot, request_id, failure)
+    def _register_failed(self, failure: Failure, batch: _Batch) -> None:
+        self._failed(failure, "a request")
+        for session, slot, request_id, held, raw in batch.items:
+            if raw:
+                self._own(session, held.peer.key, -1)
+            self._refuse(session, slot, request_id, Status.UNAVAILABLE, _UNREACHABLE)
 
-        d.addCallbacks(done, failed)
+    def _refused_in_batch(
+        self, session: RedisSession, slot: Slot, request_id: int | None, result: bytes
+    ) -> None:
+        refusal = _BATCH_REFUSALS.get(result)
+        if refusal is None:  # an error stopped this one (out of memory…)
+            allowed, suppressed = self._limiter.allow()
+            if allowed:
+                self.log.error(
+                    "redis store: a request failed: {error} ({suppressed} more not logged)",
+                    error=result[1:].decode(errors="replace"),
+                    suppressed=suppressed,
+                )
+            refusal = (Status.UNAVAILABLE, _UNREACHABLE)
+        self._refuse(session, slot, request_id, *refusal)
 
     def unregister(
         self, session: Session, namespace: str, key: bytes, request_id: int | None
@@ -295,7 +412,7 @@ class RedisStore:
                 "peer id differs from the authenticated one",
             )
             return
-        d = self.link.run(
+        d = self._run(
             scripts.UNREGISTER,
             self.daemon,
             session.sid,
@@ -346,19 +463,58 @@ class RedisStore:
     ) -> None:
         assert isinstance(session, RedisSession)
         slot = session.replies.reserve()
-        d = self.link.run(scripts.SNAPSHOT, namespace, limit)
+        read = self._reading.get(namespace)
+        if read is not None and read.covers(limit):
+            # read in this reactor turn (after this request came) and nothing written since
+            read.waiting.append((session, slot, request_id, limit))
+            return
+        cached = self._discovered.get(namespace)
+        if cached is not None and not cached.covers(limit):
+            cached = None
+        read = self._reading[namespace] = _Read(limit, cached)
+        read.waiting.append((session, slot, request_id, limit))
+        if self._turn_call is None:
+            self._turn_call = self.clock.callLater(0, self._end_turn)
+        known = cached.version if cached is not None else b""
+        d = self._read(namespace, scripts.DISCOVER, namespace, limit, known)
+        d.addCallbacks(
+            self._discover_read,
+            self._discover_failed,
+            callbackArgs=(namespace, read),
+            errbackArgs=(namespace, read),
+        )
 
-        def done(reply: list[bytes]) -> None:
+    def _discover_read(self, reply: list[bytes], namespace: str, read: _Read) -> None:
+        if self._reading.get(namespace) is read:
+            del self._reading[namespace]  # answered: later requests read again
+        cached = read.cached
+        if len(reply) == 1 and cached is not None and reply[0] == cached.version:
+            found = cached.found  # the namespace has not changed since
+        else:
             try:
-                found = [registration(entry) for entry in reply[2::2]]
+                found = [registration(entry) for entry in parse_discovered(reply[1])]
             except BadData as e:
                 self.log.error("bad data in redis: {e}", e=e)
-                self._refuse(session, slot, request_id, Status.INTERNAL_ERROR, "bad stored data")
+                for session, slot, request_id, _ in read.waiting:
+                    self._refuse(
+                        session, slot, request_id, Status.INTERNAL_ERROR, "bad stored data"
+                    )
                 return
-            client = _client(session)
-            slot.fill(lambda: client.discovered(request_id, namespace, found))
+            self._remember(namespace, _Discovered(reply[0], read.limit, found))
+        for session, slot, request_id, limit in read.waiting:
+            answer = found[:limit] if limit and len(found) > limit else found
+            slot.fill(partial(_client(session).discovered, request_id, namespace, answer))
 
-        d.addCallbacks(done, partial(self._request_failed, session, slot, request_id))
+    def _discover_failed(self, failure: Failure, namespace: str, read: _Read) -> None:
+        if self._reading.get(namespace) is read:
+            del self._reading[namespace]
+        self._failed(failure, "a request")
+        for session, slot, request_id, _ in read.waiting:
+            self._refuse(session, slot, request_id, Status.UNAVAILABLE, _UNREACHABLE)
+
+    def _end_turn(self) -> None:
+        self._turn_call = None
+        self._reading.clear()
 
     def register_ttl(
         self, session: Session, namespace: str, peer: Peer, ttl: int, request_id: int | None
@@ -376,7 +532,7 @@ class RedisStore:
             return
         expires_ms = _ms(self.clock.seconds() + ttl)
         limits = self.limits
-        d = self.link.run(
+        d = self._run(
             scripts.REGISTER_TTL,
             namespace,
             peer.key,
@@ -411,7 +567,7 @@ class RedisStore:
     ) -> None:
         assert isinstance(session, RedisSession)
         slot = session.replies.reserve()
-        d = self.link.run(
+        d = self._run(
             scripts.DISCOVER_SINCE,
             "1" if namespace is None else "0",
             namespace or "",
@@ -480,6 +636,30 @@ class RedisStore:
         """The namespaces this daemon's sessions watch, each mirrored from the fleet's
         registry (read-only; the status page shows them)."""
         return MappingProxyType(self._namespaces)
+
+    def _run(self, script: scripts.Script, *args: str | bytes | int) -> Deferred[Any]:
+        """Run ``script`` after the REGISTERs waiting, whose effects it may depend on."""
+        if self._batch.items:
+            self._flush()
+        if self._reading:
+            self._reading.clear()  # what it may change is read again
+        return self.link.run(script, *args)
+
+    def _read(
+        self, namespace: str, script: scripts.Script, *args: str | bytes | int
+    ) -> Deferred[Any]:
+        """Run ``script`` (which reads ``namespace``), after the REGISTERs waiting if
+        one is in it."""
+        if namespace in self._batch.namespaces:
+            self._flush()
+        return self.link.run(script, *args)
+
+    def _remember(self, namespace: str, discovered: _Discovered) -> None:
+        cache = self._discovered
+        cache.pop(namespace, None)
+        cache[namespace] = discovered
+        if len(cache) > DISCOVER_CACHE:
+            del cache[next(iter(cache))]  # the one read longest ago
 
     # -- answers ------------------------------------------------------------------------
 
@@ -563,7 +743,7 @@ class RedisStore:
         """(Re)subscribe, then read a snapshot; pushes meanwhile wait in the buffer."""
         generation = state.begin_sync()
         d = self.link.subscribe(state.name)
-        d.addCallback(lambda _: self.link.run(scripts.SNAPSHOT, state.name, 0))
+        d.addCallback(lambda _: self._read(state.name, scripts.SNAPSHOT, state.name, 0))
         d.addCallbacks(
             partial(self._synced, state, generation),
             partial(self._sync_failed, state, generation),
@@ -639,11 +819,12 @@ class RedisStore:
         if state is None:
             return
         try:
-            published = parse_published(data)
+            announcements = parse_published(data)
         except BadData as e:
             self.log.error("bad announcement on {namespace}: {e}", namespace=namespace, e=e)
             return
-        self._push(state, state.receive(published))
+        for published in announcements:
+            self._push(state, state.receive(published))
 
     def _evicted(self, data: bytes) -> None:
         """A session of ours lost a registration to another session: forget it here too."""
@@ -673,6 +854,7 @@ class RedisStore:
     # -- the link: outages, recovery, lease and reaper --------------------------------------
 
     def _down(self) -> None:
+        self._discovered.clear()
         self._set_ready(False)
         self._recovering = False
         self._cancel_retry()
@@ -702,6 +884,7 @@ class RedisStore:
             return
         generation = self._epoch = self._epoch + 1
         self._recovering = True
+        self._discovered.clear()  # versions are only comparable within one registry's life
         self._cancel_retry()
         if self._tick.running:
             self._tick.stop()
@@ -709,13 +892,13 @@ class RedisStore:
         async def recover() -> None:
             link = self.link
             await link.subscribe_daemon(self.daemon)  # before re-assertion reports conflicts
-            epoch = await link.run(scripts.LEASE, self.daemon, self._lease_ms(), "0", new_epoch())
+            epoch = await self._run(scripts.LEASE, self.daemon, self._lease_ms(), "0", new_epoch())
             if isinstance(epoch, bytes) and epoch:
                 self.epoch = epoch
             if self._failover and self._cookie_high:
                 await self._void_cookies_if_behind()
             live = [session for session in self._sessions if session.wrote]
-            await link.run(scripts.PRUNE, self.daemon, *[session.sid for session in live])
+            await self._run(scripts.PRUNE, self.daemon, *[session.sid for session in live])
             self._prune_needed = False
             for session in live:
                 if generation != self._epoch:
@@ -771,7 +954,7 @@ class RedisStore:
         args: list[str | bytes] = []
         for (namespace, key), reg in session.entries.items():
             args += [namespace, key, entry_bytes(reg), _signed(reg.peer)]
-        reply = await self.link.run(
+        reply = await self._run(
             scripts.SYNC_SESSION,
             self.daemon,
             session.sid,
@@ -795,10 +978,9 @@ class RedisStore:
 
     def _renew(self) -> Deferred[None]:
         epoch = self._epoch
-        link = self.link
 
         async def renew() -> None:
-            renewed = await link.run(scripts.LEASE, self.daemon, self._lease_ms(), "1")
+            renewed = await self._run(scripts.LEASE, self.daemon, self._lease_ms(), "1")
             if not renewed:
                 if epoch == self._epoch:
                     self.log.warn("lease of {daemon} expired: re-asserting", daemon=self.daemon)
@@ -806,9 +988,9 @@ class RedisStore:
                 return
             if self._prune_needed:
                 live = [session.sid for session in self._sessions if session.wrote]
-                await link.run(scripts.PRUNE, self.daemon, *live)
+                await self._run(scripts.PRUNE, self.daemon, *live)
                 self._prune_needed = False
-            reaped = await link.run(scripts.REAP, self.daemon, int(self.lease * 1000 / 3))
+            reaped = await self._run(scripts.REAP, self.daemon, int(self.lease * 1000 / 3))
             if reaped > 0:
                 self.log.info("reaped {count} daemons whose lease expired", count=reaped)
             await self._run_expiry()  # also expiries this daemon has not heard of
@@ -849,7 +1031,7 @@ class RedisStore:
         async def run() -> None:
             while True:
                 now = _ms(self.clock.seconds())
-                removed, upcoming = await self.link.run(
+                removed, upcoming = await self._run(
                     scripts.EXPIRE, now, _EXPIRE_BATCH, self.daemon, self._lease_ms()
                 )
                 if int(removed) < _EXPIRE_BATCH:
