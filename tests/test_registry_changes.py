@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from rendezvous.model import Peer, Refused, Registration
-from rendezvous.registry import _COMPACT_AFTER, Registry, Session, _Changes
+from rendezvous.registry import Registry, Session
+from rendezvous.registry.changes import COMPACT_AFTER, Changes
 
 from .helpers import peer, tcp_addr
 from .test_registry import Recorder
@@ -226,7 +227,7 @@ class DiscoverSinceTests(SynchronousTestCase):
         self.assertEqual(self.registry.discover_since(None, 0, -1), [])
 
 
-class Index(_Changes):
+class Index(Changes):
     """A change index on its own: alive is what the test holds; checks are counted."""
 
     __slots__ = ("checks", "live")
@@ -284,16 +285,14 @@ class ChangeIndexTests(SynchronousTestCase):
         held = [registration(seq) for seq in range(1, 1_001)]
         for r in held:
             index.put(r)
-        for gone in held[100 : 100 + _COMPACT_AFTER]:
+        for gone in held[100 : 100 + COMPACT_AFTER]:
             index.drop(gone)
         index.checks = 0
-        self.assertEqual(
-            index.take(100, 5, False), held[100 + _COMPACT_AFTER : 105 + _COMPACT_AFTER]
-        )
-        self.assertEqual(index.checks, 5 + _COMPACT_AFTER)
+        self.assertEqual(index.take(100, 5, False), held[100 + COMPACT_AFTER : 105 + COMPACT_AFTER])
+        self.assertEqual(index.checks, 5 + COMPACT_AFTER)
         run = index._signed
         assert run is not None
-        self.assertEqual((len(run.slots), run.dead), (1_000, _COMPACT_AFTER))
+        self.assertEqual((len(run.slots), run.dead), (1_000, COMPACT_AFTER))
 
     def test_dead_are_swept_out(self) -> None:
         index = Index()

@@ -132,7 +132,7 @@ class RegistryTTLTests(SynchronousTestCase):
         self.registry.register_ttl(b.key, "app", b, 5_000.0)
         for n in range(1_000):
             self.registry.register_ttl(a.key, "app", a, 1_000.0 + n)
-            self.assertLessEqual(len(self.registry._expiries), 2 * 2 + 64 + 1)
+            self.assertLessEqual(len(self.registry._expiries.heap), 2 * 2 + 64 + 1)
         self.assertEqual(self.registry.next_expiry(), 1_999.0)
         self.assertEqual(self.registry.expire(1_998.0), [])
         [gone] = self.registry.expire(1_999.0)
