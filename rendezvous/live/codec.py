@@ -20,8 +20,7 @@ from google.protobuf.message import DecodeError
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from rendezvous.addrs import InvalidMultiaddr, validate_multiaddr
-from rendezvous.entry import entry_bytes as entry_bytes  # re-exported: store/redis/store.py
-from rendezvous.entry import field
+from rendezvous.entry import entry_bytes, field
 from rendezvous.limits import Limits
 from rendezvous.model import Announcement, Change, Peer, Refused, Registration, Status
 from rendezvous.pb.live_pb2 import Message
