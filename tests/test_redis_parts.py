@@ -15,7 +15,7 @@ from twisted.trial.unittest import TestCase
 from rendezvous._tap import Options
 from rendezvous.entry import entry_bytes
 from rendezvous.model import Change, Registration
-from rendezvous.store.redis.link import _CommandProtocol, _Factory
+from rendezvous.store.redis.link import Encoded, _CommandProtocol, _Factory
 from rendezvous.store.redis.mirror import Mirror
 from rendezvous.store.redis.replies import Replies
 from rendezvous.store.redis.target import BadTarget, RedisTarget, parse_target
@@ -255,3 +255,10 @@ class LeanProtocolTests(TestCase):
             [f.check(txredisapi.TimeoutError) for f in failures], [txredisapi.TimeoutError]
         )
         self.assertTrue(self.transport.disconnected or self.transport.disconnecting)
+
+    def test_encoded_arguments_sent_as_they_are(self) -> None:
+        self.protocol.execute_command("EVALSHA", Encoded(2, b"$1\r\na\r\n$2\r\nbc\r\n"), 7)
+        self.assertEqual(
+            self.transport.value(),
+            b"*4\r\n$7\r\nEVALSHA\r\n$1\r\na\r\n$2\r\nbc\r\n$1\r\n7\r\n",
+        )

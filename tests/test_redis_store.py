@@ -10,7 +10,7 @@ from twisted.trial.unittest import TestCase
 
 from rendezvous.entry import entry_bytes
 from rendezvous.model import Announcement, Refused, Registration, Status
-from rendezvous.store.redis.link import LinkDown
+from rendezvous.store.redis.link import Encoded, LinkDown
 from rendezvous.store.redis.store import RedisStore
 from rendezvous.store.redis.target import RedisTarget
 
@@ -101,6 +101,18 @@ def snapshot_reply(seq: int, *registrations: Registration) -> list[bytes]:
     for registration in registrations:
         reply += [registration.peer.key, entry_bytes(registration)]
     return reply
+
+
+def expanded(encoded: Encoded) -> list[bytes]:
+    """The arguments in ``encoded`` (RESP bulk strings), checked against its count."""
+    out, data = [], encoded.data
+    while data:
+        head, _, data = data.partition(b"\r\n")
+        size = int(head[1:])
+        out.append(data[:size])
+        data = data[size + 2 :]
+    assert len(out) == encoded.count, (out, encoded.count)
+    return out
 
 
 def discovered_reply(version: int, *registrations: Registration) -> list[bytes]:
@@ -381,15 +393,17 @@ class BatchTests(StoreTestCase):
         self.assertEqual(self.link.runs, [])
         limits = self.store.limits
         self.assertEqual(
-            args,
-            (
-                self.store.daemon,
-                limits.max_registrations_per_session,
-                limits.max_registrations,
-                *(one.sid, "ns", A.peer.key, entry_bytes(A), "1"),
-                *(two.sid, "ns", B.peer.key, entry_bytes(B), "0"),
-                *(one.sid, "other", C.peer.key, entry_bytes(Registration("other", C.peer)), "1"),
-            ),
+            args[:3],
+            (self.store.daemon, limits.max_registrations_per_session, limits.max_registrations),
+        )
+        first, second = one.sid.encode(), two.sid.encode()
+        self.assertEqual(
+            expanded(args[3]),
+            [
+                *(first, b"ns", A.peer.key, entry_bytes(A), b"1"),
+                *(second, b"ns", B.peer.key, entry_bytes(B), b"0"),
+                *(first, b"other", C.peer.key, entry_bytes(Registration("other", C.peer)), b"1"),
+            ],
         )
         self.assertEqual((seen_one.seen, seen_two.seen), ([], []))
         self.assertEqual(self.store.stats().registrations, 3)
@@ -491,7 +505,7 @@ class BatchTests(StoreTestCase):
         self.assertEqual([run[0] for run in self.link.runs], ["register_many"])
         self.clock.advance(0)
         self.assertEqual([run[0] for run in self.link.runs], ["register_many"] * 2)
-        self.assertEqual([len(run[1]) for run in self.link.runs], [3 + 2 * 5, 3 + 5])
+        self.assertEqual([len(expanded(run[1][3])) for run in self.link.runs], [2 * 5, 5])
 
     def test_a_session_closed_before_the_reply(self) -> None:
         session, client = self.session()

@@ -40,7 +40,7 @@ from rendezvous.registry import Session
 from rendezvous.standard.cookie import new_epoch
 from rendezvous.store.base import Client, StandardClient, StoreStats
 from rendezvous.store.redis import scripts
-from rendezvous.store.redis.link import LinkDown, RedisLink
+from rendezvous.store.redis.link import Encoded, LinkDown, RedisLink
 from rendezvous.store.redis.mirror import Mirror, Push
 from rendezvous.store.redis.replies import Replies, Slot
 from rendezvous.store.redis.wire import (
@@ -72,7 +72,7 @@ _BATCH_REFUSALS = {
 class RedisSession(Session):
     """A session of this daemon, with what the shared registry holds for it."""
 
-    __slots__ = ("entries", "own_keys", "replies", "sid", "wrote")
+    __slots__ = ("entries", "own_keys", "replies", "sid", "sid_arg", "wrote")
 
     def __init__(self, client: Client, identity: bytes | None, sid: str) -> None:
         # Not Session.__init__: what this session holds is in `entries`, not in a list.
@@ -83,6 +83,8 @@ class RedisSession(Session):
         self.own_keys: dict[bytes, int] = {} if identity is None else {identity: 1}
         """Peer ids this session speaks for, with how many registrations hold each."""
         self.sid = sid
+        self.sid_arg = b"$%d\r\n%s\r\n" % (len(sid), sid.encode())
+        """The session id as a script argument (RESP)."""
         self.entries: dict[tuple[str, bytes], Registration] = {}
         """Registrations Redis confirmed for this session."""
         self.replies = Replies()
@@ -119,7 +121,8 @@ class _Batch:
 
     def __init__(self) -> None:
         self.items: list[_Pending] = []
-        self.args: list[str | bytes] = []
+        self.args: list[bytes] = []
+        """Five script arguments per REGISTER, encoded (RESP)."""
         self.namespaces: set[str] = set()
 
 
@@ -317,8 +320,15 @@ class RedisStore:
         batch = self._batch
         batch.items.append((session, slot, request_id, registration, raw))
         batch.namespaces.add(namespace)
-        flags = ("1" if raw else "0") if peer.signed_peer_record is None else ("3" if raw else "2")
-        batch.args += (session.sid, namespace, key, entry_bytes(registration), flags)
+        flags = (
+            (b"1" if raw else b"0") if peer.signed_peer_record is None else (b"3" if raw else b"2")
+        )
+        name, entry = namespace.encode(), entry_bytes(registration)
+        batch.args.append(
+            session.sid_arg
+            + b"$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$1\r\n%s\r\n"
+            % (len(name), name, len(key), key, len(entry), entry, flags)
+        )
         if len(batch.items) >= self.batch_size:
             self._flush()
         elif self._flush_call is None:
@@ -339,7 +349,7 @@ class RedisStore:
             self.daemon,
             limits.max_registrations_per_session,
             limits.max_registrations,
-            *batch.args,
+            Encoded(5 * len(batch.items), b"".join(batch.args)),
         )
         d.addCallbacks(
             self._registered, self._register_failed, callbackArgs=(batch,), errbackArgs=(batch,)
