@@ -1,13 +1,25 @@
-"""Scenario 7: the Redis store. REGISTER/s through Redis, and fan-out across a fleet.
+"""Scenario 7: the Redis store beside the memory store: REGISTER/s, DISCOVER/s, fan-out,
+and the ceiling of the same Redis for the scripts the daemon runs.
 
 A private ``redis-server`` (no persistence, temporary directory, free loopback port) is
 started for the run and flushed before every measurement.
 
 (a) REGISTER/s: the load of scenario 1 (``register_throughput.py``: pipelined chunks of
-REGISTER frames per session, each closed by a DISCOVER whose reply proves it was handled),
-against one daemon with ``--store redis://…`` and against one with the memory store. The
-default is smaller than scenario 1's (50 sessions x 20 ids x 2 chunks: 2,000 REGISTERs in
-flight, not 200,000), so that the Redis daemon drains what is in flight in about a second.
+REGISTER frames per session, each closed by a DISCOVER in an empty namespace whose reply
+proves it was handled), against one daemon with ``--store redis://…`` and against one
+with the memory store. The first pass registers every session's ids once (new
+registrations, timed on their own); later passes repeat them (counted for ``--seconds``
+after a warm-up). The default is smaller than scenario 1's (100 sessions x 50 ids x 2
+chunks: 10,000 REGISTERs in flight, not 200,000).
+
+(a') DISCOVER/s: scenario 3's load (``discover_latency.py``): ``--clients`` sessions with
+``--depth`` DISCOVERs (limit ``--limit``) in flight each, in a namespace of
+``--discover-size`` registrations.
+
+(c) the ceiling: ``redis-benchmark`` runs the daemon's own scripts on the same
+``redis-server`` (pinned where the daemon runs, 16 commands pipelined on 2 connections):
+the REGISTER batch script with the batch sizes the daemon sent (repeated ids, and new
+ones), and the DISCOVER script. ``INFO commandstats`` gives redis-server's time per call.
 
 (b) fan-out: subscribers in one namespace spread evenly over ``--daemons`` daemons sharing
 the Redis (one generator process per daemon); one REGISTER sent to the first daemon; each
@@ -18,7 +30,8 @@ with the memory store, and on one daemon with the Redis store, are the reference
 Every daemon is pinned to CPU 0 (a fleet shares one core: on a machine with two cores
 nothing else is fair to the single-daemon references); ``redis-server`` and the load
 generators are pinned to the other CPU(s). Daemon, redis-server, generator and other
-processes' CPU are reported separately.
+processes' CPU are reported separately, and the daemon's and redis-server's CPU per
+operation (µs) beside each rate.
 """
 
 from __future__ import annotations
@@ -35,6 +48,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as c
+import discover_latency as dl
 import fanout
 import register_throughput as rt
 from _common import helpers
@@ -98,6 +112,13 @@ class RedisServer:
     def flush(self) -> None:
         self.command("FLUSHALL")
 
+    def calls(self, command: str) -> int:
+        """How many times ``command`` ran since the server started (or CONFIG RESETSTAT)."""
+        for line in self.command("INFO", "commandstats").decode().splitlines():
+            if line.startswith(f"cmdstat_{command}:"):
+                return int(line.split("calls=")[1].split(",")[0])
+        return 0
+
     def cpu(self) -> float:
         """CPU seconds redis-server used (its own getrusage, in µs: finer than /proc)."""
         info = self.command("INFO", "cpu").decode()
@@ -146,6 +167,11 @@ def errors_logged(server: c.Server) -> int:
 # -- (a) REGISTER/s ---------------------------------------------------------------------
 
 
+def us_per(cpu_seconds: float, ops: float) -> float:
+    """CPU microseconds per operation (NaN when nothing was done)."""
+    return cpu_seconds / ops * 1e6 if ops else float("nan")
+
+
 def measure_register(store: str, redis: RedisServer, args) -> dict:
     redis.flush()
     extra = ["--max-registrations-per-session", str(max(256, args.per_session))]
@@ -160,14 +186,33 @@ def measure_register(store: str, redis: RedisServer, args) -> dict:
             first += n
         sizes = [w.recv()[1] for w in workers]  # every generator says it is ready
         frame_bytes = sizes[0]
+        # The first pass: every id is new to the registry.
+        cpu0, r0, all0 = server.cpu(), redis.cpu(), c.system_cpu()
+        for w in workers:
+            w.send("create")
+        created = [w.recv(120) for w in workers]
+        cpu1, r1, all1 = server.cpu(), redis.cpu(), c.system_cpu()
+        new = args.sessions * args.per_session
+        create_seconds = max(r["seconds"] for r in created)
+        create_gen = sum(r["cpu"] for r in created)
+        create = {
+            "rate": new / create_seconds,
+            "daemon_us": us_per(cpu1 - cpu0, new),
+            "redis_us": us_per(r1 - r0, new) if store == "redis" else float("nan"),
+            "others_cpu": max(0.0, (all1 - all0) - (cpu1 - cpu0) - (r1 - r0) - create_gen)
+            / create_seconds,
+        }
+        # Later passes: the same ids again.
         t_start = time.monotonic() + args.warmup
         t_end = t_start + args.seconds
         for w in workers:
             w.send("run", t_start, t_end)
         time.sleep(max(0.0, t_start - time.monotonic()))
         cpu0, r0, all0 = server.cpu(), redis.cpu(), c.system_cpu()
+        calls0 = redis.calls("evalsha") if store == "redis" else 0
         time.sleep(max(0.0, t_end - time.monotonic()))
         cpu1, r1, all1 = server.cpu(), redis.cpu(), c.system_cpu()
+        calls1 = redis.calls("evalsha") if store == "redis" else 0
         results = [w.recv(args.seconds + 60) for w in workers]
         server.check_alive()
         refused = errors_logged(server)
@@ -180,18 +225,192 @@ def measure_register(store: str, redis: RedisServer, args) -> dict:
     regs = sum(r["chunks"] for r in results) * args.per_session
     gen_cpu = sum(r["cpu"] for r in results)
     daemon_cpu, redis_cpu = cpu1 - cpu0, r1 - r0
+    # every chunk of per_session REGISTERs is closed by a DISCOVER: one script run more
+    scripts_run = calls1 - calls0
+    batch = regs / max(1, scripts_run - regs / args.per_session) if store == "redis" else 0
     return {
         "store": store,
+        "create": create,
         "rate": regs / seconds,
         "daemon_cpu": daemon_cpu / args.seconds,
-        "per_cpu_second": regs / seconds / max(1e-9, daemon_cpu / args.seconds),
+        "daemon_us": us_per(daemon_cpu, regs * args.seconds / seconds),
         "redis_cpu": redis_cpu / args.seconds if store == "redis" else float("nan"),
+        "redis_us": us_per(redis_cpu, regs * args.seconds / seconds)
+        if store == "redis"
+        else float("nan"),
+        "batch": batch,
         "gen_cpu": gen_cpu / seconds,
         "others_cpu": max(0.0, (all1 - all0) - daemon_cpu - redis_cpu - gen_cpu) / args.seconds,
         "frame_bytes": frame_bytes,
         "refusals_logged": refused,
         "redis_held": held.decode(errors="replace"),
     }
+
+
+# -- (a') DISCOVER/s -----------------------------------------------------------------------
+
+
+def measure_discover(store: str, redis: RedisServer, args) -> dict:
+    redis.flush()
+    extra = ["--max-registrations-per-session", str(args.discover_size + 1)]
+    server = daemon(redis.url if store == "redis" else "memory", extra)
+    workers = []
+    try:
+        first = 1
+        for n in c.split(args.clients, min(args.generators, args.clients)):
+            workers.append(c.Worker(dl.worker, server.port, n, first, args.limit))
+            first += n
+        for w in workers:
+            w.recv()
+        loader = c.connect(server.port, 150)
+        dl.fill(loader, 0, args.discover_size)
+        time.sleep(0.2)
+        cpu0, r0, t0, all0 = server.cpu(), redis.cpu(), time.monotonic(), c.system_cpu()
+        for w in workers:
+            w.send("run", args.depth, t0 + args.seconds)
+        res = [w.recv(args.seconds + 60) for w in workers]
+        cpu1, r1, t1, all1 = server.cpu(), redis.cpu(), time.monotonic(), c.system_cpu()
+        server.check_alive()
+        loader.close()
+    finally:
+        for w in workers:
+            w.stop()
+        server.stop()
+    done = sum(len(r["latencies"]) for r in res)
+    gen_cpu = sum(r["cpu"] for r in res)
+    daemon_cpu, redis_cpu = cpu1 - cpu0, (r1 - r0) if store == "redis" else 0.0
+    lat = sorted(x * 1000 for r in res for x in r["latencies"])
+    return {
+        "store": store,
+        "rate": done / (t1 - t0),
+        "p50_ms": c.percentile(lat, 50),
+        "daemon_cpu": daemon_cpu / (t1 - t0),
+        "daemon_us": us_per(daemon_cpu, done),
+        "redis_us": us_per(redis_cpu, done) if store == "redis" else float("nan"),
+        "gen_cpu": gen_cpu / (t1 - t0),
+        "others_cpu": max(0.0, (all1 - all0) - daemon_cpu - redis_cpu - gen_cpu) / (t1 - t0),
+    }
+
+
+# -- (c) the ceiling: redis-benchmark with the daemon's scripts ---------------------------
+
+
+def redis_benchmark_path() -> str | None:
+    path = redis_server_path()
+    if path:
+        sibling = os.path.join(os.path.dirname(path), "redis-benchmark")
+        if os.path.exists(sibling):
+            return sibling
+    return shutil.which("redis-benchmark")
+
+
+_KEY_BYTES, _ENTRY_BYTES = 38, 70
+"""A peer key (multihash of an Ed25519 id) and a live-dialect entry of these loads."""
+
+
+def ceiling(redis: RedisServer, args) -> list[dict]:
+    """``redis-benchmark`` running the REGISTER batch and DISCOVER scripts on ``redis``."""
+    from rendezvous.store.redis import scripts
+
+    bench = redis_benchmark_path()
+    if not bench:
+        return []
+    daemon_id = "d" * 32
+    prefix, channels = "rendezvous:", "rendezvous:0:c:"
+
+    def run(label: str, per: int, requests: int, script, *script_args: str) -> dict:
+        redis.command("SCRIPT", "LOAD", script.source)
+        redis.command("CONFIG", "RESETSTAT")
+        argv = [bench, "-p", str(redis.port), "-n", str(requests), "-P", "16", "-c", "2"]
+        argv += ["-r", "100000000", "-q", "EVALSHA", script.sha, "0", prefix, "PUBLISH"]
+        argv += [channels, *script_args]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        c.pin(c.SERVER_CPUS, proc.pid)  # where the daemon runs, idle now
+        out = proc.communicate(timeout=120)[0].decode(errors="replace")
+        fields = out.rsplit(": ", 1)[-1].split()
+        rate = float(fields[0]) if fields and fields[0][0].isdigit() else float("nan")
+        stats = redis.command("INFO", "commandstats").decode()
+        usec = float("nan")
+        for line in stats.splitlines():
+            if line.startswith("cmdstat_evalsha:"):
+                usec = float(line.split("usec_per_call=")[1].split(",")[0])
+        return {
+            "what": label,
+            "per_call": per,
+            "calls_per_s": rate,
+            "rate": rate * per,
+            "redis_us": usec / per,
+        }
+
+    out = []
+    for batch in args.ceiling_batches:
+        for mode in ("repeated", "new"):
+            redis.flush()
+            redis.command("SET", f"{prefix}lease:{daemon_id}", "1")
+            items: list[str] = []
+            for i in range(batch):
+                if mode == "repeated":
+                    key = (f"k{i:04d}" + "k" * _KEY_BYTES)[:_KEY_BYTES]
+                else:
+                    key = "k" * (_KEY_BYTES - 16) + "__rand_int__" + f"{i:04d}"
+                items += [str(i % 50), "bench", key, "e" * _ENTRY_BYTES, "1"]
+            requests = max(200, args.ceiling_registrations // batch)
+            out.append(
+                run(
+                    f"REGISTER x{batch}, {mode} ids",
+                    batch,
+                    requests,
+                    scripts.REGISTER_MANY,
+                    daemon_id,
+                    "1000000000",
+                    "1000000000",
+                    *items,
+                )
+            )
+    redis.flush()
+    redis.command("SET", f"{prefix}lease:{daemon_id}", "1")
+    size = args.discover_size
+    for start in range(0, size, 200):
+        items = []
+        for i in range(start, min(size, start + 200)):
+            items += ["1", "discover", f"{i:038d}", "e" * _ENTRY_BYTES, "1"]
+        redis.command(
+            "EVALSHA",
+            scripts.REGISTER_MANY.sha,
+            "0",
+            prefix,
+            "PUBLISH",
+            channels,
+            daemon_id,
+            "1000000000",
+            "1000000000",
+            *items,
+        )
+    version = redis.command("GET", f"{prefix}v:discover").decode()
+    out.append(
+        run(
+            f"DISCOVER limit {args.limit} of {size}, unchanged",
+            1,
+            args.ceiling_registrations // 2,
+            scripts.DISCOVER,
+            "discover",
+            str(args.limit),
+            version,
+        )
+    )
+    out.append(
+        run(
+            f"DISCOVER limit {args.limit} of {size}, read",
+            1,
+            args.ceiling_registrations // 10,
+            scripts.DISCOVER,
+            "discover",
+            str(args.limit),
+            "none",  # never a version: every call reads the registrations
+        )
+    )
+    redis.flush()
+    return out
 
 
 # -- (b) fan-out ------------------------------------------------------------------------
@@ -259,7 +478,18 @@ def measure_fanout(store: str, count: int, redis: RedisServer, args) -> list[dic
             s.stop()
 
 
-REG_KEYS = ("rate", "daemon_cpu", "per_cpu_second", "redis_cpu", "gen_cpu", "others_cpu")
+REG_KEYS = (
+    "rate",
+    "daemon_cpu",
+    "daemon_us",
+    "redis_cpu",
+    "redis_us",
+    "batch",
+    "gen_cpu",
+    "others_cpu",
+)
+CREATE_KEYS = ("rate", "daemon_us", "redis_us", "others_cpu")
+DISCOVER_KEYS = ("rate", "p50_ms", "daemon_cpu", "daemon_us", "redis_us", "gen_cpu", "others_cpu")
 FAN_KEYS = (
     "p50_ms",
     "p99_ms",
@@ -276,10 +506,19 @@ def pct(v: float) -> str:
     return "-" if v != v else f"{v:.0%}"
 
 
+def us(v: float) -> str:
+    return "-" if v != v else f"{v:.1f}"
+
+
+def medians(samples: dict[str, list[dict]], keys: tuple[str, ...]) -> dict[str, dict]:
+    return {s: {k: c.median([r[k] for r in rs]) for k in keys} for s, rs in samples.items()}
+
+
 def main(args) -> int:
     if args.quick:
         args.sessions, args.per_session, args.seconds, args.warmup = 10, 20, 0.5, 0.3
         args.subscribers, args.rounds, args.pause, args.runs = 60, 2, 0.05, 1
+        args.clients, args.discover_size, args.ceiling_registrations = 6, 200, 20000
     path = redis_server_path()
     if not path:
         print("redis-server not found (PATH or $RENDEZVOUS_REDIS_SERVER)", file=sys.stderr)
@@ -287,33 +526,55 @@ def main(args) -> int:
     started = time.monotonic()
     for i in range(args.sessions):  # encoded once here, inherited by the forked generators
         rt.session_chunk(i, args.per_session)
+    dl.fill_frames(0, args.discover_size)
     redis = RedisServer(path)
     try:
         reg: dict[str, list[dict]] = {"memory": [], "redis": []}
+        disc: dict[str, list[dict]] = {"memory": [], "redis": []}
         setups = [("memory", 1), ("redis", 1), ("redis", args.daemons)]
         fan: dict[str, list[dict]] = {}
         for _ in range(args.runs):
             for store in reg:
                 reg[store].append(measure_register(store, redis, args))
+            for store in disc:
+                disc[store].append(measure_discover(store, redis, args))
             for store, count in setups:
                 rounds = measure_fanout(store, count, redis, args)
                 fan.setdefault(rounds[0]["setup"], []).extend(rounds)
+        sent = c.median([r["batch"] for r in reg["redis"]])
+        sent = min(sent, args.batch_size)  # (counted from script runs: a little off)
+        args.ceiling_batches = sorted({max(1, round(sent)), args.batch_size})
+        ceilings = ceiling(redis, args)
     finally:
         redis.stop()
     elapsed = time.monotonic() - started
 
-    reg_med = {s: {k: c.median([r[k] for r in rs]) for k in REG_KEYS} for s, rs in reg.items()}
+    reg_med = medians(reg, REG_KEYS)
+    create_med = medians({s: [r["create"] for r in rs] for s, rs in reg.items()}, CREATE_KEYS)
     mem = reg_med["memory"]
     rows = []
-    for store, m in reg_med.items():
+    for store in reg:
+        m, n = reg_med[store], create_med[store]
         rows.append(
             [
-                store,
+                f"{store}, new ids",
+                n["rate"],
+                us(n["daemon_us"]),
+                us(n["redis_us"]),
+                "-",
+                "-",
+                pct(n["others_cpu"]),
+                n["rate"] / create_med["memory"]["rate"],
+            ]
+        )
+        rows.append(
+            [
+                f"{store}, repeated",
                 m["rate"],
+                us(m["daemon_us"]),
+                us(m["redis_us"]),
                 pct(m["daemon_cpu"]),
-                m["per_cpu_second"],
                 pct(m["redis_cpu"]),
-                pct(m["gen_cpu"]),
                 pct(m["others_cpu"]),
                 m["rate"] / mem["rate"],
             ]
@@ -322,15 +583,16 @@ def main(args) -> int:
     print(
         c.table(
             f"Scenario 7a: REGISTER throughput, one daemon, {args.sessions:,} sessions x "
-            f"{args.per_session} ids, ~{frame_bytes}-byte frames, median of {args.runs} "
-            f"run(s) x {args.seconds:g} s",
+            f"{args.per_session} ids ({args.sessions * args.per_session:,} new, then repeated), "
+            f"~{frame_bytes}-byte frames, median of {args.runs} run(s) x {args.seconds:g} s; "
+            f"Redis: {sent:.0f} REGISTERs per script run",
             [
-                "store",
+                "store, REGISTERs",
                 "registrations/s",
+                "daemon µs CPU each",
+                "redis µs CPU each",
                 "daemon CPU",
-                "per daemon CPU-s",
                 "redis-server CPU",
-                "generator CPU",
                 "other processes' CPU",
                 "vs memory",
             ],
@@ -341,7 +603,44 @@ def main(args) -> int:
     if refusals:
         print(f"(warning: {refusals} refusal or failure lines in the daemons' logs)")
 
-    fan_med = {s: {k: c.median([r[k] for r in rs]) for k in FAN_KEYS} for s, rs in fan.items()}
+    disc_med = medians(disc, DISCOVER_KEYS)
+    rows = [
+        [
+            store,
+            m["rate"],
+            m["p50_ms"],
+            us(m["daemon_us"]),
+            us(m["redis_us"]),
+            pct(m["daemon_cpu"]),
+            pct(m["gen_cpu"]),
+            pct(m["others_cpu"]),
+            m["rate"] / disc_med["memory"]["rate"],
+        ]
+        for store, m in disc_med.items()
+    ]
+    print()
+    print(
+        c.table(
+            f"Scenario 7a': DISCOVER throughput, one daemon, {args.clients} sessions x "
+            f"{args.depth} in flight, limit {args.limit} of {args.discover_size:,} "
+            f"registrations, median of {args.runs} run(s) x {args.seconds:g} s",
+            [
+                "store",
+                "DISCOVERs/s",
+                "p50 ms",
+                "daemon µs CPU each",
+                "redis µs CPU each",
+                "daemon CPU",
+                "generator CPU",
+                "other processes' CPU",
+                "vs memory",
+            ],
+            rows,
+        )
+    )
+
+    fan_med = medians(fan, FAN_KEYS)
+    mem_fan = fan_med["memory, 1 daemon"]
     rows = []
     for setup, m in fan_med.items():
         rows.append(
@@ -355,6 +654,7 @@ def main(args) -> int:
                 m["redis_cpu_ms"],
                 m["gen_cpu_ms"],
                 m["others_cpu_ms"],
+                m["max_ms"] / mem_fan["max_ms"],
             ]
         )
     print()
@@ -372,10 +672,36 @@ def main(args) -> int:
                 "redis-server CPU ms",
                 "generator CPU ms",
                 "other processes' CPU ms",
+                "max vs memory",
             ],
             rows,
         )
     )
+    if ceilings:
+        ours = {"repeated": reg_med["redis"]["rate"], "new": create_med["redis"]["rate"]}
+        rows = []
+        for x in ceilings:
+            kind = "new" if "new" in x["what"] else "repeated"
+            mine = disc_med["redis"]["rate"] if "DISCOVER" in x["what"] else ours[kind]
+            rows.append(
+                [x["what"], x["calls_per_s"], x["rate"], us(x["redis_us"]), mine, mine / x["rate"]]
+            )
+        print()
+        print(
+            c.table(
+                "Scenario 7c: the ceiling, redis-benchmark running the daemon's scripts on the "
+                "same redis-server (-P 16 -c 2, pinned to CPU 0)",
+                [
+                    "script",
+                    "calls/s",
+                    "operations/s",
+                    "redis µs each",
+                    "the daemon's rate",
+                    "daemon / ceiling",
+                ],
+                rows,
+            )
+        )
     print(f"\n({elapsed:.0f} s; every daemon on CPU 0, redis-server and generators on the rest)")
 
     c.write_json(
@@ -384,7 +710,11 @@ def main(args) -> int:
             "scenario": "redis_fleet",
             "args": vars(args),
             "register_median": [{"store": s, **m} for s, m in reg_med.items()],
+            "create_median": [{"store": s, **m} for s, m in create_med.items()],
             "register_samples": reg,
+            "discover_median": [{"store": s, **m} for s, m in disc_med.items()],
+            "discover_samples": disc,
+            "ceiling": ceilings,
             "fanout_median": [{"setup": s, **m} for s, m in fan_med.items()],
             "fanout_samples": {
                 s: [{x: y for x, y in r.items() if x != "latencies_ms"} for r in rs]
@@ -404,15 +734,25 @@ def main(args) -> int:
 
 
 if __name__ == "__main__":
-    p = c.base_parser(__doc__, timeout=170, profile=False)
+    p = c.base_parser(__doc__, timeout=400, profile=False)
     for action in p._actions:  # the common option this scenario has no use for
         if action.dest == "servers":
             action.help = argparse.SUPPRESS
-    p.add_argument("--sessions", type=int, default=50, help="(a) pipelining sessions")
-    p.add_argument("--per-session", type=int, default=20, help="(a) peer ids per session")
+    p.add_argument("--sessions", type=int, default=100, help="(a) pipelining sessions")
+    p.add_argument("--per-session", type=int, default=50, help="(a) peer ids per session")
     p.add_argument("--window", type=int, default=2, help="(a) chunks in flight per session")
     p.add_argument("--seconds", type=float, default=2.0, help="(a) measured seconds")
     p.add_argument("--warmup", type=float, default=1.0, help="(a) seconds before measuring")
+    p.add_argument("--clients", type=int, default=30, help="(a') DISCOVER sessions")
+    p.add_argument("--depth", type=int, default=8, help="(a') DISCOVERs in flight per session")
+    p.add_argument("--limit", type=int, default=100, help="(a') DISCOVER limit")
+    p.add_argument("--discover-size", type=int, default=1000, help="(a') registrations")
+    p.add_argument(
+        "--ceiling-registrations", type=int, default=400000, help="(c) per redis-benchmark run"
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=256, help="(c) a full batch (the daemon's BATCH_SIZE)"
+    )
     p.add_argument("--daemons", type=int, default=3, help="(b) daemons in the fleet")
     p.add_argument("--subscribers", type=int, default=3000, help="(b) subscribers in all")
     p.add_argument("--rounds", type=int, default=5, help="(b) REGISTERs per run")
