@@ -19,12 +19,12 @@ from rendezvous.client.connect import connector
 from rendezvous.client.errors import NotAuthorized, RendezvousError
 from rendezvous.client.live import LiveClientProtocol, connect
 from rendezvous.client.reconnect import ReconnectingClient, RegistrationRefused, StateEvent
-from rendezvous.model import Refused, Status
+from rendezvous.model import Announcement, Refused, Status
 from rendezvous.service import Daemon, DaemonConfig
 from rendezvous.store import redis as redis_store
 from rendezvous.store.redis import RedisLink, RedisStore, parse_target
 
-from .helpers import peer_id, tcp_addr
+from .helpers import peer, peer_id, tcp_addr
 from .processes import TWISTD, Process, spawn
 from .redis_server import RedisServer
 from .test_integration import Watcher
@@ -603,3 +603,73 @@ class WrongPasswordTests(TestCase):
         self.assertFalse(store.ready)
         yield admin.execute_command("CONFIG", "SET", "requirepass", "new")
         yield store.when(ready=True)
+
+
+class Watching(Answers):
+    """`Answers`, and the announcements pushed, with a Deferred for the n-th."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pushed: list[tuple[str, str]] = []
+        self.waiting: list[tuple[int, Deferred[None]]] = []
+
+    def announce(self, announcement: object) -> None:
+        assert isinstance(announcement, Announcement)
+        self.pushed.append((announcement.change.value, announcement.registration.peer.id))
+        for n, d in list(self.waiting):
+            if len(self.pushed) >= n:
+                self.waiting.remove((n, d))
+                d.callback(None)
+
+    def until(self, n: int) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        if len(self.pushed) >= n:
+            d.callback(None)
+        else:
+            self.waiting.append((n, d))
+        return d
+
+
+class BatchTests(FleetTestCase):
+    @inlineCallbacks
+    def test_the_registers_of_one_turn_on_a_real_redis(self):  # type: ignore[no-untyped-def]
+        """One script run answers each REGISTER of a turn alone (one refused, the rest
+        kept), numbers them in order, and another daemon's watcher is told each once."""
+        stores = []
+        for _ in range(2):
+            target = parse_target(self.redis.url, environ={})
+            store = RedisStore(RedisLink(reactor, target, "rendezvous:"), reactor)
+            store.start()
+            self.addCleanup(store.stop)
+            yield store.when(ready=True)
+            stores.append(store)
+        one, two = stores
+        watcher = Watching()
+        snapshot = watcher.expect()
+        two.subscribe(two.open_session(watcher), "ns", None)
+        self.assertEqual((yield snapshot), ("snapshot", []))
+
+        first, second = Answers(), Answers()
+        s1, s2 = one.open_session(first), one.open_session(second)
+        a, b, c = peer("A", tcp_addr(1)), peer("B", tcp_addr(2)), peer("C", tcp_addr(3))
+        one.register(s1, "ns", a, 1)
+        one.register(s1, "ns", b, 2)
+        one.register(s2, "ns", peer("A", tcp_addr(9)), 3)  # s1's id
+        one.register(s2, "ns", c, 4)
+        refused, found_1, found_2 = second.expect(), first.expect(), second.expect()
+        one.discover(s1, "ns", 10, 5)
+        one.discover(s2, "ns", 10, 6)
+        self.assertEqual((yield refused), ("refused", Status.NOT_AUTHORIZED))
+        for answer in (found_1, found_2):
+            _, found = yield answer
+            self.assertEqual([r.peer.id for r in found], [a.id, b.id, c.id])
+        seqs = [s1.entries[("ns", a.key)].seq, s1.entries[("ns", b.key)].seq]
+        seqs.append(s2.entries[("ns", c.key)].seq)
+        self.assertEqual(seqs, sorted(set(seqs)))
+        self.assertEqual(list(s2.entries), [("ns", c.key)])
+        self.assertEqual((yield one.link.call("GET", "rendezvous:seq")), str(seqs[-1]).encode())
+        self.assertEqual((yield one.link.call("GET", "rendezvous:count")), b"3")
+        yield watcher.until(3)
+        self.assertEqual(
+            watcher.pushed, [("register", a.id), ("register", b.id), ("register", c.id)]
+        )

@@ -304,11 +304,12 @@ for i = 7, #ARGV, 5 do
   end
   out[#out + 1] = r
 end
-flush_later()
-for _, channel in ipairs(PUBS) do redis.call(PUB, channel, table.concat(PUBS[channel])) end
-for ns, seq in pairs(VERSIONS) do redis.call('SET', P .. 'v:' .. ns, seq, 'EX', VERSION_TTL) end
+-- the sequence and the versions first: nothing may ever be numbered twice
 if SEQ ~= seq0 then redis.call('SET', P .. 'seq', SEQ) end
 if COUNT ~= count0 then redis.call('SET', P .. 'count', COUNT) end
+for ns, seq in pairs(VERSIONS) do redis.call('SET', P .. 'v:' .. ns, seq, 'EX', VERSION_TTL) end
+flush_later()
+for _, channel in ipairs(PUBS) do redis.call(PUB, channel, table.concat(PUBS[channel])) end
 return table.concat(out, ',')
 """
 
