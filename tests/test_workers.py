@@ -8,10 +8,14 @@ from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import ITCPTransport, IUNIXTransport
 from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
+from zope.interface import implementer
 
 from rendezvous.limits import Limits
 from rendezvous.live.codec import LiveCodec
@@ -19,12 +23,23 @@ from rendezvous.live.session import LiveDialect
 from rendezvous.loglimit import LogLimiter
 from rendezvous.metrics import Metrics, empty_counts
 from rendezvous.model import Announcement, Change, Peer, Refused, Registration, Status
+from rendezvous.pb import workers_pb2 as pb
 from rendezvous.registry import Session
 from rendezvous.store.memory import MemoryStore
+from rendezvous.workers import pool as pool_module
 from rendezvous.workers.hub import Hub, WorkerLink
-from rendezvous.workers.hubstore import HubStore, counters_record
-from rendezvous.workers.pool import WorkerPool, _Channel, can_hand_over
-from rendezvous.workers.wire import ChannelError, Kind, RecordDecoder, pickled, record
+from rendezvous.workers.hubstore import HubStore
+from rendezvous.workers.pool import WorkerPool, _Acceptor, _Channel, _Door, can_hand_over
+from rendezvous.workers.wire import (
+    ChannelError,
+    Kind,
+    RecordDecoder,
+    counters_record,
+    define_record,
+    hello_record,
+    message_record,
+    record,
+)
 
 from .helpers import peer, unframe_all
 
@@ -62,7 +77,7 @@ class Worker:
     def __init__(self, hub: Hub, name: str, max_sessions: int = 100) -> None:
         self.store = HubStore(max_sessions)
         self.link: WorkerLink = hub.link(name, self.store.feed)
-        self.store.send = self.link.feed
+        self.store.attach(self.link.feed)
 
 
 class HubTests(TestCase):
@@ -113,9 +128,11 @@ class HubTests(TestCase):
     def test_one_define_and_one_push_record_per_worker_per_announcement(self) -> None:
         written: list[bytes] = []
         link = self.hub.link("c", written.append)
+        link.feed(hello_record())
         for sid in (1, 2):
-            link.feed(pickled(Kind.OPEN, (sid, None)))
-            link.feed(pickled(Kind.REQUEST, ("subscribe", sid, ("ns", None), {})))
+            link.feed(message_record(Kind.OPEN, pb.Open(sid=sid)))
+            subscribe = pb.Request(sid=sid, subscribe=pb.Request.Subscribe(namespace="ns"))
+            link.feed(message_record(Kind.REQUEST, subscribe))
         self.turn()
         written.clear()
         alice = self.a.store.open_session(Client())
@@ -186,13 +203,17 @@ class HubTests(TestCase):
         self.turn()
         self.assertEqual(watcher.calls, [("snapshot", "ns", [])])
 
-    def test_requests_of_unknown_methods_break_the_channel(self) -> None:
-        with self.assertRaises(ChannelError):
-            self.a.link.feed(pickled(Kind.REQUEST, ("stop", 1, (), {})))
-        with self.assertRaises(ChannelError):
-            self.a.link.feed(record(Kind.PUSH, b"\x00" * 8))
-        with self.assertRaises(ChannelError):
-            self.a.link.feed(record(Kind.OPEN, b"not a pickle"))
+    def test_records_the_schema_does_not_allow_break_the_channel(self) -> None:
+        bad = [
+            message_record(Kind.REQUEST, pb.Request(sid=1)),  # no call
+            record(Kind.PUSH, b"\x00" * 8),  # the hub's kind
+            record(Kind.OPEN, b"\xff\xff"),  # not a message
+            record(Kind.REQUEST, b"\x1a\x02\x0a\x01\xff"),  # a namespace not UTF-8
+            record(99, b""),  # no kind at all
+        ]
+        for data in bad:
+            with self.assertRaises(ChannelError):
+                self.a.link.feed(data)
 
     def test_worker_counters_add_up_and_outlive_the_worker(self) -> None:
         metrics = Metrics(self.memory.stats)
@@ -201,8 +222,8 @@ class HubTests(TestCase):
         counts = empty_counts()
         counts["received"]["register"] = 5
         counts["refusals"]["not_authorized"] = 2
-        self.a.link.feed(counters_record({"counts": counts, "adopted": 4}))
-        self.assertEqual(self.a.link.adopted, 4)
+        self.a.link.feed(counters_record(counts))
+        self.assertEqual(self.a.link.counts, counts)
 
         def value(name: str, **labels: str) -> float | None:
             return metrics.registry.get_sample_value(name, labels)
@@ -236,32 +257,47 @@ class RecordTests(TestCase):
         with self.assertRaises(ChannelError):
             RecordDecoder().feed(b"\xff\xff\xff\xff\x01")
 
-    def test_a_push_before_any_announcement_is_logged_and_ignored(self) -> None:
+    def test_a_push_before_any_announcement_breaks_the_channel(self) -> None:
         store = HubStore(10, send=lambda data: None)
         client = Client()
         store.open_session(client)
-        store.feed(record(Kind.PUSH, (1).to_bytes(8, "little")))
+        store.feed(hello_record())
+        with self.assertRaises(ChannelError):
+            store.feed(record(Kind.PUSH, b"\x0a\x08" + (1).to_bytes(8, "little")))
         self.assertEqual(client.calls, [])
-        self.assertEqual(len(self.flushLoggedErrors()), 0)
+
+    def test_a_push_reaches_its_sessions_only(self) -> None:
+        store = HubStore(10, send=lambda data: None)
+        clients = [Client() for _ in range(3)]
+        for client in clients:
+            store.open_session(client)
         announcement = Announcement(Change.REGISTER, Registration("ns", Peer("x", b"x")))
-        store.feed(pickled(Kind.DEFINE, announcement))
-        store.feed(record(Kind.PUSH, (1).to_bytes(8, "little")))
-        self.assertEqual(client.calls, [("register", "ns", "x")])
+        store.feed(hello_record() + define_record(announcement))
+        store.feed(
+            record(
+                Kind.PUSH, b"\x0a\x10" + (1).to_bytes(8, "little") * 1 + (3).to_bytes(8, "little")
+            )
+        )
+        self.assertEqual(
+            [c.calls for c in clients], [[("register", "ns", "x")], [], [("register", "ns", "x")]]
+        )
 
 
 class _FakeSlot:
     def __init__(self, load: int, room: int) -> None:
         self.load = load
         self.room = room
-        self.got: list[int] = []
+        self.got: list[socket.socket] = []
 
-    def hand(self, conn: socket.socket, family: bytes) -> bool:
-        if self.room == 0:
-            return False
+    @property
+    def can_take(self) -> bool:
+        return self.room > 0
+
+    def hand(self, conn: socket.socket) -> None:
+        assert self.room > 0
         self.room -= 1
         self.load += 1
-        self.got.append(conn.fileno())
-        return True
+        self.got.append(conn)
 
 
 class _FakeReactor(Clock):
@@ -274,6 +310,18 @@ class _FakeReactor(Clock):
 
     def removeReader(self, reader: object) -> None:
         self.readers.discard(reader)
+
+
+@implementer(IUNIXTransport, ITCPTransport)
+class _DoorTransport(StringTransport):
+    """A worker's door as the main process sees it: descriptors sent, bytes written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.descriptors: list[int] = []
+
+    def sendFileDescriptor(self, descriptor: int) -> None:
+        self.descriptors.append(descriptor)
 
 
 class HandOverTests(TestCase):
@@ -290,37 +338,53 @@ class HandOverTests(TestCase):
         self.addCleanup(b.close)
         return a
 
-    def test_the_least_loaded_worker_gets_the_connection(self) -> None:
-        busy, idle = _FakeSlot(load=5, room=10), _FakeSlot(load=1, room=10)
-        pool, _ = self.pool(busy, idle)
-        conn = self.connection()
-        pool.hand(conn, b"4")
-        self.assertEqual((busy.got, idle.got), ([], [conn.fileno()]))
+    def listening(self, pool: WorkerPool) -> tuple[_Acceptor, tuple[str, int]]:
+        """A real listener whose connections ``pool`` accepts."""
+        from twisted.internet import reactor
 
-    def test_a_full_door_sends_it_to_the_next(self) -> None:
-        full, other = _FakeSlot(load=0, room=0), _FakeSlot(load=9, room=1)
-        pool, _ = self.pool(full, other)
-        pool.hand(self.connection(), b"4")
-        self.assertEqual(len(other.got), 1)
+        port = reactor.listenTCP(0, Factory(), interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.addCleanup(port.stopListening)
+        acceptor = _Acceptor(pool, port)
+        self.addCleanup(acceptor.close)
+        pool._acceptors.append(acceptor)
+        return acceptor, ("127.0.0.1", port.getHost().port)
 
-    def test_connections_wait_and_accepting_pauses_while_too_many_do(self) -> None:
-        slot = _FakeSlot(load=0, room=0)
+    def client(self, address: tuple[str, int]) -> socket.socket:
+        conn = socket.create_connection(address)  # the kernel's listen queue completes it
+        self.addCleanup(conn.close)
+        return conn
+
+    def test_the_least_loaded_worker_that_can_take_it_gets_the_connection(self) -> None:
+        busy, idle, full = _FakeSlot(5, 10), _FakeSlot(1, 10), _FakeSlot(0, 0)
+        pool, _ = self.pool(busy, idle, full)
+        self.assertIs(pool.least_loaded(), idle)
+        idle.room = 0
+        self.assertIs(pool.least_loaded(), busy)
+        busy.room = 0
+        self.assertIsNone(pool.least_loaded())
+
+    def test_accepting_waits_in_the_listen_queue_while_no_worker_can_take(self) -> None:
+        slot = _FakeSlot(0, 1)
         pool, reactor = self.pool(slot)
-        pool.max_pending = 4
-        acceptor = object()
-        pool._acceptors.append(acceptor)  # type: ignore[arg-type]
-        reactor.addReader(acceptor)
-        waiting = [self.connection() for _ in range(4)]
-        for conn in waiting:
-            pool.hand(conn, b"4")
+        acceptor, address = self.listening(pool)
+        pool.paused = True
+        pool.room()  # a worker can take one: accept
+        self.assertIn(acceptor, reactor.readers)
+        self.client(address)
+        self.client(address)
+        acceptor.doRead()
+        self.assertEqual(len(slot.got), 1)  # the second waits in the kernel's queue
         self.assertTrue(pool.paused)
         self.assertNotIn(acceptor, reactor.readers)
-        slot.room = 4
-        reactor.advance(1)
-        self.assertEqual(len(slot.got), 4)
-        self.assertFalse(pool.paused)
+        self.assertEqual(reactor.getDelayedCalls(), [])  # nothing polls
+        slot.room = 5
+        pool.room()
         self.assertIn(acceptor, reactor.readers)
-        self.assertEqual(reactor.getDelayedCalls(), [])
+        acceptor.doRead()
+        self.assertEqual(len(slot.got), 2)
+        self.assertFalse(pool.paused)
+        for conn in slot.got:
+            conn.close()
 
     def test_only_plain_listeners_of_the_live_factory_are_handed_over(self) -> None:
         from twisted.internet import reactor
@@ -332,12 +396,57 @@ class HandOverTests(TestCase):
         self.assertFalse(can_hand_over(port, other))
 
 
+class DoorTests(TestCase):
+    def door(self) -> tuple[_Door, _DoorTransport, list[str]]:
+        events: list[str] = []
+        pool = SimpleNamespace(room=lambda: events.append("room"))
+        slot = SimpleNamespace(pool=pool, door_lost=lambda door, reason: events.append("lost"))
+        door = _Door(slot)  # type: ignore[arg-type]
+        transport = _DoorTransport()
+        door.makeConnection(transport)
+        return door, transport, events
+
+    def test_a_connection_goes_as_a_descriptor_and_is_closed_once_taken(self) -> None:
+        door, transport, events = self.door()
+        first, second = socket.socketpair()
+        self.addCleanup(second.close)
+        door.hand(first)
+        self.assertEqual(transport.descriptors, [first.fileno()])
+        self.assertEqual(transport.value(), b"\0")
+        self.assertEqual(list(door.in_flight), [first])
+        door.dataReceived(b"\1")
+        self.assertEqual(first.fileno(), -1)  # the main process's copy is closed
+        self.assertEqual(list(door.in_flight), [])
+        self.assertEqual(events, ["room"])
+
+    def test_a_full_door_takes_nothing_until_it_drains(self) -> None:
+        door, _, events = self.door()
+        self.assertTrue(door.can_take)
+        door.pauseProducing()
+        self.assertFalse(door.can_take)
+        door.resumeProducing()
+        self.assertTrue(door.can_take)
+        self.assertEqual(events, ["room"])
+
+    def test_a_worker_that_does_not_answer_gets_at_most_max_in_flight(self) -> None:
+        self.patch(pool_module, "MAX_IN_FLIGHT", 2)
+        door, _, _ = self.door()
+        pairs = [socket.socketpair() for _ in range(2)]
+        for a, b in pairs:
+            self.addCleanup(b.close)
+            door.hand(a)
+        self.assertFalse(door.can_take)
+        door.connectionLost(Failure(ConnectionDone()))
+        self.assertTrue(all(a.fileno() == -1 for a, _ in pairs))  # closed with the door
+        self.assertFalse(door.can_take)
+
+
 class ChannelBoundTests(TestCase):
     def test_a_worker_that_stops_reading_is_cut_off(self) -> None:
         slot = SimpleNamespace(index=1, channel=None)
         channel = _Channel(slot)  # type: ignore[arg-type]
         channel.max_unread = 10
-        transport = StringTransport()
+        transport = _DoorTransport()
         channel.makeConnection(transport)
         self.assertIs(slot.channel, channel)
         channel.write(b"a" * 50)  # not pushed back: no bound
@@ -410,12 +519,16 @@ class WorkerSessionTests(TestCase):
         session.drop(Refused(Status.UNAVAILABLE, "again"))  # already closed: nothing more
         self.assertEqual(len(channel.closed_with), 1)
 
-    def test_unknown_records_from_the_hub_are_logged_not_fatal(self) -> None:
-        store = HubStore(10, send=lambda data: None)
-        client = Client()
-        session = store.open_session(client)
-        store.feed(record(Kind.COUNTERS, b""))  # a kind only the hub receives
-        store.feed(pickled(Kind.ANSWER, ("stop", 1, ())))
-        store.discover(session, "ns", 10, 1)
-        store.feed(pickled(Kind.ANSWER, ("discovered", 1, (1, "ns", []))))
-        self.assertEqual(client.calls, [("discovered", 1, [])])
+    def test_records_the_schema_does_not_allow_from_the_hub_break_the_channel(self) -> None:
+        bad = [
+            record(Kind.COUNTERS, b""),  # a kind only the hub receives
+            message_record(Kind.ANSWER, pb.Answer(sid=1)),  # no answer
+            message_record(Kind.DROP, pb.Drop(sid=1, refusal=pb.Refusal(status=7))),
+            record(Kind.DEFINE, b"\x08"),  # truncated
+        ]
+        for data in bad:
+            store = HubStore(10, send=lambda data: None)
+            store.open_session(Client())
+            store.feed(hello_record())
+            with self.assertRaises(ChannelError):
+                store.feed(data)

@@ -12,27 +12,28 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from rendezvous.metrics import Counts, add_counts, empty_counts
 from rendezvous.model import Announcement, Refused, Registration
+from rendezvous.pb import workers_pb2 as pb
 from rendezvous.registry import Session
 from rendezvous.store.base import Store
 from rendezvous.workers.wire import (
     ChannelError,
     Kind,
     RecordDecoder,
-    pickled,
+    check_hello,
+    counts_of,
+    define_record,
+    fill_registration,
+    hello_record,
+    message_record,
+    parse,
+    peer_of,
     push_record,
-    unpickle,
 )
-
-REQUESTS = frozenset(
-    {"register", "unregister", "subscribe", "discover", "register_ttl", "discover_since"}
-)
-"""The `Store` methods a worker may call."""
 
 
 class _Remote:
@@ -51,18 +52,35 @@ class _Remote:
         link.pushes.append(self.sid)
 
     def snapshot(self, namespace: str, registrations: list[Registration]) -> None:
-        self.link.answer("snapshot", self.sid, (namespace, registrations))
+        answer = pb.Answer(sid=self.sid)
+        _fill_registrations(answer.snapshot, namespace, registrations)
+        self.link.answer(answer)
 
     def discovered(
         self, request_id: int | None, namespace: str, registrations: list[Registration]
     ) -> None:
-        self.link.answer("discovered", self.sid, (request_id, namespace, registrations))
+        answer = pb.Answer(sid=self.sid, request_id=request_id)
+        _fill_registrations(answer.discovered, namespace, registrations)
+        self.link.answer(answer)
 
     def refused(self, request_id: int | None, refusal: Refused) -> None:
-        self.link.answer("refused", self.sid, (request_id, int(refusal.status), refusal.text))
+        answer = pb.Answer(sid=self.sid, request_id=request_id)
+        answer.refused.status = refusal.status
+        answer.refused.text = refusal.text
+        self.link.answer(answer)
 
     def registered(self, request_id: int | None, registration: Registration) -> None:
-        self.link.answer("registered", self.sid, (request_id, registration))
+        answer = pb.Answer(sid=self.sid, request_id=request_id)
+        fill_registration(answer.registered, registration)
+        self.link.answer(answer)
+
+
+def _fill_registrations(
+    into: pb.Answer.Registrations, namespace: str, registrations: list[Registration]
+) -> None:
+    into.namespace = namespace
+    for registration in registrations:
+        fill_registration(into.registrations.add(), registration)
 
 
 class WorkerLink:
@@ -75,25 +93,26 @@ class WorkerLink:
         self.sessions: dict[int, Session] = {}
         self.counts: Counts = empty_counts()
         """The worker's latest counters."""
-        self.adopted = 0
-        """Connections the worker has reported taking over."""
         self.defined: Announcement | None = None
         self.pushes: array[int] = array("Q")
-        self._out: list[bytes] = []
+        self._out: list[bytes] = [hello_record()]
         self._decoder = RecordDecoder()
+        self.greeted = False
+        """Whether the worker's hello has come (and was of our version)."""
         self.closed = False
+        hub.dirty(self)
 
     # -- to the worker ---------------------------------------------------------
 
     def define(self, announcement: Announcement) -> None:
         self._end_pushes()
         self.defined = announcement
-        self._out.append(pickled(Kind.DEFINE, announcement))
+        self._out.append(define_record(announcement))
         self.hub.dirty(self)
 
-    def answer(self, method: str, sid: int, args: tuple[Any, ...]) -> None:
+    def answer(self, answer: pb.Answer) -> None:
         self._end_pushes()
-        self._out.append(pickled(Kind.ANSWER, (method, sid, args)))
+        self._out.append(message_record(Kind.ANSWER, answer))
         self.hub.dirty(self)
 
     def _end_pushes(self) -> None:
@@ -112,21 +131,22 @@ class WorkerLink:
     # -- from the worker -------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
-        """Bytes from the worker (raises `ChannelError` when they make no sense)."""
+        """Bytes from the worker (raises `ChannelError` when they make no sense, of
+        which `rendezvous.workers.wire.VersionMismatch` when it speaks another version)."""
         for kind, body in self._decoder.feed(data):
-            try:
-                value = unpickle(body)
-            except Exception as e:
-                raise ChannelError(f"unreadable record of kind {kind}: {e}") from None
-            if kind == Kind.REQUEST:
-                self._request(*value)
+            if not self.greeted:
+                check_hello(kind, body, f"worker {self.name}")
+                self.greeted = True
+            elif kind == Kind.REQUEST:
+                self._request(parse(pb.Request, body))
             elif kind == Kind.OPEN:
-                self._open(*value)
+                opened = parse(pb.Open, body)
+                identity = opened.identity if opened.HasField("identity") else None
+                self._open(opened.sid, identity)
             elif kind == Kind.CLOSE:
-                self._close(*value)
+                self._close(parse(pb.Close, body).sid)
             elif kind == Kind.COUNTERS:
-                self.counts = value["counts"]
-                self.adopted = value["adopted"]
+                self.counts = counts_of(body)
             else:
                 raise ChannelError(f"unknown record kind {kind}")
 
@@ -135,7 +155,10 @@ class WorkerLink:
             self.sessions[sid] = self.hub.store.open_session(_Remote(self, sid), identity)
         except Refused as refusal:
             self._end_pushes()
-            self._out.append(pickled(Kind.DROP, (sid, int(refusal.status), refusal.text)))
+            drop = pb.Drop(sid=sid)
+            drop.refusal.status = refusal.status
+            drop.refusal.text = refusal.text
+            self._out.append(message_record(Kind.DROP, drop))
             self.hub.dirty(self)
 
     def _close(self, sid: int) -> None:
@@ -143,14 +166,33 @@ class WorkerLink:
         if session is not None:
             self.hub.store.close_session(session)
 
-    def _request(
-        self, method: str, sid: int, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> None:
-        if method not in REQUESTS:
-            raise ChannelError(f"unknown request {method!r}")
-        session = self.sessions.get(sid)
-        if session is not None:
-            getattr(self.hub.store, method)(session, *args, **kwargs)
+    def _request(self, request: pb.Request) -> None:
+        call = request.WhichOneof("call")
+        if call is None:
+            raise ChannelError("a request without a call")
+        session = self.sessions.get(request.sid)
+        if session is None:
+            return  # ended meanwhile
+        rid = request.request_id if request.HasField("request_id") else None
+        store = self.hub.store
+        if call == "register":
+            register = request.register
+            store.register(session, register.namespace, peer_of(register.peer), rid)
+        elif call == "unregister":
+            store.unregister(session, request.unregister.namespace, request.unregister.key, rid)
+        elif call == "subscribe":
+            store.subscribe(session, request.subscribe.namespace, rid)
+        elif call == "discover":
+            store.discover(session, request.discover.namespace, request.discover.limit, rid)
+        elif call == "register_ttl":
+            ttl = request.register_ttl
+            store.register_ttl(session, ttl.namespace, peer_of(ttl.peer), ttl.ttl, rid)
+        else:
+            since = request.discover_since
+            namespace = since.namespace if since.HasField("namespace") else None
+            store.discover_since(
+                session, namespace, since.after, since.limit, rid, signed_only=since.signed_only
+            )
 
     def lost(self) -> None:
         """The worker is gone: so are its sessions (their registrations announced gone)."""

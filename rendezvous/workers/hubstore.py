@@ -8,17 +8,28 @@ so a record for a session that has meanwhile ended is simply dropped.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol, cast
+from typing import Protocol, cast
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.logger import Logger
 
 from rendezvous.model import Announcement, Peer, Refused, Status
+from rendezvous.pb import workers_pb2 as pb
 from rendezvous.registry import Session
-from rendezvous.store.base import Client, StoreStats
-from rendezvous.workers.wire import Kind, RecordDecoder, pickled, sids_of, unpickle
-
-_ANSWERS = frozenset({"snapshot", "discovered", "refused", "registered"})
+from rendezvous.store.base import Client, StandardClient, StoreStats
+from rendezvous.workers.wire import (
+    ChannelError,
+    Kind,
+    RecordDecoder,
+    announcement_of,
+    check_hello,
+    fill_peer,
+    hello_record,
+    message_record,
+    parse,
+    refusal_of,
+    registration_of,
+    sids_of,
+)
 
 
 class Droppable(Client, Protocol):
@@ -46,10 +57,8 @@ class HubSession(Session):
 class HubStore:
     """A `Store` whose registry is in the hub, reached through ``send``."""
 
-    log = Logger()
-
     def __init__(self, max_sessions: int, send: Callable[[bytes], None] | None = None) -> None:
-        self.send: Callable[[bytes], None] = send or _unconnected
+        self.send: Callable[[bytes], None] = _unconnected
         """Where records for the hub go (the channel's ``transport.write``)."""
         self.max_sessions = max_sessions
         """This worker's share of the daemon's ``--max-sessions``."""
@@ -57,6 +66,14 @@ class HubStore:
         self._next_sid = 0
         self._announcement: Announcement | None = None
         self._decoder = RecordDecoder()
+        self._greeted = False
+        if send is not None:
+            self.attach(send)
+
+    def attach(self, send: Callable[[bytes], None]) -> None:
+        """The channel to the hub is open: say hello on it, then send there."""
+        self.send = send
+        send(hello_record())
 
     def start(self) -> None:
         pass
@@ -70,7 +87,7 @@ class HubStore:
         self._next_sid += 1
         session = HubSession(client, identity, self._next_sid)
         self.sessions[session.sid] = session
-        self.send(pickled(Kind.OPEN, (session.sid, identity)))
+        self.send(message_record(Kind.OPEN, pb.Open(sid=session.sid, identity=identity)))
         return session
 
     def close_session(self, session: Session) -> None:
@@ -79,30 +96,50 @@ class HubStore:
             return
         session.open = False
         del self.sessions[session.sid]
-        self.send(pickled(Kind.CLOSE, (session.sid,)))
+        self.send(message_record(Kind.CLOSE, pb.Close(sid=session.sid)))
 
     def register(
         self, session: Session, namespace: str, peer: Peer, request_id: int | None
     ) -> None:
-        self._request("register", session, (namespace, peer, request_id))
+        request = self._request(session, request_id)
+        if request is not None:
+            request.register.namespace = namespace
+            fill_peer(request.register.peer, peer)
+            self._send(request)
 
     def unregister(
         self, session: Session, namespace: str, key: bytes, request_id: int | None
     ) -> None:
-        self._request("unregister", session, (namespace, key, request_id))
+        request = self._request(session, request_id)
+        if request is not None:
+            request.unregister.namespace = namespace
+            request.unregister.key = key
+            self._send(request)
 
     def subscribe(self, session: Session, namespace: str, request_id: int | None) -> None:
-        self._request("subscribe", session, (namespace, request_id))
+        request = self._request(session, request_id)
+        if request is not None:
+            request.subscribe.namespace = namespace
+            self._send(request)
 
     def discover(
         self, session: Session, namespace: str, limit: int, request_id: int | None
     ) -> None:
-        self._request("discover", session, (namespace, limit, request_id))
+        request = self._request(session, request_id)
+        if request is not None:
+            request.discover.namespace = namespace
+            request.discover.limit = limit
+            self._send(request)
 
     def register_ttl(
         self, session: Session, namespace: str, peer: Peer, ttl: int, request_id: int | None
     ) -> None:
-        self._request("register_ttl", session, (namespace, peer, ttl, request_id))
+        request = self._request(session, request_id)
+        if request is not None:
+            request.register_ttl.namespace = namespace
+            fill_peer(request.register_ttl.peer, peer)
+            request.register_ttl.ttl = ttl
+            self._send(request)
 
     def discover_since(
         self,
@@ -114,77 +151,90 @@ class HubStore:
         *,
         signed_only: bool = True,
     ) -> None:
-        args = (namespace, after, limit, request_id)
-        self._request("discover_since", session, args, {"signed_only": signed_only})
+        request = self._request(session, request_id)
+        if request is not None:
+            since = request.discover_since
+            if namespace is not None:
+                since.namespace = namespace
+            since.after = after
+            since.limit = limit
+            since.signed_only = signed_only
+            self._send(request)
 
     def stats(self) -> StoreStats:
         return StoreStats(
             sessions=len(self.sessions), registrations=0, namespaces=0, subscriptions=0
         )
 
-    def _request(
-        self,
-        method: str,
-        session: Session,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any] | None = None,
-    ) -> None:
+    @staticmethod
+    def _request(session: Session, request_id: int | None) -> pb.Request | None:
+        """A request of ``session`` to fill in, or None when it has ended."""
         assert isinstance(session, HubSession)
-        if session.open:
-            self.send(pickled(Kind.REQUEST, (method, session.sid, args, kwargs or {})))
+        if not session.open:
+            return None
+        return pb.Request(sid=session.sid, request_id=request_id)
+
+    def _send(self, request: pb.Request) -> None:
+        self.send(message_record(Kind.REQUEST, request))
 
     # -- from the hub ----------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
         """Bytes from the hub (raises `rendezvous.workers.wire.ChannelError`)."""
         for kind, body in self._decoder.feed(data):
-            if kind == Kind.PUSH:
+            if not self._greeted:
+                check_hello(kind, body, "the main process")
+                self._greeted = True
+            elif kind == Kind.PUSH:
                 self._push(body)
             elif kind == Kind.DEFINE:
-                self._announcement = unpickle(body)
+                self._announcement = announcement_of(body)
             elif kind == Kind.ANSWER:
-                self._answer(*unpickle(body))
+                self._answer(parse(pb.Answer, body))
             elif kind == Kind.DROP:
-                self._drop(*unpickle(body))
+                drop = parse(pb.Drop, body)
+                self._drop(drop.sid, refusal_of(drop.refusal))
             else:
-                self.log.error("unknown record kind {kind} from the hub", kind=kind)
+                raise ChannelError(f"unknown record kind {kind}")
 
     def _push(self, body: bytes) -> None:
         announcement = self._announcement
         if announcement is None:
-            self.log.error("a push before any announcement")
-            return
+            raise ChannelError("a push before any announcement")
         get = self.sessions.get
         for sid in sids_of(body):
             session = get(sid)
             if session is not None:
                 session.subscriber.announce(announcement)
 
-    def _answer(self, method: str, sid: int, args: tuple[Any, ...]) -> None:
-        session = self.sessions.get(sid)
+    def _answer(self, answer: pb.Answer) -> None:
+        kind = answer.WhichOneof("answer")
+        if kind is None:
+            raise ChannelError("an answer without an answer")
+        session = self.sessions.get(answer.sid)
         if session is None:
-            return
-        client = session.subscriber
-        if method == "refused":
-            request_id, status, text = args
-            client.refused(request_id, Refused(Status(status), text))  # type: ignore[attr-defined]
-        elif method in _ANSWERS:
-            getattr(client, method)(*args)
+            return  # ended meanwhile
+        client = cast(Client, session.subscriber)
+        request_id = answer.request_id if answer.HasField("request_id") else None
+        if kind == "snapshot":
+            found = answer.snapshot
+            client.snapshot(found.namespace, [registration_of(r) for r in found.registrations])
+        elif kind == "discovered":
+            found = answer.discovered
+            registrations = [registration_of(r) for r in found.registrations]
+            client.discovered(request_id, found.namespace, registrations)
+        elif kind == "refused":
+            client.refused(request_id, refusal_of(answer.refused))
         else:
-            self.log.error("unknown answer {method!r} from the hub", method=method)
+            standard = cast(StandardClient, client)
+            standard.registered(request_id, registration_of(answer.registered))
 
-    def _drop(self, sid: int, status: int, text: str) -> None:
+    def _drop(self, sid: int, refusal: Refused) -> None:
         session = self.sessions.get(sid)
         if session is None:
             return
-        client = cast(Droppable, session.subscriber)
-        client.drop(Refused(Status(status), text))
+        cast(Droppable, session.subscriber).drop(refusal)
 
 
 def _unconnected(data: bytes) -> None:
     raise RuntimeError("the hub channel is not connected")
-
-
-def counters_record(counts: dict[str, Any]) -> bytes:
-    """A COUNTERS record (`rendezvous.workers.hub.WorkerLink` keeps the latest)."""
-    return pickled(Kind.COUNTERS, counts)

@@ -2,11 +2,16 @@
 handed to them.
 
 The main process binds every listener (so bind errors fail start-up) and keeps the
-live dialect's plain ``tcp:`` and ``unix:`` listeners, but accepts on them itself and
-passes each connection's descriptor to the least loaded worker over a SOCK_SEQPACKET
-socketpair (SCM_RIGHTS). Each worker also has a stream socketpair to the hub for its
-sessions' requests (`rendezvous.workers.wire`). A worker that ends is started again,
-after a pause that grows while it keeps dying young; its sessions end with it.
+live dialect's plain ``tcp:`` and ``unix:`` listeners: the reactor stops reading them for
+their port and reads them for an `_Acceptor` instead, which accepts only while a worker
+can take a connection and passes each to the least loaded one over its door, a UNIX
+stream socketpair (`IUNIXTransport.sendFileDescriptor`); the worker adopts it and
+answers one byte, and the main process then closes its copy. While no worker can take
+one (their doors are full, or every worker is starting again) accepting stops and the
+kernel's listen queue holds the connections: no polling. Each worker also has a stream
+socketpair to the hub for its sessions' requests (`rendezvous.workers.wire`). A worker
+that ends is started again, after a pause that grows while it keeps dying young; its
+sessions end with it.
 """
 
 from __future__ import annotations
@@ -28,12 +33,15 @@ from twisted.internet import tcp, unix
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import (
+    IConsumer,
     IDelayedCall,
     IListeningPort,
     IPushProducer,
     IReadDescriptor,
+    ITCPTransport,
+    IUNIXTransport,
 )
-from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
+from twisted.internet.protocol import Factory, ProcessProtocol, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -44,14 +52,15 @@ from rendezvous.logs import addresses_shown
 from rendezvous.workers.hub import Hub, WorkerLink
 from rendezvous.workers.wire import ChannelError
 
-FAMILY_CODES = {socket.AF_INET: b"4", socket.AF_INET6: b"6", socket.AF_UNIX: b"u"}
-_MAX_PENDING = 1024
-"""Accepted connections waiting for a worker's door before accepting pauses."""
-_RETRY = 0.005
+MAX_IN_FLIGHT = 512
+"""Connections passed to a worker that it has not yet said it took: beyond that, it is
+given no more until it does (the main process holds a descriptor for each)."""
 MAX_UNREAD = 256 * 1024 * 1024
 """Bytes for a worker that does not read, beyond the transport's own buffer, before it is
 stopped."""
 _STOP_GRACE = 10.0
+_PAUSE_LOG_EVERY = 60.0
+"""Seconds between lines saying accepting paused."""
 
 
 def can_hand_over(port: IListeningPort, factory: Factory) -> bool:
@@ -78,7 +87,7 @@ class _Channel(Protocol):
 
     def connectionMade(self) -> None:
         self.slot.channel = self
-        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        IConsumer(self.transport).registerProducer(self, True)
 
     def write(self, data: bytes) -> None:
         transport = self.transport
@@ -93,7 +102,7 @@ class _Channel(Protocol):
                     size=self.unread,
                 )
                 self.unread = None
-                transport.abortConnection()  # type: ignore[attr-defined]
+                ITCPTransport(transport).abortConnection()
                 return
         transport.write(data)
 
@@ -115,10 +124,75 @@ class _Channel(Protocol):
             link.feed(data)
         except ChannelError as e:
             self.log.error("worker {name}: {error}; stopping it", name=link.name, error=e)
-            self.transport.abortConnection()  # type: ignore[union-attr]
+            ITCPTransport(self.transport).abortConnection()
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.slot.channel_lost()
+
+
+@implementer(IPushProducer)
+class _Door(Protocol):
+    """The main process's end of a worker's door: each connection handed over goes as a
+    descriptor with one byte; the worker answers one byte per descriptor it took, and
+    the main process's copies are closed in that order.
+
+    A door whose transport holds too many descriptors unsent (its producer is paused)
+    or that has `MAX_IN_FLIGHT` unanswered takes no more until that changes.
+    """
+
+    def __init__(self, slot: _Slot) -> None:
+        self.slot = slot
+        self.in_flight: collections.deque[socket.socket] = collections.deque()
+        self.full = False
+        self._transport: IUNIXTransport | None = None
+
+    @property
+    def can_take(self) -> bool:
+        return self._transport is not None and not self.full and len(self.in_flight) < MAX_IN_FLIGHT
+
+    def connectionMade(self) -> None:
+        self._transport = IUNIXTransport(self.transport)
+        IConsumer(self.transport).registerProducer(self, True)
+
+    def hand(self, conn: socket.socket) -> None:
+        """Pass ``conn`` on (`can_take` must be true); it is closed once taken."""
+        transport = self._transport
+        assert transport is not None
+        transport.sendFileDescriptor(conn.fileno())
+        transport.write(b"\0")
+        self.in_flight.append(conn)
+
+    def pauseProducing(self) -> None:
+        self.full = True
+
+    def resumeProducing(self) -> None:
+        self.full = False
+        self.slot.pool.room()
+
+    def stopProducing(self) -> None:
+        self.full = True
+
+    def dataReceived(self, data: bytes) -> None:
+        in_flight = self.in_flight
+        for _ in range(min(len(data), len(in_flight))):
+            in_flight.popleft().close()
+        self.slot.pool.room()
+
+    def close(self) -> None:
+        """Stop at once, dropping what was not passed on."""
+        if self._transport is not None:
+            ITCPTransport(self._transport).abortConnection()
+        self._forget()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._transport is not None:
+            self.slot.door_lost(self, reason)
+        self._forget()
+
+    def _forget(self) -> None:
+        self._transport = None
+        while self.in_flight:
+            self.in_flight.popleft().close()
 
 
 class _WorkerProcess(ProcessProtocol):
@@ -153,7 +227,7 @@ class _Slot:
         self.pool = pool
         self.index = index
         self.link: WorkerLink | None = None
-        self.door: socket.socket | None = None
+        self.door: _Door | None = None
         self.process: Any = None
         self.channel: _Channel | None = None
         self.handed = 0
@@ -164,19 +238,22 @@ class _Slot:
         self.done: Deferred[None] | None = None
 
     @property
+    def can_take(self) -> bool:
+        return self.link is not None and self.door is not None and self.door.can_take
+
+    @property
     def load(self) -> int:
-        """Sessions the worker holds, counting connections handed over since it last said."""
-        link = self.link
-        if link is None:
+        """Sessions the worker holds, counting connections on their way to it."""
+        link, door = self.link, self.door
+        if link is None or door is None:
             return 1 << 62
-        return len(link.sessions) + self.handed - link.adopted
+        return len(link.sessions) + len(door.in_flight)
 
     def start(self) -> None:
         pool = self.pool
         reactor = pool.reactor
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        door, door_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        door.setblocking(False)
+        door, door_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         argv = [
             sys.executable,
             "-m",
@@ -205,48 +282,56 @@ class _Slot:
             child.close()
             door_child.close()
         self.done = Deferred()
-        self.door = door
         self.link = pool.hub.link(f"{self.index}", self._write)
-        reactor.adoptStreamConnection(
-            parent.fileno(), socket.AF_UNIX, Factory.forProtocol(functools.partial(_Channel, self))
-        )
-        parent.close()
+        with parent, door:
+            reactor.adoptStreamConnection(
+                parent.fileno(),
+                socket.AF_UNIX,
+                Factory.forProtocol(functools.partial(_Channel, self)),
+            )
+            door_protocol = self.door = _Door(self)
+            reactor.adoptStreamConnection(
+                door.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: door_protocol)
+            )
         self.log.info(
             "worker {index} started (pid {pid})",
             index=self.index,
             pid=self.process.pid,
             event="worker.started",
         )
+        pool.room()
 
     def _write(self, data: bytes) -> None:
         if self.channel is not None:
             self.channel.write(data)
 
-    def hand(self, conn: socket.socket, family: bytes) -> bool:
-        """Pass ``conn`` to the worker; False when its door is full (or it is gone)."""
-        door = self.door
-        if door is None:
-            return False
-        try:
-            socket.send_fds(door, [family], [conn.fileno()])
-        except BlockingIOError:
-            return False
-        except OSError as e:
-            self.log.error(
-                "worker {index}: cannot hand a connection over: {e}", index=self.index, e=e
-            )
-            return False
+    def hand(self, conn: socket.socket) -> None:
+        """Pass ``conn`` to the worker (`can_take` must be true)."""
+        assert self.door is not None
+        self.door.hand(conn)
         self.handed += 1
-        return True
+
+    def door_lost(self, door: _Door, reason: Failure) -> None:
+        """The door closed under a running worker: without it the worker is of no use."""
+        if door is not self.door:
+            return
+        self.door = None
+        self.log.info(
+            "worker {index}: its door closed ({reason}); stopping it",
+            index=self.index,
+            reason=reason.getErrorMessage(),
+        )
+        if self.channel is not None and self.channel.transport is not None:
+            ITCPTransport(self.channel.transport).abortConnection()
 
     def channel_lost(self) -> None:
         self.channel = None
         if self.link is not None:
             self.pool.hub.unlink(self.link)
             self.link = None
-        if self.door is not None:
-            self.door.close()
-            self.door = None
+        door, self.door = self.door, None
+        if door is not None:
+            door.close()
         process = self.process
         if process is not None and process.pid is not None:
             # A worker without its channel is of no use: make sure it goes.
@@ -323,20 +408,23 @@ class _Slot:
 
 @implementer(IReadDescriptor)
 class _Acceptor:
-    """Accepts on a listener the main process keeps, handing each connection over."""
+    """Accepts on a listener the main process keeps, handing each connection over.
+
+    It reads the port's own socket, which the reactor then reads for it instead of for
+    the port; it accepts only while a worker can take a connection.
+    """
 
     log = Logger()
 
     def __init__(self, pool: WorkerPool, port: IListeningPort) -> None:
         self.pool = pool
-        self.port = port
+        self.port = IReadDescriptor(port)
         self.where = describe(port.getHost())
-        self.sock = socket.socket(fileno=os.dup(port.fileno()))  # type: ignore[attr-defined]
-        self.sock.setblocking(False)
-        self.family = FAMILY_CODES[self.sock.family]
+        # The port's socket, not a copy: `close` lets go of it without closing it.
+        self.sock = socket.socket(fileno=self.port.fileno())
 
     def fileno(self) -> int:
-        return self.sock.fileno()
+        return self.port.fileno()
 
     def logPrefix(self) -> str:
         return "workers"
@@ -344,7 +432,9 @@ class _Acceptor:
     def doRead(self) -> None:
         pool = self.pool
         for _ in range(100):
-            if pool.paused:
+            slot = pool.least_loaded()
+            if slot is None:
+                pool.pause()
                 return
             try:
                 conn, _ = self.sock.accept()
@@ -353,21 +443,19 @@ class _Acceptor:
             except OSError as e:
                 self.log.error("accepting on {where}: {e}", where=self.where, e=e)
                 return
-            pool.hand(conn, self.family)
-            conn.close()
+            slot.hand(conn)
 
     def connectionLost(self, reason: Failure) -> None:
         pass
 
     def close(self) -> None:
-        self.sock.close()
+        self.sock.detach()
 
 
 class WorkerPool(Service):
     """``count`` worker processes serving the connections of ``ports``."""
 
     log = Logger()
-    max_pending = _MAX_PENDING
 
     def __init__(
         self,
@@ -387,9 +475,11 @@ class WorkerPool(Service):
         self.worker_limits = dataclasses.replace(limits, max_sessions=share)
         self.slots = [_Slot(self, index) for index in range(1, count + 1)]
         self._acceptors: list[_Acceptor] = []
-        self._pending: collections.deque[tuple[socket.socket, bytes]] = collections.deque()
-        self._retry: IDelayedCall | None = None
         self.paused = False
+        """Whether accepting waits for a worker that can take a connection."""
+        self.pauses = 0
+        """Times accepting waited so."""
+        self._pause_logged = -_PAUSE_LOG_EVERY
         self.stopping = False
         self.restarts = 0
         """Workers that ended unasked (each is started again)."""
@@ -413,54 +503,51 @@ class WorkerPool(Service):
         for port in self.ports:
             if not can_hand_over(port, self.factory):
                 continue
-            port.stopReading()  # type: ignore[attr-defined]
             acceptor = _Acceptor(self, port)
+            self.reactor.removeReader(acceptor.port)
             self._acceptors.append(acceptor)
-            self.reactor.addReader(acceptor)
             self.log.info(
                 "connections on {where} go to {count} worker processes",
                 where=acceptor.where,
                 count=self.count,
                 event="workers.accepting",
             )
+        self.paused = True  # until a worker can take connections
         for slot in self.slots:
             slot.start()
 
-    def hand(self, conn: socket.socket, family: bytes) -> None:
-        """Give ``conn`` to the least loaded worker, or keep it until one can take it."""
-        if self._pending or not self._hand_now(conn, family):
-            self._pending.append((socket.socket(fileno=os.dup(conn.fileno())), family))
-            if len(self._pending) >= self.max_pending:
-                self._pause(True)
-            if self._retry is None:
-                self._retry = self.reactor.callLater(_RETRY, self._hand_pending)
+    def least_loaded(self) -> _Slot | None:
+        """The worker to give the next connection to; None when none can take one."""
+        best: _Slot | None = None
+        for slot in self.slots:
+            if slot.can_take and (best is None or slot.load < best.load):
+                best = slot
+        return best
 
-    def _hand_now(self, conn: socket.socket, family: bytes) -> bool:
-        return any(slot.hand(conn, family) for slot in sorted(self.slots, key=_load))
-
-    def _hand_pending(self) -> None:
-        self._retry = None
-        pending = self._pending
-        while pending:
-            conn, family = pending[0]
-            if not self._hand_now(conn, family):
-                break
-            pending.popleft()
-            conn.close()
-        if pending:
-            self._retry = self.reactor.callLater(_RETRY, self._hand_pending)
-        elif self.paused:
-            self._pause(False)
-
-    def _pause(self, paused: bool) -> None:
-        self.paused = paused
-        if paused:
-            self.log.warn("workers are behind: accepting paused")
+    def pause(self) -> None:
+        """No worker can take a connection: leave them in the listen queue meanwhile."""
+        if self.paused:
+            return
+        self.paused = True
+        self.pauses += 1
+        now = self.reactor.seconds()
+        if now - self._pause_logged >= _PAUSE_LOG_EVERY:
+            self._pause_logged = now
+            self.log.warn(
+                "no worker can take a connection: accepting paused ({pauses} times so far)",
+                pauses=self.pauses,
+                event="workers.paused",
+            )
         for acceptor in self._acceptors:
-            if paused:
-                self.reactor.removeReader(acceptor)
-            else:
-                self.reactor.addReader(acceptor)
+            self.reactor.removeReader(acceptor)
+
+    def room(self) -> None:
+        """A worker may take connections again: accept again if that waited for it."""
+        if not self.paused or self.stopping or self.least_loaded() is None:
+            return
+        self.paused = False
+        for acceptor in self._acceptors:
+            self.reactor.addReader(acceptor)
 
     def stopService(self) -> Deferred[Any]:
         super().stopService()
@@ -469,11 +556,6 @@ class WorkerPool(Service):
             self.reactor.removeReader(acceptor)
             acceptor.close()
         self._acceptors.clear()
-        if self._retry is not None and self._retry.active():
-            self._retry.cancel()
-        self._retry = None
-        while self._pending:
-            self._pending.popleft()[0].close()
         waits = [d for d in (slot.stop() for slot in self.slots) if d is not None]
         return DeferredList(waits)
 

@@ -1,6 +1,7 @@
 """A worker process: ``python -m rendezvous.workers.run`` (started by the daemon only).
 
-File descriptor 3 is the channel to the hub, 4 the door connections arrive through.
+File descriptor 3 is the channel to the hub, 4 the door connections arrive through
+(as descriptors, each answered with one byte once adopted).
 The worker logs to its standard output, which the daemon copies into its own log, and
 ends when its channel does.
 """
@@ -15,11 +16,11 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReadDescriptor
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import IFileDescriptorReceiver, IReactorSocket, ITCPTransport
+from twisted.internet.protocol import Factory, Protocol, ServerFactory, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, LogLevel, eventAsText, globalLogBeginner
 from twisted.python.failure import Failure
@@ -29,12 +30,11 @@ from rendezvous.limits import Limits
 from rendezvous.live.goodbye import say_goodbye
 from rendezvous.live.protocol import LiveFactory
 from rendezvous.logs import show_addresses
-from rendezvous.workers.hubstore import HubStore, counters_record
-from rendezvous.workers.wire import ChannelError
+from rendezvous.workers.hubstore import HubStore
+from rendezvous.workers.wire import ChannelError, counters_record
 
 CHANNEL_FD = 3
 DOOR_FD = 4
-_FAMILIES = {b"4": socket.AF_INET, b"6": socket.AF_INET6, b"u": socket.AF_UNIX}
 COUNTERS_EVERY = 1.0
 """Seconds between the counters a worker reports to the main process."""
 
@@ -49,16 +49,17 @@ class _HubChannel(Protocol):
         """Tells the worker's sessions the server goes away, before the worker ends."""
 
     def connectionMade(self) -> None:
-        self.store.send = self.transport.write  # type: ignore[union-attr]
+        assert self.transport is not None
+        self.store.attach(self.transport.write)
 
     def dataReceived(self, data: bytes) -> None:
         try:
             self.store.feed(data)
         except ChannelError as e:
             self.log.error("bad data from the main process: {e}", e=e)
-            self.transport.abortConnection()  # type: ignore[union-attr]
+            ITCPTransport(self.transport).abortConnection()
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         def stop(_: object) -> None:
             if self.reactor.running:
                 self.reactor.stop()
@@ -66,48 +67,35 @@ class _HubChannel(Protocol):
         self.farewell().addBoth(stop)
 
 
-@implementer(IReadDescriptor)
-class _Door:
-    """Connections handed over by the main process, adopted one by one."""
+@implementer(IFileDescriptorReceiver)
+class _Door(Protocol):
+    """Connections handed over by the main process, adopted one by one; each is
+    answered with one byte, after which the main process closes its copy."""
 
     log = Logger()
 
-    def __init__(self, reactor: Any, factory: Factory) -> None:
+    def __init__(self, reactor: Any, live: Factory) -> None:
         self.reactor = reactor
-        self.factory = factory
-        self.sock = socket.socket(fileno=DOOR_FD)
-        self.sock.setblocking(False)
-        self.adopted = 0
+        self.live = live
+        """The factory of the connections' protocol (``factory`` is the door's)."""
 
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
-    def logPrefix(self) -> str:
-        return "door"
-
-    def doRead(self) -> None:
-        for _ in range(256):
-            try:
-                data, fds, _flags, _addr = socket.recv_fds(self.sock, 16, 4)
-            except (BlockingIOError, InterruptedError):
-                return
-            if not data and not fds:
-                self.reactor.removeReader(self)
-                return
-            family = _FAMILIES.get(data[:1])
-            for fd in fds:
-                self.adopted += 1
+    def fileDescriptorReceived(self, descriptor: int) -> None:
+        try:
+            conn = socket.socket(fileno=descriptor)
+        except OSError as e:
+            os.close(descriptor)
+            self.log.error("the main process passed a descriptor that is no socket: {e}", e=e)
+        else:
+            with conn:
                 try:
-                    if family is None:
-                        raise OSError(f"unknown address family {data[:1]!r}")
-                    self.reactor.adoptStreamConnection(fd, family, self.factory)
+                    self.reactor.adoptStreamConnection(conn.fileno(), conn.family, self.live)
                 except OSError as e:  # gone before we got it
                     self.log.debug("could not adopt a connection: {e}", e=e)
-                finally:
-                    os.close(fd)
+        if self.transport is not None:
+            self.transport.write(b"\1")
 
-    def connectionLost(self, reason: Failure) -> None:
-        pass
+    def dataReceived(self, data: bytes) -> None:
+        pass  # one byte with each descriptor, nothing to it
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -137,15 +125,18 @@ def main(argv: list[str] | None = None) -> None:
     dialect = live_dialect(store, limits, reactor)
     factory = LiveFactory(dialect, reactor)
     farewell = functools.partial(say_goodbye, dialect, factory, reactor, 2.0)
-    channel = Factory.forProtocol(functools.partial(_HubChannel, reactor, store, farewell))
-    reactor.adoptStreamConnection(CHANNEL_FD, socket.AF_UNIX, channel)  # type: ignore[attr-defined]
+    sockets = cast(IReactorSocket, reactor)
+    channel: ServerFactory = ServerFactory()
+    channel.protocol = functools.partial(_HubChannel, reactor, store, farewell)
+    sockets.adoptStreamConnection(CHANNEL_FD, socket.AF_UNIX, channel)
     os.close(CHANNEL_FD)
-    door = _Door(reactor, factory)
-    reactor.addReader(door)
+    door: ServerFactory = ServerFactory()
+    door.protocol = functools.partial(_Door, sockets, factory)
+    sockets.adoptStreamConnection(DOOR_FD, socket.AF_UNIX, door)
+    os.close(DOOR_FD)
 
     def report() -> None:
-        figures = {"counts": dialect.metrics.counts(), "adopted": door.adopted}
-        store.send(counters_record(figures))
+        store.send(counters_record(dialect.metrics.counts()))
 
     LoopingCall(report).start(COUNTERS_EVERY)
     reactor.run()
