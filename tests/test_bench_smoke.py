@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
 
 from twisted.internet.utils import getProcessOutputAndValue
@@ -79,6 +80,17 @@ class BenchSmokeTests(unittest.TestCase):
         self.assertRegex(text, re.compile(r"^\s*libp2p standard\s*\|.*\|", re.M))
         self.assertIn("Soak (c): leak checks", text)
         self.assertRegex(text, re.compile(r"^\s*registrations at the end\s*\|\s*0\s*\|", re.M))
+
+    async def test_flood(self) -> None:
+        # Needs root and iproute2: the flooder runs in a network namespace of its own.
+        if os.geteuid() != 0 or shutil.which("ip") is None:
+            raise unittest.SkipTest("bench/flood.py needs root and `ip` (network namespaces)")
+        # --quick: 100 subscribers, 50 operations/s, phases of 3 s.
+        text = await self.run_script("flood.py", "Flood (a):", "no flood")
+        self.assertRegex(text, re.compile(r"^\s*flood, default limits\s*\|.*\|", re.M))
+        self.assertRegex(text, re.compile(r"^\s*flood, limits lifted\s*\|.*\|", re.M))
+        self.assertIn("Flood (b):", text)
+        self.assertIn("Flood (c): target", text)
 
     def _need_node_modules(self, folder: str) -> None:
         if (why := node_missing(folder)) is not None:
