@@ -96,6 +96,7 @@ class FloodNet:
         pid = os.getpid()
         self.namespace = f"rdvflood{pid}"
         self.link = f"rdvfl{pid % 100000}r"
+        inner = f"rdvfl{pid % 100000}n"  # named eth0 once inside
         used = subprocess.run(["ip", "-br", "addr"], capture_output=True, text=True).stdout
         for i in range(64):
             n = (pid + i) % 64 * 4
@@ -104,12 +105,12 @@ class FloodNet:
         self.server, self.client = f"198.18.200.{n + 1}", f"198.18.200.{n + 2}"
         _ip("netns", "add", self.namespace)
         try:
-            _ip("link", "add", self.link, "type", "veth", "peer", "name", "rdvfl-ns")
-            _ip("link", "set", "rdvfl-ns", "netns", self.namespace)
+            _ip("link", "add", self.link, "type", "veth", "peer", "name", inner)
+            _ip("link", "set", inner, "netns", self.namespace)
             _ip("addr", "add", f"{self.server}/30", "dev", self.link)
             _ip("link", "set", self.link, "up")
             inside = ("-n", self.namespace)
-            _ip(*inside, "link", "set", "rdvfl-ns", "name", "eth0")
+            _ip(*inside, "link", "set", inner, "name", "eth0")
             _ip(*inside, "addr", "add", f"{self.client}/30", "dev", "eth0")
             _ip(*inside, "link", "set", "eth0", "up")
             _ip(*inside, "link", "set", "lo", "up")
