@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Final
 
 from rendezvous.model import Refused, Status
-from rendezvous.model import new_epoch as new_epoch  # re-exported: store/redis/store.py
 
 _VERSION: Final = b"\x01"
 _HEADER: Final = 17

@@ -35,9 +35,8 @@ from twisted.python.failure import Failure
 from rendezvous.entry import entry_bytes
 from rendezvous.limits import Limits
 from rendezvous.loglimit import LogLimiter
-from rendezvous.model import Peer, Refused, Registration, Status
+from rendezvous.model import Peer, Refused, Registration, Status, new_epoch
 from rendezvous.registry import Session
-from rendezvous.standard.cookie import new_epoch
 from rendezvous.store.base import Client, StandardClient, StoreStats
 from rendezvous.store.redis import scripts
 from rendezvous.store.redis.link import Encoded, LinkDown, RedisLink
