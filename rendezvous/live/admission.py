@@ -9,12 +9,14 @@ host should pass the clients' addresses on (``haproxy:`` listeners).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Final
 
 
+@functools.lru_cache(maxsize=4096)
 def is_loopback(address: str) -> bool:
     """Whether ``address`` (an IP address's text) is this host's loopback."""
     try:

@@ -75,6 +75,9 @@ class LiveProtocol(Protocol):
         """A TLS session waits for the end of the handshake."""
         self._peer_id = ""
         """The peer id a TLS client's certificate proved, for logs."""
+        self._opened = False
+        """Admitted and started: only such a session's close is logged (a flood of
+        refused ones costs no log line each)."""
 
     def connectionMade(self) -> None:
         self.factory.opened()
@@ -108,6 +111,7 @@ class LiveProtocol(Protocol):
 
     def _start(self, identity: bytes | None) -> None:
         """Open the session, as the authenticated ``identity`` if not None."""
+        self._opened = True
         no_delay(self.transport)
         self._socket = eager_socket(self.transport)
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
@@ -204,6 +208,8 @@ class LiveProtocol(Protocol):
         if self.session is not None:
             self.session.end()
             self.session = None
+        if not self._opened:
+            return
         emit(
             self.log,
             LogLevel.debug,
