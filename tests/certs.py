@@ -79,3 +79,36 @@ class TestCA:
         with open(key_path, "wb") as f:
             f.write(_key_pem(key))
         return cert_path, key_path, serial
+
+
+def hand_made(
+    cert_key: ec.EllipticCurvePrivateKey,
+    extension: bytes | None,
+    *,
+    signer: ec.EllipticCurvePrivateKey | None = None,
+    issuer: str = "x",
+    critical: list[x509.ExtensionType] | None = None,
+    now: float,
+    lifetime: float = 60,
+) -> x509.Certificate:
+    """A client certificate made by hand (for subject ``x``), valid from a minute
+    before ``now`` for ``lifetime`` seconds after it, carrying ``extension`` as the
+    libp2p TLS extension when given: to break one rule of the libp2p TLS spec at a time."""
+    from rendezvous.peercert import EXTENSION_OID
+
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name("x"))
+        .issuer_name(_name(issuer))
+        .public_key(cert_key.public_key())
+        .serial_number(1)
+        .not_valid_before(datetime.datetime.fromtimestamp(now - 60, datetime.UTC))
+        .not_valid_after(datetime.datetime.fromtimestamp(now + lifetime, datetime.UTC))
+    )
+    if extension is not None:
+        builder = builder.add_extension(
+            x509.UnrecognizedExtension(EXTENSION_OID, extension), critical=False
+        )
+    for value in critical or []:
+        builder = builder.add_extension(value, critical=True)
+    return builder.sign(signer or cert_key, hashes.SHA256())

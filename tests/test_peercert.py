@@ -27,6 +27,8 @@ from rendezvous.peercert import (
     verify_certificate,
 )
 
+from .certs import hand_made
+
 NOW = 1_800_000_000.0
 
 PY_LIBP2P_SECP256K1 = (
@@ -97,22 +99,7 @@ def build(
     now: float = NOW,
 ) -> x509.Certificate:
     """A certificate made by hand, to break one rule at a time."""
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")]))
-        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
-        .public_key(cert_key.public_key())
-        .serial_number(1)
-        .not_valid_before(datetime.datetime.fromtimestamp(now - 60, datetime.UTC))
-        .not_valid_after(datetime.datetime.fromtimestamp(now + 60, datetime.UTC))
-    )
-    if extension is not None:
-        builder = builder.add_extension(
-            x509.UnrecognizedExtension(EXTENSION_OID, extension), critical=False
-        )
-    for value in critical or []:
-        builder = builder.add_extension(value, critical=True)
-    return builder.sign(signer or cert_key, hashes.SHA256())
+    return hand_made(cert_key, extension, signer=signer, issuer=issuer, critical=critical, now=now)
 
 
 class MakeAndVerifyTests(TestCase):

@@ -3,15 +3,13 @@ checked by a real daemon on loopback, presented by the client library."""
 
 from __future__ import annotations
 
-import datetime
 import os
 import time
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from OpenSSL import SSL, crypto
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred, inlineCallbacks
@@ -39,7 +37,7 @@ from rendezvous.peercert import (
 )
 from rendezvous.service import Daemon, DaemonConfig
 
-from .certs import TestCA
+from .certs import TestCA, hand_made
 from .test_integration import Watcher
 
 NOW = 1_800_000_000.0
@@ -58,18 +56,7 @@ class FakeTLSTransport:
 def plain_certificate(now: float) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     """A self-signed client certificate without the libp2p extension."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "someone")])
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(datetime.datetime.fromtimestamp(now - 60, datetime.UTC))
-        .not_valid_after(datetime.datetime.fromtimestamp(now + 3600, datetime.UTC))
-        .sign(key, hashes.SHA256())
-    )
-    return certificate, key
+    return hand_made(key, None, now=now, lifetime=3600), key
 
 
 def forged_certificate(
@@ -81,19 +68,7 @@ def forged_certificate(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     value = encode_signed_key(victim.public_key_bytes(), stranger.sign(SIGNATURE_PREFIX + spki))
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")])
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(datetime.datetime.fromtimestamp(now - 60, datetime.UTC))
-        .not_valid_after(datetime.datetime.fromtimestamp(now + 3600, datetime.UTC))
-        .add_extension(x509.UnrecognizedExtension(EXTENSION_OID, value), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return certificate, key
+    return hand_made(key, value, now=now, lifetime=3600), key
 
 
 class PeerCertificatesTests(TestCase):
@@ -351,19 +326,7 @@ class OptionalCertificateTests(SSLListenerTests):
         copied = genuine.extensions.get_extension_for_oid(EXTENSION_OID).value
         assert isinstance(copied, x509.UnrecognizedExtension)
         key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")])
-        now = time.time()
-        stolen = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(1)
-            .not_valid_before(datetime.datetime.fromtimestamp(now - 60, datetime.UTC))
-            .not_valid_after(datetime.datetime.fromtimestamp(now + 3600, datetime.UTC))
-            .add_extension(copied, critical=False)
-            .sign(key, hashes.SHA256())
-        )
+        stolen = hand_made(key, copied.value, now=time.time(), lifetime=3600)
         client = yield self.client_with(stolen, key)
         yield self.assertCertificateRefused(client, "bad_signature", "does not match")
 
