@@ -130,6 +130,23 @@ class Options(usage.Options):
             "registrations are removed at once; then the daemon exits regardless",
             float,
         ],
+        [
+            "flood-refusals",
+            None,
+            1000,
+            "live connections refused per second (over the per-IP limits) above which "
+            "the live listeners stop accepting for a while, so open sessions keep being "
+            "served during a flood",
+            int,
+        ],
+        [
+            "flood-pause-max",
+            None,
+            1.0,
+            "longest such pause, in seconds (the first is 0.05 s, each next one while "
+            "the flood lasts twice as long); 0: never pause",
+            float,
+        ],
         ["metrics", None, None, "strport serving Prometheus text at /metrics, e.g. tcp:9090"],
         [
             "web",
@@ -217,6 +234,10 @@ class Options(usage.Options):
             raise usage.UsageError("--lease must be between 0.5 and 3600 seconds")
         if not 0.1 <= self["shutdown-grace"] <= 300:
             raise usage.UsageError("--shutdown-grace must be between 0.1 and 300 seconds")
+        if self["flood-refusals"] < 1:
+            raise usage.UsageError("--flood-refusals must be at least 1")
+        if not 0 <= self["flood-pause-max"] <= 60:
+            raise usage.UsageError("--flood-pause-max must be between 0 and 60 seconds")
         _check_web(self)
         if self["require-peer-certificates"] and not any(
             listen.startswith("ssl:") for listen in self["listen"]
@@ -285,6 +306,8 @@ def makeService(options: Options) -> IService:
         store_ca_file=options["store-ca-file"],
         lease=options["lease"],
         shutdown_grace=options["shutdown-grace"],
+        flood_refusals=options["flood-refusals"],
+        flood_pause_max=options["flood-pause-max"],
         p2p_listen=tuple(options["p2p-listen"]),
         identity=options["identity"],
         p2p_limits=options["p2p-limits"],

@@ -61,6 +61,8 @@ class Metrics(Collector):
         """Requests refused and connections closed, by reason."""
         self.slow_subscribers_dropped = 0
         self.sessions_opened = 0
+        self.listener_pauses = 0
+        """Times the live listeners stopped accepting under a flood (this process)."""
         self._included: Callable[[], Iterable[Counts]] = tuple
         """Counters of other processes (workers), added to ours when scraped."""
         self.registry = CollectorRegistry(auto_describe=True)
@@ -129,4 +131,9 @@ class Metrics(Collector):
         )
         yield CounterMetricFamily(
             "rendezvous_sessions_opened", "Client sessions opened.", total["sessions_opened"]
+        )
+        yield CounterMetricFamily(
+            "rendezvous_listener_pauses",
+            "Times the live listeners stopped accepting because refused connections poured in.",
+            self.listener_pauses,
         )

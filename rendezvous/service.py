@@ -23,6 +23,7 @@ from zope.interface import implementer
 from rendezvous import __version__
 from rendezvous.limits import Limits
 from rendezvous.live.codec import LiveCodec
+from rendezvous.live.flood import FloodGuard, ListenerPause
 from rendezvous.live.goodbye import Goodbye
 from rendezvous.live.peertls import PeerCertificates, requesting_endpoint
 from rendezvous.live.protocol import LiveFactory, describe
@@ -58,10 +59,15 @@ class DaemonConfig:
     store_password_file: str | None = None
     store_ca_file: str | None = None
     lease: float = 10.0
+    """Redis store: seconds after which a silent daemon's registrations are reaped."""
     shutdown_grace: float = 5.0
     """Seconds a stop may take: live sessions are told and given half of it to close,
     and whatever has not finished by then is left behind."""
-    """Redis store: seconds after which a silent daemon's registrations are reaped."""
+    flood_refusals: int = 1000
+    """Refused live connections per second above which the live listeners pause."""
+    flood_pause_max: float = 1.0
+    """Longest pause of the live listeners under a flood (0: never pause); see
+    `rendezvous.live.flood`."""
     p2p_listen: Sequence[str] = ()
     """libp2p multiaddrs, e.g. ``/ip4/127.0.0.1/tcp/4002``, ``…/tcp/4003/ws`` (port 0 picks one)."""
     identity: str | None = None
@@ -257,6 +263,12 @@ class Daemon(MultiService):
             peer_certificates=PeerCertificates(clock.seconds, config.require_peer_certificates),
         )
         self.live_ports: list[IListeningPort] = []
+        self.live_factory.flood = ListenerPause(
+            clock,
+            self.live_ports,
+            FloodGuard(clock.seconds, config.flood_refusals, config.flood_pause_max),
+            self.metrics,
+        )
         self.metrics_ports: list[IListeningPort] = []
         _StoreService(self.store).setServiceParent(self)
         _Banner(banner).setServiceParent(self)

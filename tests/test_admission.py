@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import inlineCallbacks
@@ -15,6 +17,7 @@ from rendezvous.client.errors import LimitExceeded
 from rendezvous.client.live import LiveClientProtocol
 from rendezvous.limits import Limits
 from rendezvous.live.admission import TOO_FAST, TOO_MANY, AddressAdmission, is_loopback
+from rendezvous.live.flood import ListenerPause
 from rendezvous.live.protocol import LiveFactory
 from rendezvous.pb.live_pb2 import Message
 from rendezvous.service import live_dialect
@@ -59,6 +62,49 @@ class AdmissionTests(SynchronousTestCase):
         self.assertEqual(admission.open_sessions("10.0.0.1"), 0)
 
 
+class EarlyRefusalTests(SynchronousTestCase):
+    """An address over its limits is told once per ``quiet_for``; meanwhile its new
+    connections are dropped before a session is built."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.admission = AddressAdmission(self.clock.seconds, max_open=1, rate=2, quiet_for=1.0)
+
+    def test_not_dropped_before_it_was_told(self) -> None:
+        self.assertIsNone(self.admission.refuse_early("192.0.2.1"))
+        self.assertIsNone(self.admission.admit("192.0.2.1"))
+        self.assertIsNone(self.admission.refuse_early("192.0.2.1"))  # over, but not told
+
+    def test_told_then_dropped_for_a_while_then_told_again(self) -> None:
+        self.assertIsNone(self.admission.admit("192.0.2.1"))
+        self.assertEqual(self.admission.admit("192.0.2.1"), TOO_MANY)  # told
+        self.assertEqual(self.admission.refuse_early("192.0.2.1"), TOO_MANY)
+        self.assertIsNone(self.admission.refuse_early("192.0.2.2"))  # others are not
+        self.clock.advance(1.0)
+        self.assertIsNone(self.admission.refuse_early("192.0.2.1"))  # told again, next
+        self.assertEqual(self.admission.admit("192.0.2.1"), TOO_MANY)
+        self.assertEqual(self.admission.refuse_early("192.0.2.1"), TOO_MANY)
+
+    def test_let_through_once_under_its_limits_again(self) -> None:
+        self.assertIsNone(self.admission.admit("192.0.2.1"))
+        self.admission.release("192.0.2.1")
+        self.assertIsNone(self.admission.admit("192.0.2.1"))
+        self.admission.release("192.0.2.1")
+        self.assertEqual(self.admission.admit("192.0.2.1"), TOO_FAST)  # the burst is spent
+        self.assertEqual(self.admission.refuse_early("192.0.2.1"), TOO_FAST)
+        self.clock.advance(0.5)  # one token back
+        self.assertIsNone(self.admission.refuse_early("192.0.2.1"))
+        self.assertIsNone(self.admission.admit("192.0.2.1"))
+
+    def test_the_told_table_is_bounded(self) -> None:
+        admission = AddressAdmission(self.clock.seconds, max_open=1, rate=1, max_addresses=10)
+        for n in range(100):
+            admission.admit(f"10.0.0.{n}")
+            self.assertEqual(admission.admit(f"10.0.0.{n}"), TOO_MANY)
+        self.assertIsNone(admission.refuse_early("10.0.0.1"))  # forgotten
+        self.assertEqual(admission.refuse_early("10.0.0.99"), TOO_MANY)
+
+
 class ListenerTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
@@ -87,6 +133,25 @@ class ListenerTests(SynchronousTestCase):
         _, fourth = self.connect(address)
         self.assertEqual(fourth.value(), b"")
 
+    def test_a_told_address_is_dropped_before_a_session_is_built(self) -> None:
+        address = IPv4Address("TCP", "198.51.100.7", 40000)
+        floods: list[None] = []
+        self.factory.flood = cast(ListenerPause, _CountingPause(floods))
+        for _ in range(2):
+            self.connect(address)
+        _, told = self.connect(address)
+        self.assertTrue(told.disconnecting)
+        self.assertIsNone(self.factory.buildProtocol(address))
+        self.assertIsNone(self.factory.buildProtocol(address))
+        other = self.factory.buildProtocol(IPv4Address("TCP", "198.51.100.8", 40000))
+        self.assertIsNotNone(other)
+        self.assertEqual(self.dialect.metrics.refusals, {TOO_MANY: 3})
+        self.assertEqual(len(floods), 3)  # every refusal reaches the flood guard
+        self.clock.advance(1.0)  # a second later it is told again, with an ERROR
+        _, again = self.connect(address)
+        (message,) = unframe_all(again.value())
+        self.assertEqual(message.error.status, 1003)
+
     def test_unix_sockets_and_loopback_are_exempt(self) -> None:
         for peer in (
             UNIXAddress(b"/run/rendezvous.sock"),
@@ -99,6 +164,14 @@ class ListenerTests(SynchronousTestCase):
         self.assertTrue(is_loopback("127.0.0.9"))
         self.assertFalse(is_loopback("198.51.100.7"))
         self.assertFalse(is_loopback("not an address"))
+
+
+class _CountingPause:
+    def __init__(self, calls: list[None]) -> None:
+        self.calls = calls
+
+    def refused(self) -> None:
+        self.calls.append(None)
 
 
 class BehindAProxyTests(ProcessTestCase):

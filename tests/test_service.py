@@ -69,8 +69,18 @@ class OptionsTests(SynchronousTestCase):
             ["--workers", "-1"],
             ["--workers", "257"],
             ["--workers", "two"],
+            ["--flood-refusals", "0"],
+            ["--flood-pause-max", "-1"],
+            ["--flood-pause-max", "61"],
         ):
             self.assertRaises(usage.UsageError, self.parse, *args)
+
+    def test_flood_options_reach_the_live_listeners(self) -> None:
+        options = self.parse("--flood-refusals", "300", "--flood-pause-max", "0")
+        service = _tap.makeService(options)
+        flood = service.live_factory.flood  # type: ignore[attr-defined]
+        self.assertEqual((flood.guard.budget, flood.guard.max_pause), (30, 0.0))
+        self.assertIs(flood.ports, service.live_ports)  # type: ignore[attr-defined]
 
     def test_libp2p_only_daemon_opens_no_default_port(self) -> None:
         service = _tap.makeService(self.parse("--p2p-listen", "/ip4/127.0.0.1/tcp/0"))

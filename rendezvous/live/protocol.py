@@ -15,6 +15,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from rendezvous.live.admission import TOO_MANY, AddressAdmission, is_loopback
+from rendezvous.live.flood import ListenerPause
 from rendezvous.live.outbound import Outbound
 from rendezvous.live.peertls import PeerCertificates
 from rendezvous.live.session import LiveDialect, LiveSession
@@ -167,7 +168,7 @@ class LiveProtocol(Protocol):
             if reason == TOO_MANY
             else f"sessions opened too fast from {self._peer_host()}"
         )
-        dialect.metrics.refused(reason)
+        self.factory.refused(reason)
         logged = "too many sessions" if reason == TOO_MANY else "sessions opened too fast"
         log_refusal(
             dialect.log,
@@ -297,6 +298,9 @@ class LiveFactory(Factory):
             clock.seconds, limits.max_sessions_per_ip, limits.session_rate_per_ip
         )
         self._drained: list[Callable[[], None]] = []
+        self.flood: ListenerPause | None = None
+        """Pauses the live listeners when refused connections pour in (set by the
+        service, which knows the ports)."""
 
     def opened(self) -> None:
         self.connections += 1
@@ -325,7 +329,21 @@ class LiveFactory(Factory):
             fire()
         return done
 
-    def buildProtocol(self, addr: IAddress | None) -> LiveProtocol:
+    def refused(self, reason: str) -> None:
+        """A connection was refused (``reason``): count it, and tell the flood guard."""
+        self.dialect.metrics.refused(reason)
+        if self.flood is not None:
+            self.flood.refused()
+
+    def buildProtocol(self, addr: IAddress | None) -> LiveProtocol | None:
+        host = getattr(addr, "host", None)
+        if isinstance(host, str):
+            reason = self.admission.refuse_early(host)
+            if reason is not None:
+                # Told less than a second ago: closed without a word (no session, no
+                # ERROR, no log line), as cheaply as the reactor allows.
+                self.refused(reason)
+                return None
         protocol = LiveProtocol(self.dialect, self.clock, self.abort_after)
         protocol.factory = self
         return protocol
