@@ -21,10 +21,14 @@ clock), so neither side's scheduling enters the figure. Phases of ``--duration``
 2. flood, default limits: the flooder (one address) keeps ``--flood-inflight`` connection
    attempts going as fast as it can; each connection sends a DISCOVER; an answer means
    the session was admitted (held open, up to ``--flood-hold``, the oldest closed
-   beyond), an ERROR or a close that it was refused;
-3. flood again, on a second daemon started with the limits lifted
+   beyond), an ERROR or a close that it was refused; the daemon pauses its listeners
+   while refusals pour in (``--flood-refusals``, ``--flood-pause-max``);
+3. flood again, on a daemon started with ``--flood-pause-max 0``: what pausing buys;
+4. flood again, on a daemon started with the limits lifted
    (``--max-sessions-per-ip 100000 --session-rate-per-ip 100000``): what the limits buy.
 
+Throughout every phase a newcomer opens a session from loopback (never refused) every
+0.1 s and times connect to DISCOVER answer: what pausing costs new sessions.
 Per phase: the pushes' latency p50/p99/max, the daemon's CPU (and per publish operation),
 its RSS (VmRSS at the end and the highest sampled every 0.25 s), the flooder's attempted,
 admitted and refused sessions per second, the refusals by reason from /metrics
@@ -67,7 +71,14 @@ _LIVE = re.compile(r"live dialect listening on tcp ([0-9.]+):(\d+)")
 _METRICS = re.compile(r"metrics listening on tcp [0-9.]+:(\d+)")
 _REFUSAL = re.compile(r'^rendezvous_refusals_total\{reason="([^"]+)"\} ([0-9.e+]+)$', re.M)
 LIFTED = ("--max-sessions-per-ip", "100000", "--session-rate-per-ip", "100000")
-PHASES = ("no flood", "flood, default limits", "flood, limits lifted")
+NO_PAUSING = ("--flood-pause-max", "0")
+PHASES = ("no flood", "flood, default limits", "flood, pausing off", "flood, limits lifted")
+DAEMONS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
+    ((), PHASES[:2]),
+    (NO_PAUSING, PHASES[2:3]),
+    (LIFTED, PHASES[3:]),
+)
+"""Each daemon's extra arguments, and the phases played against it."""
 
 
 # -- the flooder's network namespace ------------------------------------------------------
@@ -229,6 +240,44 @@ class RssSampler(threading.Thread):
         self._done.set()
         self.join(5)
         return self.peak
+
+
+class Newcomers(threading.Thread):
+    """A new session (from loopback, so never refused) every 0.1 s until `stop`: how long
+    from its connect to the answer of its DISCOVER, in ms (the price of pausing)."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.latencies: list[float] = []
+        self.failed = 0
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        probe = c.marker(request_id=1, namespace="newcomer-probe")
+        while not self._done.wait(0.1):
+            start = time.monotonic()
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
+                    sock.sendall(probe)
+                    decoder = FrameDecoder(65536)
+                    while not decoder.feed(sock.recv(65536) or b"!"):
+                        pass
+            except (OSError, ValueError):
+                self.failed += 1
+                continue
+            self.latencies.append((time.monotonic() - start) * 1000)
+
+    def stop(self) -> dict[str, float]:
+        self._done.set()
+        self.join(15)
+        found = sorted(self.latencies)
+        return {
+            "newcomers": len(found),
+            "newcomers_failed": self.failed,
+            "newcomer_p50_ms": c.percentile(found, 50) if found else float("nan"),
+            "newcomer_max_ms": found[-1] if found else float("nan"),
+        }
 
 
 # -- measured sessions: the client library over epoll ---------------------------------------
@@ -579,6 +628,8 @@ def phase(name: str, tag: str, daemon: Daemon, subs: list[c.Worker], pub: c.Work
     flood = Flooder(net, daemon.flood_port, args.flood_inflight, args.flood_hold) if net else None
     sampler = RssSampler(daemon)
     sampler.start()
+    newcomers = Newcomers(daemon.port)
+    newcomers.start()
     cpu0, all0 = daemon.cpu(), c.system_cpu()
     pub.send("publish", tag, args.duration)
     _, sent, elapsed, outcome, errors, pub_cpu = pub.recv(args.duration + 60)
@@ -586,6 +637,7 @@ def phase(name: str, tag: str, daemon: Daemon, subs: list[c.Worker], pub: c.Work
     cpu1, all1 = daemon.cpu(), c.system_cpu()
     window = elapsed + args.settle
     flooded = flood.stop() if flood else None
+    newcomer = newcomers.stop()
     rss_peak = sampler.stop()
     rss_end = daemon.rss()
     collected = c.broadcast(subs, "collect")
@@ -633,6 +685,7 @@ def phase(name: str, tag: str, daemon: Daemon, subs: list[c.Worker], pub: c.Work
             k: v - refusals0.get(k, 0) for k, v in refusals1.items() if v - refusals0.get(k, 0)
         },
         "flood": flooded,
+        **newcomer,
     }
     print(
         f"  {name}: {ops:,} operations, {len(latencies):,} pushes (p99 "
@@ -669,16 +722,16 @@ def profiled_flood(net: FloodNet, args: Any) -> str:
 
 def one_run(run: int, net: FloodNet, args: Any) -> list[dict[str, Any]]:
     results = []
-    for lifted in (False, True):
-        daemon = Daemon(net.server, LIFTED if lifted else ())
+    for d, (extra, names) in enumerate(DAEMONS):
+        daemon = Daemon(net.server, extra)
         subs: list[c.Worker] = []
         pub = None
         try:
             subs, pub = start_generators(daemon, args)
             base_rss = daemon.rss()
-            todo = [(PHASES[2], net)] if lifted else [(PHASES[0], None), (PHASES[1], net)]
-            for i, (name, flood_net) in enumerate(todo):
-                r = phase(name, f"{run}-{int(lifted)}-{i}", daemon, subs, pub, flood_net, args)
+            for i, name in enumerate(names):
+                flood_net = None if name == PHASES[0] else net
+                r = phase(name, f"{run}-{d}-{i}", daemon, subs, pub, flood_net, args)
                 r["rss_subscribed_mib"] = base_rss / 2**20
                 results.append(r)
         finally:
@@ -691,12 +744,13 @@ def one_run(run: int, net: FloodNet, args: Any) -> list[dict[str, Any]]:
 KEYS = (
     "ops_per_s", "deliveries", "p50_ms", "p99_ms", "max_ms", "server_cpu_pct",
     "server_us_per_op", "rss_end_mib", "rss_peak_mib", "gen_cpu_pct", "flooder_cpu_pct",
-    "others_cpu_pct",
+    "others_cpu_pct", "newcomer_p50_ms", "newcomer_max_ms",
 )  # fmt: skip
 RATES = ("attempted", "admitted", "refused_error", "refused_closed", "connect_failed")
 HEADERS_A = (
     "phase", "ops/s", "pushes", "p50 ms", "p99 ms", "max ms", "p99 / no flood", "daemon CPU %",
     "µs/op", "RSS MiB end / peak", "gens CPU %", "flooder CPU %", "others CPU %",
+    "new session ms p50 / max",
 )  # fmt: skip
 HEADERS_B = (
     "phase", "attempted/s", "admitted/s", "refused/s", "failed/s", "held, peak",
@@ -768,6 +822,7 @@ def main(args: Any) -> int:
                     m["gen_cpu_pct"],
                     m["flooder_cpu_pct"] if name != PHASES[0] else "",
                     m["others_cpu_pct"],
+                    f"{m['newcomer_p50_ms']:.1f} / {m['newcomer_max_ms']:.0f}",
                 ]
                 for name, m in med.items()
             ],
