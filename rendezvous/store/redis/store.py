@@ -25,7 +25,6 @@ from functools import partial
 from types import MappingProxyType
 from typing import Any
 
-import txredisapi
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
@@ -34,14 +33,24 @@ from twisted.python.failure import Failure
 
 from rendezvous.entry import entry_bytes
 from rendezvous.limits import Limits
-from rendezvous.loglimit import LogLimiter
 from rendezvous.model import Peer, Refused, Registration, Status, new_epoch
 from rendezvous.registry import Session
 from rendezvous.store.base import Client, StandardClient, StoreStats
 from rendezvous.store.redis import scripts
-from rendezvous.store.redis.link import Encoded, LinkDown, RedisLink
+from rendezvous.store.redis.failures import Failures
+from rendezvous.store.redis.link import Encoded, RedisLink
 from rendezvous.store.redis.mirror import Mirror, Push
-from rendezvous.store.redis.replies import Replies, Slot
+from rendezvous.store.redis.replies import Slot
+from rendezvous.store.redis.session import (
+    UNREACHABLE,
+    RedisSession,
+    client,
+    ms,
+    nothing,
+    own,
+    refuse,
+    signed,
+)
 from rendezvous.store.redis.wire import (
     BadData,
     parse_discovered,
@@ -52,43 +61,13 @@ from rendezvous.store.redis.wire import (
     split_member,
 )
 
-_REFUSALS = {
-    b"AUTH": Status.NOT_AUTHORIZED,
-    b"LIMIT": Status.LIMIT_EXCEEDED,
-    b"FULL": Status.UNAVAILABLE,
-    b"LEASE": Status.UNAVAILABLE,
-}
-_UNREACHABLE = "registry store (redis) unreachable"
 _BATCH_REFUSALS = {
     b"AUTH": (Status.NOT_AUTHORIZED, "peer id is registered by another session"),
     b"LIMIT": (Status.LIMIT_EXCEEDED, "too many registrations in this session"),
     b"FULL": (Status.UNAVAILABLE, "registry is full"),
-    b"LEASE": (Status.UNAVAILABLE, _UNREACHABLE),
+    b"LEASE": (Status.UNAVAILABLE, UNREACHABLE),
 }
 """What `scripts.REGISTER_MANY` answers for a REGISTER it refused."""
-
-
-class RedisSession(Session):
-    """A session of this daemon, with what the shared registry holds for it."""
-
-    __slots__ = ("entries", "own_keys", "replies", "sid", "sid_arg", "wrote")
-
-    def __init__(self, client: Client, identity: bytes | None, sid: str) -> None:
-        # Not Session.__init__: what this session holds is in `entries`, not in a list.
-        self.subscriber = client
-        self.identity = identity
-        self.open = True
-        self.subscriptions: list[str] = []
-        self.own_keys: dict[bytes, int] = {} if identity is None else {identity: 1}
-        """Peer ids this session speaks for, with how many registrations hold each."""
-        self.sid = sid
-        self.sid_arg = b"$%d\r\n%s\r\n" % (len(sid), sid.encode())
-        """The session id as a script argument (RESP)."""
-        self.entries: dict[tuple[str, bytes], Registration] = {}
-        """Registrations Redis confirmed for this session."""
-        self.replies = Replies()
-        self.wrote = False
-        """Whether Redis may hold something of this session."""
 
 
 class _Namespace(Mirror["RedisSession"]):
@@ -165,11 +144,6 @@ _EXPIRE_BATCH = 100
 """TTL registrations removed by one run of the expiry script (the next run follows at once)."""
 
 
-def _client(session: Session) -> Client:
-    client: Client = session.subscriber  # type: ignore[assignment]
-    return client
-
-
 class RedisStore:
     """A `Store` whose registry lives in Redis and is shared by every daemon using it."""
 
@@ -207,7 +181,7 @@ class RedisStore:
         self.ready = False
         """Connected, lease held and this daemon's registrations re-asserted."""
         self._waiters: list[tuple[bool, Deferred[None]]] = []
-        self._limiter = LogLimiter(clock.seconds)
+        self.failures = Failures(self)
         self._recovering = False
         self._server: str | None = None
         """The server of the last connection (a failover changes it)."""
@@ -297,7 +271,7 @@ class RedisStore:
         slot = session.replies.reserve()
         key = peer.key
         if session.identity is not None and key != session.identity:
-            self._refuse(
+            refuse(
                 session,
                 slot,
                 request_id,
@@ -312,7 +286,7 @@ class RedisStore:
         )
         raw = session.identity is None
         if raw:  # pushes of this peer may come back before the reply: it is ours already
-            self._own(session, key, 1)
+            own(session, key, 1)
         session.wrote = True
         if self._reading:
             self._reading.pop(namespace, None)  # a DISCOVER after this one reads again
@@ -365,7 +339,7 @@ class RedisStore:
         for (session, slot, request_id, held, raw), result in zip(items, results, strict=True):
             key = held.peer.key
             if raw:
-                self._own(session, key, -1)
+                own(session, key, -1)
             if not result[:1].isdigit():
                 lease_lost = lease_lost or result == b"LEASE"
                 self._refused_in_batch(session, slot, request_id, result)
@@ -375,35 +349,35 @@ class RedisStore:
                 if slot_key not in session.entries:
                     self.registration_count += 1
                     if raw:
-                        self._own(session, key, 1)
+                        own(session, key, 1)
                 # with its sequence number, to tell later evictions from earlier
                 held.seq = int(result)
                 session.entries[slot_key] = held
-            slot.fill(_nothing)
+            slot.fill(nothing)
         if lease_lost and not self._recovering:
             self._recover(resync=False)
 
     def _register_failed(self, failure: Failure, batch: _Batch) -> None:
-        self._failed(failure, "a request")
+        self.failures.failed(failure, "a request")
         for session, slot, request_id, held, raw in batch.items:
             if raw:
-                self._own(session, held.peer.key, -1)
-            self._refuse(session, slot, request_id, Status.UNAVAILABLE, _UNREACHABLE)
+                own(session, held.peer.key, -1)
+            refuse(session, slot, request_id, Status.UNAVAILABLE, UNREACHABLE)
 
     def _refused_in_batch(
         self, session: RedisSession, slot: Slot, request_id: int | None, result: bytes
     ) -> None:
         refusal = _BATCH_REFUSALS.get(result)
         if refusal is None:  # an error stopped this one (out of memory…)
-            allowed, suppressed = self._limiter.allow()
+            allowed, suppressed = self.failures.limiter.allow()
             if allowed:
                 self.log.error(
                     "redis store: a request failed: {error} ({suppressed} more not logged)",
                     error=result[1:].decode(errors="replace"),
                     suppressed=suppressed,
                 )
-            refusal = (Status.UNAVAILABLE, _UNREACHABLE)
-        self._refuse(session, slot, request_id, *refusal)
+            refusal = (Status.UNAVAILABLE, UNREACHABLE)
+        refuse(session, slot, request_id, *refusal)
 
     def unregister(
         self, session: Session, namespace: str, key: bytes, request_id: int | None
@@ -413,7 +387,7 @@ class RedisStore:
         slot_key = (namespace, key)
         identity = session.identity
         if identity is not None and key != identity and slot_key not in session.entries:
-            self._refuse(
+            refuse(
                 session,
                 slot,
                 request_id,
@@ -432,13 +406,13 @@ class RedisStore:
 
         def done(reply: list[bytes]) -> None:
             if reply[0] != b"OK":
-                self._refused_by_script(session, slot, request_id, reply)
+                self.failures.refused_by_script(session, slot, request_id, reply)
                 return
             if reply[1] == b"1":
                 self._forget_entry(session, slot_key)
-            slot.fill(_nothing)
+            slot.fill(nothing)
 
-        d.addCallbacks(done, partial(self._request_failed, session, slot, request_id))
+        d.addCallbacks(done, partial(self.failures.request_failed, session, slot, request_id))
 
     def subscribe(self, session: Session, namespace: str, request_id: int | None) -> None:
         assert isinstance(session, RedisSession)
@@ -446,7 +420,7 @@ class RedisStore:
         if namespace not in session.subscriptions and (
             len(session.subscriptions) >= self.limits.max_subscriptions_per_session
         ):
-            self._refuse(
+            refuse(
                 session,
                 slot,
                 request_id,
@@ -455,7 +429,7 @@ class RedisStore:
             )
             return
         if not self.link.up:
-            self._refuse(session, slot, request_id, Status.UNAVAILABLE, _UNREACHABLE)
+            refuse(session, slot, request_id, Status.UNAVAILABLE, UNREACHABLE)
             return
         state = self._namespaces.get(namespace)
         if state is None:
@@ -505,21 +479,19 @@ class RedisStore:
             except BadData as e:
                 self.log.error("bad data in redis: {e}", e=e)
                 for session, slot, request_id, _ in read.waiting:
-                    self._refuse(
-                        session, slot, request_id, Status.INTERNAL_ERROR, "bad stored data"
-                    )
+                    refuse(session, slot, request_id, Status.INTERNAL_ERROR, "bad stored data")
                 return
             self._remember(namespace, _Discovered(reply[0], read.limit, found))
         for session, slot, request_id, limit in read.waiting:
             answer = found[:limit] if limit and len(found) > limit else found
-            slot.fill(partial(_client(session).discovered, request_id, namespace, answer))
+            slot.fill(partial(client(session).discovered, request_id, namespace, answer))
 
     def _discover_failed(self, failure: Failure, namespace: str, read: _Read) -> None:
         if self._reading.get(namespace) is read:
             del self._reading[namespace]
-        self._failed(failure, "a request")
+        self.failures.failed(failure, "a request")
         for session, slot, request_id, _ in read.waiting:
-            self._refuse(session, slot, request_id, Status.UNAVAILABLE, _UNREACHABLE)
+            refuse(session, slot, request_id, Status.UNAVAILABLE, UNREACHABLE)
 
     def _end_turn(self) -> None:
         self._turn_call = None
@@ -537,16 +509,16 @@ class RedisStore:
                 if identity is None
                 else "peer id differs from the authenticated one"
             )
-            self._refuse(session, slot, request_id, Status.NOT_AUTHORIZED, text)
+            refuse(session, slot, request_id, Status.NOT_AUTHORIZED, text)
             return
-        expires_ms = _ms(self.clock.seconds() + ttl)
+        expires_ms = ms(self.clock.seconds() + ttl)
         limits = self.limits
         d = self._run(
             scripts.REGISTER_TTL,
             namespace,
             peer.key,
             entry_bytes(Registration(namespace, peer)),
-            _signed(peer),
+            signed(peer),
             expires_ms,
             limits.max_registrations_per_peer,
             limits.max_registrations,
@@ -554,15 +526,15 @@ class RedisStore:
 
         def done(reply: list[bytes]) -> None:
             if reply[0] != b"OK":
-                self._refused_by_script(session, slot, request_id, reply)
+                self.failures.refused_by_script(session, slot, request_id, reply)
                 return
             heapq.heappush(self._expiries, expires_ms)
             self._schedule_expiry(expires_ms)
             held = Registration(namespace, peer, expires_ms / 1000, seq=int(reply[1]))
-            client: StandardClient = session.subscriber  # type: ignore[assignment]
-            slot.fill(lambda: client.registered(request_id, held))
+            standard: StandardClient = session.subscriber  # type: ignore[assignment]
+            slot.fill(lambda: standard.registered(request_id, held))
 
-        d.addCallbacks(done, partial(self._request_failed, session, slot, request_id))
+        d.addCallbacks(done, partial(self.failures.request_failed, session, slot, request_id))
 
     def discover_since(
         self,
@@ -583,7 +555,7 @@ class RedisStore:
             after,
             limit,
             "1" if signed_only else "0",
-            _ms(self.clock.seconds()),
+            ms(self.clock.seconds()),
         )
 
         def done(reply: list[bytes]) -> None:
@@ -602,14 +574,14 @@ class RedisStore:
                 ]
             except (BadData, ValueError) as e:
                 self.log.error("bad data in redis: {e}", e=e)
-                self._refuse(session, slot, request_id, Status.INTERNAL_ERROR, "bad stored data")
+                refuse(session, slot, request_id, Status.INTERNAL_ERROR, "bad stored data")
                 return
             if found:
                 self._cookie_high = max(self._cookie_high, max(r.seq for r in found))
-            client = _client(session)
-            slot.fill(lambda: client.discovered(request_id, namespace or "", found))
+            answer = client(session)
+            slot.fill(lambda: answer.discovered(request_id, namespace or "", found))
 
-        d.addCallbacks(done, partial(self._request_failed, session, slot, request_id))
+        d.addCallbacks(done, partial(self.failures.request_failed, session, slot, request_id))
 
     def when(self, ready: bool = True) -> Deferred[None]:
         """Fires once `ready` equals ``ready`` (at once if it does)."""
@@ -670,81 +642,17 @@ class RedisStore:
         if len(cache) > DISCOVER_CACHE:
             del cache[next(iter(cache))]  # the one read longest ago
 
-    # -- answers ------------------------------------------------------------------------
-
-    def _refuse(
-        self,
-        session: RedisSession,
-        slot: Slot,
-        request_id: int | None,
-        status: Status,
-        text: str,
-    ) -> None:
-        client = _client(session)
-        slot.fill(lambda: client.refused(request_id, Refused(status, text)))
-
-    def _refused_by_script(
-        self, session: RedisSession, slot: Slot, request_id: int | None, reply: list[bytes]
-    ) -> None:
-        status = _REFUSALS.get(reply[0], Status.INTERNAL_ERROR)
-        text = reply[1].decode(errors="replace") if len(reply) > 1 else "refused"
-        if reply[0] == b"LEASE":
-            text = _UNREACHABLE
-            if not self._recovering:
-                self._recover(resync=False)
-        self._refuse(session, slot, request_id, status, text)
-
-    def _drop_failed(self, failure: Failure) -> None:
-        if self._failed(failure, "removing a closed session's registrations"):
-            self._prune_needed = True  # Redis refused (out of memory…): retried each tick
-
-    def _request_failed(
-        self, session: RedisSession, slot: Slot, request_id: int | None, failure: Failure
-    ) -> None:
-        self._failed(failure, "a request")
-        self._refuse(session, slot, request_id, Status.UNAVAILABLE, _UNREACHABLE)
-
-    def _failed(self, failure: Failure, what: str) -> bool:
-        """Log what is not a plain outage (and say so); scripts gone reset the link."""
-        error = failure.value
-        if isinstance(error, LinkDown | txredisapi.ConnectionError):
-            return False  # lost or timed out: the link knows, and recovery follows
-        allowed, suppressed = self._limiter.allow()
-        if allowed and isinstance(error, txredisapi.ResponseError):
-            # Redis said no (out of memory, read-only replica, ACL…): one line says why.
-            self.log.error(
-                "redis store: {what} failed: {error} ({suppressed} more not logged)",
-                what=what,
-                error=error,
-                suppressed=suppressed,
-            )
-        elif allowed:
-            self.log.failure("redis store: {what} failed", failure, what=what)
-        if isinstance(error, txredisapi.ResponseError) and "NOSCRIPT" in str(error):
-            self.link.reset()  # SCRIPT FLUSH: reconnecting loads them again
-        elif (
-            isinstance(error, txredisapi.ResponseError)
-            and "READONLY" in str(error)
-            and self.link.target.sentinels
-        ):
-            self.link.reset()  # a master demoted: the sentinels name the new one
-        return True
-
     # -- local ownership ------------------------------------------------------------------
 
-    @staticmethod
-    def _own(session: RedisSession, key: bytes, delta: int) -> None:
-        count = session.own_keys.get(key, 0) + delta
-        if count > 0:
-            session.own_keys[key] = count
-        else:
-            session.own_keys.pop(key, None)
+    def _drop_failed(self, failure: Failure) -> None:
+        if self.failures.failed(failure, "removing a closed session's registrations"):
+            self._prune_needed = True  # Redis refused (out of memory…): retried each tick
 
     def _forget_entry(self, session: RedisSession, slot_key: tuple[str, bytes]) -> None:
         if session.entries.pop(slot_key, None) is not None:
             self.registration_count -= 1
             if session.identity is None:
-                self._own(session, slot_key[1], -1)
+                own(session, slot_key[1], -1)
 
     # -- namespaces: snapshot, pushes, resync ---------------------------------------------
 
@@ -794,7 +702,7 @@ class RedisStore:
     def _sync_failed(self, state: _Namespace, generation: int, failure: Failure) -> None:
         if not self._current(state, generation):
             return
-        self._failed(failure, f"reading namespace {state.name!r}")
+        self.failures.failed(failure, f"reading namespace {state.name!r}")
         self._refuse_waiting(state)
         self._forget_if_unwatched(state)
 
@@ -807,14 +715,14 @@ class RedisStore:
         if not session.open or state.name not in session.subscriptions:
             return
         state.subscribers[session] = None
-        _client(session).snapshot(state.name, state.snapshot(session.own_keys))
+        client(session).snapshot(state.name, state.snapshot(session.own_keys))
 
     def _refuse_waiting(self, state: _Namespace) -> None:
         waiting, state.waiting = state.waiting, []
         for session, slot in waiting:
             if session not in state.subscribers and state.name in session.subscriptions:
                 session.subscriptions.remove(state.name)
-            self._refuse(session, slot, None, Status.UNAVAILABLE, _UNREACHABLE)
+            refuse(session, slot, None, Status.UNAVAILABLE, UNREACHABLE)
 
     def _forget_if_unwatched(self, state: _Namespace) -> None:
         unwatched = not state.subscribers and not state.waiting
@@ -858,7 +766,7 @@ class RedisStore:
             maker = self._by_sid.get(sid) if daemon == self.daemon else None
             for session in list(state.subscribers):
                 if session is not maker and key not in session.own_keys:
-                    _client(session).announce(announcement)
+                    client(session).announce(announcement)
 
     # -- the link: outages, recovery, lease and reaper --------------------------------------
 
@@ -901,7 +809,7 @@ class RedisStore:
         async def recover() -> None:
             link = self.link
             await link.subscribe_daemon(self.daemon)  # before re-assertion reports conflicts
-            epoch = await self._run(scripts.LEASE, self.daemon, self._lease_ms(), "0", new_epoch())
+            epoch = await self._run(scripts.LEASE, self.daemon, self._leasems(), "0", new_epoch())
             if isinstance(epoch, bytes) and epoch:
                 self.epoch = epoch
             if self._failover and self._cookie_high:
@@ -925,7 +833,11 @@ class RedisStore:
         def failed(failure: Failure) -> None:
             if generation == self._epoch:
                 self._recovering = False
-            if self._failed(failure, "recovery") and generation == self._epoch and self.link.up:
+            if (
+                self.failures.failed(failure, "recovery")
+                and generation == self._epoch
+                and self.link.up
+            ):
                 self._retry = self.clock.callLater(1.0, self._retry_recovery, resync)
 
         Deferred.fromCoroutine(recover()).addErrback(failed)
@@ -962,7 +874,7 @@ class RedisStore:
             return
         args: list[str | bytes] = []
         for (namespace, key), reg in session.entries.items():
-            args += [namespace, key, entry_bytes(reg), _signed(reg.peer)]
+            args += [namespace, key, entry_bytes(reg), signed(reg.peer)]
         reply = await self._run(
             scripts.SYNC_SESSION,
             self.daemon,
@@ -982,14 +894,14 @@ class RedisStore:
             )
             self._forget_entry(session, (name.decode(errors="replace"), key))
 
-    def _lease_ms(self) -> int:
+    def _leasems(self) -> int:
         return max(1, int(self.lease * 1000))
 
     def _renew(self) -> Deferred[None]:
         epoch = self._epoch
 
         async def renew() -> None:
-            renewed = await self._run(scripts.LEASE, self.daemon, self._lease_ms(), "1")
+            renewed = await self._run(scripts.LEASE, self.daemon, self._leasems(), "1")
             if not renewed:
                 if epoch == self._epoch:
                     self.log.warn("lease of {daemon} expired: re-asserting", daemon=self.daemon)
@@ -1005,7 +917,7 @@ class RedisStore:
             await self._run_expiry()  # also expiries this daemon has not heard of
 
         def failed(failure: Failure) -> None:
-            self._failed(failure, "lease renewal")
+            self.failures.failed(failure, "lease renewal")
 
         return Deferred.fromCoroutine(renew()).addErrback(failed)
 
@@ -1031,7 +943,7 @@ class RedisStore:
     def _expiry_due(self) -> None:
         self._expiry = None
         if self.link.up:  # otherwise recovery's renewals run it
-            self._run_expiry().addErrback(self._failed, "expiring TTL registrations")
+            self._run_expiry().addErrback(self.failures.failed, "expiring TTL registrations")
 
     def _run_expiry(self) -> Deferred[None]:
         """Remove and announce every TTL registration due (taking or keeping the
@@ -1039,9 +951,9 @@ class RedisStore:
 
         async def run() -> None:
             while True:
-                now = _ms(self.clock.seconds())
+                now = ms(self.clock.seconds())
                 removed, upcoming = await self._run(
-                    scripts.EXPIRE, now, _EXPIRE_BATCH, self.daemon, self._lease_ms()
+                    scripts.EXPIRE, now, _EXPIRE_BATCH, self.daemon, self._leasems()
                 )
                 if int(removed) < _EXPIRE_BATCH:
                     break
@@ -1053,15 +965,3 @@ class RedisStore:
             self._schedule_expiry(upcoming)  # the fleet's earliest, if elected
 
         return Deferred.fromCoroutine(run())
-
-
-def _ms(seconds: float) -> int:
-    return int(seconds * 1000)
-
-
-def _signed(peer: Peer) -> str:
-    return "0" if peer.signed_peer_record is None else "1"
-
-
-def _nothing() -> None:
-    pass

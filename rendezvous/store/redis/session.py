@@ -1,0 +1,75 @@
+"""A session of this daemon on the Redis store, what it owns, and how it is answered.
+
+Every part of the store answers a request through the session's `Slot`, so answers
+leave in request order whatever order Redis replies in.
+"""
+
+from __future__ import annotations
+
+from rendezvous.model import Peer, Refused, Registration, Status
+from rendezvous.registry import Session
+from rendezvous.store.base import Client
+from rendezvous.store.redis.replies import Replies, Slot
+
+UNREACHABLE = "registry store (redis) unreachable"
+
+
+class RedisSession(Session):
+    """A session of this daemon, with what the shared registry holds for it."""
+
+    __slots__ = ("entries", "own_keys", "replies", "sid", "sid_arg", "wrote")
+
+    def __init__(self, client: Client, identity: bytes | None, sid: str) -> None:
+        # Not Session.__init__: what this session holds is in `entries`, not in a list.
+        self.subscriber = client
+        self.identity = identity
+        self.open = True
+        self.subscriptions: list[str] = []
+        self.own_keys: dict[bytes, int] = {} if identity is None else {identity: 1}
+        """Peer ids this session speaks for, with how many registrations hold each."""
+        self.sid = sid
+        self.sid_arg = b"$%d\r\n%s\r\n" % (len(sid), sid.encode())
+        """The session id as a script argument (RESP)."""
+        self.entries: dict[tuple[str, bytes], Registration] = {}
+        """Registrations Redis confirmed for this session."""
+        self.replies = Replies()
+        self.wrote = False
+        """Whether Redis may hold something of this session."""
+
+
+def client(session: Session) -> Client:
+    """Where the answers and pushes for ``session`` go."""
+    found: Client = session.subscriber  # type: ignore[assignment]
+    return found
+
+
+def own(session: RedisSession, key: bytes, delta: int) -> None:
+    """One registration more (``delta`` 1) or less (-1) holds ``key`` for ``session``."""
+    count = session.own_keys.get(key, 0) + delta
+    if count > 0:
+        session.own_keys[key] = count
+    else:
+        session.own_keys.pop(key, None)
+
+
+def refuse(
+    session: RedisSession, slot: Slot, request_id: int | None, status: Status, text: str
+) -> None:
+    """Answer the request of ``slot`` with a refusal."""
+    answer = client(session)
+    slot.fill(lambda: answer.refused(request_id, Refused(status, text)))
+
+
+def nothing() -> None:
+    """The answer to a REGISTER or UNREGISTER done: nothing to tell, but its slot is
+    filled, so the answers after it may leave."""
+
+
+def ms(seconds: float) -> int:
+    """A time as the scripts take it: milliseconds."""
+    return int(seconds * 1000)
+
+
+def signed(peer: Peer) -> str:
+    """Whether ``peer`` comes with a signed peer record, as a script argument."""
+    return "0" if peer.signed_peer_record is None else "1"
