@@ -23,7 +23,6 @@ import uuid
 from collections.abc import Mapping
 from functools import partial
 from types import MappingProxyType
-from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -37,8 +36,9 @@ from rendezvous.model import Peer, Refused, Registration, Status, new_epoch
 from rendezvous.registry import Session
 from rendezvous.store.base import Client, StandardClient, StoreStats
 from rendezvous.store.redis import scripts
+from rendezvous.store.redis.batch import BATCH_SIZE, Batcher
 from rendezvous.store.redis.failures import Failures
-from rendezvous.store.redis.link import Encoded, RedisLink
+from rendezvous.store.redis.link import RedisLink
 from rendezvous.store.redis.mirror import Mirror, Push
 from rendezvous.store.redis.replies import Slot
 from rendezvous.store.redis.session import (
@@ -56,18 +56,9 @@ from rendezvous.store.redis.wire import (
     parse_discovered,
     parse_eviction,
     parse_published,
-    parse_results,
     registration,
     split_member,
 )
-
-_BATCH_REFUSALS = {
-    b"AUTH": (Status.NOT_AUTHORIZED, "peer id is registered by another session"),
-    b"LIMIT": (Status.LIMIT_EXCEEDED, "too many registrations in this session"),
-    b"FULL": (Status.UNAVAILABLE, "registry is full"),
-    b"LEASE": (Status.UNAVAILABLE, UNREACHABLE),
-}
-"""What `scripts.REGISTER_MANY` answers for a REGISTER it refused."""
 
 
 class _Namespace(Mirror["RedisSession"]):
@@ -85,23 +76,6 @@ class _Namespace(Mirror["RedisSession"]):
         if self.timer is not None and self.timer.active():
             self.timer.cancel()
         self.timer = None
-
-
-_Pending = tuple[RedisSession, Slot, "int | None", Registration, bool]
-"""A REGISTER sent in a batch: its session, its answer's place, request id, the
-registration, and whether the session is a raw stream's."""
-
-
-class _Batch:
-    """The REGISTERs of one reactor turn, for one run of `scripts.REGISTER_MANY`."""
-
-    __slots__ = ("args", "items", "namespaces")
-
-    def __init__(self) -> None:
-        self.items: list[_Pending] = []
-        self.args: list[bytes] = []
-        """Five script arguments per REGISTER, encoded (RESP)."""
-        self.namespaces: set[str] = set()
 
 
 class _Discovered:
@@ -137,9 +111,6 @@ class _Read:
 DISCOVER_CACHE = 1024
 """Namespaces whose last DISCOVER answer a daemon keeps, to send again while unchanged."""
 
-BATCH_SIZE = 256
-"""REGISTERs sent in one script run at most (more in one reactor turn: several runs)."""
-
 _EXPIRE_BATCH = 100
 """TTL registrations removed by one run of the expiry script (the next run follows at once)."""
 
@@ -163,11 +134,10 @@ class RedisStore:
         self.lease = lease
         self.daemon = daemon_id or uuid.uuid4().hex
         self.batch_size = BATCH_SIZE
-        self._batch = _Batch()
-        self._flush_call: IDelayedCall | None = None
         self._discovered: dict[str, _Discovered] = {}
         self._reading: dict[str, _Read] = {}
         """DISCOVERs of this reactor turn, by namespace: one read answers them all."""
+        self.batcher = Batcher(self, self._reading)
         self._turn_call: IDelayedCall | None = None
         self._sessions: dict[RedisSession, None] = {}
         self._by_sid: dict[str, RedisSession] = {}
@@ -224,7 +194,7 @@ class RedisStore:
         async def stop() -> None:
             if self.link.up:
                 try:
-                    await self._run(scripts.DROP_DAEMON, self.daemon)
+                    await self.batcher.run(scripts.DROP_DAEMON, self.daemon)
                 except Exception as e:
                     self.log.warn("could not remove this daemon's registrations: {e}", e=e)
             await self.link.stop()
@@ -260,124 +230,16 @@ class RedisStore:
         session.entries.clear()
         if session.wrote and not self._stopping and self.link.up:
             # Failing, it is left to the prune that follows a reconnection.
-            self._run(scripts.DROP_SESSION, self.daemon, session.sid).addErrback(self._drop_failed)
+            self.batcher.run(scripts.DROP_SESSION, self.daemon, session.sid).addErrback(
+                self._drop_failed
+            )
 
     # -- requests ---------------------------------------------------------------------
 
     def register(
         self, session: Session, namespace: str, peer: Peer, request_id: int | None
     ) -> None:
-        assert isinstance(session, RedisSession)
-        slot = session.replies.reserve()
-        key = peer.key
-        if session.identity is not None and key != session.identity:
-            refuse(
-                session,
-                slot,
-                request_id,
-                Status.NOT_AUTHORIZED,
-                "peer id differs from the authenticated one",
-            )
-            return
-        held = session.entries.get((namespace, key))
-        # the same again (the usual refresh): its entry is encoded already
-        registration = (
-            held if held is not None and held.peer == peer else Registration(namespace, peer)
-        )
-        raw = session.identity is None
-        if raw:  # pushes of this peer may come back before the reply: it is ours already
-            own(session, key, 1)
-        session.wrote = True
-        if self._reading:
-            self._reading.pop(namespace, None)  # a DISCOVER after this one reads again
-        batch = self._batch
-        batch.items.append((session, slot, request_id, registration, raw))
-        batch.namespaces.add(namespace)
-        flags = (
-            (b"1" if raw else b"0") if peer.signed_peer_record is None else (b"3" if raw else b"2")
-        )
-        name, entry = namespace.encode(), entry_bytes(registration)
-        batch.args.append(
-            session.sid_arg
-            + b"$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$1\r\n%s\r\n"
-            % (len(name), name, len(key), key, len(entry), entry, flags)
-        )
-        if len(batch.items) >= self.batch_size:
-            self._flush()
-        elif self._flush_call is None:
-            self._flush_call = self.clock.callLater(0, self._flush)
-
-    def _flush(self) -> None:
-        """Send the REGISTERs waiting (those of one reactor turn) in one script run."""
-        call, self._flush_call = self._flush_call, None
-        if call is not None and call.active():
-            call.cancel()
-        batch = self._batch
-        if not batch.items:
-            return
-        self._batch = _Batch()
-        limits = self.limits
-        d = self.link.run(
-            scripts.REGISTER_MANY,
-            self.daemon,
-            limits.max_registrations_per_session,
-            limits.max_registrations,
-            Encoded(5 * len(batch.items), b"".join(batch.args)),
-        )
-        d.addCallbacks(
-            self._registered, self._register_failed, callbackArgs=(batch,), errbackArgs=(batch,)
-        )
-
-    def _registered(self, reply: bytes, batch: _Batch) -> None:
-        items = batch.items
-        try:
-            results = parse_results(reply, len(items))
-        except BadData as e:
-            self.log.error("bad reply from redis: {e}", e=e)
-            results = [b"E" + str(e).encode()] * len(items)
-        lease_lost = False
-        for (session, slot, request_id, held, raw), result in zip(items, results, strict=True):
-            key = held.peer.key
-            if raw:
-                own(session, key, -1)
-            if not result[:1].isdigit():
-                lease_lost = lease_lost or result == b"LEASE"
-                self._refused_in_batch(session, slot, request_id, result)
-                continue
-            if session.open:
-                slot_key = (held.namespace, key)
-                if slot_key not in session.entries:
-                    self.registration_count += 1
-                    if raw:
-                        own(session, key, 1)
-                # with its sequence number, to tell later evictions from earlier
-                held.seq = int(result)
-                session.entries[slot_key] = held
-            slot.fill(nothing)
-        if lease_lost and not self._recovering:
-            self._recover(resync=False)
-
-    def _register_failed(self, failure: Failure, batch: _Batch) -> None:
-        self.failures.failed(failure, "a request")
-        for session, slot, request_id, held, raw in batch.items:
-            if raw:
-                own(session, held.peer.key, -1)
-            refuse(session, slot, request_id, Status.UNAVAILABLE, UNREACHABLE)
-
-    def _refused_in_batch(
-        self, session: RedisSession, slot: Slot, request_id: int | None, result: bytes
-    ) -> None:
-        refusal = _BATCH_REFUSALS.get(result)
-        if refusal is None:  # an error stopped this one (out of memory…)
-            allowed, suppressed = self.failures.limiter.allow()
-            if allowed:
-                self.log.error(
-                    "redis store: a request failed: {error} ({suppressed} more not logged)",
-                    error=result[1:].decode(errors="replace"),
-                    suppressed=suppressed,
-                )
-            refusal = (Status.UNAVAILABLE, UNREACHABLE)
-        refuse(session, slot, request_id, *refusal)
+        self.batcher.register(session, namespace, peer, request_id)
 
     def unregister(
         self, session: Session, namespace: str, key: bytes, request_id: int | None
@@ -395,7 +257,7 @@ class RedisStore:
                 "peer id differs from the authenticated one",
             )
             return
-        d = self._run(
+        d = self.batcher.run(
             scripts.UNREGISTER,
             self.daemon,
             session.sid,
@@ -459,7 +321,7 @@ class RedisStore:
         if self._turn_call is None:
             self._turn_call = self.clock.callLater(0, self._end_turn)
         known = cached.version if cached is not None else b""
-        d = self._read(namespace, scripts.DISCOVER, namespace, limit, known)
+        d = self.batcher.read(namespace, scripts.DISCOVER, namespace, limit, known)
         d.addCallbacks(
             self._discover_read,
             self._discover_failed,
@@ -513,7 +375,7 @@ class RedisStore:
             return
         expires_ms = ms(self.clock.seconds() + ttl)
         limits = self.limits
-        d = self._run(
+        d = self.batcher.run(
             scripts.REGISTER_TTL,
             namespace,
             peer.key,
@@ -548,7 +410,7 @@ class RedisStore:
     ) -> None:
         assert isinstance(session, RedisSession)
         slot = session.replies.reserve()
-        d = self._run(
+        d = self.batcher.run(
             scripts.DISCOVER_SINCE,
             "1" if namespace is None else "0",
             namespace or "",
@@ -618,23 +480,6 @@ class RedisStore:
         registry (read-only; the status page shows them)."""
         return MappingProxyType(self._namespaces)
 
-    def _run(self, script: scripts.Script, *args: str | bytes | int) -> Deferred[Any]:
-        """Run ``script`` after the REGISTERs waiting, whose effects it may depend on."""
-        if self._batch.items:
-            self._flush()
-        if self._reading:
-            self._reading.clear()  # what it may change is read again
-        return self.link.run(script, *args)
-
-    def _read(
-        self, namespace: str, script: scripts.Script, *args: str | bytes | int
-    ) -> Deferred[Any]:
-        """Run ``script`` (which reads ``namespace``), after the REGISTERs waiting if
-        one is in it."""
-        if namespace in self._batch.namespaces:
-            self._flush()
-        return self.link.run(script, *args)
-
     def _remember(self, namespace: str, discovered: _Discovered) -> None:
         cache = self._discovered
         cache.pop(namespace, None)
@@ -660,7 +505,7 @@ class RedisStore:
         """(Re)subscribe, then read a snapshot; pushes meanwhile wait in the buffer."""
         generation = state.begin_sync()
         d = self.link.subscribe(state.name)
-        d.addCallback(lambda _: self._read(state.name, scripts.SNAPSHOT, state.name, 0))
+        d.addCallback(lambda _: self.batcher.read(state.name, scripts.SNAPSHOT, state.name, 0))
         d.addCallbacks(
             partial(self._synced, state, generation),
             partial(self._sync_failed, state, generation),
@@ -809,13 +654,15 @@ class RedisStore:
         async def recover() -> None:
             link = self.link
             await link.subscribe_daemon(self.daemon)  # before re-assertion reports conflicts
-            epoch = await self._run(scripts.LEASE, self.daemon, self._leasems(), "0", new_epoch())
+            epoch = await self.batcher.run(
+                scripts.LEASE, self.daemon, self._lease_ms(), "0", new_epoch()
+            )
             if isinstance(epoch, bytes) and epoch:
                 self.epoch = epoch
             if self._failover and self._cookie_high:
                 await self._void_cookies_if_behind()
             live = [session for session in self._sessions if session.wrote]
-            await self._run(scripts.PRUNE, self.daemon, *[session.sid for session in live])
+            await self.batcher.run(scripts.PRUNE, self.daemon, *[session.sid for session in live])
             self._prune_needed = False
             for session in live:
                 if generation != self._epoch:
@@ -875,7 +722,7 @@ class RedisStore:
         args: list[str | bytes] = []
         for (namespace, key), reg in session.entries.items():
             args += [namespace, key, entry_bytes(reg), signed(reg.peer)]
-        reply = await self._run(
+        reply = await self.batcher.run(
             scripts.SYNC_SESSION,
             self.daemon,
             session.sid,
@@ -894,14 +741,14 @@ class RedisStore:
             )
             self._forget_entry(session, (name.decode(errors="replace"), key))
 
-    def _leasems(self) -> int:
+    def _lease_ms(self) -> int:
         return max(1, int(self.lease * 1000))
 
     def _renew(self) -> Deferred[None]:
         epoch = self._epoch
 
         async def renew() -> None:
-            renewed = await self._run(scripts.LEASE, self.daemon, self._leasems(), "1")
+            renewed = await self.batcher.run(scripts.LEASE, self.daemon, self._lease_ms(), "1")
             if not renewed:
                 if epoch == self._epoch:
                     self.log.warn("lease of {daemon} expired: re-asserting", daemon=self.daemon)
@@ -909,9 +756,9 @@ class RedisStore:
                 return
             if self._prune_needed:
                 live = [session.sid for session in self._sessions if session.wrote]
-                await self._run(scripts.PRUNE, self.daemon, *live)
+                await self.batcher.run(scripts.PRUNE, self.daemon, *live)
                 self._prune_needed = False
-            reaped = await self._run(scripts.REAP, self.daemon, int(self.lease * 1000 / 3))
+            reaped = await self.batcher.run(scripts.REAP, self.daemon, int(self.lease * 1000 / 3))
             if reaped > 0:
                 self.log.info("reaped {count} daemons whose lease expired", count=reaped)
             await self._run_expiry()  # also expiries this daemon has not heard of
@@ -952,8 +799,8 @@ class RedisStore:
         async def run() -> None:
             while True:
                 now = ms(self.clock.seconds())
-                removed, upcoming = await self._run(
-                    scripts.EXPIRE, now, _EXPIRE_BATCH, self.daemon, self._leasems()
+                removed, upcoming = await self.batcher.run(
+                    scripts.EXPIRE, now, _EXPIRE_BATCH, self.daemon, self._lease_ms()
                 )
                 if int(removed) < _EXPIRE_BATCH:
                     break
