@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 
-from twisted.internet import tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IHandshakeListener, IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory, Protocol, connectionDone
@@ -24,6 +23,7 @@ from rendezvous.logs import ClientAddress, emit
 from rendezvous.model import Refused, Status
 from rendezvous.nodelay import no_delay
 from rendezvous.peercert import PeerCertificateError
+from rendezvous.twisted_internals import direct_socket, send_now
 
 try:
     from twisted.protocols.tls import TLSMemoryBIOProtocol
@@ -42,14 +42,6 @@ def describe(address: IAddress) -> str:
         return f"{kind} {host}:{port}"
     name = getattr(address, "name", None)
     return f"unix {name.decode() if isinstance(name, bytes) else name or '-'}"
-
-
-def eager_socket(transport: object) -> socket.socket | None:
-    """The socket of a plain (not TLS) TCP or UNIX transport, which may be written to
-    directly while the transport has nothing queued; None for any other transport."""
-    if isinstance(transport, tcp.Connection) and not transport.TLS:
-        return transport.socket
-    return None
 
 
 @implementer(IPushProducer, IHandshakeListener)
@@ -114,7 +106,7 @@ class LiveProtocol(Protocol):
         """Open the session, as the authenticated ``identity`` if not None."""
         self._opened = True
         no_delay(self.transport)
-        self._socket = eager_socket(self.transport)
+        self._socket = direct_socket(self.transport)
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
         address = ClientAddress(self)
         emit(
@@ -226,14 +218,10 @@ class LiveProtocol(Protocol):
         transport = self.transport
         sock = self._socket
         # With nothing queued, send at once: a buffered write costs the poller two changes.
-        if sock is not None and not transport.dataBuffer and not transport._tempDataBuffer:  # type: ignore[union-attr]
-            try:
-                sent = sock.send(data)
-            except OSError:  # EAGAIN, or an error Twisted will find on its own
-                sent = 0
-            if sent == len(data):
+        if sock is not None:
+            data = send_now(transport, sock, data)
+            if not data:
                 return
-            data = data[sent:]
         transport.write(data)  # type: ignore[union-attr]
 
     def pause_reading(self) -> None:

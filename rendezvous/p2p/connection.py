@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
@@ -30,6 +29,7 @@ from rendezvous.p2p.stream import Stream, StreamProtocol
 from rendezvous.p2p.transport import TCPAddress
 from rendezvous.p2p.yamux import YamuxError, YamuxEvent, YamuxSession
 from rendezvous.peerid import peer_id_to_text
+from rendezvous.twisted_internals import enlarge_buffer, flush, sends_itself
 
 _SECURITY, _HANDSHAKE, _MUXER, _MUXED, _CLOSED = range(5)
 ABORT_AFTER = 5.0
@@ -130,10 +130,9 @@ class Connection(Protocol):
     def connectionMade(self) -> None:
         transport: Any = self.transport
         self._transport = transport
-        self._sends_itself = not isinstance(transport, FileDescriptor)
+        self._sends_itself = sends_itself(transport)
         no_delay(transport)
-        if isinstance(getattr(transport, "bufferSize", None), int):
-            transport.bufferSize = TRANSPORT_BUFFER
+        enlarge_buffer(transport, TRANSPORT_BUFFER)
         peer = transport.getPeer()
         self.remote_address = TCPAddress.from_address(peer)
         self._ip = self.remote_address.host if self.remote_address is not None else None
@@ -627,7 +626,7 @@ class Connection(Protocol):
         if self._state == _MUXED and not self._transport.disconnecting:
             # The reactor's own call: should the socket be full or gone, the bytes stay
             # buffered and the transport, still registered for writing, sees to it.
-            self._transport.doWrite()
+            flush(self._transport)
 
     def _fail(self, reason: str) -> None:
         if self._state == _CLOSED:
