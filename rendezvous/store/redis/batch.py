@@ -28,6 +28,7 @@ from rendezvous.store.redis.session import UNREACHABLE, RedisSession, nothing, o
 from rendezvous.store.redis.wire import BadData, parse_results
 
 if TYPE_CHECKING:
+    from rendezvous.store.redis.discover import TurnRead
     from rendezvous.store.redis.store import RedisStore
 
 BATCH_SIZE = 256
@@ -61,7 +62,7 @@ class RegisterBatch:
 class Batcher:
     """Collects the REGISTERs of a reactor turn, and runs every script after them."""
 
-    def __init__(self, store: RedisStore, turn_reads: dict[str, Any]) -> None:
+    def __init__(self, store: RedisStore, turn_reads: dict[str, TurnRead]) -> None:
         self.store = store
         self.link = store.link
         self.clock = store.clock

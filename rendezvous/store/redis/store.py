@@ -17,7 +17,6 @@ the fleet's (`epoch`), so a cookie from one daemon is good at any other.
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
 import uuid
 from collections.abc import Mapping
@@ -37,6 +36,7 @@ from rendezvous.registry import Session
 from rendezvous.store.base import Client, StandardClient, StoreStats
 from rendezvous.store.redis import scripts
 from rendezvous.store.redis.batch import BATCH_SIZE, Batcher
+from rendezvous.store.redis.discover import Discovery
 from rendezvous.store.redis.failures import Failures
 from rendezvous.store.redis.link import RedisLink
 from rendezvous.store.redis.mirror import Mirror, Push
@@ -53,7 +53,6 @@ from rendezvous.store.redis.session import (
 )
 from rendezvous.store.redis.wire import (
     BadData,
-    parse_discovered,
     parse_eviction,
     parse_published,
     registration,
@@ -78,39 +77,6 @@ class _Namespace(Mirror["RedisSession"]):
         self.timer = None
 
 
-class _Discovered:
-    """A namespace's first registrations as read for a DISCOVER, with its version."""
-
-    __slots__ = ("found", "limit", "version")
-
-    def __init__(self, version: bytes, limit: int, found: list[Registration]) -> None:
-        self.version = version
-        self.limit = limit
-        self.found = found
-
-    def covers(self, limit: int) -> bool:
-        """Whether this answers a DISCOVER with ``limit`` (0: all)."""
-        complete = self.limit == 0 or len(self.found) < self.limit
-        return complete or 0 < limit <= self.limit
-
-
-class _Read:
-    """A DISCOVER's read of a namespace, and every DISCOVER of the turn it answers."""
-
-    __slots__ = ("cached", "limit", "waiting")
-
-    def __init__(self, limit: int, cached: _Discovered | None) -> None:
-        self.limit = limit
-        self.cached = cached
-        self.waiting: list[tuple[RedisSession, Slot, int | None, int]] = []
-
-    def covers(self, limit: int) -> bool:
-        return self.limit == 0 or 0 < limit <= self.limit
-
-
-DISCOVER_CACHE = 1024
-"""Namespaces whose last DISCOVER answer a daemon keeps, to send again while unchanged."""
-
 _EXPIRE_BATCH = 100
 """TTL registrations removed by one run of the expiry script (the next run follows at once)."""
 
@@ -134,11 +100,8 @@ class RedisStore:
         self.lease = lease
         self.daemon = daemon_id or uuid.uuid4().hex
         self.batch_size = BATCH_SIZE
-        self._discovered: dict[str, _Discovered] = {}
-        self._reading: dict[str, _Read] = {}
-        """DISCOVERs of this reactor turn, by namespace: one read answers them all."""
-        self.batcher = Batcher(self, self._reading)
-        self._turn_call: IDelayedCall | None = None
+        self.discovery = Discovery(self)
+        self.batcher = Batcher(self, self.discovery.turn_reads)
         self._sessions: dict[RedisSession, None] = {}
         self._by_sid: dict[str, RedisSession] = {}
         self._namespaces: dict[str, _Namespace] = {}
@@ -156,8 +119,6 @@ class RedisStore:
         self._server: str | None = None
         """The server of the last connection (a failover changes it)."""
         self._failover = False
-        self._cookie_high = 0
-        """The latest change a DISCOVER cookie of this daemon has pointed at."""
         self.epoch: bytes | None = None
         """The fleet's DISCOVER cookie epoch, once read from Redis."""
         self._expiry: IDelayedCall | None = None
@@ -306,58 +267,7 @@ class RedisStore:
     def discover(
         self, session: Session, namespace: str, limit: int, request_id: int | None
     ) -> None:
-        assert isinstance(session, RedisSession)
-        slot = session.replies.reserve()
-        read = self._reading.get(namespace)
-        if read is not None and read.covers(limit):
-            # read in this reactor turn (after this request came) and nothing written since
-            read.waiting.append((session, slot, request_id, limit))
-            return
-        cached = self._discovered.get(namespace)
-        if cached is not None and not cached.covers(limit):
-            cached = None
-        read = self._reading[namespace] = _Read(limit, cached)
-        read.waiting.append((session, slot, request_id, limit))
-        if self._turn_call is None:
-            self._turn_call = self.clock.callLater(0, self._end_turn)
-        known = cached.version if cached is not None else b""
-        d = self.batcher.read(namespace, scripts.DISCOVER, namespace, limit, known)
-        d.addCallbacks(
-            self._discover_read,
-            self._discover_failed,
-            callbackArgs=(namespace, read),
-            errbackArgs=(namespace, read),
-        )
-
-    def _discover_read(self, reply: list[bytes], namespace: str, read: _Read) -> None:
-        if self._reading.get(namespace) is read:
-            del self._reading[namespace]  # answered: later requests read again
-        cached = read.cached
-        if len(reply) == 1 and cached is not None and reply[0] == cached.version:
-            found = cached.found  # the namespace has not changed since
-        else:
-            try:
-                found = [registration(entry) for entry in parse_discovered(reply[1])]
-            except BadData as e:
-                self.log.error("bad data in redis: {e}", e=e)
-                for session, slot, request_id, _ in read.waiting:
-                    refuse(session, slot, request_id, Status.INTERNAL_ERROR, "bad stored data")
-                return
-            self._remember(namespace, _Discovered(reply[0], read.limit, found))
-        for session, slot, request_id, limit in read.waiting:
-            answer = found[:limit] if limit and len(found) > limit else found
-            slot.fill(partial(client(session).discovered, request_id, namespace, answer))
-
-    def _discover_failed(self, failure: Failure, namespace: str, read: _Read) -> None:
-        if self._reading.get(namespace) is read:
-            del self._reading[namespace]
-        self.failures.failed(failure, "a request")
-        for session, slot, request_id, _ in read.waiting:
-            refuse(session, slot, request_id, Status.UNAVAILABLE, UNREACHABLE)
-
-    def _end_turn(self) -> None:
-        self._turn_call = None
-        self._reading.clear()
+        self.discovery.discover(session, namespace, limit, request_id)
 
     def register_ttl(
         self, session: Session, namespace: str, peer: Peer, ttl: int, request_id: int | None
@@ -408,42 +318,9 @@ class RedisStore:
         *,
         signed_only: bool = True,
     ) -> None:
-        assert isinstance(session, RedisSession)
-        slot = session.replies.reserve()
-        d = self.batcher.run(
-            scripts.DISCOVER_SINCE,
-            "1" if namespace is None else "0",
-            namespace or "",
-            after,
-            limit,
-            "1" if signed_only else "0",
-            ms(self.clock.seconds()),
+        self.discovery.discover_since(
+            session, namespace, after, limit, request_id, signed_only=signed_only
         )
-
-        def done(reply: list[bytes]) -> None:
-            if reply[0]:
-                self.epoch = reply[0]
-            try:
-                found = [
-                    dataclasses.replace(
-                        registration(entry),
-                        seq=int(seq),
-                        expires=int(expires) / 1000 if expires else None,
-                    )
-                    for seq, expires, entry in zip(
-                        reply[1::3], reply[2::3], reply[3::3], strict=True
-                    )
-                ]
-            except (BadData, ValueError) as e:
-                self.log.error("bad data in redis: {e}", e=e)
-                refuse(session, slot, request_id, Status.INTERNAL_ERROR, "bad stored data")
-                return
-            if found:
-                self._cookie_high = max(self._cookie_high, max(r.seq for r in found))
-            answer = client(session)
-            slot.fill(lambda: answer.discovered(request_id, namespace or "", found))
-
-        d.addCallbacks(done, partial(self.failures.request_failed, session, slot, request_id))
 
     def when(self, ready: bool = True) -> Deferred[None]:
         """Fires once `ready` equals ``ready`` (at once if it does)."""
@@ -479,15 +356,6 @@ class RedisStore:
         """The namespaces this daemon's sessions watch, each mirrored from the fleet's
         registry (read-only; the status page shows them)."""
         return MappingProxyType(self._namespaces)
-
-    def _remember(self, namespace: str, discovered: _Discovered) -> None:
-        cache = self._discovered
-        cache.pop(namespace, None)
-        cache[namespace] = discovered
-        if len(cache) > DISCOVER_CACHE:
-            del cache[next(iter(cache))]  # the one read longest ago
-
-    # -- local ownership ------------------------------------------------------------------
 
     def _drop_failed(self, failure: Failure) -> None:
         if self.failures.failed(failure, "removing a closed session's registrations"):
@@ -616,7 +484,7 @@ class RedisStore:
     # -- the link: outages, recovery, lease and reaper --------------------------------------
 
     def _down(self) -> None:
-        self._discovered.clear()
+        self.discovery.cache.clear()
         self._set_ready(False)
         self._recovering = False
         self._cancel_retry()
@@ -646,7 +514,7 @@ class RedisStore:
             return
         generation = self._epoch = self._epoch + 1
         self._recovering = True
-        self._discovered.clear()  # versions are only comparable within one registry's life
+        self.discovery.cache.clear()  # versions are only comparable within one registry's life
         self._cancel_retry()
         if self._tick.running:
             self._tick.stop()
@@ -659,7 +527,7 @@ class RedisStore:
             )
             if isinstance(epoch, bytes) and epoch:
                 self.epoch = epoch
-            if self._failover and self._cookie_high:
+            if self._failover and self.discovery.cookie_high:
                 await self._void_cookies_if_behind()
             live = [session for session in self._sessions if session.wrote]
             await self.batcher.run(scripts.PRUNE, self.daemon, *[session.sid for session in live])
@@ -695,16 +563,16 @@ class RedisStore:
         their clients are sent everything again rather than miss the renumbered ones."""
         link = self.link
         seq = int(await link.call("GET", f"{link.prefix}seq") or 0)
-        if seq < self._cookie_high:
+        if seq < self.discovery.cookie_high:
             epoch = new_epoch()
             await link.call("SET", f"{link.prefix}epoch", epoch)
             self.epoch = epoch
             self.log.warn(
                 "redis master lacks changes {first} to {last}: DISCOVER cookies start anew",
                 first=seq + 1,
-                last=self._cookie_high,
+                last=self.discovery.cookie_high,
             )
-        self._cookie_high = 0
+        self.discovery.cookie_high = 0
 
     def _retry_recovery(self, resync: bool) -> None:
         self._retry = None
