@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from rendezvous.limits import Limits
+from rendezvous.live import codec as codec_module
 from rendezvous.live.codec import (
     DISCOVER_REPLY_BYTES,
     DiscoverRequest,
@@ -131,6 +132,36 @@ class ParseTests(SynchronousTestCase):
         self.assertEqual(self.refusal(too_many).status, Status.INVALID_PEER)
         huge = register("app", "A", b"\x04" + b"\x00" * 600)
         self.assertEqual(self.refusal(huge).status, Status.INVALID_PEER)
+
+    def test_the_caches_keep_what_is_in_use(self) -> None:
+        """The daemon-wide caches of parsed peer ids and checked addresses drop the
+        least recently used entry when full, not everything: an id seen all along is
+        parsed once however many new ones pass by."""
+        parsed: list[str] = []
+
+        def counting(text: str) -> bytes:
+            parsed.append(text)
+            return parse_peer_id(text)
+
+        self.patch(codec_module, "parse_peer_id", counting)
+        checked: list[bytes] = []
+
+        def checking(addr: bytes) -> None:
+            checked.append(addr)
+
+        self.patch(codec_module, "validate_multiaddr", checking)
+        for n in range(3 * codec_module._CACHE_SIZE):
+            for name, addr in (("busy", tcp_addr(1)), (f"new{n}", tcp_addr(2, port=n + 1))):
+                [request] = self.codec.parse(
+                    register("app", name, addr).SerializeToString()
+                ).requests
+                self.assertIsInstance(request, RegisterRequest)
+        self.assertEqual(parsed.count(peer_id("busy")), 1)
+        self.assertEqual(checked.count(tcp_addr(1)), 1)
+        self.assertEqual(len(parsed), 1 + 3 * codec_module._CACHE_SIZE)
+        # Bounded: the oldest new ones are gone and parsed again.
+        self.codec.parse(register("app", "new0", tcp_addr(1)).SerializeToString())
+        self.assertEqual(parsed.count(peer_id("new0")), 2)
 
     def test_signed_record_size(self) -> None:
         message = register("app", "A")

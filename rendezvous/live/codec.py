@@ -13,6 +13,7 @@ all cached is then answered without protobuf; anything else takes the protobuf p
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -37,7 +38,8 @@ ERROR = Message.ERROR
 
 _CACHE_SIZE = 4096
 """Peer ids and addresses parsed recently: enough for the ids a busy daemon sees again
-and again, small beside what its sessions hold (each session caches its own entries)."""
+and again, small beside what its sessions hold (each session caches its own entries).
+Least recently used first out, so a stream of new ids does not evict the ones in use."""
 _HEADER_TABLE = 2048
 DISCOVER_REPLY_BYTES = 1024 * 1024
 """The largest answer to a DISCOVER, which is one message (about 10,000 typical
@@ -175,8 +177,8 @@ class LiveCodec:
         self.limits = limits
         self._short_namespace = limits.max_namespace_bytes // 4
         """Namespaces this long or shorter fit in the limit whatever their characters."""
-        self._peer_ids: dict[str, bytes] = {}
-        self._valid_addrs: dict[bytes, None] = {}
+        self._peer_ids: OrderedDict[str, bytes] = OrderedDict()
+        self._valid_addrs: OrderedDict[bytes, None] = OrderedDict()
         self._entry_cache_size = limits.max_registrations_per_session
         """A session's entry cache is emptied when it reaches this size."""
 
@@ -253,9 +255,12 @@ class LiveCodec:
                 raise Refused(Status.INVALID_PEER, "REGISTER without a peer")
             wire = entry.peer
             text = wire.id
-            key = self._peer_ids.get(text) if type(text) is str else None
+            peer_ids = self._peer_ids
+            key = peer_ids.get(text) if type(text) is str else None
             if key is None:
                 key = self._peer_id(text)
+            else:
+                peer_ids.move_to_end(text)
             addrs = tuple(wire.addrs)
             if addrs:
                 limits = self.limits
@@ -265,7 +270,9 @@ class LiveCodec:
                     )
                 valid = self._valid_addrs
                 for addr in addrs:
-                    if addr not in valid:
+                    if addr in valid:
+                        valid.move_to_end(addr)
+                    else:
                         self._check_addr(addr)
             record: bytes | None = None
             if wire.HasField("signed_peer_record"):
@@ -323,6 +330,7 @@ class LiveCodec:
         if isinstance(text, str):
             key = cache.get(text)
             if key is not None:
+                cache.move_to_end(text)
                 return key
         if not isinstance(text, str) or not text:
             raise Refused(Status.INVALID_PEER, "peer id is missing or not UTF-8")
@@ -330,9 +338,9 @@ class LiveCodec:
             key = parse_peer_id(text)
         except InvalidPeerId as e:
             raise Refused(Status.INVALID_PEER, f"invalid peer id: {e}") from None
-        if len(cache) >= _CACHE_SIZE:
-            cache.clear()
         cache[text] = key
+        if len(cache) > _CACHE_SIZE:
+            cache.popitem(last=False)
         return key
 
     def _check_addr(self, addr: bytes) -> None:
@@ -343,9 +351,9 @@ class LiveCodec:
         except InvalidMultiaddr as e:
             raise Refused(Status.INVALID_PEER, f"invalid multiaddr: {e}") from None
         valid = self._valid_addrs
-        if len(valid) >= _CACHE_SIZE:
-            valid.clear()
         valid[addr] = None
+        if len(valid) > _CACHE_SIZE:
+            valid.popitem(last=False)
 
     # -- encoding ---------------------------------------------------------
 
