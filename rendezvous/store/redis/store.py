@@ -39,43 +39,21 @@ from rendezvous.store.redis.batch import BATCH_SIZE, Batcher
 from rendezvous.store.redis.discover import Discovery
 from rendezvous.store.redis.failures import Failures
 from rendezvous.store.redis.link import RedisLink
-from rendezvous.store.redis.mirror import Mirror, Push
-from rendezvous.store.redis.replies import Slot
+from rendezvous.store.redis.mirror import Mirror
 from rendezvous.store.redis.session import (
-    UNREACHABLE,
     RedisSession,
-    client,
     ms,
     nothing,
     own,
     refuse,
     signed,
 )
+from rendezvous.store.redis.subscriptions import Subscriptions
 from rendezvous.store.redis.wire import (
     BadData,
     parse_eviction,
-    parse_published,
-    registration,
     split_member,
 )
-
-
-class _Namespace(Mirror["RedisSession"]):
-    """A namespace some local session watches: its mirror, and who waits for a snapshot."""
-
-    __slots__ = ("timer", "waiting")
-
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.waiting: list[tuple[RedisSession, Slot]] = []
-        self.timer: IDelayedCall | None = None
-        """Ends the grace period of doubtful registrations."""
-
-    def cancel_timer(self) -> None:
-        if self.timer is not None and self.timer.active():
-            self.timer.cancel()
-        self.timer = None
-
 
 _EXPIRE_BATCH = 100
 """TTL registrations removed by one run of the expiry script (the next run follows at once)."""
@@ -103,8 +81,8 @@ class RedisStore:
         self.discovery = Discovery(self)
         self.batcher = Batcher(self, self.discovery.turn_reads)
         self._sessions: dict[RedisSession, None] = {}
-        self._by_sid: dict[str, RedisSession] = {}
-        self._namespaces: dict[str, _Namespace] = {}
+        self.by_sid: dict[str, RedisSession] = {}
+        self.subscriptions = Subscriptions(self)
         self._next_sid = 0
         self._epoch = 0
         self._prune_needed = False
@@ -128,7 +106,7 @@ class RedisStore:
         self._tick.clock = clock
         link.on_up = self._up
         link.on_down = self._down
-        link.on_message = self._message
+        link.on_message = self.subscriptions.message
         link.on_eviction = self._evicted
 
     # -- lifecycle ----------------------------------------------------------------
@@ -149,8 +127,7 @@ class RedisStore:
             self._tick.stop()
         self._cancel_retry()
         self._cancel_expiry()
-        for state in self._namespaces.values():
-            state.cancel_timer()
+        self.subscriptions.cancel_timers()
 
         async def stop() -> None:
             if self.link.up:
@@ -170,7 +147,7 @@ class RedisStore:
         self._next_sid += 1
         session = RedisSession(client, identity, str(self._next_sid))
         self._sessions[session] = None
-        self._by_sid[session.sid] = session
+        self.by_sid[session.sid] = session
         return session
 
     def close_session(self, session: Session) -> None:
@@ -179,14 +156,8 @@ class RedisStore:
             return
         session.open = False
         del self._sessions[session]
-        del self._by_sid[session.sid]
-        for name in session.subscriptions:
-            state = self._namespaces.get(name)
-            if state is not None:
-                state.subscribers.pop(session, None)
-                state.waiting = [(s, slot) for s, slot in state.waiting if s is not session]
-                self._forget_if_unwatched(state)
-        session.subscriptions.clear()
+        del self.by_sid[session.sid]
+        self.subscriptions.leave(session)
         self.registration_count -= len(session.entries)
         session.entries.clear()
         if session.wrote and not self._stopping and self.link.up:
@@ -238,31 +209,7 @@ class RedisStore:
         d.addCallbacks(done, partial(self.failures.request_failed, session, slot, request_id))
 
     def subscribe(self, session: Session, namespace: str, request_id: int | None) -> None:
-        assert isinstance(session, RedisSession)
-        slot = session.replies.reserve()
-        if namespace not in session.subscriptions and (
-            len(session.subscriptions) >= self.limits.max_subscriptions_per_session
-        ):
-            refuse(
-                session,
-                slot,
-                request_id,
-                Status.LIMIT_EXCEEDED,
-                "too many subscriptions in this session",
-            )
-            return
-        if not self.link.up:
-            refuse(session, slot, request_id, Status.UNAVAILABLE, UNREACHABLE)
-            return
-        state = self._namespaces.get(namespace)
-        if state is None:
-            state = self._namespaces[namespace] = _Namespace(namespace)
-            self._sync(state)
-        if namespace not in session.subscriptions:
-            session.subscriptions.append(namespace)
-        state.waiting.append((session, slot))
-        if state.synced:
-            self._release(state)
+        self.subscriptions.subscribe(session, namespace, request_id)
 
     def discover(
         self, session: Session, namespace: str, limit: int, request_id: int | None
@@ -345,17 +292,18 @@ class RedisStore:
                 self._waiters.append((wanted, d))
 
     def stats(self) -> StoreStats:
+        namespaces = self.subscriptions.namespaces
         return StoreStats(
             sessions=len(self._sessions),
             registrations=self.registration_count,
-            namespaces=len(self._namespaces),
-            subscriptions=sum(len(state.subscribers) for state in self._namespaces.values()),
+            namespaces=len(namespaces),
+            subscriptions=sum(len(state.subscribers) for state in namespaces.values()),
         )
 
     def watched(self) -> Mapping[str, Mirror[RedisSession]]:
         """The namespaces this daemon's sessions watch, each mirrored from the fleet's
         registry (read-only; the status page shows them)."""
-        return MappingProxyType(self._namespaces)
+        return MappingProxyType(self.subscriptions.namespaces)
 
     def _drop_failed(self, failure: Failure) -> None:
         if self.failures.failed(failure, "removing a closed session's registrations"):
@@ -367,95 +315,6 @@ class RedisStore:
             if session.identity is None:
                 own(session, slot_key[1], -1)
 
-    # -- namespaces: snapshot, pushes, resync ---------------------------------------------
-
-    def _sync(self, state: _Namespace) -> None:
-        """(Re)subscribe, then read a snapshot; pushes meanwhile wait in the buffer."""
-        generation = state.begin_sync()
-        d = self.link.subscribe(state.name)
-        d.addCallback(lambda _: self.batcher.read(state.name, scripts.SNAPSHOT, state.name, 0))
-        d.addCallbacks(
-            partial(self._synced, state, generation),
-            partial(self._sync_failed, state, generation),
-        )
-
-    def _current(self, state: _Namespace, generation: int) -> bool:
-        return self._namespaces.get(state.name) is state and state.generation == generation
-
-    def _synced(self, state: _Namespace, generation: int, reply: list[bytes]) -> None:
-        if not self._current(state, generation):
-            return
-        try:
-            pairs = zip(reply[1::2], reply[2::2], strict=True)
-            fresh = {key: registration(entry) for key, entry in pairs}
-        except BadData as e:
-            self.log.error("bad data in redis: {e}", e=e)
-            fresh = {}
-        resync = bool(state.subscribers)
-        state.cancel_timer()
-        pushes = state.synced_with(int(reply[0]), fresh, forgotten=self._failover)
-        if resync and (pushes or state.doubtful):
-            self.log.info(
-                "resync of {namespace}: {count} changes missed, {doubtful} awaiting re-assertion",
-                namespace=state.name,
-                count=len(pushes),
-                doubtful=len(state.doubtful),
-            )
-        if state.doubtful:
-            state.timer = self.clock.callLater(self.lease, self._settle, state, generation)
-        self._push(state, pushes)
-        self._release(state)
-
-    def _settle(self, state: _Namespace, generation: int) -> None:
-        """The end of the grace period: what was not re-asserted is announced gone."""
-        state.timer = None
-        if self._current(state, generation):
-            self._push(state, state.settle())
-
-    def _sync_failed(self, state: _Namespace, generation: int, failure: Failure) -> None:
-        if not self._current(state, generation):
-            return
-        self.failures.failed(failure, f"reading namespace {state.name!r}")
-        self._refuse_waiting(state)
-        self._forget_if_unwatched(state)
-
-    def _release(self, state: _Namespace) -> None:
-        waiting, state.waiting = state.waiting, []
-        for session, slot in waiting:
-            slot.fill(partial(self._deliver_snapshot, state, session))
-
-    def _deliver_snapshot(self, state: _Namespace, session: RedisSession) -> None:
-        if not session.open or state.name not in session.subscriptions:
-            return
-        state.subscribers[session] = None
-        client(session).snapshot(state.name, state.snapshot(session.own_keys))
-
-    def _refuse_waiting(self, state: _Namespace) -> None:
-        waiting, state.waiting = state.waiting, []
-        for session, slot in waiting:
-            if session not in state.subscribers and state.name in session.subscriptions:
-                session.subscriptions.remove(state.name)
-            refuse(session, slot, None, Status.UNAVAILABLE, UNREACHABLE)
-
-    def _forget_if_unwatched(self, state: _Namespace) -> None:
-        unwatched = not state.subscribers and not state.waiting
-        if unwatched and self._namespaces.get(state.name) is state:
-            state.cancel_timer()
-            del self._namespaces[state.name]
-            self.link.unsubscribe(state.name)
-
-    def _message(self, namespace: str, data: bytes) -> None:
-        state = self._namespaces.get(namespace)
-        if state is None:
-            return
-        try:
-            announcements = parse_published(data)
-        except BadData as e:
-            self.log.error("bad announcement on {namespace}: {e}", namespace=namespace, e=e)
-            return
-        for published in announcements:
-            self._push(state, state.receive(published))
-
     def _evicted(self, data: bytes) -> None:
         """A session of ours lost a registration to another session: forget it here too."""
         try:
@@ -463,23 +322,13 @@ class RedisStore:
         except BadData as e:
             self.log.error("bad eviction notice: {e}", e=e)
             return
-        session = self._by_sid.get(eviction.session)
+        session = self.by_sid.get(eviction.session)
         if session is None:
             return
         slot_key = (eviction.namespace, eviction.key)
         held = session.entries.get(slot_key)
         if held is not None and held.seq < eviction.seq:  # not re-registered since
             self._forget_entry(session, slot_key)
-
-    def _push(self, state: _Namespace, pushes: list[Push]) -> None:
-        for key, announcement, origin in pushes:
-            # Never the session whose request made the change (it may no longer hold
-            # the key: its own UNREGISTER), nor one that holds the key.
-            daemon, _, sid = origin.rpartition("/")
-            maker = self._by_sid.get(sid) if daemon == self.daemon else None
-            for session in list(state.subscribers):
-                if session is not maker and key not in session.own_keys:
-                    client(session).announce(announcement)
 
     # -- the link: outages, recovery, lease and reaper --------------------------------------
 
@@ -491,11 +340,7 @@ class RedisStore:
         if self._tick.running:
             self._tick.stop()
         self._epoch += 1
-        for state in list(self._namespaces.values()):
-            state.synced = False
-            state.generation += 1
-            self._refuse_waiting(state)
-            self._forget_if_unwatched(state)
+        self.subscriptions.down()
 
     def _up(self) -> None:
         if self.link.target.sentinels:
@@ -539,8 +384,7 @@ class RedisStore:
             if generation != self._epoch:
                 return
             if resync:
-                for state in list(self._namespaces.values()):
-                    self._sync(state)
+                self.subscriptions.resync()
             self._tick.start(self.lease / 3, now=False)
             self._recovering = False
             self._set_ready(True)
