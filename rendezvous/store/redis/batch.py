@@ -179,8 +179,8 @@ class Batcher:
                 held.seq = int(result)
                 session.entries[slot_key] = held
             slot.fill(nothing)
-        if lease_lost and not store._recovering:
-            store._recover(resync=False)
+        if lease_lost:
+            store.recovery.lease_lost()
 
     def _failed(self, failure: Failure, batch: RegisterBatch) -> None:
         self.store.failures.failed(failure, "a request")

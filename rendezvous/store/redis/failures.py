@@ -45,9 +45,7 @@ class Failures:
         text = reply[1].decode(errors="replace") if len(reply) > 1 else "refused"
         if reply[0] == b"LEASE":
             text = UNREACHABLE
-            store = self.store
-            if not store._recovering:
-                store._recover(resync=False)
+            self.store.recovery.lease_lost()
         refuse(session, slot, request_id, status, text)
 
     def request_failed(

@@ -25,13 +25,12 @@ from types import MappingProxyType
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rendezvous.entry import entry_bytes
 from rendezvous.limits import Limits
-from rendezvous.model import Peer, Refused, Registration, Status, new_epoch
+from rendezvous.model import Peer, Refused, Registration, Status
 from rendezvous.registry import Session
 from rendezvous.store.base import Client, StandardClient, StoreStats
 from rendezvous.store.redis import scripts
@@ -40,6 +39,7 @@ from rendezvous.store.redis.discover import Discovery
 from rendezvous.store.redis.failures import Failures
 from rendezvous.store.redis.link import RedisLink
 from rendezvous.store.redis.mirror import Mirror
+from rendezvous.store.redis.recovery import Recovery
 from rendezvous.store.redis.session import (
     RedisSession,
     ms,
@@ -52,7 +52,6 @@ from rendezvous.store.redis.subscriptions import Subscriptions
 from rendezvous.store.redis.wire import (
     BadData,
     parse_eviction,
-    split_member,
 )
 
 _EXPIRE_BATCH = 100
@@ -80,32 +79,24 @@ class RedisStore:
         self.batch_size = BATCH_SIZE
         self.discovery = Discovery(self)
         self.batcher = Batcher(self, self.discovery.turn_reads)
-        self._sessions: dict[RedisSession, None] = {}
+        self.sessions: dict[RedisSession, None] = {}
         self.by_sid: dict[str, RedisSession] = {}
         self.subscriptions = Subscriptions(self)
         self._next_sid = 0
-        self._epoch = 0
-        self._prune_needed = False
-        self._retry: IDelayedCall | None = None
-        self._stopping = False
+        self.stopping = False
         self.registration_count = 0
         self.ready = False
         """Connected, lease held and this daemon's registrations re-asserted."""
         self._waiters: list[tuple[bool, Deferred[None]]] = []
         self.failures = Failures(self)
-        self._recovering = False
-        self._server: str | None = None
-        """The server of the last connection (a failover changes it)."""
-        self._failover = False
+        self.recovery = Recovery(self)
         self.epoch: bytes | None = None
         """The fleet's DISCOVER cookie epoch, once read from Redis."""
         self._expiry: IDelayedCall | None = None
         self._expiries: list[int] = []
         """When (ms) the TTL registrations this daemon took end, earliest first."""
-        self._tick = LoopingCall(self._renew)
-        self._tick.clock = clock
-        link.on_up = self._up
-        link.on_down = self._down
+        link.on_up = self.recovery.up
+        link.on_down = self.recovery.down
         link.on_message = self.subscriptions.message
         link.on_eviction = self._evicted
 
@@ -122,10 +113,8 @@ class RedisStore:
 
     def stop(self) -> Deferred[None]:
         """Remove and announce every registration of this daemon, then disconnect."""
-        self._stopping = True
-        if self._tick.running:
-            self._tick.stop()
-        self._cancel_retry()
+        self.stopping = True
+        self.recovery.stop()
         self._cancel_expiry()
         self.subscriptions.cancel_timers()
 
@@ -142,11 +131,11 @@ class RedisStore:
     # -- sessions -------------------------------------------------------------------
 
     def open_session(self, client: Client, identity: bytes | None = None) -> Session:
-        if len(self._sessions) >= self.limits.max_sessions:
+        if len(self.sessions) >= self.limits.max_sessions:
             raise Refused(Status.UNAVAILABLE, "too many sessions")
         self._next_sid += 1
         session = RedisSession(client, identity, str(self._next_sid))
-        self._sessions[session] = None
+        self.sessions[session] = None
         self.by_sid[session.sid] = session
         return session
 
@@ -155,12 +144,12 @@ class RedisStore:
         if not session.open:
             return
         session.open = False
-        del self._sessions[session]
+        del self.sessions[session]
         del self.by_sid[session.sid]
         self.subscriptions.leave(session)
         self.registration_count -= len(session.entries)
         session.entries.clear()
-        if session.wrote and not self._stopping and self.link.up:
+        if session.wrote and not self.stopping and self.link.up:
             # Failing, it is left to the prune that follows a reconnection.
             self.batcher.run(scripts.DROP_SESSION, self.daemon, session.sid).addErrback(
                 self._drop_failed
@@ -203,7 +192,7 @@ class RedisStore:
                 self.failures.refused_by_script(session, slot, request_id, reply)
                 return
             if reply[1] == b"1":
-                self._forget_entry(session, slot_key)
+                self.forget_entry(session, slot_key)
             slot.fill(nothing)
 
         d.addCallbacks(done, partial(self.failures.request_failed, session, slot, request_id))
@@ -278,7 +267,7 @@ class RedisStore:
             self._waiters.append((ready, d))
         return d
 
-    def _set_ready(self, ready: bool) -> None:
+    def set_ready(self, ready: bool) -> None:
         if self.ready == ready:
             return
         self.ready = ready
@@ -294,7 +283,7 @@ class RedisStore:
     def stats(self) -> StoreStats:
         namespaces = self.subscriptions.namespaces
         return StoreStats(
-            sessions=len(self._sessions),
+            sessions=len(self.sessions),
             registrations=self.registration_count,
             namespaces=len(namespaces),
             subscriptions=sum(len(state.subscribers) for state in namespaces.values()),
@@ -307,9 +296,9 @@ class RedisStore:
 
     def _drop_failed(self, failure: Failure) -> None:
         if self.failures.failed(failure, "removing a closed session's registrations"):
-            self._prune_needed = True  # Redis refused (out of memory…): retried each tick
+            self.recovery.prune_needed = True  # Redis refused (out of memory…): retried each tick
 
-    def _forget_entry(self, session: RedisSession, slot_key: tuple[str, bytes]) -> None:
+    def forget_entry(self, session: RedisSession, slot_key: tuple[str, bytes]) -> None:
         if session.entries.pop(slot_key, None) is not None:
             self.registration_count -= 1
             if session.identity is None:
@@ -328,163 +317,13 @@ class RedisStore:
         slot_key = (eviction.namespace, eviction.key)
         held = session.entries.get(slot_key)
         if held is not None and held.seq < eviction.seq:  # not re-registered since
-            self._forget_entry(session, slot_key)
-
-    # -- the link: outages, recovery, lease and reaper --------------------------------------
-
-    def _down(self) -> None:
-        self.discovery.cache.clear()
-        self._set_ready(False)
-        self._recovering = False
-        self._cancel_retry()
-        if self._tick.running:
-            self._tick.stop()
-        self._epoch += 1
-        self.subscriptions.down()
-
-    def _up(self) -> None:
-        if self.link.target.sentinels:
-            # A failover (Sentinel named another master): the replica may lack the last
-            # changes, whatever its sequence number says; the resync must doubt, not deny.
-            server, self._server = self._server, self.link.server
-            self._failover = server is not None and server != self._server
-            if server != self._server:
-                self.log.info("redis master is now {server}", server=self._server)
-        if not self._stopping:
-            self._recover(resync=True)
-
-    def _recover(self, *, resync: bool) -> None:
-        """Take the lease, re-assert the live sessions' registrations, resync namespaces."""
-        if self._stopping:
-            return
-        generation = self._epoch = self._epoch + 1
-        self._recovering = True
-        self.discovery.cache.clear()  # versions are only comparable within one registry's life
-        self._cancel_retry()
-        if self._tick.running:
-            self._tick.stop()
-
-        async def recover() -> None:
-            link = self.link
-            await link.subscribe_daemon(self.daemon)  # before re-assertion reports conflicts
-            epoch = await self.batcher.run(
-                scripts.LEASE, self.daemon, self._lease_ms(), "0", new_epoch()
-            )
-            if isinstance(epoch, bytes) and epoch:
-                self.epoch = epoch
-            if self._failover and self.discovery.cookie_high:
-                await self._void_cookies_if_behind()
-            live = [session for session in self._sessions if session.wrote]
-            await self.batcher.run(scripts.PRUNE, self.daemon, *[session.sid for session in live])
-            self._prune_needed = False
-            for session in live:
-                if generation != self._epoch:
-                    return
-                await self._reassert(session)
-            if generation != self._epoch:
-                return
-            if resync:
-                self.subscriptions.resync()
-            self._tick.start(self.lease / 3, now=False)
-            self._recovering = False
-            self._set_ready(True)
-
-        def failed(failure: Failure) -> None:
-            if generation == self._epoch:
-                self._recovering = False
-            if (
-                self.failures.failed(failure, "recovery")
-                and generation == self._epoch
-                and self.link.up
-            ):
-                self._retry = self.clock.callLater(1.0, self._retry_recovery, resync)
-
-        Deferred.fromCoroutine(recover()).addErrback(failed)
-
-    async def _void_cookies_if_behind(self) -> None:
-        """A new master whose sequence is behind a cookie this daemon gave lacks changes
-        (they will be numbered again): a new epoch voids every cookie given before, so
-        their clients are sent everything again rather than miss the renumbered ones."""
-        link = self.link
-        seq = int(await link.call("GET", f"{link.prefix}seq") or 0)
-        if seq < self.discovery.cookie_high:
-            epoch = new_epoch()
-            await link.call("SET", f"{link.prefix}epoch", epoch)
-            self.epoch = epoch
-            self.log.warn(
-                "redis master lacks changes {first} to {last}: DISCOVER cookies start anew",
-                first=seq + 1,
-                last=self.discovery.cookie_high,
-            )
-        self.discovery.cookie_high = 0
-
-    def _retry_recovery(self, resync: bool) -> None:
-        self._retry = None
-        if self.link.up and not self._stopping:
-            self._recover(resync=resync)
-
-    def _cancel_retry(self) -> None:
-        if self._retry is not None and self._retry.active():
-            self._retry.cancel()
-        self._retry = None
-
-    async def _reassert(self, session: RedisSession) -> None:
-        if not session.open:
-            return
-        args: list[str | bytes] = []
-        for (namespace, key), reg in session.entries.items():
-            args += [namespace, key, entry_bytes(reg), signed(reg.peer)]
-        reply = await self.batcher.run(
-            scripts.SYNC_SESSION,
-            self.daemon,
-            session.sid,
-            "1" if session.identity is None else "0",
-            *args,
-        )
-        if reply[0] != b"OK":
-            raise RuntimeError("lease lost during recovery")
-        for member in reply[1:]:
-            key, name = split_member(member)
-            self.log.warn(
-                "registration of {key} in {namespace} lost to another session while "
-                "redis was unreachable",
-                key=key.hex(),
-                namespace=name.decode(errors="replace"),
-            )
-            self._forget_entry(session, (name.decode(errors="replace"), key))
-
-    def _lease_ms(self) -> int:
-        return max(1, int(self.lease * 1000))
-
-    def _renew(self) -> Deferred[None]:
-        epoch = self._epoch
-
-        async def renew() -> None:
-            renewed = await self.batcher.run(scripts.LEASE, self.daemon, self._lease_ms(), "1")
-            if not renewed:
-                if epoch == self._epoch:
-                    self.log.warn("lease of {daemon} expired: re-asserting", daemon=self.daemon)
-                    self._recover(resync=False)
-                return
-            if self._prune_needed:
-                live = [session.sid for session in self._sessions if session.wrote]
-                await self.batcher.run(scripts.PRUNE, self.daemon, *live)
-                self._prune_needed = False
-            reaped = await self.batcher.run(scripts.REAP, self.daemon, int(self.lease * 1000 / 3))
-            if reaped > 0:
-                self.log.info("reaped {count} daemons whose lease expired", count=reaped)
-            await self._run_expiry()  # also expiries this daemon has not heard of
-
-        def failed(failure: Failure) -> None:
-            self.failures.failed(failure, "lease renewal")
-
-        return Deferred.fromCoroutine(renew()).addErrback(failed)
+            self.forget_entry(session, slot_key)
 
     # -- TTL expiry ---------------------------------------------------------------------------
 
     def _schedule_expiry(self, when_ms: bytes | int) -> None:
         """Have one delayed call pending for the earliest expiry known (ms; empty: none)."""
-        if self._stopping or when_ms in (b"", ""):
+        if self.stopping or when_ms in (b"", ""):
             return
         when = int(when_ms) / 1000
         call = self._expiry
@@ -512,7 +351,7 @@ class RedisStore:
             while True:
                 now = ms(self.clock.seconds())
                 removed, upcoming = await self.batcher.run(
-                    scripts.EXPIRE, now, _EXPIRE_BATCH, self.daemon, self._lease_ms()
+                    scripts.EXPIRE, now, _EXPIRE_BATCH, self.daemon, self.recovery.lease_ms()
                 )
                 if int(removed) < _EXPIRE_BATCH:
                     break

@@ -149,7 +149,7 @@ class Subscriptions:
             fresh = {}
         resync = bool(state.subscribers)
         state.cancel_timer()
-        pushes = state.synced_with(int(reply[0]), fresh, forgotten=store._failover)
+        pushes = state.synced_with(int(reply[0]), fresh, forgotten=store.recovery.failover)
         if resync and (pushes or state.doubtful):
             store.log.info(
                 "resync of {namespace}: {count} changes missed, {doubtful} awaiting re-assertion",
