@@ -216,7 +216,7 @@ class Recovery:
             reaped = await batcher.run(scripts.REAP, store.daemon, int(store.lease * 1000 / 3))
             if reaped > 0:
                 store.log.info("reaped {count} daemons whose lease expired", count=reaped)
-            await store._run_expiry()  # also expiries this daemon has not heard of
+            await store.expiry.run()  # also expiries this daemon has not heard of
 
         def failed(failure: Failure) -> None:
             store.failures.failed(failure, "lease renewal")

@@ -17,45 +17,39 @@ the fleet's (`epoch`), so a cookie from one daemon is good at any other.
 
 from __future__ import annotations
 
-import heapq
 import uuid
 from collections.abc import Mapping
 from functools import partial
 from types import MappingProxyType
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from rendezvous.entry import entry_bytes
 from rendezvous.limits import Limits
-from rendezvous.model import Peer, Refused, Registration, Status
+from rendezvous.model import Peer, Refused, Status
 from rendezvous.registry import Session
-from rendezvous.store.base import Client, StandardClient, StoreStats
+from rendezvous.store.base import Client, StoreStats
 from rendezvous.store.redis import scripts
 from rendezvous.store.redis.batch import BATCH_SIZE, Batcher
 from rendezvous.store.redis.discover import Discovery
+from rendezvous.store.redis.expiry import TtlExpiry
 from rendezvous.store.redis.failures import Failures
 from rendezvous.store.redis.link import RedisLink
 from rendezvous.store.redis.mirror import Mirror
 from rendezvous.store.redis.recovery import Recovery
 from rendezvous.store.redis.session import (
     RedisSession,
-    ms,
     nothing,
     own,
     refuse,
-    signed,
 )
 from rendezvous.store.redis.subscriptions import Subscriptions
 from rendezvous.store.redis.wire import (
     BadData,
     parse_eviction,
 )
-
-_EXPIRE_BATCH = 100
-"""TTL registrations removed by one run of the expiry script (the next run follows at once)."""
 
 
 class RedisStore:
@@ -92,9 +86,7 @@ class RedisStore:
         self.recovery = Recovery(self)
         self.epoch: bytes | None = None
         """The fleet's DISCOVER cookie epoch, once read from Redis."""
-        self._expiry: IDelayedCall | None = None
-        self._expiries: list[int] = []
-        """When (ms) the TTL registrations this daemon took end, earliest first."""
+        self.expiry = TtlExpiry(self)
         link.on_up = self.recovery.up
         link.on_down = self.recovery.down
         link.on_message = self.subscriptions.message
@@ -115,7 +107,7 @@ class RedisStore:
         """Remove and announce every registration of this daemon, then disconnect."""
         self.stopping = True
         self.recovery.stop()
-        self._cancel_expiry()
+        self.expiry.cancel()
         self.subscriptions.cancel_timers()
 
         async def stop() -> None:
@@ -208,41 +200,7 @@ class RedisStore:
     def register_ttl(
         self, session: Session, namespace: str, peer: Peer, ttl: int, request_id: int | None
     ) -> None:
-        assert isinstance(session, RedisSession)
-        slot = session.replies.reserve()
-        identity = session.identity
-        if identity is None or peer.key != identity:
-            text = (
-                "TTL registrations need an authenticated id"
-                if identity is None
-                else "peer id differs from the authenticated one"
-            )
-            refuse(session, slot, request_id, Status.NOT_AUTHORIZED, text)
-            return
-        expires_ms = ms(self.clock.seconds() + ttl)
-        limits = self.limits
-        d = self.batcher.run(
-            scripts.REGISTER_TTL,
-            namespace,
-            peer.key,
-            entry_bytes(Registration(namespace, peer)),
-            signed(peer),
-            expires_ms,
-            limits.max_registrations_per_peer,
-            limits.max_registrations,
-        )
-
-        def done(reply: list[bytes]) -> None:
-            if reply[0] != b"OK":
-                self.failures.refused_by_script(session, slot, request_id, reply)
-                return
-            heapq.heappush(self._expiries, expires_ms)
-            self._schedule_expiry(expires_ms)
-            held = Registration(namespace, peer, expires_ms / 1000, seq=int(reply[1]))
-            standard: StandardClient = session.subscriber  # type: ignore[assignment]
-            slot.fill(lambda: standard.registered(request_id, held))
-
-        d.addCallbacks(done, partial(self.failures.request_failed, session, slot, request_id))
+        self.expiry.register_ttl(session, namespace, peer, ttl, request_id)
 
     def discover_since(
         self,
@@ -319,47 +277,6 @@ class RedisStore:
         if held is not None and held.seq < eviction.seq:  # not re-registered since
             self.forget_entry(session, slot_key)
 
-    # -- TTL expiry ---------------------------------------------------------------------------
-
-    def _schedule_expiry(self, when_ms: bytes | int) -> None:
-        """Have one delayed call pending for the earliest expiry known (ms; empty: none)."""
-        if self.stopping or when_ms in (b"", ""):
-            return
-        when = int(when_ms) / 1000
-        call = self._expiry
-        if call is not None and call.active():
-            if call.getTime() <= when:
-                return
-            call.cancel()
-        self._expiry = self.clock.callLater(max(0.0, when - self.clock.seconds()), self._expiry_due)
-
-    def _cancel_expiry(self) -> None:
-        if self._expiry is not None and self._expiry.active():
-            self._expiry.cancel()
-        self._expiry = None
-
-    def _expiry_due(self) -> None:
-        self._expiry = None
-        if self.link.up:  # otherwise recovery's renewals run it
-            self._run_expiry().addErrback(self.failures.failed, "expiring TTL registrations")
-
     def _run_expiry(self) -> Deferred[None]:
-        """Remove and announce every TTL registration due (taking or keeping the
-        election if free or ours), then wait for the next one to follow."""
-
-        async def run() -> None:
-            while True:
-                now = ms(self.clock.seconds())
-                removed, upcoming = await self.batcher.run(
-                    scripts.EXPIRE, now, _EXPIRE_BATCH, self.daemon, self.recovery.lease_ms()
-                )
-                if int(removed) < _EXPIRE_BATCH:
-                    break
-            own = self._expiries
-            while own and own[0] <= now:
-                heapq.heappop(own)
-            if own:
-                self._schedule_expiry(own[0])
-            self._schedule_expiry(upcoming)  # the fleet's earliest, if elected
-
-        return Deferred.fromCoroutine(run())
+        """Run the TTL expiry now (the tests have every daemon of a fleet run it)."""
+        return self.expiry.run()
