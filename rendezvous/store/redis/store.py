@@ -4,15 +4,27 @@ Redis holds the registrations (changed only by the atomic scripts of `scripts`, 
 also publish every change); each daemon keeps the local side: its sessions, their
 subscriptions, and a mirror of every namespace one of them watches, fed by pub/sub and
 joined to a snapshot by the fleet-wide sequence number. A daemon proves it lives with a
-lease it renews; any daemon reaps the registrations of one whose lease ran out.
+lease it renews; any daemon reaps the registrations of one whose lease ran out. TTL
+registrations (standard dialect) belong to no daemon and end whichever daemon is up.
+The sequence number of a registration's latest change is its DISCOVER cookie position,
+and the cookie epoch is the fleet's (`RedisStore.epoch`), so a cookie from one daemon
+is good at any other.
 
-TTL registrations (standard dialect) belong to no daemon. One daemon at a time is
-elected (a lock in Redis, taken at lease renewals) to follow the earliest expiry of the
-fleet; every daemon also follows those of the registrations it took, so they end on time
-whoever is elected. The expiry script removes and announces what is due atomically, so
-each expiry is announced once however many daemons run it. The sequence number of a
-registration's latest change is its DISCOVER cookie position, and the cookie epoch is
-the fleet's (`epoch`), so a cookie from one daemon is good at any other.
+`RedisStore` is the `Store` the dialects call. It keeps the sessions and hands each
+request to the part that does it, each holding a reference to the store for what they
+share (the link, the clock, the sessions, the other parts):
+
+* `batch.Batcher`: REGISTER, the requests of one reactor turn in one script run; and
+  every other script, run after the REGISTERs before it;
+* `discover.Discovery`: DISCOVER (one read per namespace and turn, answers kept by
+  version) and DISCOVER from a cookie;
+* `subscriptions.Subscriptions`: the namespaces local sessions watch: snapshots,
+  announcements, pushes, resyncs;
+* `recovery.Recovery`: the lease and its renewals, outages, failovers;
+* `expiry.TtlExpiry`: TTL registrations and their end;
+* `failures.Failures`: what a script's refusal or failure means.
+
+`session` has the session itself and how a request is answered.
 """
 
 from __future__ import annotations
@@ -39,17 +51,9 @@ from rendezvous.store.redis.failures import Failures
 from rendezvous.store.redis.link import RedisLink
 from rendezvous.store.redis.mirror import Mirror
 from rendezvous.store.redis.recovery import Recovery
-from rendezvous.store.redis.session import (
-    RedisSession,
-    nothing,
-    own,
-    refuse,
-)
+from rendezvous.store.redis.session import RedisSession, nothing, own, refuse
 from rendezvous.store.redis.subscriptions import Subscriptions
-from rendezvous.store.redis.wire import (
-    BadData,
-    parse_eviction,
-)
+from rendezvous.store.redis.wire import BadData, parse_eviction
 
 
 class RedisStore:
@@ -71,21 +75,22 @@ class RedisStore:
         self.lease = lease
         self.daemon = daemon_id or uuid.uuid4().hex
         self.batch_size = BATCH_SIZE
-        self.discovery = Discovery(self)
-        self.batcher = Batcher(self, self.discovery.turn_reads)
-        self.sessions: dict[RedisSession, None] = {}
-        self.by_sid: dict[str, RedisSession] = {}
-        self.subscriptions = Subscriptions(self)
-        self._next_sid = 0
-        self.stopping = False
-        self.registration_count = 0
+        self.epoch: bytes | None = None
+        """The fleet's DISCOVER cookie epoch, once read from Redis."""
         self.ready = False
         """Connected, lease held and this daemon's registrations re-asserted."""
         self._waiters: list[tuple[bool, Deferred[None]]] = []
+        self.stopping = False
+        self.sessions: dict[RedisSession, None] = {}
+        self.by_sid: dict[str, RedisSession] = {}
+        self._next_sid = 0
+        self.registration_count = 0
+
         self.failures = Failures(self)
+        self.discovery = Discovery(self)
+        self.batcher = Batcher(self, self.discovery.turn_reads)
+        self.subscriptions = Subscriptions(self)
         self.recovery = Recovery(self)
-        self.epoch: bytes | None = None
-        """The fleet's DISCOVER cookie epoch, once read from Redis."""
         self.expiry = TtlExpiry(self)
         link.on_up = self.recovery.up
         link.on_down = self.recovery.down
@@ -146,6 +151,32 @@ class RedisStore:
             self.batcher.run(scripts.DROP_SESSION, self.daemon, session.sid).addErrback(
                 self._drop_failed
             )
+
+    def _drop_failed(self, failure: Failure) -> None:
+        if self.failures.failed(failure, "removing a closed session's registrations"):
+            self.recovery.prune_needed = True  # Redis refused (out of memory…): retried each tick
+
+    def forget_entry(self, session: RedisSession, slot_key: tuple[str, bytes]) -> None:
+        """``session`` no longer holds this registration (removed, or lost to another)."""
+        if session.entries.pop(slot_key, None) is not None:
+            self.registration_count -= 1
+            if session.identity is None:
+                own(session, slot_key[1], -1)
+
+    def _evicted(self, data: bytes) -> None:
+        """A session of ours lost a registration to another session: forget it here too."""
+        try:
+            eviction = parse_eviction(data)
+        except BadData as e:
+            self.log.error("bad eviction notice: {e}", e=e)
+            return
+        session = self.by_sid.get(eviction.session)
+        if session is None:
+            return
+        slot_key = (eviction.namespace, eviction.key)
+        held = session.entries.get(slot_key)
+        if held is not None and held.seq < eviction.seq:  # not re-registered since
+            self.forget_entry(session, slot_key)
 
     # -- requests ---------------------------------------------------------------------
 
@@ -216,6 +247,8 @@ class RedisStore:
             session, namespace, after, limit, request_id, signed_only=signed_only
         )
 
+    # -- readiness, figures -----------------------------------------------------------
+
     def when(self, ready: bool = True) -> Deferred[None]:
         """Fires once `ready` equals ``ready`` (at once if it does)."""
         d: Deferred[None] = Deferred()
@@ -226,6 +259,7 @@ class RedisStore:
         return d
 
     def set_ready(self, ready: bool) -> None:
+        """Set by `Recovery`: ready once recovered, not while the link is down."""
         if self.ready == ready:
             return
         self.ready = ready
@@ -251,31 +285,6 @@ class RedisStore:
         """The namespaces this daemon's sessions watch, each mirrored from the fleet's
         registry (read-only; the status page shows them)."""
         return MappingProxyType(self.subscriptions.namespaces)
-
-    def _drop_failed(self, failure: Failure) -> None:
-        if self.failures.failed(failure, "removing a closed session's registrations"):
-            self.recovery.prune_needed = True  # Redis refused (out of memory…): retried each tick
-
-    def forget_entry(self, session: RedisSession, slot_key: tuple[str, bytes]) -> None:
-        if session.entries.pop(slot_key, None) is not None:
-            self.registration_count -= 1
-            if session.identity is None:
-                own(session, slot_key[1], -1)
-
-    def _evicted(self, data: bytes) -> None:
-        """A session of ours lost a registration to another session: forget it here too."""
-        try:
-            eviction = parse_eviction(data)
-        except BadData as e:
-            self.log.error("bad eviction notice: {e}", e=e)
-            return
-        session = self.by_sid.get(eviction.session)
-        if session is None:
-            return
-        slot_key = (eviction.namespace, eviction.key)
-        held = session.entries.get(slot_key)
-        if held is not None and held.seq < eviction.seq:  # not re-registered since
-            self.forget_entry(session, slot_key)
 
     def _run_expiry(self) -> Deferred[None]:
         """Run the TTL expiry now (the tests have every daemon of a fleet run it)."""
