@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 
 __all__ = [
     "MAX_INLINE_KEY_LENGTH",
@@ -50,6 +51,9 @@ _B58_DIGITS = bytes(_B58_INDEX.get(chr(byte), 0xFF) for byte in range(256))
 """ASCII byte to digit value (0xFF: not base58btc), for `bytes.translate`."""
 _B58_GROUP = 58**8
 """Eight digits make one small integer: one big-number step per eight digits."""
+_B58_ENCODE_GROUP = 58**10
+_B58_PAIRS = tuple(a + b for a in _B58_ALPHABET for b in _B58_ALPHABET)
+"""The two digits of each value below 58 * 58 (3364)."""
 _B32_LOWER = frozenset("abcdefghijklmnopqrstuvwxyz234567")
 _B32_UPPER = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
 _B16_LOWER = frozenset("0123456789abcdef")
@@ -68,11 +72,20 @@ def base58_encode(data: bytes) -> str:
     """Encode bytes as base58btc; each leading zero byte becomes ``1``."""
     zeros = len(data) - len(data.lstrip(b"\x00"))
     number = int.from_bytes(data, "big")
-    digits: list[str] = []
-    while number:
-        number, remainder = divmod(number, 58)
-        digits.append(_B58_ALPHABET[remainder])
-    return "1" * zeros + "".join(reversed(digits))
+    groups: list[int] = []
+    while number:  # one big-number step per ten digits
+        number, group = divmod(number, _B58_ENCODE_GROUP)
+        groups.append(group)
+    pairs = _B58_PAIRS
+    parts: list[str] = []
+    for group in reversed(groups):  # ten digits from small integers, two at a time
+        group, e = divmod(group, 3364)
+        group, d = divmod(group, 3364)
+        group, c = divmod(group, 3364)
+        a, b = divmod(group, 3364)
+        parts.append(pairs[a] + pairs[b] + pairs[c] + pairs[d] + pairs[e])
+    # The first group's leading zero digits ("1") are padding, not leading zero bytes.
+    return "1" * zeros + "".join(parts).lstrip("1")
 
 
 def base58_decode(text: str) -> bytes:
@@ -148,6 +161,13 @@ def parse_peer_id(text: str) -> bytes:
 
 def peer_id_to_text(multihash: bytes) -> str:
     """The legacy base58btc text of a peer id multihash."""
+    return _peer_id_text(bytes(multihash))
+
+
+@functools.lru_cache(maxsize=1024)
+def _peer_id_text(multihash: bytes) -> str:
+    """`peer_id_to_text`, the latest ones remembered: a connection's peer id is written
+    in several places (labels, log lines, the registrations it makes)."""
     validate_peer_id(multihash)
     return base58_encode(multihash)
 
