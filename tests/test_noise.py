@@ -18,6 +18,7 @@ from rendezvous.p2p.noise import (
     SIGNATURE_PREFIX,
     NoiseError,
     NoiseSession,
+    StaticKey,
     XXHandshake,
 )
 from rendezvous.pb.noise_pb2 import NoiseHandshakePayload
@@ -345,6 +346,65 @@ class HandshakeTests(SynchronousTestCase):
         initiator, _, _, _ = make_pair()
         self.assertRaises(NoiseError, initiator.encrypt, b"x")
         self.assertRaises(NoiseError, initiator.decrypt, b"x")
+
+
+class StaticKeyTests(SynchronousTestCase):
+    """One `StaticKey` (a host's) serves many handshakes."""
+
+    def test_shared_by_handshakes(self) -> None:
+        """Each handshake proves the same static key, signed once, with keys of its own."""
+        signed: list[bytes] = []
+
+        class Recording(Ed25519Identity):
+            def sign(self, data: bytes) -> bytes:
+                signed.append(data)
+                return super().sign(data)
+
+        identity = Recording()
+        static = StaticKey(identity)
+        keys = []
+        for _ in range(2):
+            initiator, _, _, _ = make_pair()
+            responder = NoiseSession(
+                initiator=False, identity=identity, verify_identity=verify_ed25519, static=static
+            )
+            handshake(initiator, responder)
+            self.assertEqual(initiator.remote_peer_id, identity.peer_id)
+            self.assertEqual(responder._handshake.static_public_key, static.public)
+            keys.append(initiator.encrypt(b"same plaintext"))
+            self.assertEqual(responder.decrypt(keys[-1]), b"same plaintext")
+        self.assertEqual(signed, [SIGNATURE_PREFIX + static.public])
+        self.assertNotEqual(keys[0], keys[1])  # new ephemeral keys: new transport keys
+
+    def test_stream_muxers(self) -> None:
+        identity = Ed25519Identity()
+        static = StaticKey(identity, ["/yamux/1.0.0"])
+        initiator, _, _, _ = make_pair()
+        responder = NoiseSession(
+            initiator=False, identity=identity, verify_identity=verify_ed25519, static=static
+        )
+        handshake(initiator, responder)
+        self.assertEqual(initiator.remote_stream_muxers, ("/yamux/1.0.0",))
+
+    def test_not_with_a_static_key_or_muxers(self) -> None:
+        identity = Ed25519Identity()
+        static = StaticKey(identity)
+        with self.assertRaises(ValueError):
+            NoiseSession(
+                initiator=True,
+                identity=identity,
+                verify_identity=verify_ed25519,
+                static=static,
+                static_key=X25519PrivateKey.generate(),
+            )
+        with self.assertRaises(ValueError):
+            NoiseSession(
+                initiator=True,
+                identity=identity,
+                verify_identity=verify_ed25519,
+                static=static,
+                stream_muxers=("/yamux/1.0.0",),
+            )
 
 
 class TransportTests(SynchronousTestCase):

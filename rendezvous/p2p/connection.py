@@ -254,6 +254,7 @@ class Connection(Protocol):
             identity=self.host.identity,
             verify_identity=verify_identity,
             expected_peer_id=self.expected_peer_id,
+            static=self.host.noise_static,
         )
         self._write(self._noise.start())
 

@@ -22,6 +22,7 @@ from rendezvous.p2p.connection import Connection
 from rendezvous.p2p.envelope import PeerRecord, seal_peer_record
 from rendezvous.p2p.interfaces import StreamHandler
 from rendezvous.p2p.keys import PrivateKey
+from rendezvous.p2p.noise import StaticKey
 from rendezvous.p2p.stream import PeerConnection
 from rendezvous.pb.identify_pb2 import Identify
 
@@ -86,6 +87,7 @@ class Host:
         self._bound: list[bytes] = []
         self._listen_addrs: list[bytes] = []
         self._signed_record: bytes | None = None
+        self._noise_static: StaticKey | None = None
         self.announce: tuple[bytes, ...] = ()
         """What to advertise instead of our bound addresses (``--p2p-announce``)."""
         self.expand: Expander = without_unspecified
@@ -158,6 +160,13 @@ class Host:
             error=failure.getErrorMessage(),
             event="identify.push_failed",
         )
+
+    @property
+    def noise_static(self) -> StaticKey:
+        """Our static Noise key and its signed payload, for every handshake (made once)."""
+        if self._noise_static is None:
+            self._noise_static = StaticKey(self.identity)
+        return self._noise_static
 
     def signed_peer_record(self) -> bytes:
         """Our listen addresses in a signed peer record (a new seq whenever they change)."""

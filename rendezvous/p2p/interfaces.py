@@ -16,6 +16,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from rendezvous.loglimit import LogLimiter
 from rendezvous.p2p.keys import PrivateKey
+from rendezvous.p2p.noise import StaticKey
 from rendezvous.p2p.stream import PeerConnection, StreamProtocol
 from rendezvous.pb.identify_pb2 import Identify
 
@@ -78,6 +79,10 @@ class ConnectionHost(LocalHost, Protocol[C]):
     @property
     def limiter(self) -> LogLimiter:
         """Rate-limits the log lines a stranger's connections can cause."""
+
+    @property
+    def noise_static(self) -> StaticKey:
+        """The static Noise key (and its signed payload) of every handshake."""
 
     def admit(self, connection: C, ip: str | None) -> bool:
         """Count a new connection, or refuse it when a limit is reached."""

@@ -50,6 +50,10 @@ MAX_RSA_BITS: Final = 8192
 
 _ED25519_KEY_SIZE: Final = 32
 _ED25519_SIGNATURE_SIZE: Final = 64
+_ED25519_PREFIX: Final = b"\x08\x01\x12\x20"
+"""The deterministic ``PublicKey`` protobuf of an Ed25519 key, before its 32 bytes:
+Type = 1 (08 01), Data of 32 bytes (12 20)."""
+_ED25519_SERIALIZED_SIZE: Final = len(_ED25519_PREFIX) + _ED25519_KEY_SIZE
 _SECP256K1_KEY_SIZE: Final = 33
 _ECDSA_CURVES: Final = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
 _NO_HARD_LINKS: Final = frozenset((errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS))
@@ -92,13 +96,18 @@ class PublicKey:
             raise InvalidKeyError(f"unknown key type {key_type}") from None
         self.data = bytes(data)
         self._key = _load_public(self.key_type, self.data)
-        self._serialized = crypto_pb2.PublicKey(
-            Type=_pb_key_type(self.key_type), Data=self.data
-        ).SerializeToString(deterministic=True)
+        if self.key_type is KeyType.ED25519:  # the usual key: its encoding is known
+            self._serialized = _ED25519_PREFIX + self.data
+        else:
+            self._serialized = crypto_pb2.PublicKey(
+                Type=_pb_key_type(self.key_type), Data=self.data
+            ).SerializeToString(deterministic=True)
 
     @classmethod
     def from_bytes(cls, serialized: bytes) -> PublicKey:
         """Parse a deterministically encoded ``PublicKey`` protobuf."""
+        if len(serialized) == _ED25519_SERIALIZED_SIZE and serialized[:4] == _ED25519_PREFIX:
+            return cls(KeyType.ED25519, serialized[4:])  # no protobuf parsing needed
         if len(serialized) > MAX_PUBLIC_KEY_BYTES:
             raise InvalidKeyError(f"public key longer than {MAX_PUBLIC_KEY_BYTES} bytes")
         message = crypto_pb2.PublicKey()

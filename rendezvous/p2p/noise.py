@@ -44,29 +44,32 @@ class NoiseError(Exception):
     """The handshake or a transport frame failed: the connection must close."""
 
 
-def _hmac(key: bytes, data: bytes) -> bytes:
-    return hmac.digest(key, data, "sha256")
+_hmac_digest = hmac.digest
+_sha256 = hashlib.sha256
 
 
-def _hkdf(chaining_key: bytes, input_key_material: bytes, outputs: int) -> list[bytes]:
-    """The Noise HKDF: two or three HASH_LEN outputs."""
-    temp_key = _hmac(chaining_key, input_key_material)
-    output = _hmac(temp_key, b"\x01")
-    results = [output]
-    for index in range(2, outputs + 1):
-        output = _hmac(temp_key, output + bytes((index,)))
-        results.append(output)
-    return results
+def _hkdf(chaining_key: bytes, input_key_material: bytes) -> tuple[bytes, bytes]:
+    """The Noise HKDF with two HASH_LEN outputs (all that XX uses)."""
+    temp_key = _hmac_digest(chaining_key, input_key_material, "sha256")
+    first = _hmac_digest(temp_key, b"\x01", "sha256")
+    return first, _hmac_digest(temp_key, first + b"\x02", "sha256")
 
 
 def _public_bytes(private_key: X25519PrivateKey) -> bytes:
     return private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
-def _dh(private_key: X25519PrivateKey, public_key: bytes) -> bytes:
+def _dh(private_key: X25519PrivateKey, public_key: X25519PublicKey) -> bytes:
     try:
-        return private_key.exchange(X25519PublicKey.from_public_bytes(public_key))
+        return private_key.exchange(public_key)
     except ValueError as exc:  # low-order point: the shared secret is all zeros
+        raise NoiseError("invalid Diffie-Hellman public key") from exc
+
+
+def _x25519_public(data: bytes) -> X25519PublicKey:
+    try:
+        return X25519PublicKey.from_public_bytes(data)
+    except ValueError as exc:
         raise NoiseError("invalid Diffie-Hellman public key") from exc
 
 
@@ -121,11 +124,11 @@ class SymmetricState:
         self.cipher = CipherState()
 
     def mix_key(self, input_key_material: bytes) -> None:
-        self.chaining_key, temp_key = _hkdf(self.chaining_key, input_key_material, 2)
+        self.chaining_key, temp_key = _hkdf(self.chaining_key, input_key_material)
         self.cipher = CipherState(temp_key)
 
     def mix_hash(self, data: bytes) -> None:
-        self.handshake_hash = hashlib.sha256(self.handshake_hash + data).digest()
+        self.handshake_hash = _sha256(self.handshake_hash + data).digest()
 
     def encrypt_and_hash(self, plaintext: bytes) -> bytes:
         ciphertext = self.cipher.encrypt_with_ad(self.handshake_hash, plaintext)
@@ -138,7 +141,7 @@ class SymmetricState:
         return plaintext
 
     def split(self) -> tuple[CipherState, CipherState]:
-        first, second = _hkdf(self.chaining_key, b"", 2)
+        first, second = _hkdf(self.chaining_key, b"")
         return CipherState(first), CipherState(second)
 
 
@@ -157,17 +160,21 @@ class XXHandshake:
         static_key: X25519PrivateKey,
         prologue: bytes = b"",
         ephemeral_key: X25519PrivateKey | None = None,
+        static_public: bytes | None = None,
     ) -> None:
+        """``static_public``: the public half of ``static_key``, when it is known already."""
         self.initiator = initiator
         self._symmetric = SymmetricState(PROTOCOL_NAME)
         self._symmetric.mix_hash(prologue)
         self._static = static_key
-        self._static_public = _public_bytes(static_key)
+        self._static_public = (
+            static_public if static_public is not None else _public_bytes(static_key)
+        )
         self._ephemeral = (
             ephemeral_key if ephemeral_key is not None else X25519PrivateKey.generate()
         )
         self._ephemeral_public = _public_bytes(self._ephemeral)
-        self._remote_ephemeral = b""
+        self._remote_ephemeral: X25519PublicKey | None = None
         self.remote_static: bytes | None = None
         self.message_index = 0
 
@@ -198,12 +205,15 @@ class XXHandshake:
             out += self._ephemeral_public
             symmetric.mix_hash(self._ephemeral_public)
         elif self.message_index == 1:
+            remote_ephemeral = self._remote_ephemeral
+            assert remote_ephemeral is not None
             out += self._ephemeral_public
             symmetric.mix_hash(self._ephemeral_public)
-            symmetric.mix_key(_dh(self._ephemeral, self._remote_ephemeral))
+            symmetric.mix_key(_dh(self._ephemeral, remote_ephemeral))
             out += symmetric.encrypt_and_hash(self._static_public)
-            symmetric.mix_key(_dh(self._static, self._remote_ephemeral))
+            symmetric.mix_key(_dh(self._static, remote_ephemeral))
         else:
+            assert self._remote_ephemeral is not None
             out += symmetric.encrypt_and_hash(self._static_public)
             symmetric.mix_key(_dh(self._static, self._remote_ephemeral))
         out += symmetric.encrypt_and_hash(payload)
@@ -221,23 +231,25 @@ class XXHandshake:
         symmetric = self._symmetric
         view = memoryview(message)
         if self.message_index == 0:
-            self._remote_ephemeral = self._take(view, DH_LEN)
+            remote_ephemeral = self._take(view, DH_LEN)
             view = view[DH_LEN:]
-            symmetric.mix_hash(self._remote_ephemeral)
+            self._remote_ephemeral = _x25519_public(remote_ephemeral)
+            symmetric.mix_hash(remote_ephemeral)
         elif self.message_index == 1:
-            self._remote_ephemeral = self._take(view, DH_LEN)
+            remote_ephemeral = self._take(view, DH_LEN)
             view = view[DH_LEN:]
-            symmetric.mix_hash(self._remote_ephemeral)
+            self._remote_ephemeral = _x25519_public(remote_ephemeral)
+            symmetric.mix_hash(remote_ephemeral)
             symmetric.mix_key(_dh(self._ephemeral, self._remote_ephemeral))
             remote_static = symmetric.decrypt_and_hash(self._take(view, DH_LEN + TAG_LEN))
             view = view[DH_LEN + TAG_LEN :]
             self.remote_static = remote_static
-            symmetric.mix_key(_dh(self._ephemeral, remote_static))
+            symmetric.mix_key(_dh(self._ephemeral, _x25519_public(remote_static)))
         else:
             remote_static = symmetric.decrypt_and_hash(self._take(view, DH_LEN + TAG_LEN))
             view = view[DH_LEN + TAG_LEN :]
             self.remote_static = remote_static
-            symmetric.mix_key(_dh(self._ephemeral, remote_static))
+            symmetric.mix_key(_dh(self._ephemeral, _x25519_public(remote_static)))
         payload = symmetric.decrypt_and_hash(bytes(view))
         self.message_index += 1
         return payload
@@ -276,6 +288,41 @@ def _frame(message: bytes) -> bytes:
     return _LENGTH.pack(len(message)) + message
 
 
+def handshake_payload(
+    identity: Identity, static_public: bytes, stream_muxers: Sequence[str] = ()
+) -> bytes:
+    """The serialized ``NoiseHandshakePayload`` binding ``static_public`` to ``identity``."""
+    signature = identity.sign(SIGNATURE_PREFIX + static_public)
+    payload = NoiseHandshakePayload(
+        identity_key=identity.public_key_bytes(), identity_sig=signature
+    )
+    if stream_muxers:
+        payload.extensions.stream_muxers.extend(stream_muxers)
+    return payload.SerializeToString()
+
+
+class StaticKey:
+    """A static Noise key pair with the signed handshake payload that proves it ours.
+
+    Made once and used for every handshake of a host: the spec lets a peer keep its
+    static key for the life of its Noise module (or longer); each handshake still makes
+    its own ephemeral key, so every connection's keys are its own. Saves a key
+    generation and an identity signature per connection.
+    """
+
+    __slots__ = ("key", "payload", "public")
+
+    def __init__(
+        self,
+        identity: Identity,
+        stream_muxers: Sequence[str] = (),
+        key: X25519PrivateKey | None = None,
+    ) -> None:
+        self.key = key if key is not None else X25519PrivateKey.generate()
+        self.public = _public_bytes(self.key)
+        self.payload = handshake_payload(identity, self.public, stream_muxers)
+
+
 class NoiseSession:
     """The libp2p Noise secure channel for one connection.
 
@@ -297,15 +344,31 @@ class NoiseSession:
         static_key: X25519PrivateKey | None = None,
         ephemeral_key: X25519PrivateKey | None = None,
         prologue: bytes = b"",
+        static: StaticKey | None = None,
     ) -> None:
+        """``static``: the host's static key and signed payload, made beforehand (it says
+        which stream muxers we offer: ``static_key`` and ``stream_muxers`` are then
+        not given); without it, ``static_key`` (a new one if None) is signed here."""
         if expected_peer_id is not None and not initiator:
             raise ValueError("only the dialler knows the peer id it expects")
-        self._handshake = XXHandshake(
-            initiator=initiator,
-            static_key=static_key if static_key is not None else X25519PrivateKey.generate(),
-            prologue=prologue,
-            ephemeral_key=ephemeral_key,
-        )
+        if static is not None and (static_key is not None or stream_muxers):
+            raise ValueError("static already holds the static key and the stream muxers")
+        if static is not None:
+            self._handshake = XXHandshake(
+                initiator=initiator,
+                static_key=static.key,
+                prologue=prologue,
+                ephemeral_key=ephemeral_key,
+                static_public=static.public,
+            )
+        else:
+            self._handshake = XXHandshake(
+                initiator=initiator,
+                static_key=static_key if static_key is not None else X25519PrivateKey.generate(),
+                prologue=prologue,
+                ephemeral_key=ephemeral_key,
+            )
+        self._payload = static.payload if static is not None else None
         self._identity = identity
         self._verify_identity = verify_identity
         self._expected_peer_id = expected_peer_id
@@ -366,13 +429,11 @@ class NoiseSession:
         return reply
 
     def _local_payload(self) -> bytes:
-        signature = self._identity.sign(SIGNATURE_PREFIX + self._handshake.static_public_key)
-        payload = NoiseHandshakePayload(
-            identity_key=self._identity.public_key_bytes(), identity_sig=signature
-        )
-        if self._stream_muxers:
-            payload.extensions.stream_muxers.extend(self._stream_muxers)
-        return payload.SerializeToString()
+        if self._payload is None:
+            self._payload = handshake_payload(
+                self._identity, self._handshake.static_public_key, self._stream_muxers
+            )
+        return self._payload
 
     def _authenticate(self, payload_bytes: bytes) -> None:
         payload = NoiseHandshakePayload()
