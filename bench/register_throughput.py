@@ -4,9 +4,12 @@ Every session owns ``--per-session`` peer ids and re-registers them over and ove
 chunks of that many REGISTER frames followed by a DISCOVER in an empty namespace whose reply
 proves the chunk was handled; ``--window`` chunks are in flight per session. The first pass
 (every session's chunk once, all sessions at the same time) creates the registrations
-and is timed on its own: each id is new to the daemon. Later passes replace them (the
-daemon does the same checks and lookups and announces to subscribers, of which there
-are none here): after a warm-up, handled registrations are counted for ``--seconds``.
+and is timed on its own: each id is new to the daemon. A second pass, timed the same
+way, refreshes them: every session registers each of its ids again with another
+address (what a peer sends when its addresses change). Later passes re-send the first
+pass's frames byte for byte over and over (repeats: the daemon's per-session entry
+cache answers them; it announces to subscribers, of which there are none here): after a
+warm-up, handled registrations are counted for ``--seconds``.
 """
 
 from __future__ import annotations
@@ -32,10 +35,10 @@ def per_cpu(rate: float | None) -> float | str:
 
 
 @functools.cache
-def session_chunk(i: int, per_session: int) -> bytes:
-    """Session ``i``'s REGISTER frames, then the marker DISCOVER."""
+def session_chunk(i: int, per_session: int, port: int = 4001) -> bytes:
+    """Session ``i``'s REGISTER frames (addresses on ``port``), then the marker DISCOVER."""
     frames = [
-        c.frame(helpers.register("bench", f"s1-{i}-{j}", helpers.tcp_addr(j % 250)))
+        c.frame(helpers.register("bench", f"s1-{i}-{j}", helpers.tcp_addr(j % 250, port)))
         for j in range(per_session)
     ]
     return b"".join(frames) + c.marker()
@@ -56,12 +59,16 @@ def worker(conn, port: int, count: int, first: int, per_session: int, window: in
         if cmd[0] == "create":
             conn.send(create(ep, socks, chunks))
             continue
+        if cmd[0] == "refresh":
+            moved = [session_chunk(i, per_session, 4002) for i in range(first, first + count)]
+            conn.send(create(ep, socks, moved))
+            continue
         _, t_start, t_end = cmd
         conn.send(run(ep, socks, chunks, window, t_start, t_end))
 
 
 def create(ep, socks, chunks) -> dict:
-    """The first pass: every session registers its ids once (the registrations are new)."""
+    """One pass: every session sends its chunk once, all at the same time."""
     t0, cpu0 = time.monotonic(), c.self_cpu()
     deadline = t0 + 120
     for s, chunk in zip(socks, chunks, strict=True):
@@ -153,6 +160,12 @@ def measure(kind: str, args, sessions: int, profile: str | None = None) -> dict:
         created = [w.recv(120) for w in workers]
         create_cpu = server.cpu() - cpu0
         create_seconds = max(r["seconds"] for r in created)
+        cpu0 = server.cpu()
+        for w in workers:
+            w.send("refresh")
+        refreshed = [w.recv(120) for w in workers]
+        refresh_cpu = server.cpu() - cpu0
+        refresh_seconds = max(r["seconds"] for r in refreshed)
         t_start = time.monotonic() + args.warmup
         t_end = t_start + args.seconds
         for w in workers:
@@ -179,6 +192,8 @@ def measure(kind: str, args, sessions: int, profile: str | None = None) -> dict:
         "create_rate": new / create_seconds,
         "create_cpu": create_cpu,
         "create_per_cpu_second": new / create_cpu if create_cpu >= CPU_TICK else None,
+        "refresh_rate": new / refresh_seconds,
+        "refresh_per_cpu_second": new / refresh_cpu if refresh_cpu >= CPU_TICK else None,
         "per_cpu_second": (
             regs / seconds / ((cpu1 - cpu0) / args.seconds) if cpu1 - cpu0 >= CPU_TICK else None
         ),
@@ -239,6 +254,8 @@ MEDIANS = (
     "others_cpu",
     "create_rate",
     "create_per_cpu_second",
+    "refresh_rate",
+    "refresh_per_cpu_second",
 )
 
 
@@ -251,6 +268,7 @@ def main(args) -> int:
     samples: dict[tuple[str, int], list[dict]] = {}
     for i in range(max(counts)):  # encoded once here, inherited by the forked generators
         session_chunk(i, args.per_session)
+        session_chunk(i, args.per_session, 4002)
     for _ in range(args.runs):
         for n in counts:
             for kind in kinds:
@@ -303,14 +321,15 @@ def main(args) -> int:
     )
     print(
         c.table(
-            "Scenario 1, first pass: every session registers its ids once (new registrations), "
-            "before the measurement above",
-            ["server", "sessions", "registrations/s", "per server CPU-s"],
+            "Scenario 1, distinct work before the repeats above: every session registers its "
+            "ids once (new ids), then each again with another address (refresh)",
+            ["server", "sessions", "pass", "registrations/s", "per server CPU-s"],
             [
-                [kind, n, m["create_rate"], per_cpu(m["create_per_cpu_second"])]
+                [kind, n, label, m[f"{key}_rate"], per_cpu(m[f"{key}_per_cpu_second"])]
                 for n in counts
                 for kind in kinds
                 if (m := med.get((kind, n))) is not None
+                for label, key in (("new ids", "create"), ("refresh", "refresh"))
             ],
         )
     )

@@ -11,6 +11,7 @@ from rendezvous.live import codec as codec_module
 from rendezvous.live.codec import (
     DISCOVER_REPLY_BYTES,
     DiscoverRequest,
+    EntryCache,
     LiveCodec,
     RegisterRequest,
     RendezvousRequest,
@@ -162,6 +163,31 @@ class ParseTests(SynchronousTestCase):
         # Bounded: the oldest new ones are gone and parsed again.
         self.codec.parse(register("app", "new0", tcp_addr(1)).SerializeToString())
         self.assertEqual(parsed.count(peer_id("new0")), 2)
+
+    def test_a_session_refreshing_its_peer_does_not_decode_its_id_again(self) -> None:
+        """A session's entry cache serves byte-identical re-sends, and knows the ids of
+        its entries: a REGISTER of the same peer with other addresses (a refresh) reads
+        the id from there, even when the daemon-wide cache has let it go."""
+        parsed: list[str] = []
+
+        def counting(text: str) -> bytes:
+            parsed.append(text)
+            return parse_peer_id(text)
+
+        self.patch(codec_module, "parse_peer_id", counting)
+        self.patch(codec_module, "_CACHE_SIZE", 1)
+        entries = EntryCache()
+        first = register("app", "A", tcp_addr(1)).SerializeToString()
+        [request] = self.codec.parse(first, entries).requests
+        self.assertIs(self.codec.parse(first, entries).requests[0], request)  # a re-send
+        self.codec.parse(register("app", "B").SerializeToString())  # evicts A daemon-wide
+        refresh = register("app", "A", tcp_addr(2)).SerializeToString()
+        [refreshed] = self.codec.parse(refresh, entries).requests
+        self.assertEqual(refreshed, RegisterRequest("app", peer("A", tcp_addr(2))))
+        self.assertEqual(parsed, [peer_id("A"), peer_id("B")])
+        [other] = self.codec.parse(refresh, EntryCache()).requests  # another session
+        self.assertEqual(other, refreshed)
+        self.assertEqual(parsed, [peer_id("A"), peer_id("B"), peer_id("A")])
 
     def test_signed_record_size(self) -> None:
         message = register("app", "A")

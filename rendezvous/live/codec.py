@@ -102,8 +102,18 @@ class Parsed:
     requests: list[Request | Refused]
 
 
-EntryCache = dict[bytes, RegisterRequest]
-"""A session's ``Message.register`` entries (exact bytes) and what they were parsed to."""
+class EntryCache(dict[bytes, RegisterRequest]):
+    """A session's ``Message.register`` entries (exact bytes) and what they were parsed
+    to, and the peer ids (text to key) of those entries: a byte-identical re-send is not
+    parsed again, and a refresh of the same peer with other addresses (what clients
+    send when their addresses change) does not decode its peer id again."""
+
+    __slots__ = ("peer_ids",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.peer_ids: dict[str, bytes] = {}
+
 
 _REGISTER_START = b"\x08\x00\x12"
 """``type = REGISTER``, then the tag of a ``register`` entry."""
@@ -204,20 +214,23 @@ class LiveCodec:
             cached = _cached_registers(frame, entries)
             if cached is not None:
                 return cached
-        parsed = self._parse(frame)
+        parsed = self._parse(frame, entries.peer_ids)
         if parsed.kind == "register":
             if scanned is None:
                 scanned = _scan_entries(frame)
             if scanned is not None:
                 limit = self._entry_cache_size
+                peer_ids = entries.peer_ids
                 for item, result in zip(scanned, parsed.requests, strict=True):
                     if type(result) is RegisterRequest:
                         if len(entries) >= limit:
                             entries.clear()
+                            peer_ids.clear()
                         entries[item] = result
+                        peer_ids[result.peer.id] = result.peer.key
         return parsed
 
-    def _parse(self, frame: bytes) -> Parsed:
+    def _parse(self, frame: bytes, known: dict[str, bytes] | None = None) -> Parsed:
         message = Message()
         try:
             message.ParseFromString(frame)
@@ -233,7 +246,7 @@ class LiveCodec:
             )
         requests: list[Request | Refused]
         if kind == REGISTER:
-            requests = [self._register(entry) for entry in message.register]
+            requests = [self._register(entry, known) for entry in message.register]
         elif kind == DISCOVER:
             requests = [self._discover(entry) for entry in message.discovery]
         elif kind == RENDEZVOUS:
@@ -248,7 +261,10 @@ class LiveCodec:
             requests = [Refused(Status.INVALID_MESSAGE, f"{name.upper()} with no entry")]
         return Parsed(name, request_id, requests)
 
-    def _register(self, entry: Message.Register) -> RegisterRequest | Refused:
+    def _register(
+        self, entry: Message.Register, known: dict[str, bytes] | None = None
+    ) -> RegisterRequest | Refused:
+        """``known``: peer ids (text to key) the session registered before."""
         try:
             namespace = self._namespace(entry.ns)
             if not entry.HasField("peer"):
@@ -258,7 +274,10 @@ class LiveCodec:
             peer_ids = self._peer_ids
             key = peer_ids.get(text) if type(text) is str else None
             if key is None:
-                key = self._peer_id(text)
+                if known is not None and type(text) is str:
+                    key = known.get(text)
+                if key is None:
+                    key = self._peer_id(text)
             else:
                 peer_ids.move_to_end(text)
             addrs = tuple(wire.addrs)

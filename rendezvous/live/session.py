@@ -141,7 +141,7 @@ class LiveSession:
         entries = self._entries
         if entries is None and frame.startswith(b"\x08\x00"):
             if self._registered:
-                entries = self._entries = {}
+                entries = self._entries = EntryCache()
             else:
                 self._registered = True
         parsed = dialect.codec.parse(frame, entries)
