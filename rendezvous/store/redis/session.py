@@ -20,11 +20,7 @@ class RedisSession(Session):
     __slots__ = ("entries", "own_keys", "replies", "sid", "sid_arg", "wrote")
 
     def __init__(self, client: Client, identity: bytes | None, sid: str) -> None:
-        # Not Session.__init__: what this session holds is in `entries`, not in a list.
-        self.subscriber = client
-        self.identity = identity
-        self.open = True
-        self.subscriptions: list[str] = []
+        super().__init__(client, identity)  # its `registrations` stay empty: see `entries`
         self.own_keys: dict[bytes, int] = {} if identity is None else {identity: 1}
         """Peer ids this session speaks for, with how many registrations hold each."""
         self.sid = sid
