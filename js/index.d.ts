@@ -163,7 +163,7 @@ export declare class RendezvousError extends Error {
 }
 
 /** The delay before retry number `attempt`: uniform in [0, min(cap, initial * 2^attempt)). */
-export declare function backoffDelay (attempt: number, options: Required<BackoffOptions>): number
+export declare function backoffDelay (attempt: number, options: Required<BackoffOptions>, outageMs?: number): number
 
 // -- the wire format --------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-// Capped exponential backoff with full jitter.
+// Capped exponential backoff with full jitter, bounded by the outage.
 
 /**
  * @typedef {object} BackoffOptions
@@ -28,13 +28,19 @@ export function backoffOptions (options = {}) {
 
 /**
  * The delay before retry number `attempt` (0 for the first retry after a failure):
- * uniform in [0, min(cap, initial * 2^attempt)).
+ * uniform in [0, min(cap, initial * 2^attempt)). Given how long the server has been
+ * unreachable (`outageMs`), the window is also at most that long (and at least
+ * `initial`): attempts still thin out as the outage goes on, but a client whose early
+ * draws were short, and so refused more often, does not wait several times the outage
+ * once the server is back.
  *
  * @param {number} attempt
  * @param {Required<BackoffOptions>} options
+ * @param {number} [outageMs] ms since the server was first found unreachable
  * @returns {number} whole ms
  */
-export function backoffDelay (attempt, options) {
-  const ceiling = Math.min(options.cap, options.initial * 2 ** Math.min(attempt, 52))
+export function backoffDelay (attempt, options, outageMs) {
+  let ceiling = Math.min(options.cap, options.initial * 2 ** Math.min(attempt, 52))
+  if (outageMs != null) ceiling = Math.min(ceiling, Math.max(options.initial, outageMs))
   return Math.floor(options.random() * ceiling)
 }

@@ -39,6 +39,7 @@ const CONTEST_MS = 30_000
  * @typedef {object} Timers
  * @property {(fn: () => void, ms: number) => any} setTimeout
  * @property {(handle: any) => void} clearTimeout
+ * @property {() => number} [now] the time in ms (default Date.now)
  *
  * @typedef {object} LiveRendezvousInit
  * @property {Array<string | Multiaddr>} servers daemons' libp2p addresses, each ending in /p2p/<id>
@@ -130,6 +131,8 @@ export class LiveRendezvous extends TypedEventEmitter {
   #running = false
   #serverIndex = 0
   #attempt = 0
+  /** @type {number | undefined} when the servers were first found unreachable, in a row */
+  #outageSince
   #nextRequestId = 1
   /** @type {any} */
   #retryTimer
@@ -228,6 +231,7 @@ export class LiveRendezvous extends TypedEventEmitter {
     for (const members of this.#members.values()) members.clear()
     this.#serverIndex = 0
     this.#attempt = 0
+    this.#outageSince = undefined
   }
 
   /**
@@ -340,6 +344,17 @@ export class LiveRendezvous extends TypedEventEmitter {
     }
   }
 
+  /** The time in ms, from the injected timers if they tell it. */
+  #now () {
+    return this.#timers.now != null ? this.#timers.now() : Date.now()
+  }
+
+  /** A session got going: the next outage starts the backoff afresh. */
+  #good () {
+    this.#attempt = 0
+    this.#outageSince = undefined
+  }
+
   /**
    * Reports the server lost and schedules the next attempt, at the next server.
    *
@@ -348,7 +363,9 @@ export class LiveRendezvous extends TypedEventEmitter {
    */
   #retry (server, reason) {
     if (!this.#running) return
-    const retryInMs = backoffDelay(this.#attempt, this.#backoff)
+    const now = this.#now()
+    this.#outageSince ??= now
+    const retryInMs = backoffDelay(this.#attempt, this.#backoff, now - this.#outageSince)
     this.#attempt += 1
     this.#serverIndex = (this.#serverIndex + 1) % this.#servers.length
     this.#retryTimer = this.#timers.setTimeout(() => {
@@ -403,7 +420,7 @@ export class LiveRendezvous extends TypedEventEmitter {
       session.syncing.set(ns, new Map())
     }
     if (!this.#send(session, frames)) return
-    if (session.syncing.size === 0) this.#attempt = 0 // no namespace: nothing more to wait for
+    if (session.syncing.size === 0) this.#good() // no namespace: nothing more to wait for
     this.#log('session open with %a', server)
     this.safeDispatchEvent('server:connected', { detail: { server } })
     for (const d of this.#discoveries) {
@@ -760,7 +777,7 @@ export class LiveRendezvous extends TypedEventEmitter {
       }
     }
     if (session.syncing.size === 0 && this.#session === session) {
-      this.#attempt = 0 // a session that got this far was a good one: start backoff afresh
+      this.#good() // a session that got this far was a good one: start backoff afresh
     }
   }
 

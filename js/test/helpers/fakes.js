@@ -19,7 +19,7 @@ export const SERVER_B = `/ip4/127.0.0.1/tcp/4003/ws/p2p/${IDS.serverB}`
 /** setTimeout/clearTimeout that only fire when told. */
 export class FakeTimers {
   constructor () {
-    this.now = 0
+    this.time = 0
     this.nextHandle = 1
     /** @type {Map<number, { fn: () => void, at: number, ms: number }>} */
     this.pending = new Map()
@@ -30,7 +30,7 @@ export class FakeTimers {
   /** @param {() => void} fn @param {number} ms */
   setTimeout (fn, ms) {
     const handle = this.nextHandle++
-    this.pending.set(handle, { fn, at: this.now + ms, ms })
+    this.pending.set(handle, { fn, at: this.time + ms, ms })
     this.delays.push(ms)
     return handle
   }
@@ -38,13 +38,16 @@ export class FakeTimers {
   /** @param {number} handle */
   clearTimeout (handle) { this.pending.delete(handle) }
 
+  /** The fake clock, in ms: it moves only when a timer fires. */
+  now () { return this.time }
+
   /** Fires the earliest timer, advancing the clock to it; false when none is pending. */
   fireNext () {
     let first
     for (const [handle, t] of this.pending) if (first == null || t.at < first[1].at) first = [handle, t]
     if (first == null) return false
     this.pending.delete(/** @type {number} */ (first[0]))
-    this.now = first[1].at
+    this.time = first[1].at
     first[1].fn()
     return true
   }

@@ -248,12 +248,13 @@ describe('the service', () => {
       assert.ok(timers.fireNext())
       await settle()
     }
-    // ceilings 100, 200, 400, 800, then the cap
-    assert.deepEqual(timers.delays, [50, 199, 0, 200, 999, 999, 999])
+    // ceilings 100, 200, 400, 800, then the cap, each at most the outage so far (at
+    // least 100): 100 at 0 ms, 100 at 50, 149 at 149 (twice), 186, 371, 741
+    assert.deepEqual(timers.delays, [50, 99, 0, 37, 185, 370, 740])
     assert.deepEqual(events.all('server:lost').map((e) => e.detail.retryInMs), timers.delays)
     assert.deepEqual(events.all('server:lost').map((e) => e.detail.reason), Array(7).fill('ECONNREFUSED'))
     assert.deepEqual(components.dials.map((d) => d.target), [SERVER_A, SERVER_B, SERVER_A, SERVER_B, SERVER_A, SERVER_B, SERVER_A])
-    assert.equal(timers.now, 50 + 199 + 0 + 200 + 999 + 999)
+    assert.equal(timers.now(), 50 + 99 + 0 + 37 + 185 + 370)
     // a session that completes its snapshot starts the backoff afresh
     timers.fireNext()
     await settle()
@@ -261,11 +262,27 @@ describe('the service', () => {
     endSnapshot(components.stream)
     components.stream.die()
     assert.equal(events.all('server:lost').at(-1)?.detail.retryInMs, 50)
-    // one that fails before its snapshot does not
+    // one that fails before its snapshot does not (attempt 1: a window of 200, bounded
+    // by the 50 ms this outage has lasted, and at least 100)
     timers.fireNext()
     await settle()
     components.stream.die()
-    assert.equal(events.all('server:lost').at(-1)?.detail.retryInMs, 100)
+    assert.equal(events.all('server:lost').at(-1)?.detail.retryInMs, 50)
+  })
+
+  it('bounds each delay by how long the daemons have been unreachable', async () => {
+    const { components, timers, service } = fakeService({ backoff: { initial: 10, cap: 100_000, random: () => 0.999 } })
+    components.script = Array.from({ length: 8 }, () => () => new Error('ECONNREFUSED'))
+    service.afterStart()
+    await settle()
+    for (let i = 0; i < 7; i++) {
+      assert.ok(timers.fireNext())
+      await settle()
+    }
+    // windows 10, 20, 40, ... each at most the outage so far (at least 10): the delays
+    // keep up with the outage instead of running ahead of it
+    assert.deepEqual(timers.delays, [9, 9, 17, 34, 68, 136, 272, 544])
+    assert.equal(timers.now(), 9 + 9 + 17 + 34 + 68 + 136 + 272)
   })
 
   it('sends a dial over a relayed connection again, forced direct', async () => {
