@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger, LogLevel
@@ -29,7 +29,13 @@ from rendezvous.p2p.stream import Stream, StreamProtocol
 from rendezvous.p2p.transport import TCPAddress
 from rendezvous.p2p.yamux import YamuxError, YamuxEvent, YamuxSession
 from rendezvous.peerid import peer_id_to_text
-from rendezvous.twisted_internals import enlarge_buffer, flush, sends_itself
+from rendezvous.twisted_internals import (
+    direct_socket,
+    enlarge_buffer,
+    flush,
+    send_now,
+    sends_itself,
+)
 
 _SECURITY, _HANDSHAKE, _MUXER, _MUXED, _CLOSED = range(5)
 ABORT_AFTER = 5.0
@@ -90,8 +96,9 @@ class Connection(Protocol):
         self.host = host
         self.dialer = dialer
         self.expected_peer_id = expected_peer_id
-        self.ready: Deferred[Connection] = Deferred()
-        """Fires with this connection once streams can be opened (errbacks only when dialling)."""
+        self._waiting: list[Deferred[Connection]] = []
+        """What `ready` gave out while the upgrade went on, fired (and let go) with it."""
+        self._upgraded = False
         self.remote_peer_id = b""
         self.remote_public_key = b""
         self.remote_address: TCPAddress | None = None
@@ -116,10 +123,36 @@ class Connection(Protocol):
         """False for a TCP transport, which sends when the reactor next polls: see `_send_soon`."""
         self._send_pending = False
         """True while a `_send` is scheduled for the end of this reactor turn."""
+        self._socket: Any = None
+        """The TCP socket the upgrade's replies are sent on at once (`direct_socket`)."""
+        self._outbox: list[bytes] | None = None
+        """While one read is upgrading the connection: the bytes it answers, sent once."""
 
     @property
     def is_ready(self) -> bool:
         return self._state == _MUXED
+
+    @property
+    def ready(self) -> Deferred[Connection]:
+        """Fires with this connection once streams can be opened; errbacks with
+        `UpgradeFailed` when a dialled connection closes before that (an accepted one
+        that never gets there never fires).
+
+        A new Deferred each time, and none kept once fired: one kept here would hold
+        this connection as its result, a cycle (connection, Deferred, connection) that
+        only the garbage collector's occasional full collection frees, with the
+        transport, the Noise and yamux state and the ciphers' native memory of every
+        closed connection behind it (bench/soak.py: thousands of closed connections
+        between two full collections, the daemon's RSS growing with them)."""
+        if self._upgraded:
+            return succeed(self)
+        if self._state == _CLOSED:
+            if self.dialer:
+                return fail(UpgradeFailed(f"{self.label}: {self._failure}"))
+            return Deferred()
+        waiter: Deferred[Connection] = Deferred()
+        self._waiting.append(waiter)
+        return waiter
 
     @property
     def streams(self) -> list[Stream]:
@@ -131,6 +164,7 @@ class Connection(Protocol):
         transport: Any = self.transport
         self._transport = transport
         self._sends_itself = sends_itself(transport)
+        self._socket = direct_socket(transport)
         no_delay(transport)
         enlarge_buffer(transport, TRANSPORT_BUFFER)
         peer = transport.getPeer()
@@ -150,11 +184,11 @@ class Connection(Protocol):
         if self.dialer:
             initiator = Initiator([noise.PROTOCOL_ID])
             self._negotiator = initiator
-            transport.write(initiator.start())
+            self._write(initiator.start())
         else:
             responder = Responder([noise.PROTOCOL_ID])
             self._negotiator = responder
-            transport.write(responder.start())
+            self._write(responder.start())
 
     def dataReceived(self, data: bytes) -> None:
         if self._state == _CLOSED:
@@ -188,8 +222,10 @@ class Connection(Protocol):
                 negotiation.deferred.errback(StreamFailed("the connection closed"))
         for stream in list(self._streams.values()):
             self._lost(stream, "connection lost")
-        if not self.ready.called and self.dialer:
-            self.ready.errback(UpgradeFailed(f"{self.label}: {self._failure}"))
+        waiting, self._waiting = self._waiting, []
+        if self.dialer:
+            for waiter in waiting:
+                waiter.errback(UpgradeFailed(f"{self.label}: {self._failure}"))
         emit(
             self.log,
             LogLevel.debug,
@@ -210,17 +246,40 @@ class Connection(Protocol):
     # -- upgrade --------------------------------------------------------------
 
     def _receive(self, data: bytes) -> None:
+        if self._state == _MUXED:
+            chunks = self._noise.decrypt_frames(data)  # type: ignore[union-attr]
+            if chunks:
+                self._handle_events(self._yamux.feed_chunks(chunks))  # type: ignore[union-attr]
+            return
+        # One read of the upgrade is answered with one send, at once (and before
+        # anything `ready`'s callbacks write).
+        out: list[bytes] = []
+        self._outbox = out
+        try:
+            chunks = self._upgrade(data)
+        finally:
+            self._outbox = None
+            if out:
+                self._write(out[0] if len(out) == 1 else b"".join(out))
+        if chunks is None:
+            return
+        self._muxed()
+        if chunks and self._state == _MUXED:  # frames that came with the agreement
+            assert self._yamux is not None
+            self._handle_events(self._yamux.feed_chunks(chunks))
+
+    def _upgrade(self, data: bytes) -> list[bytes] | None:
+        """Feed the upgrade; once yamux is agreed, the bytes that came after (else None)."""
         state = self._state
-        if state != _MUXED:
-            self._upgrade_bytes += len(data)
-            if self._upgrade_bytes > self.host.limits.max_upgrade_bytes:
-                raise UpgradeFailed("too many bytes before the connection was ready")
+        self._upgrade_bytes += len(data)
+        if self._upgrade_bytes > self.host.limits.max_upgrade_bytes:
+            raise UpgradeFailed("too many bytes before the connection was ready")
         if state == _SECURITY:
             negotiator = self._negotiator
             assert negotiator is not None
             self._write(negotiator.feed(data))
             if negotiator.selected is None:
-                return
+                return None
             data = negotiator.leftover
             self._start_noise()
             state = self._state
@@ -229,23 +288,18 @@ class Connection(Protocol):
             assert session is not None
             self._write(session.receive_handshake(data))
             if not session.complete:
-                return
+                return None
             self._secured(session)
             chunks = session.decrypt_frames(b"")
         else:
             assert self._noise is not None
             chunks = self._noise.decrypt_frames(data)
-        if self._state == _MUXER:
-            negotiator = self._negotiator
-            assert negotiator is not None
-            self._write_secure(negotiator.feed(b"".join(chunks)))
-            if negotiator.selected is None:
-                return
-            chunks = [negotiator.leftover]
-            self._muxed()
-        if chunks and self._state == _MUXED:
-            assert self._yamux is not None
-            self._handle_events(self._yamux.feed_chunks(chunks))
+        negotiator = self._negotiator
+        assert negotiator is not None
+        self._write_secure(negotiator.feed(b"".join(chunks)))
+        if negotiator.selected is None:
+            return None
+        return [negotiator.leftover]
 
     def _start_noise(self) -> None:
         self._state = _HANDSHAKE
@@ -286,7 +340,10 @@ class Connection(Protocol):
         emit(
             self.log, LogLevel.debug, "connected to {peer}", event="connection.ready", **self._who()
         )
-        self.ready.callback(self)
+        self._upgraded = True
+        waiting, self._waiting = self._waiting, []
+        for waiter in waiting:
+            waiter.callback(self)
 
     def _upgrade_timed_out(self) -> None:
         self._upgrade_timer = None
@@ -578,13 +635,30 @@ class Connection(Protocol):
     # -- writing and closing --------------------------------------------------
 
     def _write(self, data: bytes) -> None:
-        if data:
-            self._transport.write(data)
+        """Write raw bytes: into the read's outbox while one is upgrading, else at once
+        where the socket takes them (`send_now`), the rest through the transport."""
+        if not data:
+            return
+        out = self._outbox
+        if out is not None:
+            out.append(data)
+            return
+        sock = self._socket
+        if sock is not None:
+            data = send_now(self._transport, sock, data)
+            if not data:
+                return
+        self._transport.write(data)
 
     def _write_secure(self, plaintext: bytes) -> None:
         if plaintext:
             assert self._noise is not None
-            self._transport.writeSequence(self._noise.encrypt_frames(plaintext))
+            pieces = self._noise.encrypt_frames(plaintext)
+            out = self._outbox
+            if out is not None:
+                out += pieces
+            else:
+                self._transport.writeSequence(pieces)
 
     def _flush_soon(self) -> None:
         """`_flush` now, or after the events being handled (one write for all replies)."""
