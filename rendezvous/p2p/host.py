@@ -148,7 +148,7 @@ class Host:
                     event="p2p.advertising_stopped",
                 )
         for connection in list(self.connections):
-            if connection.ready.called:
+            if connection.is_ready:
                 identify.push_identify(self, connection).addErrback(self._push_failed)
         for observer in list(self.addrs_changed):
             observer()
