@@ -29,7 +29,14 @@ from rendezvous.store.memory import MemoryStore
 from rendezvous.workers import pool as pool_module
 from rendezvous.workers.hub import Hub, WorkerLink
 from rendezvous.workers.hubstore import HubStore
-from rendezvous.workers.pool import WorkerPool, _Acceptor, _Channel, _Door, can_hand_over
+from rendezvous.workers.pool import (
+    WorkerPool,
+    _Acceptor,
+    _Channel,
+    _Door,
+    can_hand_over,
+    worker_limits,
+)
 from rendezvous.workers.wire import (
     ChannelError,
     Kind,
@@ -532,3 +539,16 @@ class WorkerSessionTests(TestCase):
             store.feed(hello_record())
             with self.assertRaises(ChannelError):
                 store.feed(data)
+
+
+class WorkerLimitsTests(TestCase):
+    def test_the_whole_daemons_limits_are_shared_out(self) -> None:
+        limits = Limits(max_sessions=1000, max_sessions_per_ip=256, session_rate_per_ip=50)
+        shares = worker_limits(limits, 3)
+        self.assertEqual(
+            (shares.max_sessions, shares.max_sessions_per_ip, shares.session_rate_per_ip),
+            (334, 86, 17),
+        )
+        self.assertEqual(shares.max_registrations_per_session, 256)  # a session's own: kept
+        one = worker_limits(Limits(max_sessions_per_ip=2, session_rate_per_ip=1), 4)
+        self.assertEqual((one.max_sessions_per_ip, one.session_rate_per_ip), (1, 1))

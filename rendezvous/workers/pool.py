@@ -406,6 +406,25 @@ class _Slot:
         return done
 
 
+def worker_limits(limits: Limits, count: int) -> Limits:
+    """What each of ``count`` workers enforces: its share of every limit on the whole
+    daemon's sessions, so the workers together hold what one process would. A client
+    address's sessions are handed to whichever workers are least loaded, so its limits
+    are shared out too (rounded up): together at most what one process allows, give or
+    take the rounding, and an address may be refused a little early when its sessions
+    sit unevenly."""
+
+    def share(total: int) -> int:
+        return max(1, -(-total // count))
+
+    return dataclasses.replace(
+        limits,
+        max_sessions=share(limits.max_sessions),
+        max_sessions_per_ip=share(limits.max_sessions_per_ip),
+        session_rate_per_ip=share(limits.session_rate_per_ip),
+    )
+
+
 @implementer(IReadDescriptor)
 class _Acceptor:
     """Accepts on a listener the main process keeps, handing each connection over.
@@ -471,8 +490,7 @@ class WorkerPool(Service):
         self.ports = ports
         self.factory = factory
         self.reactor = reactor
-        share = max(1, -(-limits.max_sessions // count))
-        self.worker_limits = dataclasses.replace(limits, max_sessions=share)
+        self.worker_limits = worker_limits(limits, count)
         self.slots = [_Slot(self, index) for index in range(1, count + 1)]
         self._acceptors: list[_Acceptor] = []
         self.paused = False
