@@ -375,7 +375,7 @@ class Connection(Protocol):
             if outermost:
                 self._dispatching = False
         if outermost:
-            self._flush()
+            self._flush(at_once=True)
 
     def _dispatch(self, event: YamuxEvent) -> None:
         if isinstance(event, yamux.DataReceived):
@@ -665,8 +665,12 @@ class Connection(Protocol):
         if not self._dispatching:
             self._flush()
 
-    def _flush(self) -> None:
-        """Send the queued yamux frames, a whole number of them per Noise message."""
+    def _flush(self, at_once: bool = False) -> None:
+        """Send the queued yamux frames, a whole number of them per Noise message.
+
+        ``at_once``: the replies to a read, all of them: a small write is handed to the
+        socket now when nothing is queued before it (`send_now`), rather than at the
+        end of the reactor turn."""
         session = self._yamux
         if session is None or self._state != _MUXED:
             return
@@ -677,7 +681,12 @@ class Connection(Protocol):
         if len(chunks) == 1:
             chunk = chunks[0]
             if len(chunk) <= _SMALL_WRITE:
-                self._transport.write(b"".join(encrypt_frames(chunk)))
+                data = b"".join(encrypt_frames(chunk))
+                if at_once and self._socket is not None:
+                    data = send_now(self._transport, self._socket, data)
+                    if not data:
+                        return
+                self._transport.write(data)
                 self._send_soon()
                 return
             pieces = encrypt_frames(chunk)

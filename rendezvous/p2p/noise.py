@@ -44,15 +44,27 @@ class NoiseError(Exception):
     """The handshake or a transport frame failed: the connection must close."""
 
 
-_hmac_digest = hmac.digest
 _sha256 = hashlib.sha256
+_BLOCK_LEN = 64
+_INNER_PAD = bytes(byte ^ 0x36 for byte in range(256))
+_OUTER_PAD = bytes(byte ^ 0x5C for byte in range(256))
+
+
+def _hmac(key: bytes, data: bytes) -> bytes:
+    """HMAC-SHA256 (RFC 2104) from two hashes: quicker than `hmac.digest` for the
+    32-byte keys of the handshake."""
+    if len(key) > _BLOCK_LEN:
+        return hmac.digest(key, data, "sha256")
+    key = key.ljust(_BLOCK_LEN, b"\x00")
+    inner = _sha256(key.translate(_INNER_PAD) + data).digest()
+    return _sha256(key.translate(_OUTER_PAD) + inner).digest()
 
 
 def _hkdf(chaining_key: bytes, input_key_material: bytes) -> tuple[bytes, bytes]:
     """The Noise HKDF with two HASH_LEN outputs (all that XX uses)."""
-    temp_key = _hmac_digest(chaining_key, input_key_material, "sha256")
-    first = _hmac_digest(temp_key, b"\x01", "sha256")
-    return first, _hmac_digest(temp_key, first + b"\x02", "sha256")
+    temp_key = _hmac(chaining_key, input_key_material)
+    first = _hmac(temp_key, b"\x01")
+    return first, _hmac(temp_key, first + b"\x02")
 
 
 def _public_bytes(private_key: X25519PrivateKey) -> bytes:

@@ -4,6 +4,7 @@ and Twisted endpoints."""
 from __future__ import annotations
 
 import ipaddress
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,11 +73,17 @@ class TCPAddress:
         port = getattr(address, "port", None)
         if not isinstance(host, str) or not isinstance(port, int):
             return None
+        ws = getattr(address, "websocket", False) is True
+        try:
+            socket.inet_pton(socket.AF_INET, host)  # the usual case: dotted quad, as is
+        except OSError:
+            pass
+        else:
+            return cls(host, port, False, ws=ws)
         try:
             ip = ipaddress.ip_address(host.split("%", 1)[0])
         except ValueError:
             return None
-        ws = getattr(address, "websocket", False) is True
         return cls(str(ip), port, ip.version == 6, ws=ws)
 
     def with_port(self, port: int) -> TCPAddress:
