@@ -738,29 +738,6 @@ class StoreContract:
         self.assertEqual(len(w.client.pushes()), len(pushed))
         await self.assert_told([w])
 
-    async def test_a_refused_register_hides_nothing_from_its_session(self) -> None:
-        """A subscriber's REGISTER of an id another session holds is on its way (and will
-        be refused) while that session changes it: the subscriber is told the change."""
-        self.need_fleet(2)
-        one, two, _ = await self.make_stores(3)
-        p1, p2, mine = live("A", 1), live("A", 2), live("A", 7)
-        holder = self.party(two)
-        await holder.registers(NS, p1)
-        s = await self.watcher(one)
-        w = await self.watcher(one)
-        release = await self.hold(one)
-        rid = s.register(NS, mine)
-        self.flush_requests()
-        await holder.registers(NS, p2)
-        await self.pushed(w, 1)  # the change has reached the daemon of s
-        await release()
-        await s.sync()
-        self.assertEqual(s.refusal(rid), Status.NOT_AUTHORIZED)
-        await self.settle()
-        self.assertEqual(w.client.pushes(), [R(p2)])
-        self.assertEqual(s.client.pushes(), [R(p2)])
-        await self.assert_told([s, w])
-
     async def test_disconnect_in_the_middle_of_a_register(self) -> None:
         """The session ends before the store answered its REGISTERs (on their way, or
         not sent yet): nothing of it is left, and no subscriber keeps a registration
@@ -842,141 +819,6 @@ class StoreContract:
         self.assertEqual(found(await w.discover(NS)), held(p2))
         self.assertEqual(await w.discover(OTHER), [])
         await self.assert_told([w])
-
-    async def test_a_lost_daemons_ids_are_taken_over_at_once(self) -> None:
-        """The daemon of the session that held an id is gone (killed): the client,
-        back through another daemon, registers it again at once."""
-        self.need_fleet(3)
-        if not self.can_lose_daemon:
-            raise SkipTest("its daemons cannot be lost")
-        one, two, three = await self.make_stores(3)
-        p1, p2, px = live("A", 1), live("A", 2), live("X")
-        w = await self.watcher(three)
-        old = self.party(one)
-        await old.registers(NS, p1)
-        await old.registers(NS, px)
-        await self.settle()
-        await self.lose_daemon(one)
-        new = self.party(two)
-        await new.registers(NS, p2)
-        await self.settle()
-        self.assertEqual(found(await w.discover()), held(p2))
-        pushes = w.client.pushes()
-        self.assertEqual(pushes[-1], R(p2))
-        self.assertEqual(sorted(pushes[:-1]), sorted([R(p1), R(px), U(p1), U(px)]))
-        await self.assert_told([w])
-
-    async def test_a_subscriber_taking_over_a_lost_daemons_id_is_told_the_old_one_ended(
-        self,
-    ) -> None:
-        self.need_fleet(3)
-        if not self.can_lose_daemon:
-            raise SkipTest("its daemons cannot be lost")
-        one, two, _ = await self.make_stores(3)
-        p1, p2 = live("A", 1), live("A", 2)
-        old = self.party(one)
-        await old.registers(NS, p1)
-        await self.settle()
-        new = await self.watcher(two)
-        self.assertEqual(new.client.view(), dict(held(p1)))
-        await self.lose_daemon(one)
-        await new.registers(NS, p2)
-        await self.settle()
-        self.assertEqual(new.client.view(), {})  # A ended; its own A is not told
-
-    async def test_a_lost_daemons_ttl_registrations_still_end(self) -> None:
-        self.need_fleet(3)
-        if not self.can_lose_daemon:
-            raise SkipTest("its daemons cannot be lost")
-        one, _, three = await self.make_stores(3)
-        pa = signed("A")
-        w = await self.watcher(three)
-        p = self.party(one, identity=pa.key)
-        await p.register_ttl(NS, pa, 30)
-        await self.settle()
-        await self.lose_daemon(one)
-        await self.advance(31)
-        await self.advance(self.lease)  # at the latest
-        self.assertEqual(await w.discover(), [])
-        self.assertEqual(w.client.pushes(), [R(pa), U(pa)])
-
-    async def test_a_stopped_daemons_registrations_end_at_once(self) -> None:
-        self.need_fleet(2)
-        one, two, _ = await self.make_stores(3)
-        pa, pb = live("A", 1), live("B", 2)
-        w = await self.watcher(two)
-        a = self.party(one)
-        await a.registers(NS, pa)
-        await a.registers(OTHER, pb)
-        await self.settle()
-        await self.stop_daemon(one)
-        await self.settle()
-        self.assertEqual(await w.discover(NS), [])
-        self.assertEqual(await w.discover(OTHER), [])
-        self.assertEqual(w.client.pushes(), [R(pa), U(pa)])
-        b = self.party(two)
-        await b.registers(NS, pa)
-
-    async def test_a_lost_daemons_registrations_end_within_a_lease(self) -> None:
-        self.need_fleet(3)
-        if not self.can_lose_daemon:
-            raise SkipTest("its daemons cannot be lost")
-        one, two, three = await self.make_stores(3)
-        pa, px = live("A", 1), live("X", 2)
-        w = await self.watcher(three)
-        old = self.party(one)
-        await old.registers(NS, pa)
-        await old.registers(NS, px)
-        await self.settle()
-        await self.lose_daemon(one)
-        await self.advance(self.lease + 1)
-        self.assertEqual(await w.discover(), [])
-        self.assertEqual(sorted(w.client.pushes()), sorted([R(pa), R(px), U(pa), U(px)]))
-        await self.assert_told([w])
-        new = self.party(two)
-        await new.registers(NS, pa)
-
-    async def test_the_backend_restarting_between_and_during_commands(self) -> None:
-        """The server behind the store dies (mid-command for one REGISTER) and comes
-        back empty: requests meanwhile are refused UNAVAILABLE; then the connected
-        sessions' registrations are back, a REGISTER is held exactly when it was not
-        refused, and subscribers are pushed what they missed, once."""
-        if not self.can_restart_backend:
-            raise SkipTest("no server behind this store")
-        one, two, three = await self.make_stores(3)
-        pa, pb, pg, pm, pc = live("A", 1), live("B", 2), live("G", 3), live("M", 4), live("C", 5)
-        w = await self.watcher(three)
-        a, b, g = self.party(one), self.party(two), self.party(two)
-        await a.registers(NS, pa)
-        await b.registers(NS, pb)
-        await g.registers(NS, pg)
-        await self.settle()
-        mid = self.party(one)
-        mid_rid = mid.register(NS, pm)
-        self.flush_requests()  # on its way when the server dies
-
-        async def while_down() -> None:
-            self.assertEqual(await self.refusal_of(a.discover()), Status.UNAVAILABLE)
-            self.assertEqual(await b.refused_register(NS, live("B", 9)), Status.UNAVAILABLE)
-            g.close()
-
-        await self.restart_backend(while_down)
-        await mid.sync()
-        self.assertIn(mid.refusal(mid_rid), (None, Status.UNAVAILABLE))
-        await self.advance(self.lease + 1)  # the grace period of what was not re-asserted
-        expected = {pa.id, pb.id} | ({pm.id} if mid.refusal(mid_rid) is None else set())
-        self.assertEqual({r.peer.id for r in await w.discover()}, expected)
-        pushes = w.client.pushes()
-        self.assertEqual(pushes.count(U(pg)), 1)
-        self.assertNotIn(U(pa), pushes)
-        self.assertNotIn(U(pb), pushes)
-        await self.assert_told([w])
-        c = self.party(one)
-        await c.registers(NS, pc)
-        await self.settle()
-        self.assertEqual(w.client.pushes()[-1], R(pc))
-        # B's replacement, refused while the server was down, changed nothing.
-        self.assertEqual(dict(found(await c.discover()))[pb.id], pb.addrs)
 
     # -- TTL registrations (the standard dialect) --------------------------------------
 
@@ -1117,3 +959,173 @@ class StoreContract:
         self.assertEqual(found(await d.discover_since(None, again.seq)), held(pc))
         await self.advance(121)  # A and C end
         self.assertEqual(found(await d.discover_since(None, 0)), held(pb))
+
+
+class FleetContract:
+    """Cases for a store whose fleet has several daemons (`fleet` >= 2 or 3)."""
+
+    async def test_a_refused_register_hides_nothing_from_its_session(self) -> None:
+        """A subscriber's REGISTER of an id another session holds is on its way (and will
+        be refused) while that session changes it: the subscriber is told the change."""
+        self.need_fleet(2)
+        one, two, _ = await self.make_stores(3)
+        p1, p2, mine = live("A", 1), live("A", 2), live("A", 7)
+        holder = self.party(two)
+        await holder.registers(NS, p1)
+        s = await self.watcher(one)
+        w = await self.watcher(one)
+        release = await self.hold(one)
+        rid = s.register(NS, mine)
+        self.flush_requests()
+        await holder.registers(NS, p2)
+        await self.pushed(w, 1)  # the change has reached the daemon of s
+        await release()
+        await s.sync()
+        self.assertEqual(s.refusal(rid), Status.NOT_AUTHORIZED)
+        await self.settle()
+        self.assertEqual(w.client.pushes(), [R(p2)])
+        self.assertEqual(s.client.pushes(), [R(p2)])
+        await self.assert_told([s, w])
+
+    async def test_a_stopped_daemons_registrations_end_at_once(self) -> None:
+        self.need_fleet(2)
+        one, two, _ = await self.make_stores(3)
+        pa, pb = live("A", 1), live("B", 2)
+        w = await self.watcher(two)
+        a = self.party(one)
+        await a.registers(NS, pa)
+        await a.registers(OTHER, pb)
+        await self.settle()
+        await self.stop_daemon(one)
+        await self.settle()
+        self.assertEqual(await w.discover(NS), [])
+        self.assertEqual(await w.discover(OTHER), [])
+        self.assertEqual(w.client.pushes(), [R(pa), U(pa)])
+        b = self.party(two)
+        await b.registers(NS, pa)
+
+
+class LostDaemonContract:
+    """Cases for a fleet of three whose daemons can be lost (`lose_daemon`)."""
+
+    async def test_a_lost_daemons_ids_are_taken_over_at_once(self) -> None:
+        """The daemon of the session that held an id is gone (killed): the client,
+        back through another daemon, registers it again at once."""
+        self.need_fleet(3)
+        if not self.can_lose_daemon:
+            raise SkipTest("its daemons cannot be lost")
+        one, two, three = await self.make_stores(3)
+        p1, p2, px = live("A", 1), live("A", 2), live("X")
+        w = await self.watcher(three)
+        old = self.party(one)
+        await old.registers(NS, p1)
+        await old.registers(NS, px)
+        await self.settle()
+        await self.lose_daemon(one)
+        new = self.party(two)
+        await new.registers(NS, p2)
+        await self.settle()
+        self.assertEqual(found(await w.discover()), held(p2))
+        pushes = w.client.pushes()
+        self.assertEqual(pushes[-1], R(p2))
+        self.assertEqual(sorted(pushes[:-1]), sorted([R(p1), R(px), U(p1), U(px)]))
+        await self.assert_told([w])
+
+    async def test_a_subscriber_taking_over_a_lost_daemons_id_is_told_the_old_one_ended(
+        self,
+    ) -> None:
+        self.need_fleet(3)
+        if not self.can_lose_daemon:
+            raise SkipTest("its daemons cannot be lost")
+        one, two, _ = await self.make_stores(3)
+        p1, p2 = live("A", 1), live("A", 2)
+        old = self.party(one)
+        await old.registers(NS, p1)
+        await self.settle()
+        new = await self.watcher(two)
+        self.assertEqual(new.client.view(), dict(held(p1)))
+        await self.lose_daemon(one)
+        await new.registers(NS, p2)
+        await self.settle()
+        self.assertEqual(new.client.view(), {})  # A ended; its own A is not told
+
+    async def test_a_lost_daemons_ttl_registrations_still_end(self) -> None:
+        self.need_fleet(3)
+        if not self.can_lose_daemon:
+            raise SkipTest("its daemons cannot be lost")
+        one, _, three = await self.make_stores(3)
+        pa = signed("A")
+        w = await self.watcher(three)
+        p = self.party(one, identity=pa.key)
+        await p.register_ttl(NS, pa, 30)
+        await self.settle()
+        await self.lose_daemon(one)
+        await self.advance(31)
+        await self.advance(self.lease)  # at the latest
+        self.assertEqual(await w.discover(), [])
+        self.assertEqual(w.client.pushes(), [R(pa), U(pa)])
+
+    async def test_a_lost_daemons_registrations_end_within_a_lease(self) -> None:
+        self.need_fleet(3)
+        if not self.can_lose_daemon:
+            raise SkipTest("its daemons cannot be lost")
+        one, two, three = await self.make_stores(3)
+        pa, px = live("A", 1), live("X", 2)
+        w = await self.watcher(three)
+        old = self.party(one)
+        await old.registers(NS, pa)
+        await old.registers(NS, px)
+        await self.settle()
+        await self.lose_daemon(one)
+        await self.advance(self.lease + 1)
+        self.assertEqual(await w.discover(), [])
+        self.assertEqual(sorted(w.client.pushes()), sorted([R(pa), R(px), U(pa), U(px)]))
+        await self.assert_told([w])
+        new = self.party(two)
+        await new.registers(NS, pa)
+
+
+class RestartContract:
+    """Cases for a store with a server behind it (`restart_backend`)."""
+
+    async def test_the_backend_restarting_between_and_during_commands(self) -> None:
+        """The server behind the store dies (mid-command for one REGISTER) and comes
+        back empty: requests meanwhile are refused UNAVAILABLE; then the connected
+        sessions' registrations are back, a REGISTER is held exactly when it was not
+        refused, and subscribers are pushed what they missed, once."""
+        if not self.can_restart_backend:
+            raise SkipTest("no server behind this store")
+        one, two, three = await self.make_stores(3)
+        pa, pb, pg, pm, pc = live("A", 1), live("B", 2), live("G", 3), live("M", 4), live("C", 5)
+        w = await self.watcher(three)
+        a, b, g = self.party(one), self.party(two), self.party(two)
+        await a.registers(NS, pa)
+        await b.registers(NS, pb)
+        await g.registers(NS, pg)
+        await self.settle()
+        mid = self.party(one)
+        mid_rid = mid.register(NS, pm)
+        self.flush_requests()  # on its way when the server dies
+
+        async def while_down() -> None:
+            self.assertEqual(await self.refusal_of(a.discover()), Status.UNAVAILABLE)
+            self.assertEqual(await b.refused_register(NS, live("B", 9)), Status.UNAVAILABLE)
+            g.close()
+
+        await self.restart_backend(while_down)
+        await mid.sync()
+        self.assertIn(mid.refusal(mid_rid), (None, Status.UNAVAILABLE))
+        await self.advance(self.lease + 1)  # the grace period of what was not re-asserted
+        expected = {pa.id, pb.id} | ({pm.id} if mid.refusal(mid_rid) is None else set())
+        self.assertEqual({r.peer.id for r in await w.discover()}, expected)
+        pushes = w.client.pushes()
+        self.assertEqual(pushes.count(U(pg)), 1)
+        self.assertNotIn(U(pa), pushes)
+        self.assertNotIn(U(pb), pushes)
+        await self.assert_told([w])
+        c = self.party(one)
+        await c.registers(NS, pc)
+        await self.settle()
+        self.assertEqual(w.client.pushes()[-1], R(pc))
+        # B's replacement, refused while the server was down, changed nothing.
+        self.assertEqual(dict(found(await c.discover()))[pb.id], pb.addrs)

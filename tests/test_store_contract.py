@@ -23,7 +23,16 @@ from rendezvous.workers.hubstore import HubStore
 
 from .helpers import peer, tcp_addr
 from .redis_server import RedisServer
-from .store_contract import LIMITS, SYNC, Party, R, StoreContract
+from .store_contract import (
+    LIMITS,
+    SYNC,
+    FleetContract,
+    LostDaemonContract,
+    Party,
+    R,
+    RestartContract,
+    StoreContract,
+)
 
 T = TypeVar("T")
 
@@ -38,12 +47,6 @@ def todo(case: Callable[[Any], Awaitable[None]], why: str) -> Callable[[Any], Aw
 
     run.todo = why  # type: ignore[attr-defined]
     return run
-
-
-ANSWERS_AFTER_CLOSE = (
-    "redis answers a closed session: a DISCOVER read and a REGISTER refusal on their way "
-    "when it closed are delivered to its client (memory, hub: nothing after close)"
-)
 
 
 class ClockedFixture:
@@ -109,7 +112,9 @@ class Worker:
             self.link.feed(data)
 
 
-class HubStoreContractTests(ClockedFixture, StoreContract, TestCase):
+class HubStoreContractTests(
+    ClockedFixture, StoreContract, FleetContract, LostDaemonContract, TestCase
+):
     """Three workers of one hub, the hub's store in memory."""
 
     fleet = 3
@@ -330,29 +335,24 @@ class RedisFixture(StoreContract):
         await gatherResults([store.when(ready=True) for store in self.live])
 
 
-class RedisOneDaemonContractTests(RedisFixture, TestCase):
+class RedisOneDaemonContractTests(RedisFixture, RestartContract, TestCase):
     fleet = 1
 
-    test_a_closed_session_gets_no_answers = todo(
-        StoreContract.test_a_closed_session_gets_no_answers, ANSWERS_AFTER_CLOSE
-    )
 
-
-class RedisThreeDaemonsContractTests(RedisFixture, TestCase):
+class RedisThreeDaemonsContractTests(
+    RedisFixture, FleetContract, LostDaemonContract, RestartContract, TestCase
+):
     fleet = 3
     can_lose_daemon = True
 
-    test_a_closed_session_gets_no_answers = todo(
-        StoreContract.test_a_closed_session_gets_no_answers, ANSWERS_AFTER_CLOSE
-    )
     test_a_refused_register_hides_nothing_from_its_session = todo(
-        StoreContract.test_a_refused_register_hides_nothing_from_its_session,
+        FleetContract.test_a_refused_register_hides_nothing_from_its_session,
         "redis counts the id of a raw session's REGISTER as the session's own (own_keys) "
         "from the request to its answer: a change the holder makes meanwhile is not pushed "
         "to that session, though its REGISTER is refused (memory, hub: pushed)",
     )
     test_a_subscriber_taking_over_a_lost_daemons_id_is_told_the_old_one_ended = todo(
-        StoreContract.test_a_subscriber_taking_over_a_lost_daemons_id_is_told_the_old_one_ended,
+        LostDaemonContract.test_a_subscriber_taking_over_a_lost_daemons_id_is_told_the_old_one_ended,
         "redis: the UNREGISTER of a lost daemon's registration, published by the REGISTER "
         "that takes its id over, is not pushed to that REGISTER's session when it "
         "subscribes (the id already counts as its own): it keeps the old registration "

@@ -23,13 +23,15 @@ class Slot:
 
 
 class Replies:
-    """A session's answers, each run when it and every answer before it are ready."""
+    """A session's answers, each run when it and every answer before it are ready;
+    none once the session has closed (`close`)."""
 
-    __slots__ = ("_flushing", "_slots")
+    __slots__ = ("_closed", "_flushing", "_slots")
 
     def __init__(self) -> None:
         self._slots: deque[Slot] = deque()
         self._flushing = False
+        self._closed = False
 
     def reserve(self) -> Slot:
         slot = Slot(self)
@@ -43,8 +45,13 @@ class Replies:
     def __len__(self) -> int:
         return len(self._slots)
 
+    def close(self) -> None:
+        """The session has closed: the answers still on their way are dropped."""
+        self._closed = True
+        self._slots.clear()
+
     def flush(self) -> None:
-        if self._flushing:
+        if self._flushing or self._closed:
             return
         self._flushing = True
         try:

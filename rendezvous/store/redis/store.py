@@ -141,6 +141,7 @@ class RedisStore:
         if not session.open:
             return
         session.open = False
+        session.replies.close()
         del self.sessions[session]
         del self.by_sid[session.sid]
         self.subscriptions.leave(session)
