@@ -187,20 +187,22 @@ class MirrorTests(TestCase):
         mirror.begin_sync()
         self.assertEqual(mirror.receive(self.published(4, "register", b)), [])  # buffered
         pushes = mirror.synced_with(3, {a.peer.key: a})  # then the buffer, after the snapshot
-        self.assertEqual([(p.change, p.registration) for _, p, _ in pushes], [(Change.REGISTER, b)])
+        self.assertEqual(
+            [(p.change, p.registration) for _, p, *_ in pushes], [(Change.REGISTER, b)]
+        )
         self.assertEqual(mirror.snapshot({}), [a, b])
         mirror.subscribers["s"] = None
         moved = Registration("ns", peer("B", tcp_addr(9)))
         mirror.begin_sync()
         pushes = mirror.synced_with(9, {b.peer.key: moved})  # Redis kept its data
         self.assertEqual(
-            [(p.change, p.registration) for _, p, _ in pushes],
+            [(p.change, p.registration) for _, p, *_ in pushes],
             [(Change.UNREGISTER, a), (Change.REGISTER, moved)],
         )
         mirror.begin_sync()
         self.assertEqual(mirror.synced_with(0, {}), [])  # Redis lost it: doubtful
         self.assertEqual(list(mirror.doubtful), [b.peer.key])
-        self.assertEqual([p.change for _, p, _ in mirror.settle()], [Change.UNREGISTER])
+        self.assertEqual([p.change for _, p, *_ in mirror.settle()], [Change.UNREGISTER])
         self.assertEqual(mirror.snapshot({}), [])
 
 

@@ -382,12 +382,14 @@ class FailoverResyncTests(TestCase):
         self.assertEqual(list(mirror.doubtful), [b.peer.key])
         self.assertEqual(mirror.snapshot({}), [a, b])
         gone = mirror.settle()
-        self.assertEqual([(p.change, p.registration) for _, p, _ in gone], [(Change.UNREGISTER, b)])
+        self.assertEqual(
+            [(p.change, p.registration) for _, p, *_ in gone], [(Change.UNREGISTER, b)]
+        )
         # Without a failover, a sequence that moved on means the snapshot is the truth.
         mirror.begin_sync()
         pushes = mirror.synced_with(12, {})
         self.assertEqual(
-            [(p.change, p.registration) for _, p, _ in pushes], [(Change.UNREGISTER, a)]
+            [(p.change, p.registration) for _, p, *_ in pushes], [(Change.UNREGISTER, a)]
         )
 
 

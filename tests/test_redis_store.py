@@ -216,10 +216,24 @@ class StoreLogicTests(StoreTestCase):
     def test_own_registration_not_pushed_even_before_the_reply(self) -> None:
         session, client = self.subscribed(3)
         self.store.register(session, "ns", A.peer, None)
-        self.link.on_message("ns", published(4, "R", A))  # pub/sub beats the reply
+        origin = f"{self.store.daemon}/{session.sid}"  # as REGISTER_MANY names its maker
+        self.link.on_message("ns", published(4, "R", A, origin))  # pub/sub beats the reply
         self.answer_registers(b"4")
         self.assertEqual(client.seen, [("snapshot", [])])
         self.assertEqual(self.store.stats().registrations, 1)
+
+    def test_a_change_made_before_a_session_held_the_key_is_pushed_to_it(self) -> None:
+        """A session that takes over an id (its holder's daemon was lost) is told the
+        old registration ended: that change was not its own, although the same script
+        made both and the reply may come first."""
+        session, client = self.subscribed(3, A)
+        self.store.register(session, "ns", A.peer, None)
+        self.answer_registers(b"5")  # the reply first: it holds A from change 5 on
+        self.link.on_message("ns", published(4, "U", A))  # the lost daemon's, ended
+        origin = f"{self.store.daemon}/{session.sid}"
+        self.link.on_message("ns", published(5, "R", A, origin))  # its own: not told
+        self.link.on_message("ns", published(6, "U", A))  # held then: not told either
+        self.assertEqual(client.seen, [("snapshot", [A.peer.id]), ("unregister", A.peer.id)])
 
     def test_outage_refuses_quickly_and_keeps_sessions(self) -> None:
         watcher, _ = self.subscribed(3, A)

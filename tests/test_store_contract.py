@@ -344,17 +344,3 @@ class RedisThreeDaemonsContractTests(
 ):
     fleet = 3
     can_lose_daemon = True
-
-    test_a_refused_register_hides_nothing_from_its_session = todo(
-        FleetContract.test_a_refused_register_hides_nothing_from_its_session,
-        "redis counts the id of a raw session's REGISTER as the session's own (own_keys) "
-        "from the request to its answer: a change the holder makes meanwhile is not pushed "
-        "to that session, though its REGISTER is refused (memory, hub: pushed)",
-    )
-    test_a_subscriber_taking_over_a_lost_daemons_id_is_told_the_old_one_ended = todo(
-        LostDaemonContract.test_a_subscriber_taking_over_a_lost_daemons_id_is_told_the_old_one_ended,
-        "redis: the UNREGISTER of a lost daemon's registration, published by the REGISTER "
-        "that takes its id over, is not pushed to that REGISTER's session when it "
-        "subscribes (the id already counts as its own): it keeps the old registration "
-        "(hub: told it ended when the worker was lost)",
-    )

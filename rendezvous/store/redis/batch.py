@@ -93,8 +93,6 @@ class Batcher:
             held if held is not None and held.peer == peer else Registration(namespace, peer)
         )
         raw = session.identity is None
-        if raw:  # pushes of this peer may come back before the reply: it is ours already
-            own(session, key, 1)
         session.wrote = True
         if self.turn_reads:
             self.turn_reads.pop(namespace, None)  # a DISCOVER after this one reads again
@@ -163,8 +161,6 @@ class Batcher:
         lease_lost = False
         for (session, slot, request_id, held, raw), result in zip(items, results, strict=True):
             key = held.peer.key
-            if raw:
-                own(session, key, -1)
             if not result[:1].isdigit():
                 lease_lost = lease_lost or result == b"LEASE"
                 self._refused(session, slot, request_id, result)
@@ -173,8 +169,8 @@ class Batcher:
                 slot_key = (held.namespace, key)
                 if slot_key not in session.entries:
                     store.registration_count += 1
-                    if raw:
-                        own(session, key, 1)
+                    if raw:  # its own change is told by its origin: held from it on
+                        own(session, key, 1, int(result))
                 # with its sequence number, to tell later evictions from earlier
                 held.seq = int(result)
                 session.entries[slot_key] = held
@@ -184,9 +180,7 @@ class Batcher:
 
     def _failed(self, failure: Failure, batch: RegisterBatch) -> None:
         self.store.failures.failed(failure, "a request")
-        for session, slot, request_id, held, raw in batch.items:
-            if raw:
-                own(session, held.peer.key, -1)
+        for session, slot, request_id, _held, _raw in batch.items:
             refuse(session, slot, request_id, Status.UNAVAILABLE, UNREACHABLE)
 
     def _refused(

@@ -16,9 +16,12 @@ from rendezvous.model import Announcement, Change, Registration
 from rendezvous.store.redis.wire import Published
 
 S = TypeVar("S")
-Push = tuple[bytes, Announcement, str]
-"""A peer key, what to tell subscribers about it, and the ``DAEMON/SESSION`` whose
-request made the change (never told it), empty when none did or it is not known."""
+Push = tuple[bytes, Announcement, str, int]
+"""A peer key, what to tell subscribers about it, the ``DAEMON/SESSION`` whose request
+made the change (never told it), empty when none did or it is not known, and the
+change's sequence number (`NOW` for what a snapshot or a settle found)."""
+NOW = 2**63
+"""The sequence number of a change found by comparing states: later than any."""
 
 
 class Mirror(Generic[S]):
@@ -83,11 +86,11 @@ class Mirror(Generic[S]):
                 if forgotten:
                     doubtful[key] = gone
                 else:
-                    changes.append((key, Announcement(Change.UNREGISTER, gone), ""))
+                    changes.append((key, Announcement(Change.UNREGISTER, gone), "", NOW))
             for key, now in fresh.items():
                 before = old.get(key)
                 if before is None or entry_bytes(before) != entry_bytes(now):
-                    changes.append((key, Announcement(Change.REGISTER, now), ""))
+                    changes.append((key, Announcement(Change.REGISTER, now), "", NOW))
         fresh.update(doubtful)
         self.registrations = fresh
         self.doubtful = doubtful
@@ -103,7 +106,9 @@ class Mirror(Generic[S]):
         doubtful, self.doubtful = self.doubtful, {}
         for key in doubtful:
             self.registrations.pop(key, None)
-        return [(key, Announcement(Change.UNREGISTER, gone), "") for key, gone in doubtful.items()]
+        return [
+            (key, Announcement(Change.UNREGISTER, gone), "", NOW) for key, gone in doubtful.items()
+        ]
 
     def snapshot(self, own: dict[bytes, int]) -> list[Registration]:
         """The registrations, without the peers in ``own``."""
@@ -121,4 +126,6 @@ class Mirror(Generic[S]):
                 return []  # re-asserted as it was: nothing to tell
         else:
             self.registrations.pop(key, None)
-        return [(key, Announcement(published.change, registration), published.origin)]
+        return [
+            (key, Announcement(published.change, registration), published.origin, published.seq)
+        ]

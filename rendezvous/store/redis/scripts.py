@@ -236,7 +236,10 @@ local function vacated(holder, daemon)
   local cut = string.find(holder, '/[^/]*$')
   local other = string.sub(holder, 1, cut - 1)
   if other == daemon or listening(other) then return false end
+  local origin = ORIGIN -- what the daemon held ends: nobody's request (all are told)
+  ORIGIN = ''
   drop_daemon(other)
+  ORIGIN = origin
   return true
 end
 local function register(daemon, session, ns, key, entry, raw, signed, per_session, most)

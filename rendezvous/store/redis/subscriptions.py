@@ -22,7 +22,7 @@ from rendezvous.registry import Session
 from rendezvous.store.redis import scripts
 from rendezvous.store.redis.mirror import Mirror, Push
 from rendezvous.store.redis.replies import Slot
-from rendezvous.store.redis.session import UNREACHABLE, RedisSession, client, refuse
+from rendezvous.store.redis.session import UNREACHABLE, RedisSession, client, holds, refuse
 from rendezvous.store.redis.wire import BadData, parse_published, registration
 
 if TYPE_CHECKING:
@@ -202,11 +202,11 @@ class Subscriptions:
 
     def _push(self, state: WatchedNamespace, pushes: list[Push]) -> None:
         store = self.store
-        for key, announcement, origin in pushes:
+        for key, announcement, origin, seq in pushes:
             # Never the session whose request made the change (it may no longer hold
-            # the key: its own UNREGISTER), nor one that holds the key.
+            # the key: its own UNREGISTER), nor one that held the key when it changed.
             daemon, _, sid = origin.rpartition("/")
             maker = store.by_sid.get(sid) if daemon == store.daemon else None
             for session in list(state.subscribers):
-                if session is not maker and key not in session.own_keys:
+                if session is not maker and not holds(session, key, seq):
                     client(session).announce(announcement)
