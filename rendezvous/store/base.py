@@ -57,7 +57,9 @@ class Store(Protocol):
         """The daemon starts: connect to whatever backs the store (never blocks)."""
 
     def stop(self) -> Deferred[None]:
-        """The daemon stops: remove and announce its sessions' registrations, disconnect."""
+        """The daemon stops: where other daemons share the registry, remove and announce
+        its sessions' registrations; disconnect. (A store of one daemon has nobody left
+        to tell.)"""
 
     def open_session(self, client: Client, identity: bytes | None = None) -> Session:
         """Admit a client (raises `Refused` when full); ``identity`` is an authenticated id."""

@@ -41,16 +41,13 @@ class Droppable(Client, Protocol):
 
 
 class HubSession(Session):
-    """A `Session` as a worker knows it: its number and client, nothing it holds (that
-    is in the hub, so its lists are never made)."""
+    """A `Session` as a worker knows it: its number and client; what it holds is in the
+    hub (its lists stay empty)."""
 
     __slots__ = ("sid",)
 
     def __init__(self, client: Client, identity: bytes | None, sid: int) -> None:
-        # Not Session.__init__: the registry's lists would only ever be empty here.
-        self.subscriber = client
-        self.identity = identity
-        self.open = True
+        super().__init__(client, identity)
         self.sid = sid
 
 
