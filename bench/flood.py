@@ -63,7 +63,7 @@ import _common as c
 from _common import helpers
 
 from rendezvous.client.live import Event, LiveClient
-from rendezvous.live.framing import FrameDecoder
+from rendezvous.framing import FrameDecoder
 from rendezvous.pb.live_pb2 import Message
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)

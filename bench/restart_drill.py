@@ -196,7 +196,7 @@ class Daemon:
 
     def registry(self, limit: int) -> set[str]:
         """The ids registered in ``drill``, by one DISCOVER."""
-        from rendezvous.live.framing import FrameDecoder
+        from rendezvous.framing import FrameDecoder
         from rendezvous.pb.live_pb2 import Message
 
         s = c.connect(self.port, 199)

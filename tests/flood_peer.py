@@ -16,7 +16,7 @@ import socket
 import sys
 import time
 
-from rendezvous.live.framing import FrameDecoder, frame
+from rendezvous.framing import FrameDecoder, frame
 from rendezvous.pb.live_pb2 import Message
 from tests.helpers import discover
 

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from rendezvous.live.framing import FrameDecoder, FramingError, frame
+from rendezvous.framing import FrameDecoder, FramingError, frame
 from rendezvous.varint import VarintError, decode_uvarint, encode_uvarint
 
 

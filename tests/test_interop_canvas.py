@@ -13,7 +13,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 
-from rendezvous.live.framing import FrameDecoder
+from rendezvous.framing import FrameDecoder
 from rendezvous.p2p.envelope import PeerRecord, open_peer_record, seal_peer_record
 from rendezvous.p2p.host import Host
 from rendezvous.p2p.keys import PrivateKey

@@ -11,7 +11,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import TestCase
 
-from rendezvous.live.framing import FrameDecoder
+from rendezvous.framing import FrameDecoder
 from rendezvous.pb.live_pb2 import Message
 from rendezvous.service import Daemon, DaemonConfig
 from rendezvous.varint import encode_uvarint

@@ -26,7 +26,7 @@ from twisted.python.failure import Failure
 
 from rendezvous.client.errors import ConnectionClosed, RendezvousError, error_for
 from rendezvous.client.peertls import identity_endpoint, is_tls_target
-from rendezvous.live.framing import FrameDecoder, FramingError, frame
+from rendezvous.framing import FrameDecoder, FramingError, frame
 from rendezvous.model import Status
 from rendezvous.pb.live_pb2 import Message
 from rendezvous.peercert import Signer

@@ -10,8 +10,8 @@ from typing import Protocol
 
 from twisted.logger import Logger
 
+from rendezvous.framing import FrameDecoder, FramingError
 from rendezvous.live.codec import EntryCache, LiveCodec, RegisterRequest
-from rendezvous.live.framing import FrameDecoder, FramingError
 from rendezvous.loglimit import LogLimiter, log_refusal
 from rendezvous.metrics import Metrics
 from rendezvous.model import Announcement, Change, Refused, Registration, Status

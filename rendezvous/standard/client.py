@@ -11,7 +11,7 @@ from collections import deque
 
 from twisted.internet.defer import Deferred
 
-from rendezvous.live.framing import FrameDecoder, FramingError, frame
+from rendezvous.framing import FrameDecoder, FramingError, frame
 from rendezvous.p2p.connection import Connection
 from rendezvous.p2p.stream import Stream, StreamProtocol
 from rendezvous.pb.rendezvous_pb2 import Message

@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from rendezvous.live.framing import FrameDecoder, FramingError, frame
+from rendezvous.framing import FrameDecoder, FramingError, frame
 from rendezvous.loglimit import LogLimiter, log_refusal
 from rendezvous.metrics import Metrics
 from rendezvous.model import Announcement, Refused, Registration, Status, new_epoch

@@ -14,6 +14,7 @@ from _harness import chunks, instrumented, main, whole
 
 with instrumented("rendezvous"):
     from rendezvous.entry import entry_bytes
+    from rendezvous.framing import FrameDecoder, FramingError, frame
     from rendezvous.limits import Limits
     from rendezvous.live.codec import (
         DiscoverRequest,
@@ -24,7 +25,6 @@ with instrumented("rendezvous"):
         RendezvousRequest,
         UnregisterRequest,
     )
-    from rendezvous.live.framing import FrameDecoder, FramingError, frame
     from rendezvous.model import Refused, Registration
     from rendezvous.p2p.keys import PrivateKey
     from rendezvous.pb.live_pb2 import Message

@@ -14,9 +14,9 @@ from _harness import chunks, instrumented, main, whole
 from twisted.internet.task import Clock
 
 with instrumented("rendezvous"):
+    from rendezvous.framing import FrameDecoder, frame
     from rendezvous.limits import Limits
     from rendezvous.live.codec import LiveCodec
-    from rendezvous.live.framing import FrameDecoder, frame
     from rendezvous.live.session import LiveDialect
     from rendezvous.loglimit import LogLimiter
     from rendezvous.metrics import Metrics

@@ -14,8 +14,8 @@ import contextlib
 from _harness import chunks, instrumented, main, whole
 
 with instrumented("rendezvous"):
+    from rendezvous.framing import FrameDecoder, FramingError, frame
     from rendezvous.limits import Limits
-    from rendezvous.live.framing import FrameDecoder, FramingError, frame
     from rendezvous.model import Refused, Registration
     from rendezvous.p2p.envelope import PeerRecord, seal_peer_record
     from rendezvous.p2p.keys import PrivateKey

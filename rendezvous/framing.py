@@ -1,4 +1,5 @@
-"""Split a byte stream into unsigned-varint length-prefixed frames."""
+"""Split a byte stream into unsigned-varint length-prefixed frames: the framing of both
+dialects (a live session, a standard stream) and of their clients."""
 
 from __future__ import annotations
 
