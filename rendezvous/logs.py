@@ -52,6 +52,7 @@ __all__ = [
     "ClientAddress",
     "JSONLinesObserver",
     "addresses_shown",
+    "debug_logged",
     "emit",
     "emit_failure",
     "json",
@@ -74,6 +75,9 @@ LOG_ADDRESSES_FLAG: Final = [
 
 class _Rule:
     shown = False
+    debug = True
+    """False once the daemon logs through `json` or `text` from above debug level: a
+    debug line `emit` is given is then dropped before it is built."""
 
 
 _rule = _Rule()
@@ -89,6 +93,12 @@ def show_addresses(shown: bool) -> bool:
 def addresses_shown() -> bool:
     """True when lines of every level show clients' addresses."""
     return _rule.shown
+
+
+def debug_logged() -> bool:
+    """False when no debug line can be written (the daemon logs through `json` or
+    `text` from a higher level): a hot path may then skip making one."""
+    return _rule.debug
 
 
 class ClientAddress:
@@ -116,7 +126,10 @@ def _hide(fields: dict[str, Any]) -> None:
 def emit(log: Logger, level: LogLevel, format: str, **fields: Any) -> None:
     """``log`` one line at ``level``; a `ClientAddress` field is written as `HIDDEN`
     unless the line is a debug one or addresses are shown."""
-    if level is not LogLevel.debug and not _rule.shown:
+    if level is LogLevel.debug:
+        if not _rule.debug:
+            return
+    elif not _rule.shown:
         _hide(fields)
     log.emit(level, format, **fields)
 
@@ -130,7 +143,10 @@ def emit_failure(
 ) -> None:
     """`emit` for ``log.failure``: the failure (by default, the exception being handled)
     with its traceback."""
-    if level is not LogLevel.debug and not _rule.shown:
+    if level is LogLevel.debug:
+        if not _rule.debug:
+            return
+    elif not _rule.shown:
         _hide(fields)
     log.failure(format, failure, level, **fields)
 
@@ -285,8 +301,13 @@ def _level(environ: Mapping[str, str]) -> tuple[LogLevel, str | None]:
         return LogLevel.info, f"unknown {LEVEL_VARIABLE} {name!r} (use {known}): logging at info"
 
 
-def _filtered(observer: ILogObserver, environ: Mapping[str, str]) -> ILogObserver:
+def _filtered(observer: ILogObserver, environ: Mapping[str, str], for_twistd: bool) -> ILogObserver:
+    """``observer`` from the level ``environ`` says up; ``for_twistd``: it is the one
+    observer of this process (twistd's ``--logger``), so `emit` may drop the debug
+    lines it would not write before they are built."""
     level, problem = _level(environ)
+    if for_twistd:
+        _rule.debug = level is LogLevel.debug
     filtered = FilteringLogObserver(observer, [LogLevelFilterPredicate(defaultLogLevel=level)])
     if problem is not None:
         Logger(observer=filtered).warn(problem, event="logging.bad_level")
@@ -298,6 +319,7 @@ def json(out: IO[str] | None = None, environ: Mapping[str, str] | None = None) -
     return _filtered(
         JSONLinesObserver(sys.stdout if out is None else out),
         os.environ if environ is None else environ,
+        for_twistd=out is None and environ is None,
     )
 
 
@@ -307,4 +329,5 @@ def text(out: IO[str] | None = None, environ: Mapping[str, str] | None = None) -
     return _filtered(
         textFileLogObserver(sys.stdout if out is None else out),
         os.environ if environ is None else environ,
+        for_twistd=out is None and environ is None,
     )

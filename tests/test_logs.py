@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import io
 import json
+import os
 import pathlib
 import re
 from enum import IntEnum
@@ -13,7 +14,14 @@ from typing import Any
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import ILogObserver, Logger, LogLevel, capturedLogs, formatEvent
+from twisted.logger import (
+    ILogObserver,
+    LogEvent,
+    Logger,
+    LogLevel,
+    capturedLogs,
+    formatEvent,
+)
 from twisted.python import log as legacy_log
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -233,6 +241,31 @@ class ObserverTests(AddressRule):
         self.assertEqual((first["level"], first["event"]), ("warn", "logging.bad_level"))
         self.assertIn("unknown RENDEZVOUS_LOG_LEVEL 'loud'", first["text"])
         self.assertEqual(second["text"], "i")
+
+    def test_debug_lines_dropped_before_they_are_built(self) -> None:
+        """Called as twistd's --logger calls them (no arguments), the observers tell
+        `emit` whether debug lines can be written at all."""
+        self.addCleanup(setattr, logs._rule, "debug", logs.debug_logged())
+        for factory in (logs.json, logs.text):
+            for environ, expected in [
+                ({}, ["i"]),
+                ({"RENDEZVOUS_LOG_LEVEL": "debug"}, ["d", "f", "i"]),
+            ]:
+                self.patch(os, "environ", environ)
+                factory()
+                self.assertEqual(logs.debug_logged(), "d" in expected)
+                seen: list[LogEvent] = []
+                log = Logger(observer=seen.append)
+                emit(log, LogLevel.debug, "d")
+                emit_failure(log, "f", Failure(ValueError()), level=LogLevel.debug)
+                emit(log, LogLevel.info, "i")
+                self.assertEqual([e["log_format"] for e in seen], expected)
+
+    def test_other_observers_keep_debug_lines(self) -> None:
+        """An observer made for other ends (given where to write) changes nothing."""
+        self.addCleanup(setattr, logs._rule, "debug", logs.debug_logged())
+        logs.json(io.StringIO(), {})
+        self.assertTrue(logs.debug_logged())
 
     def test_text_observer_leaves_out_debug(self) -> None:
         out = io.StringIO()

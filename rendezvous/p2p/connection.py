@@ -18,7 +18,7 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from rendezvous.logs import ClientAddress, emit, emit_failure
+from rendezvous.logs import ClientAddress, debug_logged, emit, emit_failure
 from rendezvous.nodelay import no_delay
 from rendezvous.p2p import noise, yamux
 from rendezvous.p2p.interfaces import ConnectionHost
@@ -226,13 +226,14 @@ class Connection(Protocol):
         if self.dialer:
             for waiter in waiting:
                 waiter.errback(UpgradeFailed(f"{self.label}: {self._failure}"))
-        emit(
-            self.log,
-            LogLevel.debug,
-            "connection with {peer} closed",
-            event="connection.closed",
-            **self._who(),
-        )
+        if debug_logged():
+            emit(
+                self.log,
+                LogLevel.debug,
+                "connection with {peer} closed",
+                event="connection.closed",
+                **self._who(),
+            )
 
     def close(self) -> None:
         """Say GoAway and close the connection."""
@@ -337,9 +338,14 @@ class Connection(Protocol):
             max_streams=self.host.limits.max_streams_per_connection,
             max_frame_payload=_MAX_DATA_FRAME,
         )
-        emit(
-            self.log, LogLevel.debug, "connected to {peer}", event="connection.ready", **self._who()
-        )
+        if debug_logged():
+            emit(
+                self.log,
+                LogLevel.debug,
+                "connected to {peer}",
+                event="connection.ready",
+                **self._who(),
+            )
         self._upgraded = True
         waiting, self._waiting = self._waiting, []
         for waiter in waiting:
@@ -410,7 +416,7 @@ class Connection(Protocol):
             if stream is not None:
                 self._update_writing(stream)
                 self._reap(stream)
-        elif isinstance(event, yamux.GoAwayReceived):
+        elif isinstance(event, yamux.GoAwayReceived) and debug_logged():
             emit(
                 self.log,
                 LogLevel.debug,
