@@ -210,11 +210,11 @@ def generator(conn: Any, first: int, preload: int, peers: int, concurrency: int)
     from twisted.internet import reactor
     from twisted.internet.defer import DeferredSemaphore, gatherResults
 
+    from rendezvous.client.standard import open_point
     from rendezvous.p2p.host import Host
     from rendezvous.p2p.stream import StreamProtocol
     from rendezvous.p2p.transport import TCPAddress
     from rendezvous.pb.rendezvous_pb2 import Message
-    from rendezvous.standard.client import open_point
 
     once = _records(first, preload)
     kept = _records(first + preload, peers)

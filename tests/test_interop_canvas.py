@@ -13,6 +13,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 
+from rendezvous.client.standard import open_point
 from rendezvous.framing import FrameDecoder
 from rendezvous.p2p.envelope import PeerRecord, open_peer_record, seal_peer_record
 from rendezvous.p2p.host import Host
@@ -20,7 +21,6 @@ from rendezvous.p2p.keys import PrivateKey
 from rendezvous.p2p.transport import TCPAddress
 from rendezvous.pb.live_pb2 import Message as LiveMessage
 from rendezvous.pb.rendezvous_pb2 import Message
-from rendezvous.standard.client import open_point
 from rendezvous.standard.stream import CANVAS_PROTOCOL_ID, PROTOCOL_ID
 
 from .helpers import framed, rendezvous, tcp_addr

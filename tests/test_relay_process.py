@@ -9,6 +9,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.web.client import Agent, readBody
 
 from rendezvous.addrs import multiaddr_to_text
+from rendezvous.client.standard import open_point
 from rendezvous.p2p.envelope import open_peer_record
 from rendezvous.p2p.host import Host
 from rendezvous.p2p.keys import PrivateKey, load_or_create_identity
@@ -18,7 +19,6 @@ from rendezvous.pb.circuit_pb2 import Limit
 from rendezvous.peerid import peer_id_to_text
 from rendezvous.relay import client, codec
 from rendezvous.relay.client import RelayRefused, StopHandler
-from rendezvous.standard.client import open_point
 
 from .helpers import Collect
 from .processes import P2P_LISTENING, ProcessTestCase

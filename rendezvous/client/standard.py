@@ -1,13 +1,20 @@
-"""The standard dialect (`/rendezvous/1.0.0`) behind the live client's request API.
+"""The client of the standard dialect (`/rendezvous/1.0.0`).
 
-`StandardClient` answers ``discover``, ``register`` and ``unregister`` like
-`rendezvous.client.live.LiveClient`, so the command line reads the same in both
-dialects: registrations are signed peer records of our own id, renewed at half the
-TTL the server granted; a refusal fails with a `RendezvousError`. The dialect has no
-push, hence no ``rendezvous`` (watch).
+`RendezvousPoint` is our side of one standard-dialect stream: its ``register``,
+``discover`` and ``unregister`` each send one request and return a Deferred of the
+decoded answer, answered in order (a refusal is an answer with a status, not an error);
+`open_point` opens one on a libp2p connection.
+
+`StandardClient` puts it behind the live client's request API: it answers
+``discover``, ``register`` and ``unregister`` like `rendezvous.client.live.LiveClient`,
+so the command line reads the same in both dialects: registrations are signed peer
+records of our own id, renewed at half the TTL the server granted; a refusal fails with
+a `RendezvousError`. The dialect has no push, hence no ``rendezvous`` (watch).
 """
 
 from __future__ import annotations
+
+from collections import deque
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IDelayedCall, IReactorTCP, IReactorTime
@@ -17,15 +24,101 @@ from twisted.python.failure import Failure
 from rendezvous.client.errors import error_for
 from rendezvous.client.live import PeerEntry
 from rendezvous.client.p2p import dial
+from rendezvous.framing import FrameDecoder, FramingError, frame
 from rendezvous.p2p.connection import Connection
 from rendezvous.p2p.envelope import InvalidEnvelope, PeerRecord, open_peer_record, seal_peer_record
 from rendezvous.p2p.keys import PrivateKey
-from rendezvous.p2p.stream import Stream
+from rendezvous.p2p.stream import Stream, StreamProtocol
 from rendezvous.p2p.transport import TCPAddress
 from rendezvous.pb.rendezvous_pb2 import Message
 from rendezvous.peerid import peer_id_to_text
-from rendezvous.standard.client import RendezvousPoint
+from rendezvous.standard.codec import MAX_RESPONSE_BYTES
 from rendezvous.standard.stream import PROTOCOL_ID
+
+
+class StreamClosed(Exception):
+    """The stream ended before every request was answered."""
+
+
+class RendezvousPoint(StreamProtocol):
+    """Our side of one standard-dialect stream."""
+
+    def __init__(self) -> None:
+        self._decoder = FrameDecoder(MAX_RESPONSE_BYTES + 1024)
+        self._waiting: deque[Deferred[Message]] = deque()
+
+    def register(
+        self, namespace: str, signed_peer_record: bytes, ttl: int = 0
+    ) -> Deferred[Message]:
+        """REGISTER; fires with the REGISTER_RESPONSE (``ttl`` 0: the server's default)."""
+        message = Message(type=Message.REGISTER)
+        message.register.ns = namespace
+        message.register.signedPeerRecord = signed_peer_record
+        if ttl:
+            message.register.ttl = ttl
+        return self._request(message)
+
+    def discover(
+        self, namespace: str = "", limit: int = 0, cookie: bytes = b""
+    ) -> Deferred[Message]:
+        """DISCOVER (``namespace`` empty: all); fires with the DISCOVER_RESPONSE."""
+        message = Message(type=Message.DISCOVER)
+        message.discover.ns = namespace
+        if limit:
+            message.discover.limit = limit
+        if cookie:
+            message.discover.cookie = cookie
+        return self._request(message)
+
+    def unregister(self, namespace: str) -> None:
+        """UNREGISTER: the spec has no answer to it."""
+        message = Message(type=Message.UNREGISTER)
+        message.unregister.ns = namespace
+        self._send(message)
+
+    def close(self) -> None:
+        """Half-close: the server ends the stream once it has answered."""
+        if self.stream is not None:
+            self.stream.close()
+
+    def _request(self, message: Message) -> Deferred[Message]:
+        d: Deferred[Message] = Deferred()
+        self._waiting.append(d)
+        self._send(message)
+        return d
+
+    def _send(self, message: Message) -> None:
+        assert self.stream is not None
+        self.stream.write(frame(message.SerializeToString()))
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            payloads = self._decoder.feed(data)
+        except FramingError:
+            if self.stream is not None:
+                self.stream.reset()
+            return
+        for payload in payloads:
+            message = Message()
+            message.ParseFromString(payload)
+            if self._waiting:
+                self._waiting.popleft().callback(message)
+
+    def stream_closed(self, reason: str | None) -> None:
+        waiting, self._waiting = self._waiting, deque()
+        for d in waiting:
+            d.errback(StreamClosed(reason or "stream closed"))
+
+
+def open_point(connection: Connection, protocol_id: str = PROTOCOL_ID) -> Deferred[RendezvousPoint]:
+    """A `RendezvousPoint` on a new stream of ``connection``."""
+    point = RendezvousPoint()
+
+    def opened(_: Stream) -> RendezvousPoint:
+        return point
+
+    d: Deferred[Stream] = connection.open_stream(protocol_id, point)
+    return d.addCallback(opened)
 
 
 class _Point(RendezvousPoint):
@@ -164,4 +257,11 @@ def connect_standard(
     return dial(reactor, address, identity).addCallback(connected)
 
 
-__all__ = ["StandardClient", "connect_standard", "entries"]
+__all__ = [
+    "RendezvousPoint",
+    "StandardClient",
+    "StreamClosed",
+    "connect_standard",
+    "entries",
+    "open_point",
+]

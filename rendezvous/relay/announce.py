@@ -10,11 +10,11 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 
+from rendezvous.client.standard import RendezvousPoint, open_point
 from rendezvous.p2p.transport import TCPAddress
 from rendezvous.pb.rendezvous_pb2 import Message
 from rendezvous.relay.relayed import relay_connection
 from rendezvous.relay.renewal import Renewal
-from rendezvous.standard.client import RendezvousPoint, open_point
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTCP, IReactorTime

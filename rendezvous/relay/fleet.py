@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from rendezvous.addrs import InvalidMultiaddr, multiaddr_from_text, multiaddr_to_text
 from rendezvous.client.live import EventHandler, PeerEntry
 from rendezvous.client.p2p import LiveClientStream
-from rendezvous.client.standard import entries
+from rendezvous.client.standard import entries, open_point
 from rendezvous.live.stream import PROTOCOL_ID as LIVE_PROTOCOL_ID
 from rendezvous.p2p.connection import Connection
 from rendezvous.p2p.envelope import PeerRecord, seal_peer_record
@@ -48,7 +48,6 @@ from rendezvous.relay.pool import (
 )
 from rendezvous.relay.relayed import accept_relayed, dial_circuit, relay_connection
 from rendezvous.relay.resolve import DnsResolver, Target, Unresolvable
-from rendezvous.standard.client import open_point
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTCP, IReactorTime
