@@ -13,7 +13,7 @@ Pure code: the time is a parameter (Unix seconds), nothing reads a clock.
 from __future__ import annotations
 
 import datetime
-from typing import Final, Protocol
+from typing import Final
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtensionOID, NameOID
 
+from rendezvous.p2p.envelope import Signer
 from rendezvous.p2p.keys import InvalidKeyError, PublicKey, peer_id_from_public_key_bytes
 from rendezvous.peerid import peer_id_to_text
 
@@ -29,7 +30,6 @@ __all__ = [
     "EXTENSION_OID",
     "SIGNATURE_PREFIX",
     "PeerCertificateError",
-    "Signer",
     "decode_signed_key",
     "encode_signed_key",
     "make_certificate",
@@ -49,16 +49,6 @@ _UNDERSTOOD_CRITICAL: Final = frozenset(
     (EXTENSION_OID, ExtensionOID.BASIC_CONSTRAINTS, ExtensionOID.KEY_USAGE)
 )
 """Critical extensions a certificate may carry; any other refuses it (tls.md)."""
-
-
-class Signer(Protocol):
-    """A libp2p identity able to sign (`rendezvous.p2p.keys.PrivateKey` is one)."""
-
-    def public_key_bytes(self) -> bytes:
-        """The serialized libp2p ``PublicKey`` protobuf."""
-
-    def sign(self, data: bytes) -> bytes:
-        """The identity's signature of ``data``."""
 
 
 class PeerCertificateError(ValueError):

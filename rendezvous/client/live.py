@@ -28,8 +28,8 @@ from rendezvous.client.errors import ConnectionClosed, RendezvousError, error_fo
 from rendezvous.client.peertls import identity_endpoint, is_tls_target
 from rendezvous.framing import FrameDecoder, FramingError, frame
 from rendezvous.model import Status
+from rendezvous.p2p.envelope import Signer
 from rendezvous.pb.live_pb2 import Message
-from rendezvous.peercert import Signer
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,8 @@ from twisted.internet.endpoints import (
 )
 from twisted.internet.interfaces import IStreamClientEndpoint
 
-from rendezvous.peercert import Signer, make_certificate
+from rendezvous.p2p.envelope import Signer
+from rendezvous.peercert import make_certificate
 
 _KEYS = {
     "tls": {"host", "port", "timeout", "bindAddress", "trustRoots", "endpoint"},
