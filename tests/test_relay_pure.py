@@ -14,7 +14,7 @@ from rendezvous.p2p.keys import PrivateKey
 from rendezvous.pb.circuit_pb2 import HopMessage, Limit, StopMessage
 from rendezvous.relay import codec, hop, stop
 from rendezvous.relay.codec import MalformedMessage, MessageReader
-from rendezvous.relay.resources import Acl, Refused, RelayLimits, Resources
+from rendezvous.relay.resources import Acl, HopRefused, RelayLimits, Resources
 from rendezvous.relay.voucher import (
     VOUCHER_DOMAIN,
     Voucher,
@@ -218,13 +218,13 @@ class ResourceTests(SynchronousTestCase):
     def test_limits(self) -> None:
         resources = self.resources(max_reservations=2, max_reservations_per_ip=1)
         resources.reserve(ALICE, "10.0.0.1", relayed=False)
-        with self.assertRaises(Refused) as caught:
+        with self.assertRaises(HopRefused) as caught:
             resources.reserve(BOB, "10.0.0.1", relayed=False)
         self.assertEqual(
             (caught.exception.status, caught.exception.reason), (200, "reservations per ip")
         )
         resources.reserve(BOB, "10.0.0.2", relayed=False)
-        with self.assertRaises(Refused) as caught:
+        with self.assertRaises(HopRefused) as caught:
             resources.reserve(RELAY.peer_id(), "10.0.0.3", relayed=False)
         self.assertEqual(caught.exception.reason, "reservations")
         resources.drop(ALICE)
@@ -239,7 +239,7 @@ class ResourceTests(SynchronousTestCase):
             (ALICE, "10.0.1.1", False, "acl"),
             (ALICE, None, False, "acl"),
         ]:
-            with self.assertRaises(Refused) as caught:
+            with self.assertRaises(HopRefused) as caught:
                 resources.reserve(peer, ip, relayed=relayed)
             self.assertEqual((caught.exception.status, caught.exception.reason), (202, reason))
         resources.reserve(ALICE, "10.0.0.9", relayed=False)
@@ -247,16 +247,16 @@ class ResourceTests(SynchronousTestCase):
     def test_circuits(self) -> None:
         carol = RELAY.peer_id()
         resources = self.resources(max_circuits_per_peer=1, max_circuits=2)
-        with self.assertRaises(Refused) as caught:
+        with self.assertRaises(HopRefused) as caught:
             resources.open_circuit(ALICE, BOB, relayed=False)
         self.assertEqual(caught.exception.status, codec.NO_RESERVATION)
         resources.reserve(BOB, None, relayed=False)
         resources.reserve(carol, None, relayed=False)
-        with self.assertRaises(Refused) as caught:
+        with self.assertRaises(HopRefused) as caught:
             resources.open_circuit(ALICE, BOB, relayed=True)
         self.assertEqual(caught.exception.status, codec.PERMISSION_DENIED)
         resources.open_circuit(ALICE, BOB, relayed=False)
-        with self.assertRaises(Refused) as caught:
+        with self.assertRaises(HopRefused) as caught:
             resources.open_circuit(ALICE, carol, relayed=False)
         self.assertEqual(
             (caught.exception.status, caught.exception.reason),

@@ -91,8 +91,9 @@ class Reservation:
     """What the reservation was made over (the relay's connection to the peer)."""
 
 
-class Refused(Exception):
-    """A request the limits or the ACL refuse; ``reason`` names it for logs and counters."""
+class HopRefused(Exception):
+    """A hop request (RESERVE or CONNECT) the limits or the ACL refuse; ``reason`` names
+    it for logs and counters."""
 
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
@@ -120,13 +121,13 @@ class Resources:
         """Make or renew ``peer_id``'s reservation, held by ``holder``: ``(reservation,
         renewed)``; a renewal over another connection moves the reservation there.
 
-        Raises `Refused`: PERMISSION_DENIED over a relayed connection or by the ACL,
+        Raises `HopRefused`: PERMISSION_DENIED over a relayed connection or by the ACL,
         RESERVATION_REFUSED when a limit is reached.
         """
         if relayed:
-            raise Refused(PERMISSION_DENIED, "relayed connection")
+            raise HopRefused(PERMISSION_DENIED, "relayed connection")
         if not self.acl.allows(peer_id, ip):
-            raise Refused(PERMISSION_DENIED, "acl")
+            raise HopRefused(PERMISSION_DENIED, "acl")
         self.expire()
         now = self.now()
         existing = self.reservations.get(peer_id)
@@ -135,16 +136,16 @@ class Resources:
                 self._forget_ip(existing.ip)
                 if ip is not None and self._per_ip[ip] >= self.limits.max_reservations_per_ip:
                     del self.reservations[peer_id]
-                    raise Refused(RESERVATION_REFUSED, "reservations per ip")
+                    raise HopRefused(RESERVATION_REFUSED, "reservations per ip")
                 self._count_ip(ip)
                 existing.ip = ip
             existing.expire = now + self.limits.reservation_ttl
             existing.holder = holder
             return existing, True
         if len(self.reservations) >= self.limits.max_reservations:
-            raise Refused(RESERVATION_REFUSED, "reservations")
+            raise HopRefused(RESERVATION_REFUSED, "reservations")
         if ip is not None and self._per_ip[ip] >= self.limits.max_reservations_per_ip:
-            raise Refused(RESERVATION_REFUSED, "reservations per ip")
+            raise HopRefused(RESERVATION_REFUSED, "reservations per ip")
         reservation = Reservation(peer_id, ip, now + self.limits.reservation_ttl, holder)
         self.reservations[peer_id] = reservation
         self._count_ip(ip)
@@ -195,20 +196,20 @@ class Resources:
     # -- circuits -------------------------------------------------------------
 
     def open_circuit(self, source: bytes, target: bytes, *, relayed: bool) -> None:
-        """Count a circuit from ``source`` to ``target``, or raise `Refused`:
+        """Count a circuit from ``source`` to ``target``, or raise `HopRefused`:
         PERMISSION_DENIED over a relayed connection, NO_RESERVATION when the target has
         none, RESOURCE_LIMIT_EXCEEDED when a circuit limit is reached."""
         if relayed:
-            raise Refused(PERMISSION_DENIED, "relayed connection")
+            raise HopRefused(PERMISSION_DENIED, "relayed connection")
         if self.reservation(target) is None:
-            raise Refused(NO_RESERVATION, "no reservation")
+            raise HopRefused(NO_RESERVATION, "no reservation")
         if self.circuits >= self.limits.max_circuits:
-            raise Refused(RESOURCE_LIMIT_EXCEEDED, "circuits")
+            raise HopRefused(RESOURCE_LIMIT_EXCEEDED, "circuits")
         per_peer = self.limits.max_circuits_per_peer
         if self._per_peer_circuits[source] >= per_peer:
-            raise Refused(RESOURCE_LIMIT_EXCEEDED, "circuits per peer")
+            raise HopRefused(RESOURCE_LIMIT_EXCEEDED, "circuits per peer")
         if self._per_peer_circuits[target] >= per_peer:
-            raise Refused(RESOURCE_LIMIT_EXCEEDED, "circuits per peer")
+            raise HopRefused(RESOURCE_LIMIT_EXCEEDED, "circuits per peer")
         self.circuits += 1
         self._per_peer_circuits[source] += 1
         self._per_peer_circuits[target] += 1

@@ -37,7 +37,7 @@ from rendezvous.relay.codec import (
     hop_status,
     status_name,
 )
-from rendezvous.relay.resources import Acl, Refused, RelayLimits, Resources
+from rendezvous.relay.resources import Acl, HopRefused, RelayLimits, Resources
 from rendezvous.relay.splice import Circuit
 from rendezvous.relay.stats import RelayStats
 from rendezvous.relay.voucher import Voucher, seal_voucher
@@ -154,7 +154,7 @@ class RelayServer:
             reservation, renewed = self.resources.reserve(
                 peer, ip, relayed=is_relayed(connection), holder=connection
             )
-        except Refused as refusal:
+        except HopRefused as refusal:
             self.stats.refused_reservation(refusal.reason)
             self._log_refusal("reservation", connection, refusal)
             return hop_status(refusal.status)
@@ -191,7 +191,7 @@ class RelayServer:
                 texts.append(text)
         return [multiaddr_from_text(text + suffix) for text in texts]
 
-    def _log_refusal(self, what: str, connection: Connection, refusal: Refused) -> None:
+    def _log_refusal(self, what: str, connection: Connection, refusal: HopRefused) -> None:
         allowed, _ = self.host.limiter.allow()
         if allowed:
             peer_id = connection.remote_peer_id
@@ -276,7 +276,7 @@ class HopHandler(StreamProtocol):
             server.disconnected(holder)  # closing: its reservation ends with it
         try:
             server.resources.open_circuit(source, target, relayed=is_relayed(self.connection))
-        except Refused as refusal:
+        except HopRefused as refusal:
             server.stats.refused_circuit(refusal.reason)
             server._log_refusal("circuit", self.connection, refusal)
             self._answer(hop_status(refusal.status))
