@@ -25,8 +25,8 @@ DEFAULT_NAMESPACE: Final = "rendezvous/relays"
 DEFAULT_TTL: Final = 7200
 
 
-class RegistrationRefused(Exception):
-    """The rendezvous daemon answered REGISTER with a status other than OK."""
+class AnnounceRefused(Exception):
+    """The rendezvous daemon answered the announcement's REGISTER with a status other than OK."""
 
 
 class NothingToRegister(Exception):
@@ -87,10 +87,10 @@ class Announcer(Renewal):
         return answer.addCallback(done)
 
     def _check(self, message: Message) -> int:
-        """The TTL granted; raises `RegistrationRefused`."""
+        """The TTL granted; raises `AnnounceRefused`."""
         response = message.registerResponse
         if message.type != Message.REGISTER_RESPONSE or response.status != Message.OK:
-            raise RegistrationRefused(f"status {response.status} {response.statusText}".strip())
+            raise AnnounceRefused(f"status {response.status} {response.statusText}".strip())
         return response.ttl or self.ttl
 
     def succeeded(self, granted: int) -> float:
