@@ -149,12 +149,12 @@ def accept_relayed(host: Host) -> None:
     """Accept circuits through relays: each becomes a relayed `Connection` of ``host``."""
 
     def accept(source: bytes, limit: Limit | None) -> StreamProtocol:
-        return _Acceptor(host, source)
+        return _CircuitAcceptor(host, source)
 
     host.set_handler(STOP_PROTOCOL_ID, lambda: client.StopHandler(accept))
 
 
-class _Acceptor(StreamProtocol):
+class _CircuitAcceptor(StreamProtocol):
     """Receives the stop stream once it is a circuit, and starts a Connection over it."""
 
     def __init__(self, host: Host, source: bytes) -> None:
