@@ -134,7 +134,7 @@ class StandardDialect:
 
 
 class StandardSession:
-    """A stream's requests and their answers; the store's `StandardClient` for it."""
+    """A stream's requests and their answers; the store's `TTLClient` for it."""
 
     def __init__(
         self,
@@ -287,7 +287,7 @@ class StandardSession:
                 self._internal_error()
         self._finish_if_done()
 
-    # -- StandardClient: answers from the store ---------------------------
+    # -- TTLClient: answers from the store ---------------------------
 
     def registered(self, request_id: int | None, registration: Registration) -> None:
         answer = self._answer(request_id)

@@ -35,8 +35,9 @@ class Client(Protocol):
         """A request was refused."""
 
 
-class StandardClient(Client, Protocol):
-    """A standard-dialect session's side: also told when a TTL registration is made."""
+class TTLClient(Client, Protocol):
+    """A client that makes TTL registrations (a standard-dialect session): also told
+    when one is made."""
 
     def registered(self, request_id: int | None, registration: Registration) -> None:
         """The answer to `Store.register_ttl`: the registration as now held."""
@@ -85,7 +86,7 @@ class Store(Protocol):
         self, session: Session, namespace: str, peer: Peer, ttl: int, request_id: int | None
     ) -> None:
         """A registration of the session's authenticated id that lasts ``ttl`` seconds
-        (not the session's life); answered by `StandardClient.registered`."""
+        (not the session's life); answered by `TTLClient.registered`."""
 
     def discover_since(
         self,

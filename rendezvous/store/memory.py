@@ -12,7 +12,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from rendezvous.limits import Limits
 from rendezvous.model import Peer, Refused, Status
 from rendezvous.registry import Registry, Session
-from rendezvous.store.base import Client, StandardClient, StoreStats
+from rendezvous.store.base import Client, StoreStats, TTLClient
 
 
 class MemoryStore:
@@ -81,7 +81,7 @@ class MemoryStore:
     def register_ttl(
         self, session: Session, namespace: str, peer: Peer, ttl: int, request_id: int | None
     ) -> None:
-        client: StandardClient = session.subscriber  # type: ignore[assignment]
+        client: TTLClient = session.subscriber  # type: ignore[assignment]
         identity = session.identity
         try:
             if identity is None:

@@ -15,7 +15,7 @@ from twisted.internet.defer import Deferred, succeed
 from rendezvous.model import Announcement, Peer, Refused, Status
 from rendezvous.pb import workers_pb2 as pb
 from rendezvous.registry import Session
-from rendezvous.store.base import Client, StandardClient, StoreStats
+from rendezvous.store.base import Client, StoreStats, TTLClient
 from rendezvous.workers.wire import (
     ChannelError,
     Kind,
@@ -223,7 +223,7 @@ class HubStore:
         elif kind == "refused":
             client.refused(request_id, refusal_of(answer.refused))
         else:
-            standard = cast(StandardClient, client)
+            standard = cast(TTLClient, client)
             standard.registered(request_id, registration_of(answer.registered))
 
     def _drop(self, sid: int, refusal: Refused) -> None:

@@ -19,7 +19,7 @@ from twisted.internet.interfaces import IDelayedCall
 from rendezvous.entry import entry_bytes
 from rendezvous.model import Peer, Registration, Status
 from rendezvous.registry import Session
-from rendezvous.store.base import StandardClient
+from rendezvous.store.base import TTLClient
 from rendezvous.store.redis import scripts
 from rendezvous.store.redis.session import RedisSession, ms, refuse, signed
 
@@ -75,7 +75,7 @@ class TtlExpiry:
             heapq.heappush(self.expiries, expires_ms)
             self.schedule(expires_ms)
             held = Registration(namespace, peer, expires_ms / 1000, seq=int(reply[1]))
-            standard: StandardClient = session.subscriber  # type: ignore[assignment]
+            standard: TTLClient = session.subscriber  # type: ignore[assignment]
             slot.fill(lambda: standard.registered(request_id, held))
 
         d.addCallbacks(done, partial(store.failures.request_failed, session, slot, request_id))
