@@ -10,12 +10,12 @@ from rendezvous.limits import Limits
 from rendezvous.live import codec as codec_module
 from rendezvous.live.codec import (
     DISCOVER_REPLY_BYTES,
-    DiscoverRequest,
     EntryCache,
     LiveCodec,
-    RegisterRequest,
-    RendezvousRequest,
-    UnregisterRequest,
+    LiveDiscoverRequest,
+    LiveRegisterRequest,
+    LiveRendezvousRequest,
+    LiveUnregisterRequest,
 )
 from rendezvous.model import Announcement, Change, Peer, Refused, Registration, Status
 from rendezvous.pb.live_pb2 import Message
@@ -57,23 +57,23 @@ class ParseTests(SynchronousTestCase):
         self.assertEqual(parsed.request_id, 9)
         self.assertEqual(parsed.kind, "register")
         [request] = parsed.requests
-        assert isinstance(request, RegisterRequest)
+        assert isinstance(request, LiveRegisterRequest)
         self.assertEqual(request.peer, peer("A", tcp_addr(1)))
         [request] = self.codec.parse(unregister("app", "A").SerializeToString()).requests
-        self.assertEqual(request, UnregisterRequest("app", peer("A").key))
+        self.assertEqual(request, LiveUnregisterRequest("app", peer("A").key))
         [request] = self.codec.parse(rendezvous("app").SerializeToString()).requests
-        self.assertEqual(request, RendezvousRequest("app"))
+        self.assertEqual(request, LiveRendezvousRequest("app"))
 
     def test_discover_limits(self) -> None:
         for given_limit, expected in [(None, 7), (0, 7), (3, 3), (50, 50), (10**12, 50)]:
             [request] = self.codec.parse(discover("app", given_limit).SerializeToString()).requests
-            self.assertEqual(request, DiscoverRequest("app", expected))
+            self.assertEqual(request, LiveDiscoverRequest("app", expected))
 
     def test_proto3_writer_omitting_register_type(self) -> None:
         message = register("app", "A")
         message.ClearField("type")
         [request] = self.codec.parse(message.SerializeToString()).requests
-        self.assertIsInstance(request, RegisterRequest)
+        self.assertIsInstance(request, LiveRegisterRequest)
 
     def test_malformed_protobuf(self) -> None:
         self.assertEqual(self.refusal(b"\x0a\xff").status, Status.INVALID_MESSAGE)
@@ -97,7 +97,7 @@ class ParseTests(SynchronousTestCase):
         self.assertEqual(self.refusal(rendezvous("x" * 256)).status, Status.INVALID_NAMESPACE)
         self.assertEqual(self.refusal(discover("é" * 128)).status, Status.INVALID_NAMESPACE)
         [ok] = self.codec.parse(discover("é" * 127).SerializeToString()).requests
-        self.assertIsInstance(ok, DiscoverRequest)
+        self.assertIsInstance(ok, LiveDiscoverRequest)
         # Message{type=DISCOVER, discovery{ns=ff fe}}: not UTF-8.
         refusal = self.refusal(b"\x08\x03\x2a\x04\x0a\x02\xff\xfe")
         self.assertEqual(
@@ -119,7 +119,7 @@ class ParseTests(SynchronousTestCase):
         message = register("app", "A")
         message.register[0].peer.id = peer_id_to_cid(parse_peer_id(peer_id("A")))
         [request] = self.codec.parse(message.SerializeToString()).requests
-        assert isinstance(request, RegisterRequest)
+        assert isinstance(request, LiveRegisterRequest)
         self.assertEqual(request.peer.key, peer("A").key)
 
     def test_addresses(self) -> None:
@@ -156,7 +156,7 @@ class ParseTests(SynchronousTestCase):
                 [request] = self.codec.parse(
                     register("app", name, addr).SerializeToString()
                 ).requests
-                self.assertIsInstance(request, RegisterRequest)
+                self.assertIsInstance(request, LiveRegisterRequest)
         self.assertEqual(parsed.count(peer_id("busy")), 1)
         self.assertEqual(checked.count(tcp_addr(1)), 1)
         self.assertEqual(len(parsed), 1 + 3 * codec_module._CACHE_SIZE)
@@ -183,7 +183,7 @@ class ParseTests(SynchronousTestCase):
         self.codec.parse(register("app", "B").SerializeToString())  # evicts A daemon-wide
         refresh = register("app", "A", tcp_addr(2)).SerializeToString()
         [refreshed] = self.codec.parse(refresh, entries).requests
-        self.assertEqual(refreshed, RegisterRequest("app", peer("A", tcp_addr(2))))
+        self.assertEqual(refreshed, LiveRegisterRequest("app", peer("A", tcp_addr(2))))
         self.assertEqual(parsed, [peer_id("A"), peer_id("B")])
         [other] = self.codec.parse(refresh, EntryCache()).requests  # another session
         self.assertEqual(other, refreshed)
@@ -199,7 +199,7 @@ class ParseTests(SynchronousTestCase):
         message.register.add(ns="")
         message.register[1].peer.id = peer_id("B")
         good, bad = self.codec.parse(message.SerializeToString()).requests
-        self.assertIsInstance(good, RegisterRequest)
+        self.assertIsInstance(good, LiveRegisterRequest)
         self.assertIsInstance(bad, Refused)
 
     @given(st.binary(max_size=300))

@@ -8,7 +8,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from rendezvous.limits import Limits
-from rendezvous.live.codec import EntryCache, LiveCodec, Parsed, RegisterRequest
+from rendezvous.live.codec import EntryCache, LiveCodec, LiveRegisterRequest, Parsed
 from rendezvous.live.session import LiveDialect
 from rendezvous.loglimit import LogLimiter
 from rendezvous.metrics import Metrics
@@ -67,7 +67,7 @@ class EntryCacheTests(SynchronousTestCase):
         self.assertEqual(summary(again), summary(first))
         self.assertEqual(summary(again), summary(self.codec.parse(frame)))
         [request, *_] = again.requests
-        assert isinstance(request, RegisterRequest)
+        assert isinstance(request, LiveRegisterRequest)
         self.assertEqual(request.peer, peer("A", tcp_addr(0)))
 
     def test_refusals_are_not_cached(self) -> None:
@@ -173,7 +173,7 @@ class SessionCacheTests(SynchronousTestCase):
         session.feed(frame)
         self.assertIsNone(session._entries)
         session.feed(frame)
-        expected = {GOOD[0]: RegisterRequest("app", peer("A", tcp_addr(0)))}
+        expected = {GOOD[0]: LiveRegisterRequest("app", peer("A", tcp_addr(0)))}
         self.assertEqual(session._entries, expected)
         session.feed(frame)
         self.assertEqual(session._entries, expected)
@@ -192,7 +192,7 @@ class SessionCacheTests(SynchronousTestCase):
         session.feed(frame)
         self.assertIsNone(session._entries)
         session.feed(frame)
-        expected = {GOOD[0]: RegisterRequest("app", peer("A", tcp_addr(0)))}
+        expected = {GOOD[0]: LiveRegisterRequest("app", peer("A", tcp_addr(0)))}
         self.assertEqual(session._entries, expected)
 
     def test_cached_registers_still_meet_the_registry(self) -> None:

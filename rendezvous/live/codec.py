@@ -55,7 +55,7 @@ _KIND_NAMES = {
 
 
 @dataclass(slots=True)
-class RegisterRequest:
+class LiveRegisterRequest:
     namespace: str
     peer: Peer
 
@@ -64,7 +64,7 @@ class RegisterRequest:
 
 
 @dataclass(slots=True)
-class UnregisterRequest:
+class LiveUnregisterRequest:
     namespace: str
     key: bytes
 
@@ -73,7 +73,7 @@ class UnregisterRequest:
 
 
 @dataclass(slots=True)
-class RendezvousRequest:
+class LiveRendezvousRequest:
     namespace: str
 
     def submit(self, store: Store, session: Session, request_id: int | None) -> None:
@@ -81,7 +81,7 @@ class RendezvousRequest:
 
 
 @dataclass(slots=True)
-class DiscoverRequest:
+class LiveDiscoverRequest:
     namespace: str
     limit: int
 
@@ -89,7 +89,7 @@ class DiscoverRequest:
         store.discover(session, self.namespace, self.limit, request_id)
 
 
-Request = RegisterRequest | UnregisterRequest | RendezvousRequest | DiscoverRequest
+Request = LiveRegisterRequest | LiveUnregisterRequest | LiveRendezvousRequest | LiveDiscoverRequest
 
 
 @dataclass(slots=True)
@@ -102,7 +102,7 @@ class Parsed:
     requests: list[Request | Refused]
 
 
-class EntryCache(dict[bytes, RegisterRequest]):
+class EntryCache(dict[bytes, LiveRegisterRequest]):
     """A session's ``Message.register`` entries (exact bytes) and what they were parsed
     to, and the peer ids (text to key) of those entries: a byte-identical re-send is not
     parsed again, and a refresh of the same peer with other addresses (what clients
@@ -222,7 +222,7 @@ class LiveCodec:
                 limit = self._entry_cache_size
                 peer_ids = entries.peer_ids
                 for item, result in zip(scanned, parsed.requests, strict=True):
-                    if type(result) is RegisterRequest:
+                    if type(result) is LiveRegisterRequest:
                         if len(entries) >= limit:
                             entries.clear()
                             peer_ids.clear()
@@ -263,7 +263,7 @@ class LiveCodec:
 
     def _register(
         self, entry: Message.Register, known: dict[str, bytes] | None = None
-    ) -> RegisterRequest | Refused:
+    ) -> LiveRegisterRequest | Refused:
         """``known``: peer ids (text to key) the session registered before."""
         try:
             namespace = self._namespace(entry.ns)
@@ -304,9 +304,9 @@ class LiveCodec:
                     )
         except Refused as refusal:
             return refusal
-        return RegisterRequest(namespace, Peer(text, key, addrs, record))
+        return LiveRegisterRequest(namespace, Peer(text, key, addrs, record))
 
-    def _unregister(self, entry: Message.Unregister) -> UnregisterRequest | Refused:
+    def _unregister(self, entry: Message.Unregister) -> LiveUnregisterRequest | Refused:
         try:
             namespace = self._namespace(entry.ns)
             if not entry.HasField("peer"):
@@ -314,22 +314,22 @@ class LiveCodec:
             key = self._peer_id(entry.peer.id)
         except Refused as refusal:
             return refusal
-        return UnregisterRequest(namespace, key)
+        return LiveUnregisterRequest(namespace, key)
 
-    def _rendezvous(self, entry: Message.Rendezvous) -> RendezvousRequest | Refused:
+    def _rendezvous(self, entry: Message.Rendezvous) -> LiveRendezvousRequest | Refused:
         try:
-            return RendezvousRequest(self._namespace(entry.ns))
+            return LiveRendezvousRequest(self._namespace(entry.ns))
         except Refused as refusal:
             return refusal
 
-    def _discover(self, entry: Message.Discover) -> DiscoverRequest | Refused:
+    def _discover(self, entry: Message.Discover) -> LiveDiscoverRequest | Refused:
         try:
             namespace = self._namespace(entry.ns)
         except Refused as refusal:
             return refusal
         limits = self.limits
         limit = entry.limit or limits.discover_default_limit
-        return DiscoverRequest(namespace, min(limit, limits.discover_max_limit))
+        return LiveDiscoverRequest(namespace, min(limit, limits.discover_max_limit))
 
     def _namespace(self, namespace: str | bytes) -> str:
         # upb hands out a proto2 string field that is not UTF-8 as bytes.

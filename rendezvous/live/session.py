@@ -11,7 +11,7 @@ from typing import Protocol
 from twisted.logger import Logger
 
 from rendezvous.framing import FrameDecoder, FramingError
-from rendezvous.live.codec import EntryCache, LiveCodec, RegisterRequest
+from rendezvous.live.codec import EntryCache, LiveCodec, LiveRegisterRequest
 from rendezvous.loglimit import LogLimiter, log_refusal
 from rendezvous.metrics import Metrics
 from rendezvous.model import Announcement, Change, Refused, Registration, Status
@@ -151,7 +151,7 @@ class LiveSession:
         store = dialect.store
         for request in parsed.requests:
             cls = type(request)
-            if cls is RegisterRequest:
+            if cls is LiveRegisterRequest:
                 store.register(session, request.namespace, request.peer, request_id)  # type: ignore[union-attr]
             elif cls is Refused:
                 self.refused(request_id, request)  # type: ignore[arg-type]

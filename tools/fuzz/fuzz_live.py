@@ -17,13 +17,13 @@ with instrumented("rendezvous"):
     from rendezvous.framing import FrameDecoder, FramingError, frame
     from rendezvous.limits import Limits
     from rendezvous.live.codec import (
-        DiscoverRequest,
         EntryCache,
         LiveCodec,
+        LiveDiscoverRequest,
+        LiveRegisterRequest,
+        LiveRendezvousRequest,
+        LiveUnregisterRequest,
         Parsed,
-        RegisterRequest,
-        RendezvousRequest,
-        UnregisterRequest,
     )
     from rendezvous.model import Refused, Registration
     from rendezvous.p2p.keys import PrivateKey
@@ -45,7 +45,7 @@ def _summary(parsed: Parsed) -> tuple[object, ...]:
     return parsed.kind, parsed.request_id, requests
 
 
-def _check_register(request: RegisterRequest) -> None:
+def _check_register(request: LiveRegisterRequest) -> None:
     peer = request.peer
     assert peer.key == parse_peer_id(peer.id), "the key is not the id's"
     entry = entry_bytes(Registration(request.namespace, peer))
@@ -74,11 +74,15 @@ def test_one_input(data: bytes) -> None:
             assert len(entries) <= LIMITS.max_registrations_per_session
             assert plain.requests, "a frame with no answer"
             for request in plain.requests:
-                if isinstance(request, RegisterRequest):
+                if isinstance(request, LiveRegisterRequest):
                     _check_register(request)
                 else:
                     assert isinstance(
-                        request, UnregisterRequest | RendezvousRequest | DiscoverRequest | Refused
+                        request,
+                        LiveUnregisterRequest
+                        | LiveRendezvousRequest
+                        | LiveDiscoverRequest
+                        | Refused,
                     )
             # A session re-sends its frames: the cached answer must stay the same.
             again = CODEC.parse(body, entries)
