@@ -7,6 +7,7 @@ after the negotiation and belong to the selected protocol.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 
 from rendezvous.varint import VarintError, decode_uvarint, encode_uvarint
@@ -24,8 +25,10 @@ class MultistreamError(Exception):
     """The peer broke multistream-select, or no protocol was agreed."""
 
 
+@functools.lru_cache(maxsize=256)
 def encode_message(text: str) -> bytes:
-    """Frame one message: uvarint(length) + UTF-8 text + newline."""
+    """Frame one message: uvarint(length) + UTF-8 text + newline (the header and the
+    protocol ids of every connection: remembered)."""
     body = text.encode("utf-8") + b"\n"
     if len(body) > MAX_MESSAGE_SIZE:
         raise MultistreamError(f"message of {len(body)} bytes exceeds {MAX_MESSAGE_SIZE}")
