@@ -24,6 +24,7 @@ apart.
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import time
@@ -166,9 +167,53 @@ def generator(conn: Any, first: int, identities: int, concurrency: int, salt: in
     lp.reactor_worker(conn, {"run": run})
 
 
+BASELINE: dict[str, str] = {}
+"""``tree``: where `export_baseline` put the older revision's code (``rev``: its name)."""
+
+
+def export_baseline(rev: str) -> None:
+    """This checkout's ``rendezvous/`` and ``twisted/plugins`` at ``rev``, in a temporary
+    directory that the ``baseline`` daemon runs from."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    tree = tempfile.mkdtemp(prefix="bench-handshakes-")
+    atexit.register(shutil.rmtree, tree, True)
+    archive = subprocess.run(
+        ["git", "-C", c.ROOT, "archive", rev, "rendezvous", "twisted"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", tree], input=archive, check=True)
+    BASELINE.update(tree=tree, rev=rev)
+
+
+def start_server(kind: str, daemon_log: str) -> Any:
+    """``lp.start_server``; ``baseline`` is our daemon from `BASELINE`'s tree. Our daemon
+    logs as ``daemon_log`` says: ``json`` is what operators run (``--logger
+    rendezvous.logs.json``: from info up), ``text`` twistd's default text log, which
+    writes debug lines too (three per connection)."""
+    if kind == "js":
+        return lp.start_server(kind)
+    plain_argv, plain_env = c.twistd_argv, c.child_env
+
+    def with_logger(*args: str, code: str = c.TWISTD_CODE) -> list[str]:
+        return [*plain_argv(*args, code=code), "--logger", "rendezvous.logs.json"]
+
+    if daemon_log == "json":
+        c.twistd_argv = with_logger
+    if kind == "baseline":
+        c.child_env = lambda: dict(os.environ, PYTHONPATH=BASELINE["tree"])
+    try:
+        return lp.start_server("rendezvous")
+    finally:
+        c.twistd_argv, c.child_env = plain_argv, plain_env
+
+
 def measure(kind: str, workers: list[c.Worker], args: Any) -> dict[str, Any]:
     """One round against a fresh ``kind`` server."""
-    server = lp.start_server(kind)
+    server = start_server(kind, args.daemon_log)
     try:
         time.sleep(0.3)
         t_start = time.time() + args.warmup
@@ -177,8 +222,10 @@ def measure(kind: str, workers: list[c.Worker], args: Any) -> dict[str, Any]:
             w.send("run", server.address, t_start, t_end)
         time.sleep(max(0.0, t_start - time.time()))
         cpu0, all0, m0 = server.cpu(), c.system_cpu(), time.monotonic()
+        sys0 = server.ps.cpu_times().system
         time.sleep(max(0.0, t_end - time.time()))
         cpu1, all1, m1 = server.cpu(), c.system_cpu(), time.monotonic()
+        sys1 = server.ps.cpu_times().system
         results = [w.recv(args.seconds + 120) for w in workers]
         server.check_alive()
         rss = server.rss()
@@ -203,6 +250,7 @@ def measure(kind: str, workers: list[c.Worker], args: Any) -> dict[str, Any]:
         "refused": sum(r["refused"] for r in results),
         "server_cpu": server_cpu / seconds,
         "server_us": per * 1e6,
+        "server_sys_us": (sys1 - sys0) / connections * 1e6 if connections else float("nan"),
         "one_core_rate": 1 / per if per == per and per > 0 else float("nan"),
         "gen_cpu": gen_cpu / seconds,
         "gen_us": gen_cpu / connections * 1e6 if connections else float("nan"),
@@ -224,6 +272,7 @@ MEDIANS = (
     "rate",
     "server_cpu",
     "server_us",
+    "server_sys_us",
     "one_core_rate",
     "gen_cpu",
     "gen_us",
@@ -232,7 +281,7 @@ MEDIANS = (
     "p99_ms",
     "rss_mib",
 )
-LABELS = {"rendezvous": "ours", "js": "js (canvas)"}
+LABELS = {"rendezvous": "ours", "js": "js (canvas)", "baseline": "ours at the baseline"}
 
 
 def main(args: Any) -> int:
@@ -240,9 +289,16 @@ def main(args: Any) -> int:
         args.seconds, args.warmup, args.runs = 1.0, 0.5, 1
         args.identities, args.concurrency, args.generators = 200, 4, 1
     kinds = [k for k in args.servers.split(",") if k]
+    if set(kinds) - {"rendezvous", "js"}:
+        print("--servers: rendezvous, js (an older revision of ours: --baseline)", file=sys.stderr)
+        return 2
     if "js" in kinds and (why := lp.node_modules_missing(lp.JS_CANVAS)):
         print(f"(js baseline skipped: {why})", file=sys.stderr)
         kinds.remove("js")
+    if args.baseline:
+        export_baseline(args.baseline)
+        LABELS["baseline"] = f"ours at {args.baseline}"
+        kinds.insert(kinds.index("rendezvous") + 1 if "rendezvous" in kinds else 0, "baseline")
     per_gen = c.split(args.identities, args.generators)
     workers: list[c.Worker] = []
     first = 50_000_000
@@ -264,10 +320,11 @@ def main(args: Any) -> int:
         for w in workers:
             w.stop()
     med = {k: {m: c.median([r[m] for r in samples[k]]) for m in MEDIANS} for k in kinds}
-    ours, js = med.get("rendezvous"), med.get("js")
+    js = med.get("js")
     rows = []
     for kind in kinds:
         m = med[kind]
+        ours = kind in ("rendezvous", "baseline")
         failed = sum(r["failed"] + r["refused"] for r in samples[kind])
         rows.append(
             [
@@ -275,18 +332,17 @@ def main(args: Any) -> int:
                 m["rate"],
                 f"{m['server_cpu']:.0%}",
                 m["server_us"],
+                m["server_sys_us"],
                 m["one_core_rate"],
                 f"{m['gen_cpu']:.0%}",
                 m["gen_us"],
                 f"{m['others_cpu']:.0%}",
                 f"{m['p50_ms']:.1f} / {m['p99_ms']:.1f}",
                 failed,
-                ours["one_core_rate"] / js["one_core_rate"]
-                if kind == "rendezvous" and ours and js
-                else "",
+                m["one_core_rate"] / js["one_core_rate"] if ours and js else "",
                 (
                     (">= 2,000/s: " + ("met" if m["one_core_rate"] >= args.target else "MISSED"))
-                    if kind == "rendezvous"
+                    if ours
                     else ""
                 ),
             ]
@@ -295,13 +351,14 @@ def main(args: Any) -> int:
         c.table(
             f"Handshakes: TCP + Noise XX + yamux + one REGISTER + close, {args.generators} "
             f"generator process(es) x {args.concurrency} connections at once, "
-            f"{args.identities:,} identities; median of {args.runs} round(s) x "
-            f"{args.seconds:g} s",
+            f"{args.identities:,} identities, our daemon's log: {args.daemon_log}; median of "
+            f"{args.runs} round(s) x {args.seconds:g} s",
             [
                 "server",
                 "connections/s",
                 "server CPU",
                 "server µs/conn",
+                "of which kernel",
                 "one-core rate",
                 "gen CPU",
                 "gen µs/conn",
@@ -351,6 +408,19 @@ if __name__ == "__main__":
         type=int,
         default=8_000,
         help="peers (keys, signed records) in all; above the daemon's 1,024 cached records",
+    )
+    p.add_argument(
+        "--daemon-log",
+        choices=("json", "text"),
+        default="json",
+        help="our daemon's log: json (--logger rendezvous.logs.json, from info up, as "
+        "operators run it) or text (twistd's default, debug lines included)",
+    )
+    p.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also measure our daemon at this git revision (its rendezvous/ and "
+        "twisted/plugins, exported with git archive), interleaved with the others",
     )
     p.add_argument("--target", type=float, default=2000.0, help="connections/s per server core")
     c.main_wrapper(main, p.parse_args())
