@@ -33,7 +33,7 @@ from rendezvous.workers.pool import (
     WorkerPool,
     _Acceptor,
     _Channel,
-    _Door,
+    _HandOverSender,
     can_hand_over,
     worker_limits,
 )
@@ -320,8 +320,9 @@ class _FakeReactor(Clock):
 
 
 @implementer(IUNIXTransport, ITCPTransport)
-class _DoorTransport(StringTransport):
-    """A worker's door as the main process sees it: descriptors sent, bytes written."""
+class _SocketPairTransport(StringTransport):
+    """A worker's socket pair as the main process sees it: descriptors sent, bytes
+    written."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -403,49 +404,51 @@ class HandOverTests(TestCase):
         self.assertFalse(can_hand_over(port, other))
 
 
-class DoorTests(TestCase):
-    def door(self) -> tuple[_Door, _DoorTransport, list[str]]:
+class HandOverSocketTests(TestCase):
+    def hand_over(self) -> tuple[_HandOverSender, _SocketPairTransport, list[str]]:
         events: list[str] = []
         pool = SimpleNamespace(room=lambda: events.append("room"))
-        slot = SimpleNamespace(pool=pool, door_lost=lambda door, reason: events.append("lost"))
-        door = _Door(slot)  # type: ignore[arg-type]
-        transport = _DoorTransport()
-        door.makeConnection(transport)
-        return door, transport, events
+        slot = SimpleNamespace(
+            pool=pool, hand_over_lost=lambda hand_over, reason: events.append("lost")
+        )
+        hand_over = _HandOverSender(slot)  # type: ignore[arg-type]
+        transport = _SocketPairTransport()
+        hand_over.makeConnection(transport)
+        return hand_over, transport, events
 
     def test_a_connection_goes_as_a_descriptor_and_is_closed_once_taken(self) -> None:
-        door, transport, events = self.door()
+        hand_over, transport, events = self.hand_over()
         first, second = socket.socketpair()
         self.addCleanup(second.close)
-        door.hand(first)
+        hand_over.hand(first)
         self.assertEqual(transport.descriptors, [first.fileno()])
         self.assertEqual(transport.value(), b"\0")
-        self.assertEqual(list(door.in_flight), [first])
-        door.dataReceived(b"\1")
+        self.assertEqual(list(hand_over.in_flight), [first])
+        hand_over.dataReceived(b"\1")
         self.assertEqual(first.fileno(), -1)  # the main process's copy is closed
-        self.assertEqual(list(door.in_flight), [])
+        self.assertEqual(list(hand_over.in_flight), [])
         self.assertEqual(events, ["room"])
 
-    def test_a_full_door_takes_nothing_until_it_drains(self) -> None:
-        door, _, events = self.door()
-        self.assertTrue(door.can_take)
-        door.pauseProducing()
-        self.assertFalse(door.can_take)
-        door.resumeProducing()
-        self.assertTrue(door.can_take)
+    def test_a_full_hand_over_socket_takes_nothing_until_it_drains(self) -> None:
+        hand_over, _, events = self.hand_over()
+        self.assertTrue(hand_over.can_take)
+        hand_over.pauseProducing()
+        self.assertFalse(hand_over.can_take)
+        hand_over.resumeProducing()
+        self.assertTrue(hand_over.can_take)
         self.assertEqual(events, ["room"])
 
     def test_a_worker_that_does_not_answer_gets_at_most_max_in_flight(self) -> None:
         self.patch(pool_module, "MAX_IN_FLIGHT", 2)
-        door, _, _ = self.door()
+        hand_over, _, _ = self.hand_over()
         pairs = [socket.socketpair() for _ in range(2)]
         for a, b in pairs:
             self.addCleanup(b.close)
-            door.hand(a)
-        self.assertFalse(door.can_take)
-        door.connectionLost(Failure(ConnectionDone()))
-        self.assertTrue(all(a.fileno() == -1 for a, _ in pairs))  # closed with the door
-        self.assertFalse(door.can_take)
+            hand_over.hand(a)
+        self.assertFalse(hand_over.can_take)
+        hand_over.connectionLost(Failure(ConnectionDone()))
+        self.assertTrue(all(a.fileno() == -1 for a, _ in pairs))  # closed with the socket
+        self.assertFalse(hand_over.can_take)
 
 
 class ChannelBoundTests(TestCase):
@@ -453,7 +456,7 @@ class ChannelBoundTests(TestCase):
         slot = SimpleNamespace(index=1, channel=None)
         channel = _Channel(slot)  # type: ignore[arg-type]
         channel.max_unread = 10
-        transport = _DoorTransport()
+        transport = _SocketPairTransport()
         channel.makeConnection(transport)
         self.assertIs(slot.channel, channel)
         channel.write(b"a" * 50)  # not pushed back: no bound

@@ -4,14 +4,14 @@ handed to them.
 The main process binds every listener (so bind errors fail start-up) and keeps the
 live dialect's plain ``tcp:`` and ``unix:`` listeners: the reactor stops reading them for
 their port and reads them for an `_Acceptor` instead, which accepts only while a worker
-can take a connection and passes each to the least loaded one over its door, a UNIX
-stream socketpair (`IUNIXTransport.sendFileDescriptor`); the worker adopts it and
-answers one byte, and the main process then closes its copy. While no worker can take
-one (their doors are full, or every worker is starting again) accepting stops and the
-kernel's listen queue holds the connections: no polling. Each worker also has a stream
-socketpair to the hub for its sessions' requests (`rendezvous.workers.wire`). A worker
-that ends is started again, after a pause that grows while it keeps dying young; its
-sessions end with it.
+can take a connection and passes each to the least loaded one over its hand-over
+socket, a UNIX stream socketpair (`IUNIXTransport.sendFileDescriptor`); the worker
+adopts it and answers one byte, and the main process then closes its copy. While no
+worker can take one (their hand-over sockets are full, or every worker is starting
+again) accepting stops and the kernel's listen queue holds the connections: no polling.
+Each worker also has a stream socketpair to the hub for its sessions' requests, its
+channel (`rendezvous.workers.wire`). A worker that ends is started again, after a pause
+that grows while it keeps dying young; its sessions end with it.
 """
 
 from __future__ import annotations
@@ -131,13 +131,13 @@ class _Channel(Protocol):
 
 
 @implementer(IPushProducer)
-class _Door(Protocol):
-    """The main process's end of a worker's door: each connection handed over goes as a
-    descriptor with one byte; the worker answers one byte per descriptor it took, and
-    the main process's copies are closed in that order.
+class _HandOverSender(Protocol):
+    """The main process's end of a worker's hand-over socket: each connection handed
+    over goes as a descriptor with one byte; the worker answers one byte per descriptor
+    it took, and the main process's copies are closed in that order.
 
-    A door whose transport holds too many descriptors unsent (its producer is paused)
-    or that has `MAX_IN_FLIGHT` unanswered takes no more until that changes.
+    A hand-over socket whose transport holds too many descriptors unsent (its producer
+    is paused) or that has `MAX_IN_FLIGHT` unanswered takes no more until that changes.
     """
 
     def __init__(self, slot: _Slot) -> None:
@@ -186,7 +186,7 @@ class _Door(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._transport is not None:
-            self.slot.door_lost(self, reason)
+            self.slot.hand_over_lost(self, reason)
         self._forget()
 
     def _forget(self) -> None:
@@ -219,7 +219,7 @@ class _WorkerProcess(ProcessProtocol):
 
 
 class _Slot:
-    """One worker: its process, channel and door, started again when it ends."""
+    """One worker: its process, channel and hand-over socket, started again when it ends."""
 
     log = Logger()
 
@@ -227,7 +227,7 @@ class _Slot:
         self.pool = pool
         self.index = index
         self.link: WorkerLink | None = None
-        self.door: _Door | None = None
+        self.hand_over: _HandOverSender | None = None
         self.process: Any = None
         self.channel: _Channel | None = None
         self.handed = 0
@@ -239,21 +239,22 @@ class _Slot:
 
     @property
     def can_take(self) -> bool:
-        return self.link is not None and self.door is not None and self.door.can_take
+        hand_over = self.hand_over
+        return self.link is not None and hand_over is not None and hand_over.can_take
 
     @property
     def load(self) -> int:
         """Sessions the worker holds, counting connections on their way to it."""
-        link, door = self.link, self.door
-        if link is None or door is None:
+        link, hand_over = self.link, self.hand_over
+        if link is None or hand_over is None:
             return 1 << 62
-        return len(link.sessions) + len(door.in_flight)
+        return len(link.sessions) + len(hand_over.in_flight)
 
     def start(self) -> None:
         pool = self.pool
         reactor = pool.reactor
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        door, door_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        hand_over, hand_over_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         argv = [
             sys.executable,
             "-m",
@@ -272,26 +273,26 @@ class _Slot:
                 sys.executable,
                 argv,
                 env=_environment(),
-                childFDs={0: "w", 1: "r", 2: "r", 3: child.fileno(), 4: door_child.fileno()},
+                childFDs={0: "w", 1: "r", 2: "r", 3: child.fileno(), 4: hand_over_child.fileno()},
             )
         except BaseException:
             parent.close()
-            door.close()
+            hand_over.close()
             raise
         finally:
             child.close()
-            door_child.close()
+            hand_over_child.close()
         self.done = Deferred()
         self.link = pool.hub.link(f"{self.index}", self._write)
-        with parent, door:
+        with parent, hand_over:
             reactor.adoptStreamConnection(
                 parent.fileno(),
                 socket.AF_UNIX,
                 Factory.forProtocol(functools.partial(_Channel, self)),
             )
-            door_protocol = self.door = _Door(self)
+            sender = self.hand_over = _HandOverSender(self)
             reactor.adoptStreamConnection(
-                door.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: door_protocol)
+                hand_over.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: sender)
             )
         self.log.info(
             "worker {index} started (pid {pid})",
@@ -307,17 +308,18 @@ class _Slot:
 
     def hand(self, conn: socket.socket) -> None:
         """Pass ``conn`` to the worker (`can_take` must be true)."""
-        assert self.door is not None
-        self.door.hand(conn)
+        assert self.hand_over is not None
+        self.hand_over.hand(conn)
         self.handed += 1
 
-    def door_lost(self, door: _Door, reason: Failure) -> None:
-        """The door closed under a running worker: without it the worker is of no use."""
-        if door is not self.door:
+    def hand_over_lost(self, hand_over: _HandOverSender, reason: Failure) -> None:
+        """The hand-over socket closed under a running worker: without it the worker is
+        of no use."""
+        if hand_over is not self.hand_over:
             return
-        self.door = None
+        self.hand_over = None
         self.log.info(
-            "worker {index}: its door closed ({reason}); stopping it",
+            "worker {index}: its hand-over socket closed ({reason}); stopping it",
             index=self.index,
             reason=reason.getErrorMessage(),
         )
@@ -329,9 +331,9 @@ class _Slot:
         if self.link is not None:
             self.pool.hub.unlink(self.link)
             self.link = None
-        door, self.door = self.door, None
-        if door is not None:
-            door.close()
+        hand_over, self.hand_over = self.hand_over, None
+        if hand_over is not None:
+            hand_over.close()
         process = self.process
         if process is not None and process.pid is not None:
             # A worker without its channel is of no use: make sure it goes.

@@ -1,7 +1,7 @@
 """A worker process: ``python -m rendezvous.workers.run`` (started by the daemon only).
 
-File descriptor 3 is the channel to the hub, 4 the door connections arrive through
-(as descriptors, each answered with one byte once adopted).
+File descriptor 3 is the channel to the hub, 4 the hand-over socket: connections arrive
+through it as descriptors, each answered with one byte once adopted.
 The worker logs to its standard output, which the daemon copies into its own log, and
 ends when its channel does.
 """
@@ -34,7 +34,7 @@ from rendezvous.workers.hubstore import HubStore
 from rendezvous.workers.wire import ChannelError, counters_record
 
 CHANNEL_FD = 3
-DOOR_FD = 4
+HAND_OVER_FD = 4
 COUNTERS_EVERY = 1.0
 """Seconds between the counters a worker reports to the main process."""
 
@@ -68,7 +68,7 @@ class _HubChannel(Protocol):
 
 
 @implementer(IFileDescriptorReceiver)
-class _Door(Protocol):
+class _HandOverReceiver(Protocol):
     """Connections handed over by the main process, adopted one by one; each is
     answered with one byte, after which the main process closes its copy."""
 
@@ -77,7 +77,8 @@ class _Door(Protocol):
     def __init__(self, reactor: Any, live: Factory) -> None:
         self.reactor = reactor
         self.live = live
-        """The factory of the connections' protocol (``factory`` is the door's)."""
+        """The factory of the connections' protocol (``factory`` is the hand-over
+        socket's)."""
 
     def fileDescriptorReceived(self, descriptor: int) -> None:
         try:
@@ -130,10 +131,10 @@ def main(argv: list[str] | None = None) -> None:
     channel.protocol = functools.partial(_HubChannel, reactor, store, farewell)
     sockets.adoptStreamConnection(CHANNEL_FD, socket.AF_UNIX, channel)
     os.close(CHANNEL_FD)
-    door: ServerFactory = ServerFactory()
-    door.protocol = functools.partial(_Door, sockets, factory)
-    sockets.adoptStreamConnection(DOOR_FD, socket.AF_UNIX, door)
-    os.close(DOOR_FD)
+    hand_over: ServerFactory = ServerFactory()
+    hand_over.protocol = functools.partial(_HandOverReceiver, sockets, factory)
+    sockets.adoptStreamConnection(HAND_OVER_FD, socket.AF_UNIX, hand_over)
+    os.close(HAND_OVER_FD)
 
     def report() -> None:
         store.send(counters_record(dialect.metrics.counts()))
