@@ -290,7 +290,7 @@ class RecordTests(TestCase):
         )
 
 
-class _FakeSlot:
+class _FakeWorker:
     def __init__(self, load: int, room: int) -> None:
         self.load = load
         self.room = room
@@ -333,11 +333,11 @@ class _SocketPairTransport(StringTransport):
 
 
 class HandOverTests(TestCase):
-    def pool(self, *slots: _FakeSlot) -> tuple[WorkerPool, _FakeReactor]:
+    def pool(self, *workers: _FakeWorker) -> tuple[WorkerPool, _FakeReactor]:
         reactor = _FakeReactor()
         memory = MemoryStore(Limits(), reactor)
-        pool = WorkerPool(len(slots), Hub(memory, reactor), [], Factory(), Limits(), reactor)
-        pool.slots = list(slots)  # type: ignore[arg-type]
+        pool = WorkerPool(len(workers), Hub(memory, reactor), [], Factory(), Limits(), reactor)
+        pool.workers = list(workers)  # type: ignore[arg-type]
         return pool, reactor
 
     def connection(self) -> socket.socket:
@@ -363,7 +363,7 @@ class HandOverTests(TestCase):
         return conn
 
     def test_the_least_loaded_worker_that_can_take_it_gets_the_connection(self) -> None:
-        busy, idle, full = _FakeSlot(5, 10), _FakeSlot(1, 10), _FakeSlot(0, 0)
+        busy, idle, full = _FakeWorker(5, 10), _FakeWorker(1, 10), _FakeWorker(0, 0)
         pool, _ = self.pool(busy, idle, full)
         self.assertIs(pool.least_loaded(), idle)
         idle.room = 0
@@ -372,8 +372,8 @@ class HandOverTests(TestCase):
         self.assertIsNone(pool.least_loaded())
 
     def test_accepting_waits_in_the_listen_queue_while_no_worker_can_take(self) -> None:
-        slot = _FakeSlot(0, 1)
-        pool, reactor = self.pool(slot)
+        worker = _FakeWorker(0, 1)
+        pool, reactor = self.pool(worker)
         acceptor, address = self.listening(pool)
         pool.paused = True
         pool.room()  # a worker can take one: accept
@@ -381,17 +381,17 @@ class HandOverTests(TestCase):
         self.client(address)
         self.client(address)
         acceptor.doRead()
-        self.assertEqual(len(slot.got), 1)  # the second waits in the kernel's queue
+        self.assertEqual(len(worker.got), 1)  # the second waits in the kernel's queue
         self.assertTrue(pool.paused)
         self.assertNotIn(acceptor, reactor.readers)
         self.assertEqual(reactor.getDelayedCalls(), [])  # nothing polls
-        slot.room = 5
+        worker.room = 5
         pool.room()
         self.assertIn(acceptor, reactor.readers)
         acceptor.doRead()
-        self.assertEqual(len(slot.got), 2)
+        self.assertEqual(len(worker.got), 2)
         self.assertFalse(pool.paused)
-        for conn in slot.got:
+        for conn in worker.got:
             conn.close()
 
     def test_only_plain_listeners_of_the_live_factory_are_handed_over(self) -> None:
@@ -408,10 +408,10 @@ class HandOverSocketTests(TestCase):
     def hand_over(self) -> tuple[_HandOverSender, _SocketPairTransport, list[str]]:
         events: list[str] = []
         pool = SimpleNamespace(room=lambda: events.append("room"))
-        slot = SimpleNamespace(
+        worker = SimpleNamespace(
             pool=pool, hand_over_lost=lambda hand_over, reason: events.append("lost")
         )
-        hand_over = _HandOverSender(slot)  # type: ignore[arg-type]
+        hand_over = _HandOverSender(worker)  # type: ignore[arg-type]
         transport = _SocketPairTransport()
         hand_over.makeConnection(transport)
         return hand_over, transport, events
@@ -453,12 +453,12 @@ class HandOverSocketTests(TestCase):
 
 class ChannelBoundTests(TestCase):
     def test_a_worker_that_stops_reading_is_cut_off(self) -> None:
-        slot = SimpleNamespace(index=1, channel=None)
-        channel = _Channel(slot)  # type: ignore[arg-type]
+        worker = SimpleNamespace(index=1, channel=None)
+        channel = _Channel(worker)  # type: ignore[arg-type]
         channel.max_unread = 10
         transport = _SocketPairTransport()
         channel.makeConnection(transport)
-        self.assertIs(slot.channel, channel)
+        self.assertIs(worker.channel, channel)
         channel.write(b"a" * 50)  # not pushed back: no bound
         channel.pauseProducing()
         channel.write(b"b" * 8)
@@ -482,13 +482,13 @@ class RestartTests(TestCase):
         pool = WorkerPool(
             1, Hub(MemoryStore(Limits(), reactor), reactor), [], Factory(), Limits(), reactor
         )
-        (slot,) = pool.slots
-        slot._restart()
-        self.assertIsNotNone(slot.restart)
-        self.assertEqual(slot.pause, 2.0)
-        self.assertIsNone(slot.done)
+        (worker,) = pool.workers
+        worker._restart()
+        self.assertIsNotNone(worker.restart)
+        self.assertEqual(worker.pause, 2.0)
+        self.assertIsNone(worker.done)
         reactor.advance(2.0)
-        self.assertEqual(slot.pause, 4.0)
+        self.assertEqual(worker.pause, 4.0)
         pool.stopService()
         self.assertEqual(reactor.getDelayedCalls(), [])
 

@@ -90,7 +90,7 @@ class WorkerDaemonTests(DaemonTestCase):
         yield alice.register("ns", peer_id("alice"), [tcp_addr(1)])
         yield seen.until(1)
         self.assertEqual(seen.events, [("register", peer_id("alice"))])
-        first, second = pool.slots
+        first, second = pool.workers
         self.assertEqual((first.handed, second.handed), (1, 1))
 
         # The worker holding alice is killed: the watcher, on the other, is told.
@@ -132,7 +132,7 @@ class WorkerDaemonTests(DaemonTestCase):
             f"unix:{socket_path}",
             f"ssl:0:interface=127.0.0.1:privateKey={key_path}:certKey={cert_path}",
         )
-        (slot,) = self.pool(daemon).slots
+        (worker,) = self.pool(daemon).workers
         tls_port = daemon.live_ports[1].getHost().port  # type: ignore[attr-defined]
         over_unix = yield self.client(f"unix:path={socket_path}")
         over_tls = yield self.client(f"ssl:host=127.0.0.1:port={tls_port}")
@@ -141,19 +141,19 @@ class WorkerDaemonTests(DaemonTestCase):
         yield over_unix.register("ns", peer_id("U"))
         yield watcher.until(1)
         self.assertEqual(watcher.events, [("register", peer_id("U"))])
-        self.assertEqual(slot.handed, 1)
-        self.assertEqual(len(slot.link.sessions), 1)  # the TLS session is the main process's
+        self.assertEqual(worker.handed, 1)
+        self.assertEqual(len(worker.link.sessions), 1)  # the TLS session is the main process's
         self.assertEqual(daemon.store.stats().sessions, 2)
 
     @inlineCallbacks
     def test_stopping_stops_every_worker(self):  # type: ignore[no-untyped-def]
         daemon = self.start_workers(3)
         pool = self.pool(daemon)
-        pids = [slot.process.pid for slot in pool.slots]
+        pids = [worker.process.pid for worker in pool.workers]
         client = yield self.client(self.target(daemon))
         yield client.register("ns", peer_id("alice"))
         yield daemon.stopService()
-        self.assertTrue(all(slot.process is None for slot in pool.slots))
+        self.assertTrue(all(worker.process is None for worker in pool.workers))
         for pid in pids:
             with self.assertRaises(ProcessLookupError):
                 os.kill(pid, 0)

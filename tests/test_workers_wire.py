@@ -236,9 +236,9 @@ class VersionTests(TestCase):
     def channel(self, hub: Hub, name: str) -> tuple[_Channel, _Transport, list[bytes]]:
         """The main process's end of worker ``name``'s channel, as the pool makes it."""
         written: list[bytes] = []
-        slot = SimpleNamespace(index=name, channel=None, link=hub.link(name, written.append))
-        slot.channel_lost = lambda: None
-        channel = _Channel(slot)  # type: ignore[arg-type]
+        worker = SimpleNamespace(index=name, channel=None, link=hub.link(name, written.append))
+        worker.channel_lost = lambda: None
+        channel = _Channel(worker)  # type: ignore[arg-type]
         transport = _Transport()
         channel.makeConnection(transport)
         return channel, transport, written

@@ -80,13 +80,13 @@ class _Channel(Protocol):
     log = Logger()
     max_unread = MAX_UNREAD
 
-    def __init__(self, slot: _Slot) -> None:
-        self.slot = slot
+    def __init__(self, worker: _Worker) -> None:
+        self.worker = worker
         self.unread: int | None = None
         """Bytes written since the transport pushed back; None while it does not."""
 
     def connectionMade(self) -> None:
-        self.slot.channel = self
+        self.worker.channel = self
         IConsumer(self.transport).registerProducer(self, True)
 
     def write(self, data: bytes) -> None:
@@ -98,7 +98,7 @@ class _Channel(Protocol):
             if self.unread > self.max_unread:
                 self.log.error(
                     "worker {index} has not read {size} bytes of answers and pushes: stopping it",
-                    index=self.slot.index,
+                    index=self.worker.index,
                     size=self.unread,
                 )
                 self.unread = None
@@ -117,7 +117,7 @@ class _Channel(Protocol):
         self.unread = None
 
     def dataReceived(self, data: bytes) -> None:
-        link = self.slot.link
+        link = self.worker.link
         if link is None:
             return
         try:
@@ -127,7 +127,7 @@ class _Channel(Protocol):
             ITCPTransport(self.transport).abortConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.slot.channel_lost()
+        self.worker.channel_lost()
 
 
 @implementer(IPushProducer)
@@ -140,8 +140,8 @@ class _HandOverSender(Protocol):
     is paused) or that has `MAX_IN_FLIGHT` unanswered takes no more until that changes.
     """
 
-    def __init__(self, slot: _Slot) -> None:
-        self.slot = slot
+    def __init__(self, worker: _Worker) -> None:
+        self.worker = worker
         self.in_flight: collections.deque[socket.socket] = collections.deque()
         self.full = False
         self._transport: IUNIXTransport | None = None
@@ -167,7 +167,7 @@ class _HandOverSender(Protocol):
 
     def resumeProducing(self) -> None:
         self.full = False
-        self.slot.pool.room()
+        self.worker.pool.room()
 
     def stopProducing(self) -> None:
         self.full = True
@@ -176,7 +176,7 @@ class _HandOverSender(Protocol):
         in_flight = self.in_flight
         for _ in range(min(len(data), len(in_flight))):
             in_flight.popleft().close()
-        self.slot.pool.room()
+        self.worker.pool.room()
 
     def close(self) -> None:
         """Stop at once, dropping what was not passed on."""
@@ -186,7 +186,7 @@ class _HandOverSender(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._transport is not None:
-            self.slot.hand_over_lost(self, reason)
+            self.worker.hand_over_lost(self, reason)
         self._forget()
 
     def _forget(self) -> None:
@@ -198,8 +198,8 @@ class _HandOverSender(Protocol):
 class _WorkerProcess(ProcessProtocol):
     log = Logger()
 
-    def __init__(self, slot: _Slot) -> None:
-        self.slot = slot
+    def __init__(self, worker: _Worker) -> None:
+        self.worker = worker
         self._partial = {1: b"", 2: b""}
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:  # noqa: N803
@@ -209,16 +209,16 @@ class _WorkerProcess(ProcessProtocol):
             if line.strip():
                 self.log.info(
                     "worker {index}: {line}",
-                    index=self.slot.index,
+                    index=self.worker.index,
                     line=line.decode(errors="replace"),
                     event="worker.output",
                 )
 
     def processEnded(self, reason: Failure) -> None:
-        self.slot.ended(reason)
+        self.worker.ended(reason)
 
 
-class _Slot:
+class _Worker:
     """One worker: its process, channel and hand-over socket, started again when it ends."""
 
     log = Logger()
@@ -453,8 +453,8 @@ class _Acceptor:
     def doRead(self) -> None:
         pool = self.pool
         for _ in range(100):
-            slot = pool.least_loaded()
-            if slot is None:
+            worker = pool.least_loaded()
+            if worker is None:
                 pool.pause()
                 return
             try:
@@ -464,7 +464,7 @@ class _Acceptor:
             except OSError as e:
                 self.log.error("accepting on {where}: {e}", where=self.where, e=e)
                 return
-            slot.hand(conn)
+            worker.hand(conn)
 
     def connectionLost(self, reason: Failure) -> None:
         pass
@@ -493,7 +493,7 @@ class WorkerPool(Service):
         self.factory = factory
         self.reactor = reactor
         self.worker_limits = worker_limits(limits, count)
-        self.slots = [_Slot(self, index) for index in range(1, count + 1)]
+        self.workers = [_Worker(self, index) for index in range(1, count + 1)]
         self._acceptors: list[_Acceptor] = []
         self.paused = False
         """Whether accepting waits for a worker that can take a connection."""
@@ -507,7 +507,7 @@ class WorkerPool(Service):
     @property
     def workers_up(self) -> int:
         """Workers whose process is up with its channel open."""
-        return sum(1 for slot in self.slots if slot.link is not None)
+        return sum(1 for worker in self.workers if worker.link is not None)
 
     def collect(self) -> Iterator[Metric]:
         """Prometheus families of the pool (`prometheus_client` collector protocol)."""
@@ -533,15 +533,15 @@ class WorkerPool(Service):
                 event="workers.accepting",
             )
         self.paused = True  # until a worker can take connections
-        for slot in self.slots:
-            slot.start()
+        for worker in self.workers:
+            worker.start()
 
-    def least_loaded(self) -> _Slot | None:
+    def least_loaded(self) -> _Worker | None:
         """The worker to give the next connection to; None when none can take one."""
-        best: _Slot | None = None
-        for slot in self.slots:
-            if slot.can_take and (best is None or slot.load < best.load):
-                best = slot
+        best: _Worker | None = None
+        for worker in self.workers:
+            if worker.can_take and (best is None or worker.load < best.load):
+                best = worker
         return best
 
     def pause(self) -> None:
@@ -576,7 +576,7 @@ class WorkerPool(Service):
             self.reactor.removeReader(acceptor)
             acceptor.close()
         self._acceptors.clear()
-        waits = [d for d in (slot.stop() for slot in self.slots) if d is not None]
+        waits = [d for d in (worker.stop() for worker in self.workers) if d is not None]
         return DeferredList(waits)
 
 
@@ -588,5 +588,5 @@ def _environment() -> dict[str, str]:
     return env
 
 
-def _load(slot: _Slot) -> int:
-    return slot.load
+def _load(worker: _Worker) -> int:
+    return worker.load
