@@ -23,7 +23,7 @@ from rendezvous.model import Peer, Registration, Status
 from rendezvous.registry import Session
 from rendezvous.store.redis import scripts
 from rendezvous.store.redis.link import Encoded
-from rendezvous.store.redis.replies import Slot
+from rendezvous.store.redis.replies import ReplyPlace
 from rendezvous.store.redis.session import UNREACHABLE, RedisSession, nothing, own, refuse
 from rendezvous.store.redis.wire import BadData, parse_results
 
@@ -42,7 +42,7 @@ _REFUSALS = {
 }
 """What `scripts.REGISTER_MANY` answers for a REGISTER it refused."""
 
-Pending = tuple[RedisSession, Slot, "int | None", Registration, bool]
+Pending = tuple[RedisSession, ReplyPlace, "int | None", Registration, bool]
 """A REGISTER sent in a batch: its session, its answer's place, request id, the
 registration, and whether the session is a raw stream's."""
 
@@ -76,12 +76,12 @@ class Batcher:
         self, session: Session, namespace: str, peer: Peer, request_id: int | None
     ) -> None:
         assert isinstance(session, RedisSession)
-        slot = session.replies.reserve()
+        place = session.replies.reserve()
         key = peer.key
         if session.identity is not None and key != session.identity:
             refuse(
                 session,
-                slot,
+                place,
                 request_id,
                 Status.NOT_AUTHORIZED,
                 "peer id differs from the authenticated one",
@@ -97,7 +97,7 @@ class Batcher:
         if self.turn_reads:
             self.turn_reads.pop(namespace, None)  # a DISCOVER after this one reads again
         batch = self.batch
-        batch.items.append((session, slot, request_id, registration, raw))
+        batch.items.append((session, place, request_id, registration, raw))
         batch.namespaces.add(namespace)
         flags = (
             (b"1" if raw else b"0") if peer.signed_peer_record is None else (b"3" if raw else b"2")
@@ -159,32 +159,32 @@ class Batcher:
             store.log.error("bad reply from redis: {e}", e=e)
             results = [b"E" + str(e).encode()] * len(items)
         lease_lost = False
-        for (session, slot, request_id, held, raw), result in zip(items, results, strict=True):
+        for (session, place, request_id, held, raw), result in zip(items, results, strict=True):
             key = held.peer.key
             if not result[:1].isdigit():
                 lease_lost = lease_lost or result == b"LEASE"
-                self._refused(session, slot, request_id, result)
+                self._refused(session, place, request_id, result)
                 continue
             if session.open:
-                slot_key = (held.namespace, key)
-                if slot_key not in session.entries:
+                entry_key = (held.namespace, key)
+                if entry_key not in session.entries:
                     store.registration_count += 1
                     if raw:  # its own change is told by its origin: held from it on
                         own(session, key, 1, int(result))
                 # with its sequence number, to tell later evictions from earlier
                 held.seq = int(result)
-                session.entries[slot_key] = held
-            slot.fill(nothing)
+                session.entries[entry_key] = held
+            place.fill(nothing)
         if lease_lost:
             store.recovery.lease_lost()
 
     def _failed(self, failure: Failure, batch: RegisterBatch) -> None:
         self.store.failures.failed(failure, "a request")
-        for session, slot, request_id, _held, _raw in batch.items:
-            refuse(session, slot, request_id, Status.UNAVAILABLE, UNREACHABLE)
+        for session, place, request_id, _held, _raw in batch.items:
+            refuse(session, place, request_id, Status.UNAVAILABLE, UNREACHABLE)
 
     def _refused(
-        self, session: RedisSession, slot: Slot, request_id: int | None, result: bytes
+        self, session: RedisSession, place: ReplyPlace, request_id: int | None, result: bytes
     ) -> None:
         refusal = _REFUSALS.get(result)
         if refusal is None:  # an error stopped this one (out of memory…)
@@ -197,4 +197,4 @@ class Batcher:
                     suppressed=suppressed,
                 )
             refusal = (Status.UNAVAILABLE, UNREACHABLE)
-        refuse(session, slot, request_id, *refusal)
+        refuse(session, place, request_id, *refusal)

@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from rendezvous.model import Registration, Status
 from rendezvous.registry import Session
 from rendezvous.store.redis import scripts
-from rendezvous.store.redis.replies import Slot
+from rendezvous.store.redis.replies import ReplyPlace
 from rendezvous.store.redis.session import UNREACHABLE, RedisSession, client, ms, refuse
 from rendezvous.store.redis.wire import BadData, parse_discovered, registration
 
@@ -58,7 +58,7 @@ class TurnRead:
     def __init__(self, limit: int, cached: Discovered | None) -> None:
         self.limit = limit
         self.cached = cached
-        self.waiting: list[tuple[RedisSession, Slot, int | None, int]] = []
+        self.waiting: list[tuple[RedisSession, ReplyPlace, int | None, int]] = []
 
     def covers(self, limit: int) -> bool:
         return self.limit == 0 or 0 < limit <= self.limit
@@ -82,17 +82,17 @@ class Discovery:
         self, session: Session, namespace: str, limit: int, request_id: int | None
     ) -> None:
         assert isinstance(session, RedisSession)
-        slot = session.replies.reserve()
+        place = session.replies.reserve()
         read = self.turn_reads.get(namespace)
         if read is not None and read.covers(limit):
             # read in this reactor turn (after this request came) and nothing written since
-            read.waiting.append((session, slot, request_id, limit))
+            read.waiting.append((session, place, request_id, limit))
             return
         cached = self.cache.get(namespace)
         if cached is not None and not cached.covers(limit):
             cached = None
         read = self.turn_reads[namespace] = TurnRead(limit, cached)
-        read.waiting.append((session, slot, request_id, limit))
+        read.waiting.append((session, place, request_id, limit))
         if self.turn_call is None:
             self.turn_call = self.clock.callLater(0, self._end_turn)
         known = cached.version if cached is not None else b""
@@ -115,20 +115,20 @@ class Discovery:
                 found = [registration(entry) for entry in parse_discovered(reply[1])]
             except BadData as e:
                 self.store.log.error("bad data in redis: {e}", e=e)
-                for session, slot, request_id, _ in read.waiting:
-                    refuse(session, slot, request_id, Status.INTERNAL_ERROR, "bad stored data")
+                for session, place, request_id, _ in read.waiting:
+                    refuse(session, place, request_id, Status.INTERNAL_ERROR, "bad stored data")
                 return
             self._remember(namespace, Discovered(reply[0], read.limit, found))
-        for session, slot, request_id, limit in read.waiting:
+        for session, place, request_id, limit in read.waiting:
             answer = found[:limit] if limit and len(found) > limit else found
-            slot.fill(partial(client(session).discovered, request_id, namespace, answer))
+            place.fill(partial(client(session).discovered, request_id, namespace, answer))
 
     def _read_failed(self, failure: Failure, namespace: str, read: TurnRead) -> None:
         if self.turn_reads.get(namespace) is read:
             del self.turn_reads[namespace]
         self.store.failures.failed(failure, "a request")
-        for session, slot, request_id, _ in read.waiting:
-            refuse(session, slot, request_id, Status.UNAVAILABLE, UNREACHABLE)
+        for session, place, request_id, _ in read.waiting:
+            refuse(session, place, request_id, Status.UNAVAILABLE, UNREACHABLE)
 
     def _end_turn(self) -> None:
         self.turn_call = None
@@ -152,7 +152,7 @@ class Discovery:
         signed_only: bool = True,
     ) -> None:
         assert isinstance(session, RedisSession)
-        slot = session.replies.reserve()
+        place = session.replies.reserve()
         store = self.store
         d = store.batcher.run(
             scripts.DISCOVER_SINCE,
@@ -180,11 +180,11 @@ class Discovery:
                 ]
             except (BadData, ValueError) as e:
                 store.log.error("bad data in redis: {e}", e=e)
-                refuse(session, slot, request_id, Status.INTERNAL_ERROR, "bad stored data")
+                refuse(session, place, request_id, Status.INTERNAL_ERROR, "bad stored data")
                 return
             if found:
                 self.cookie_high = max(self.cookie_high, max(r.seq for r in found))
             answer = client(session)
-            slot.fill(lambda: answer.discovered(request_id, namespace or "", found))
+            place.fill(lambda: answer.discovered(request_id, namespace or "", found))
 
-        d.addCallbacks(done, partial(store.failures.request_failed, session, slot, request_id))
+        d.addCallbacks(done, partial(store.failures.request_failed, session, place, request_id))

@@ -44,7 +44,7 @@ class TtlExpiry:
         self, session: Session, namespace: str, peer: Peer, ttl: int, request_id: int | None
     ) -> None:
         assert isinstance(session, RedisSession)
-        slot = session.replies.reserve()
+        place = session.replies.reserve()
         identity = session.identity
         if identity is None or peer.key != identity:
             text = (
@@ -52,7 +52,7 @@ class TtlExpiry:
                 if identity is None
                 else "peer id differs from the authenticated one"
             )
-            refuse(session, slot, request_id, Status.NOT_AUTHORIZED, text)
+            refuse(session, place, request_id, Status.NOT_AUTHORIZED, text)
             return
         expires_ms = ms(self.clock.seconds() + ttl)
         store = self.store
@@ -70,15 +70,15 @@ class TtlExpiry:
 
         def done(reply: list[bytes]) -> None:
             if reply[0] != b"OK":
-                store.failures.refused_by_script(session, slot, request_id, reply)
+                store.failures.refused_by_script(session, place, request_id, reply)
                 return
             heapq.heappush(self.expiries, expires_ms)
             self.schedule(expires_ms)
             held = Registration(namespace, peer, expires_ms / 1000, seq=int(reply[1]))
             standard: TTLClient = session.subscriber  # type: ignore[assignment]
-            slot.fill(lambda: standard.registered(request_id, held))
+            place.fill(lambda: standard.registered(request_id, held))
 
-        d.addCallbacks(done, partial(store.failures.request_failed, session, slot, request_id))
+        d.addCallbacks(done, partial(store.failures.request_failed, session, place, request_id))
 
     def run(self) -> Deferred[None]:
         """Remove and announce every TTL registration due (taking or keeping the

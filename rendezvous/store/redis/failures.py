@@ -17,7 +17,7 @@ from twisted.python.failure import Failure
 from rendezvous.loglimit import LogLimiter
 from rendezvous.model import Status
 from rendezvous.store.redis.link import LinkDown
-from rendezvous.store.redis.replies import Slot
+from rendezvous.store.redis.replies import ReplyPlace
 from rendezvous.store.redis.session import UNREACHABLE, RedisSession, refuse
 
 if TYPE_CHECKING:
@@ -39,20 +39,20 @@ class Failures:
         self.limiter = LogLimiter(store.clock.seconds)
 
     def refused_by_script(
-        self, session: RedisSession, slot: Slot, request_id: int | None, reply: list[bytes]
+        self, session: RedisSession, place: ReplyPlace, request_id: int | None, reply: list[bytes]
     ) -> None:
         status = _REFUSALS.get(reply[0], Status.INTERNAL_ERROR)
         text = reply[1].decode(errors="replace") if len(reply) > 1 else "refused"
         if reply[0] == b"LEASE":
             text = UNREACHABLE
             self.store.recovery.lease_lost()
-        refuse(session, slot, request_id, status, text)
+        refuse(session, place, request_id, status, text)
 
     def request_failed(
-        self, session: RedisSession, slot: Slot, request_id: int | None, failure: Failure
+        self, session: RedisSession, place: ReplyPlace, request_id: int | None, failure: Failure
     ) -> None:
         self.failed(failure, "a request")
-        refuse(session, slot, request_id, Status.UNAVAILABLE, UNREACHABLE)
+        refuse(session, place, request_id, Status.UNAVAILABLE, UNREACHABLE)
 
     def failed(self, failure: Failure, what: str) -> bool:
         """Log what is not a plain outage (and say so); scripts gone reset the link."""

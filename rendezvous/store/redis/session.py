@@ -1,7 +1,7 @@
 """A session of this daemon on the Redis store, what it owns, and how it is answered.
 
-Every part of the store answers a request through the session's `Slot`, so answers
-leave in request order whatever order Redis replies in.
+Every part of the store answers a request through the `ReplyPlace` it reserved in the
+session's `Replies`, so answers leave in request order whatever order Redis replies in.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from rendezvous.model import Peer, Refused, Registration, Status
 from rendezvous.registry import Session
 from rendezvous.store.base import Client
-from rendezvous.store.redis.replies import Replies, Slot
+from rendezvous.store.redis.replies import Replies, ReplyPlace
 
 UNREACHABLE = "registry store (redis) unreachable"
 
@@ -61,15 +61,15 @@ def holds(session: RedisSession, key: bytes, seq: int) -> bool:
 
 
 def refuse(
-    session: RedisSession, slot: Slot, request_id: int | None, status: Status, text: str
+    session: RedisSession, place: ReplyPlace, request_id: int | None, status: Status, text: str
 ) -> None:
-    """Answer the request of ``slot`` with a refusal."""
+    """Answer the request of ``place`` with a refusal."""
     answer = client(session)
-    slot.fill(lambda: answer.refused(request_id, Refused(status, text)))
+    place.fill(lambda: answer.refused(request_id, Refused(status, text)))
 
 
 def nothing() -> None:
-    """The answer to a REGISTER or UNREGISTER done: nothing to tell, but its slot is
+    """The answer to a REGISTER or UNREGISTER done: nothing to tell, but its place is
     filled, so the answers after it may leave."""
 
 

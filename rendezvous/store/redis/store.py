@@ -157,12 +157,12 @@ class RedisStore:
         if self.failures.failed(failure, "removing a closed session's registrations"):
             self.recovery.prune_needed = True  # Redis refused (out of memory…): retried each tick
 
-    def forget_entry(self, session: RedisSession, slot_key: tuple[str, bytes]) -> None:
+    def forget_entry(self, session: RedisSession, entry_key: tuple[str, bytes]) -> None:
         """``session`` no longer holds this registration (removed, or lost to another)."""
-        if session.entries.pop(slot_key, None) is not None:
+        if session.entries.pop(entry_key, None) is not None:
             self.registration_count -= 1
             if session.identity is None:
-                own(session, slot_key[1], -1)
+                own(session, entry_key[1], -1)
 
     def _evicted(self, data: bytes) -> None:
         """A session of ours lost a registration to another session: forget it here too."""
@@ -174,10 +174,10 @@ class RedisStore:
         session = self.by_sid.get(eviction.session)
         if session is None:
             return
-        slot_key = (eviction.namespace, eviction.key)
-        held = session.entries.get(slot_key)
+        entry_key = (eviction.namespace, eviction.key)
+        held = session.entries.get(entry_key)
         if held is not None and held.seq < eviction.seq:  # not re-registered since
-            self.forget_entry(session, slot_key)
+            self.forget_entry(session, entry_key)
 
     # -- requests ---------------------------------------------------------------------
 
@@ -190,13 +190,13 @@ class RedisStore:
         self, session: Session, namespace: str, key: bytes, request_id: int | None
     ) -> None:
         assert isinstance(session, RedisSession)
-        slot = session.replies.reserve()
-        slot_key = (namespace, key)
+        place = session.replies.reserve()
+        entry_key = (namespace, key)
         identity = session.identity
-        if identity is not None and key != identity and slot_key not in session.entries:
+        if identity is not None and key != identity and entry_key not in session.entries:
             refuse(
                 session,
-                slot,
+                place,
                 request_id,
                 Status.NOT_AUTHORIZED,
                 "peer id differs from the authenticated one",
@@ -213,13 +213,13 @@ class RedisStore:
 
         def done(reply: list[bytes]) -> None:
             if reply[0] != b"OK":
-                self.failures.refused_by_script(session, slot, request_id, reply)
+                self.failures.refused_by_script(session, place, request_id, reply)
                 return
             if reply[1] == b"1":
-                self.forget_entry(session, slot_key)
-            slot.fill(nothing)
+                self.forget_entry(session, entry_key)
+            place.fill(nothing)
 
-        d.addCallbacks(done, partial(self.failures.request_failed, session, slot, request_id))
+        d.addCallbacks(done, partial(self.failures.request_failed, session, place, request_id))
 
     def subscribe(self, session: Session, namespace: str, request_id: int | None) -> None:
         self.subscriptions.subscribe(session, namespace, request_id)

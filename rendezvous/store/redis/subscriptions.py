@@ -21,7 +21,7 @@ from rendezvous.model import Status
 from rendezvous.registry import Session
 from rendezvous.store.redis import scripts
 from rendezvous.store.redis.mirror import Mirror, Push
-from rendezvous.store.redis.replies import Slot
+from rendezvous.store.redis.replies import ReplyPlace
 from rendezvous.store.redis.session import UNREACHABLE, RedisSession, client, holds, refuse
 from rendezvous.store.redis.wire import BadData, parse_published, registration
 
@@ -36,7 +36,7 @@ class WatchedNamespace(Mirror[RedisSession]):
 
     def __init__(self, name: str) -> None:
         super().__init__(name)
-        self.waiting: list[tuple[RedisSession, Slot]] = []
+        self.waiting: list[tuple[RedisSession, ReplyPlace]] = []
         self.timer: IDelayedCall | None = None
         """Ends the grace period of doubtful registrations."""
 
@@ -57,20 +57,20 @@ class Subscriptions:
 
     def subscribe(self, session: Session, namespace: str, request_id: int | None) -> None:
         assert isinstance(session, RedisSession)
-        slot = session.replies.reserve()
+        place = session.replies.reserve()
         if namespace not in session.subscriptions and (
             len(session.subscriptions) >= self.store.limits.max_subscriptions_per_session
         ):
             refuse(
                 session,
-                slot,
+                place,
                 request_id,
                 Status.LIMIT_EXCEEDED,
                 "too many subscriptions in this session",
             )
             return
         if not self.link.up:
-            refuse(session, slot, request_id, Status.UNAVAILABLE, UNREACHABLE)
+            refuse(session, place, request_id, Status.UNAVAILABLE, UNREACHABLE)
             return
         state = self.namespaces.get(namespace)
         if state is None:
@@ -78,7 +78,7 @@ class Subscriptions:
             self._sync(state)
         if namespace not in session.subscriptions:
             session.subscriptions.append(namespace)
-        state.waiting.append((session, slot))
+        state.waiting.append((session, place))
         if state.synced:
             self._release(state)
 
@@ -88,7 +88,7 @@ class Subscriptions:
             state = self.namespaces.get(name)
             if state is not None:
                 state.subscribers.pop(session, None)
-                state.waiting = [(s, slot) for s, slot in state.waiting if s is not session]
+                state.waiting = [(s, place) for s, place in state.waiting if s is not session]
                 self._forget_if_unwatched(state)
         session.subscriptions.clear()
 
@@ -177,8 +177,8 @@ class Subscriptions:
 
     def _release(self, state: WatchedNamespace) -> None:
         waiting, state.waiting = state.waiting, []
-        for session, slot in waiting:
-            slot.fill(partial(self._deliver_snapshot, state, session))
+        for session, place in waiting:
+            place.fill(partial(self._deliver_snapshot, state, session))
 
     def _deliver_snapshot(self, state: WatchedNamespace, session: RedisSession) -> None:
         if not session.open or state.name not in session.subscriptions:
@@ -188,10 +188,10 @@ class Subscriptions:
 
     def _refuse_waiting(self, state: WatchedNamespace) -> None:
         waiting, state.waiting = state.waiting, []
-        for session, slot in waiting:
+        for session, place in waiting:
             if session not in state.subscribers and state.name in session.subscriptions:
                 session.subscriptions.remove(state.name)
-            refuse(session, slot, None, Status.UNAVAILABLE, UNREACHABLE)
+            refuse(session, place, None, Status.UNAVAILABLE, UNREACHABLE)
 
     def _forget_if_unwatched(self, state: WatchedNamespace) -> None:
         unwatched = not state.subscribers and not state.waiting
