@@ -181,7 +181,7 @@ class MirrorTests(TestCase):
     def published(self, seq: int, change: str, reg: Registration) -> Published:
         return Published(seq, Change(change), reg.peer.key, reg)
 
-    def test_resync_diff_and_doubts(self) -> None:
+    def test_resync_diff_and_unconfirmed(self) -> None:
         a, b = self.A, self.B
         mirror: Mirror[str] = Mirror("ns")
         mirror.begin_sync()
@@ -200,8 +200,8 @@ class MirrorTests(TestCase):
             [(Change.UNREGISTER, a), (Change.REGISTER, moved)],
         )
         mirror.begin_sync()
-        self.assertEqual(mirror.synced_with(0, {}), [])  # Redis lost it: doubtful
-        self.assertEqual(list(mirror.doubtful), [b.peer.key])
+        self.assertEqual(mirror.synced_with(0, {}), [])  # Redis lost it: unconfirmed
+        self.assertEqual(list(mirror.unconfirmed), [b.peer.key])
         self.assertEqual([p.change for _, p, *_ in mirror.settle()], [Change.UNREGISTER])
         self.assertEqual(mirror.snapshot({}), [])
 

@@ -369,7 +369,7 @@ class FailoverResyncTests(TestCase):
     A = Registration("ns", peer("A", tcp_addr(1)))
     B = Registration("ns", peer("B", tcp_addr(2)))
 
-    def test_a_failover_doubts_what_is_missing(self) -> None:
+    def test_a_failover_leaves_what_is_missing_unconfirmed(self) -> None:
         """After a failover the sequence may have moved on although the replica lacks
         the last changes: what is missing waits for its daemon's re-assertion."""
         a, b = self.A, self.B
@@ -379,7 +379,7 @@ class FailoverResyncTests(TestCase):
         mirror.subscribers["s"] = None
         mirror.begin_sync()
         self.assertEqual(mirror.synced_with(9, {a.peer.key: a}, forgotten=True), [])
-        self.assertEqual(list(mirror.doubtful), [b.peer.key])
+        self.assertEqual(list(mirror.unconfirmed), [b.peer.key])
         self.assertEqual(mirror.snapshot({}), [a, b])
         gone = mirror.settle()
         self.assertEqual(
@@ -418,7 +418,7 @@ class FailoverStoreTests(StoreTestCase):
         self.store = RedisStore(self.link, self.clock, lease=10.0)  # type: ignore[arg-type]
         self.recover(0)
 
-    def test_a_new_master_doubts_what_it_lacks(self) -> None:
+    def test_a_new_master_leaves_what_it_lacks_unconfirmed(self) -> None:
         _, client = self.subscribed(10, A, B)
         self.link.on_down()
         self.link.server = "10.0.0.2:6379"  # the promoted replica lacks B, seq moved on

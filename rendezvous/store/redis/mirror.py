@@ -29,13 +29,13 @@ class Mirror(Generic[S]):
 
     __slots__ = (
         "buffer",
-        "doubtful",
         "generation",
         "name",
         "registrations",
         "seq",
         "subscribers",
         "synced",
+        "unconfirmed",
     )
 
     def __init__(self, name: str) -> None:
@@ -47,7 +47,7 @@ class Mirror(Generic[S]):
         self.buffer: list[Published] = []
         self.generation = 0
         """Counts snapshot reads, so that the answer to a superseded one is ignored."""
-        self.doubtful: dict[bytes, Registration] = {}
+        self.unconfirmed: dict[bytes, Registration] = {}
         """Told to subscribers, then missing from a Redis that lost its data: gone unless
         their daemon re-asserts them before `settle`."""
 
@@ -71,29 +71,29 @@ class Mirror(Generic[S]):
         """The snapshot came: what subscribers missed, then what waited in the buffer.
 
         A sequence gone backwards means Redis restarted without its data while the live
-        daemons re-assert theirs: registrations missing from it become doubtful. So do
-        they when the caller says the server may have ``forgotten`` some (a failover to a
-        replica that had not received the last changes).
+        daemons re-assert theirs: registrations missing from it become unconfirmed. So
+        do they when the caller says the server may have ``forgotten`` some (a failover
+        to a replica that had not received the last changes).
         """
         forgotten = forgotten or seq < self.seq
         changes: list[Push] = []
-        doubtful: dict[bytes, Registration] = {}
+        unconfirmed: dict[bytes, Registration] = {}
         if self.subscribers:  # what they were told may be stale: bring them up to date
             old = self.registrations
             for key, gone in old.items():
                 if key in fresh:
                     continue
                 if forgotten:
-                    doubtful[key] = gone
+                    unconfirmed[key] = gone
                 else:
                     changes.append((key, Announcement(Change.UNREGISTER, gone), "", NOW))
             for key, now in fresh.items():
                 before = old.get(key)
                 if before is None or entry_bytes(before) != entry_bytes(now):
                     changes.append((key, Announcement(Change.REGISTER, now), "", NOW))
-        fresh.update(doubtful)
+        fresh.update(unconfirmed)
         self.registrations = fresh
-        self.doubtful = doubtful
+        self.unconfirmed = unconfirmed
         self.seq = seq
         self.synced = True
         buffered, self.buffer = self.buffer, []
@@ -103,11 +103,12 @@ class Mirror(Generic[S]):
 
     def settle(self) -> list[Push]:
         """The grace period is over: what was not re-asserted is gone."""
-        doubtful, self.doubtful = self.doubtful, {}
-        for key in doubtful:
+        unconfirmed, self.unconfirmed = self.unconfirmed, {}
+        for key in unconfirmed:
             self.registrations.pop(key, None)
         return [
-            (key, Announcement(Change.UNREGISTER, gone), "", NOW) for key, gone in doubtful.items()
+            (key, Announcement(Change.UNREGISTER, gone), "", NOW)
+            for key, gone in unconfirmed.items()
         ]
 
     def snapshot(self, own: dict[bytes, int]) -> list[Registration]:
@@ -119,10 +120,10 @@ class Mirror(Generic[S]):
             return []  # already in the snapshot
         self.seq = published.seq
         key, registration = published.key, published.registration
-        doubted = self.doubtful.pop(key, None)
+        before = self.unconfirmed.pop(key, None)
         if published.change is Change.REGISTER:
             self.registrations[key] = registration
-            if doubted is not None and entry_bytes(doubted) == entry_bytes(registration):
+            if before is not None and entry_bytes(before) == entry_bytes(registration):
                 return []  # re-asserted as it was: nothing to tell
         else:
             self.registrations.pop(key, None)

@@ -9,8 +9,8 @@ them), reads every watched namespace again after an outage, and only then is the
 store `ready <RedisStore.ready>`.
 
 After a Sentinel failover the new master may lack the last changes whatever its
-sequence number says: the resync doubts rather than denies what it misses, and a
-master behind a DISCOVER cookie this daemon gave gets a new cookie epoch.
+sequence number says: the resync holds what it misses unconfirmed rather than gone,
+and a master behind a DISCOVER cookie this daemon gave gets a new cookie epoch.
 """
 
 from __future__ import annotations
@@ -69,7 +69,8 @@ class Recovery:
         store = self.store
         if self.link.target.sentinels:
             # A failover (Sentinel named another master): the replica may lack the last
-            # changes, whatever its sequence number says; the resync must doubt, not deny.
+            # changes, whatever its sequence number says; the resync must hold what it
+            # misses unconfirmed, not announce it gone.
             server, self.server = self.server, self.link.server
             self.failover = server is not None and server != self.server
             if server != self.server:

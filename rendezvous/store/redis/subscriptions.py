@@ -6,7 +6,7 @@ two, and each announcement that changes it is pushed to the local subscribers bu
 session that made it and those that hold the peer id. Sessions that subscribed wait
 for the snapshot (their answers keep their place). After an outage every namespace is
 read again and the differences pushed; registrations a Redis without its data no longer
-holds are *doubtful* for one lease, the time their daemons take to re-assert them.
+holds are *unconfirmed* for one lease, the time their daemons take to re-assert them.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class WatchedNamespace(Mirror[RedisSession]):
         super().__init__(name)
         self.waiting: list[tuple[RedisSession, ReplyPlace]] = []
         self.timer: IDelayedCall | None = None
-        """Ends the grace period of doubtful registrations."""
+        """Ends the grace period of unconfirmed registrations."""
 
     def cancel_timer(self) -> None:
         if self.timer is not None and self.timer.active():
@@ -150,14 +150,15 @@ class Subscriptions:
         resync = bool(state.subscribers)
         state.cancel_timer()
         pushes = state.synced_with(int(reply[0]), fresh, forgotten=store.recovery.failover)
-        if resync and (pushes or state.doubtful):
+        if resync and (pushes or state.unconfirmed):
             store.log.info(
-                "resync of {namespace}: {count} changes missed, {doubtful} awaiting re-assertion",
+                "resync of {namespace}: {count} changes missed, {unconfirmed} awaiting "
+                "re-assertion",
                 namespace=state.name,
                 count=len(pushes),
-                doubtful=len(state.doubtful),
+                unconfirmed=len(state.unconfirmed),
             )
-        if state.doubtful:
+        if state.unconfirmed:
             state.timer = self.clock.callLater(store.lease, self._settle, state, generation)
         self._push(state, pushes)
         self._release(state)
