@@ -269,9 +269,9 @@ class ChangeIndexTests(SynchronousTestCase):
             index.drop(gone)
         run = index._signed
         assert run is not None
-        self.assertEqual((len(run.slots), run.dead), (20_000, 8_000))
+        self.assertEqual((len(run.registrations), run.dead), (20_000, 8_000))
         index.take(999, 10, True)  # walks over them once, and compacts what it walked
-        self.assertEqual((len(run.slots), run.dead), (12_000, 0))
+        self.assertEqual((len(run.registrations), run.dead), (12_000, 0))
         for after in (0, 999, 5_000, 15_000):
             index.checks = 0
             found = index.take(after, 10, True)
@@ -292,7 +292,7 @@ class ChangeIndexTests(SynchronousTestCase):
         self.assertEqual(index.checks, 5 + COMPACT_AFTER)
         run = index._signed
         assert run is not None
-        self.assertEqual((len(run.slots), run.dead), (1_000, COMPACT_AFTER))
+        self.assertEqual((len(run.registrations), run.dead), (1_000, COMPACT_AFTER))
 
     def test_dead_are_swept_out(self) -> None:
         index = Index()
@@ -303,9 +303,9 @@ class ChangeIndexTests(SynchronousTestCase):
             index.drop(gone)
             for run in (index._signed, index._unsigned):
                 assert run is not None
-                dead = sum(r.seq not in index.live for r in run.slots)
+                dead = sum(r.seq not in index.live for r in run.registrations)
                 self.assertEqual(run.dead, dead)
-                self.assertLessEqual(dead * 2, len(run.slots))
+                self.assertLessEqual(dead * 2, len(run.registrations))
         self.assertEqual(index.take(0, 100, False), held[270:])
         self.assertEqual(index.take(0, 100, True), [r for r in held[270:] if r.seq % 3])
         for gone in held[270:]:

@@ -27,10 +27,10 @@ COMPACT_AFTER = 64
 class Run:
     """One list of registrations in increasing seq, and how many of them are dead."""
 
-    __slots__ = ("dead", "slots")
+    __slots__ = ("dead", "registrations")
 
-    def __init__(self, slots: list[Registration]) -> None:
-        self.slots = slots
+    def __init__(self, registrations: list[Registration]) -> None:
+        self.registrations = registrations
         self.dead = 0
 
 
@@ -58,11 +58,11 @@ class Changes:
             if self._unsigned is None:
                 self._unsigned = Run([registration])
             else:
-                self._unsigned.slots.append(registration)
+                self._unsigned.registrations.append(registration)
         elif self._signed is None:
             self._signed = Run([registration])
         else:
-            self._signed.slots.append(registration)
+            self._signed.registrations.append(registration)
 
     def discard(self, registration: Registration) -> None:
         """``registration``, added earlier, is no longer held (call once `alive` says so)."""
@@ -70,11 +70,11 @@ class Changes:
         run = self._signed if signed else self._unsigned
         assert run is not None
         run.dead += 1
-        if run.dead * 2 > len(run.slots):
+        if run.dead * 2 > len(run.registrations):
             alive = self.alive
-            run.slots = [r for r in run.slots if alive(r)]
+            run.registrations = [r for r in run.registrations if alive(r)]
             run.dead = 0
-            if not run.slots:
+            if not run.registrations:
                 if signed:
                     self._signed = None
                 else:
@@ -99,17 +99,17 @@ class Changes:
             self.add(registration)
 
     def _read(self, run: Run, after: int, limit: int) -> list[Registration]:
-        slots, alive = run.slots, self.alive
-        start = i = bisect_right(slots, after, key=seq_of)
-        end = len(slots)
+        registrations, alive = run.registrations, self.alive
+        start = i = bisect_right(registrations, after, key=seq_of)
+        end = len(registrations)
         found: list[Registration] = []
         while i < end and len(found) < limit:
-            registration = slots[i]
+            registration = registrations[i]
             i += 1
             if alive(registration):
                 found.append(registration)
         skipped = i - start - len(found)
         if skipped > COMPACT_AFTER:
-            slots[start:i] = found
+            registrations[start:i] = found
             run.dead -= skipped
         return found
