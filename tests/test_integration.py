@@ -298,7 +298,7 @@ class NoDelayTests(DaemonTestCase):
         yield client.register("ns", peer_id("A"))
         held = daemon.store.registry._namespaces["ns"].registrations  # type: ignore[attr-defined]
         [(_, session)] = held.values()
-        carrier = session.subscriber.channel._carrier
+        carrier = session.subscriber.output._carrier
         self.assertTrue(carrier.transport.getTcpNoDelay())
 
 

@@ -146,7 +146,7 @@ class EntryCacheTests(SynchronousTestCase):
         self.assertEqual(summary(self.codec.parse(frame, cache)), summary(self.codec.parse(frame)))
 
 
-class Channel:
+class Output:
     def __init__(self) -> None:
         self.sent: list[bytes] = []
 
@@ -167,7 +167,7 @@ class SessionCacheTests(SynchronousTestCase):
 
     def test_only_sessions_that_register_again_keep_a_cache(self) -> None:
         """A session's first registration makes no cache (idle sessions stay small)."""
-        session = self.dialect.session(Channel(), "test")
+        session = self.dialect.session(Output(), "test")
         self.assertTrue(session.start())
         frame = encode_uvarint(len(layout(GOOD[:1]))) + layout(GOOD[:1])
         session.feed(frame)
@@ -186,7 +186,7 @@ class SessionCacheTests(SynchronousTestCase):
         dialect = LiveDialect(
             store, LiveCodec(LIMITS), Metrics(store.stats), LogLimiter(lambda: 0.0)
         )
-        session = dialect.session(Channel(), "test")
+        session = dialect.session(Output(), "test")
         self.assertTrue(session.start())
         frame = encode_uvarint(len(layout(GOOD[:1]))) + layout(GOOD[:1])
         session.feed(frame)
@@ -197,15 +197,15 @@ class SessionCacheTests(SynchronousTestCase):
 
     def test_cached_registers_still_meet_the_registry(self) -> None:
         """Ownership is the registry's: a cached entry of another session's id is refused."""
-        channels = [Channel(), Channel()]
-        first, second = (self.dialect.session(c, f"s{n}") for n, c in enumerate(channels))
+        outputs = [Output(), Output()]
+        first, second = (self.dialect.session(c, f"s{n}") for n, c in enumerate(outputs))
         self.assertTrue(first.start() and second.start())
         body = layout(GOOD[:1])
         frame = encode_uvarint(len(body)) + body
         first.feed(frame * 3)
         second.feed(frame * 3)
-        self.assertEqual(channels[0].sent, [])
-        errors = [unframe_all(data)[0] for data in channels[1].sent]
+        self.assertEqual(outputs[0].sent, [])
+        errors = [unframe_all(data)[0] for data in outputs[1].sent]
         self.assertEqual(len(errors), 3)
         for error in errors:
             self.assertEqual(error.type, Message.ERROR)

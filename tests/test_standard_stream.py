@@ -306,7 +306,7 @@ class StandardStreamTests(SynchronousTestCase):
         )
 
 
-class FakeChannel:
+class FakeOutput:
     def __init__(self) -> None:
         self.sent: list[bytes] = []
         self.finished = False
@@ -331,14 +331,14 @@ class SessionFuzzTests(SynchronousTestCase):
         limits = Limits(max_frame_bytes=256)
         store = MemoryStore(limits, clock)
         dialect = StandardDialect(store, StandardCodec(limits), clock, LogLimiter(clock.seconds))
-        channel = FakeChannel()
-        session = dialect.session(channel, "fuzz", SERVER_KEY.peer_id(), FakeChannel())
+        output = FakeOutput()
+        session = dialect.session(output, "fuzz", SERVER_KEY.peer_id(), FakeOutput())
         self.assertTrue(session.start())
         for piece in pieces:
             session.feed(piece)
         session.input_ended()
-        self.assertTrue(channel.aborted or channel.finished or session._pending == {})
-        for data in channel.sent:
+        self.assertTrue(output.aborted or output.finished or session._pending == {})
+        for data in output.sent:
             parse(data)
         session.end()
         self.assertEqual(store.stats().sessions, 0)
@@ -389,13 +389,13 @@ class AgentLayoutTests(SynchronousTestCase):
             LogLimiter(self.clock.seconds),
             ask_agent=ask,
         )
-        self.connection = FakeChannel()  # any object stands for the connection
+        self.connection = FakeOutput()  # any object stands for the connection
 
-    def stream(self) -> tuple[object, FakeChannel]:
-        channel = FakeChannel()
-        session = self.dialect.session(channel, "t", SERVER_KEY.peer_id(), self.connection)
+    def stream(self) -> tuple[object, FakeOutput]:
+        output = FakeOutput()
+        session = self.dialect.session(output, "t", SERVER_KEY.peer_id(), self.connection)
         self.assertTrue(session.start())
-        return session, channel
+        return session, output
 
     def old_discover(self) -> bytes:
         payload = OldMessage(type=OldMessage.DISCOVER, discover=OldMessage.Discover(ns="app"))
@@ -403,32 +403,32 @@ class AgentLayoutTests(SynchronousTestCase):
         return encode_uvarint(len(data)) + data
 
     def test_py_libp2p_is_answered_in_the_prespec_layout(self) -> None:
-        session, channel = self.stream()
+        session, output = self.stream()
         session.feed(self.old_discover() + self.old_discover())  # type: ignore[attr-defined]
         session.input_ended()  # type: ignore[attr-defined]
-        self.assertEqual((channel.sent, channel.finished), ([], False))  # held while asked
+        self.assertEqual((output.sent, output.finished), ([], False))  # held while asked
         ((_, asked),) = self.asked
         asked.callback("py-libp2p/0.8.1")
-        self.assertEqual(len(channel.sent), 2)
-        for data in channel.sent:
+        self.assertEqual(len(output.sent), 2)
+        for data in output.sent:
             (payload,) = frames(data)
             answer = OldMessage()
             answer.ParseFromString(payload)
             self.assertEqual(answer.type, OldMessage.DISCOVER_RESPONSE)
-        self.assertTrue(channel.finished)
+        self.assertTrue(output.finished)
         # the connection's next stream is answered at once, without asking again
-        later, later_channel = self.stream()
+        later, later_output = self.stream()
         later.feed(self.old_discover())  # type: ignore[attr-defined]
-        self.assertEqual(len(later_channel.sent), 1)
+        self.assertEqual(len(later_output.sent), 1)
         self.assertEqual(len(self.asked), 1)
 
     def test_others_and_silence_get_the_spec_layout(self) -> None:
-        session, channel = self.stream()
+        session, output = self.stream()
         spec_discover = discover("app")
         session.feed(encode_uvarint(len(spec_discover)) + spec_discover)  # type: ignore[attr-defined]
         ((_, asked),) = self.asked
         asked.callback("js-libp2p/3.3.11")
-        (answer,) = parse(channel.sent[0])
+        (answer,) = parse(output.sent[0])
         self.assertEqual(answer.type, Message.DISCOVER_RESPONSE)
         other = StandardDialect(
             self.store,
@@ -437,16 +437,16 @@ class AgentLayoutTests(SynchronousTestCase):
             LogLimiter(self.clock.seconds),
             ask_agent=lambda connection: Deferred(),
         )
-        quiet_channel = FakeChannel()
-        quiet = other.session(quiet_channel, "q", SERVER_KEY.peer_id(), FakeChannel())
+        quiet_output = FakeOutput()
+        quiet = other.session(quiet_output, "q", SERVER_KEY.peer_id(), FakeOutput())
         quiet.start()
         quiet.feed(encode_uvarint(len(spec_discover)) + spec_discover)
         self.clock.advance(AGENT_TIMEOUT)
-        (answer,) = parse(quiet_channel.sent[0])
+        (answer,) = parse(quiet_output.sent[0])
         self.assertEqual(answer.discoverResponse.status, Message.OK)
 
     def test_a_register_tells_without_asking(self) -> None:
-        session, channel = self.stream()
+        session, output = self.stream()
         register = OldMessage(type=OldMessage.REGISTER)
         register.register.ns = "app"
         register.register.peer.id = SERVER_KEY.peer_id()
@@ -454,7 +454,7 @@ class AgentLayoutTests(SynchronousTestCase):
         data = register.SerializeToString()
         session.feed(encode_uvarint(len(data)) + data + self.old_discover())  # type: ignore[attr-defined]
         self.assertEqual(self.asked, [])
-        self.assertEqual(len(channel.sent), 2)
+        self.assertEqual(len(output.sent), 2)
 
     def test_layout_for_agent(self) -> None:
         self.assertIs(layout_for_agent("py-libp2p/unknown"), Layout.PRESPEC)

@@ -493,7 +493,7 @@ class RestartTests(TestCase):
         self.assertEqual(reactor.getDelayedCalls(), [])
 
 
-class _RecordingChannel:
+class _RecordingOutput:
     def __init__(self) -> None:
         self.sent: list[bytes] = []
         self.closed_with: list[bytes | None] = []
@@ -516,18 +516,18 @@ class WorkerSessionTests(TestCase):
         dialect = LiveDialect(
             worker.store, LiveCodec(limits), Metrics(worker.store.stats), LogLimiter(clock.seconds)
         )
-        channel = _RecordingChannel()
-        session = dialect.session(channel, "test")
+        output = _RecordingOutput()
+        session = dialect.session(output, "test")
         self.assertTrue(session.start())  # the worker's own share admits it
         clock.advance(0)
         self.assertTrue(session.closed)
-        (last,) = channel.closed_with
+        (last,) = output.closed_with
         assert last is not None
         (message,) = unframe_all(last)
         self.assertEqual(message.error.status, Status.UNAVAILABLE)
         self.assertEqual(worker.store.sessions, {})
         session.drop(Refused(Status.UNAVAILABLE, "again"))  # already closed: nothing more
-        self.assertEqual(len(channel.closed_with), 1)
+        self.assertEqual(len(output.closed_with), 1)
 
     def test_records_the_schema_does_not_allow_from_the_hub_break_the_channel(self) -> None:
         bad = [

@@ -52,7 +52,7 @@ _GONE = _Gone()
 
 
 class Outbound:
-    """A `rendezvous.live.session.Channel` over a `Carrier`."""
+    """A `rendezvous.live.session.LiveOutput` over a `Carrier`."""
 
     __slots__ = (
         "_abort",

@@ -1,7 +1,7 @@
 """One live-dialect session as pure logic: bytes in, requests to the store, frames out.
 
 The same class serves a raw stream (TCP, TLS, UNIX) and a libp2p stream; what carries
-its bytes is a `Channel`.
+its frames to the client is its output, a `LiveOutput`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from rendezvous.store.base import Store
 _REGISTER = Change.REGISTER
 
 
-class Channel(Protocol):
-    """What carries a session's outgoing bytes."""
+class LiveOutput(Protocol):
+    """A live session's output: what carries its frames to the client."""
 
     def send(self, data: bytes) -> bool:
         """Queue ``data``; False when the unsent bytes would pass the bound (nothing queued)."""
@@ -46,9 +46,9 @@ class LiveDialect:
         """The sessions open now, to be told when the server goes away."""
 
     def session(
-        self, channel: Channel, label: object, identity: bytes | None = None
+        self, output: LiveOutput, label: object, identity: bytes | None = None
     ) -> LiveSession:
-        return LiveSession(self, channel, label, identity)
+        return LiveSession(self, output, label, identity)
 
     def log_refusal(self, label: object, refusal: Refused, identity: bytes | None = None) -> None:
         self.metrics.refused(refusal.status.name.lower())
@@ -65,7 +65,7 @@ class LiveDialect:
             # would otherwise reach the others before their goodbye.
             session.closed = True
         for session in sessions:
-            session.channel.close(frame)
+            session.output.close(frame)
             session.end()
         return len(sessions)
 
@@ -78,18 +78,18 @@ class LiveSession:
         "_entries",
         "_registered",
         "_session",
-        "channel",
         "closed",
         "dialect",
         "identity",
         "label",
+        "output",
     )
 
     def __init__(
-        self, dialect: LiveDialect, channel: Channel, label: object, identity: bytes | None
+        self, dialect: LiveDialect, output: LiveOutput, label: object, identity: bytes | None
     ) -> None:
         self.dialect = dialect
-        self.channel = channel
+        self.output = output
         self.label = label
         """Names the client in logs, as its ``str``."""
         self.identity = identity
@@ -169,7 +169,7 @@ class LiveSession:
         frame = announcement.encoded
         if frame is None:
             frame = self.dialect.codec.announcement_frame(announcement)
-        if self.channel.send(frame):
+        if self.output.send(frame):
             # `Change.value` is a Python-level property: identity is much cheaper.
             change = "register" if announcement.change is _REGISTER else "unregister"
             self.dialect.metrics.sent[change] += 1
@@ -189,7 +189,7 @@ class LiveSession:
             return
         self.dialect.log_refusal(self.label, refusal, self.identity)
         frame = self.dialect.codec.error_frame(refusal.status, refusal.text, request_id)
-        if self.channel.send(frame):
+        if self.output.send(frame):
             self.dialect.metrics.sent["error"] += 1
         else:
             self._drop_slow()
@@ -202,7 +202,7 @@ class LiveSession:
         codec = self.dialect.codec
         sent = self.dialect.metrics.sent
         for frame in codec.registrations_frames(registrations, request_id, empty=empty):
-            if not self.channel.send(frame):
+            if not self.output.send(frame):
                 self._drop_slow()
                 return
             sent["register"] += 1
@@ -211,7 +211,7 @@ class LiveSession:
         """The server is going away: send ``frame`` (its ERROR) after what is pending
         and close."""
         if not self.closed:
-            self.channel.close(frame)
+            self.output.close(frame)
             self.end()
 
     def drop(self, refusal: Refused) -> None:
@@ -229,5 +229,5 @@ class LiveSession:
     ) -> None:
         self.dialect.log_refusal(self.label, refusal, self.identity)
         frame = self.dialect.codec.error_frame(refusal.status, refusal.text, request_id)
-        self.channel.close(frame, discard_pending=discard_pending)
+        self.output.close(frame, discard_pending=discard_pending)
         self.end()

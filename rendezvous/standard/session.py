@@ -35,8 +35,8 @@ from rendezvous.standard.cookie import decode_cookie, encode_cookie
 from rendezvous.store.base import Store
 
 
-class Channel(Protocol):
-    """What carries a stream's answers."""
+class StandardOutput(Protocol):
+    """A standard-dialect session's output: what carries its answers to the client."""
 
     def send(self, data: bytes) -> None: ...
 
@@ -100,10 +100,10 @@ class StandardDialect:
         return shared or self._epoch
 
     def session(
-        self, channel: Channel, label: str, identity: bytes, connection: object
+        self, output: StandardOutput, label: str, identity: bytes, connection: object
     ) -> StandardSession:
         layout = Layout.PRESPEC if connection in self.prespec else None
-        return StandardSession(self, channel, label, identity, connection, layout)
+        return StandardSession(self, output, label, identity, connection, layout)
 
     def layout_of(self, connection: object) -> Deferred[Layout]:
         """The layout the peer of ``connection`` reads, from its agent version (asked
@@ -139,14 +139,14 @@ class StandardSession:
     def __init__(
         self,
         dialect: StandardDialect,
-        channel: Channel,
+        output: StandardOutput,
         label: str,
         identity: bytes,
         connection: object,
         layout: Layout | None,
     ) -> None:
         self.dialect = dialect
-        self.channel = channel
+        self.output = output
         self.label = label
         self.identity = identity
         self.connection = connection
@@ -287,7 +287,7 @@ class StandardSession:
                 self._internal_error()
         self._finish_if_done()
 
-    # -- TTLClient: answers from the store ---------------------------
+    # -- TTLClient: answers from the store --------------------------------
 
     def registered(self, request_id: int | None, registration: Registration) -> None:
         answer = self._answer(request_id)
@@ -338,12 +338,12 @@ class StandardSession:
 
     def _send(self, data: bytes) -> None:
         if not self.closed:
-            self.channel.send(frame(data))
+            self.output.send(frame(data))
             self._finish_if_done()
 
     def _finish_if_done(self) -> None:
         if self._input_ended and not self._pending and self._held is None and not self.closed:
-            self.channel.finish()
+            self.output.finish()
 
     def _internal_error(self) -> None:
         """Answer the request that failed (the latest) with E_INTERNAL_ERROR."""
@@ -355,7 +355,7 @@ class StandardSession:
 
     def _abort(self, refusal: Refused) -> None:
         self.dialect.log_refusal(self.label, refusal, self.identity)
-        self.channel.abort()
+        self.output.abort()
         self.end()
 
 

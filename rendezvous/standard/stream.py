@@ -22,7 +22,7 @@ CANVAS_PROTOCOL_ID: Final = "/canvas/rendezvous/1.0.0"
 
 
 class StandardStream(StreamProtocol):
-    """One stream of standard-dialect requests; the session's `Channel`."""
+    """One stream of standard-dialect requests; the session's `StandardOutput`."""
 
     log = Logger()
 
@@ -63,7 +63,7 @@ class StandardStream(StreamProtocol):
         if self.stream is not None:
             self.stream.resume_reading()
 
-    # -- Channel ------------------------------------------------------------
+    # -- StandardOutput -----------------------------------------------------
 
     def send(self, data: bytes) -> None:
         assert self.stream is not None

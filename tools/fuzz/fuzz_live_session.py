@@ -34,7 +34,7 @@ LIMITS = Limits(
 )
 
 
-class _Channel:
+class _Output:
     def __init__(self) -> None:
         self.decoder = FrameDecoder(2 * 1024 * 1024)
         self.messages: list[Message] = []
@@ -71,15 +71,15 @@ def test_one_input(data: bytes) -> None:
     # One refusal logged per input: the rest are counted, as under a flood.
     limiter = LogLimiter(clock.seconds, burst=1, interval=1e9)
     dialect = LiveDialect(store, LiveCodec(LIMITS), METRICS, limiter)
-    watcher_channel = _Channel()
-    watcher = dialect.session(watcher_channel, "watcher")
+    watcher_output = _Output()
+    watcher = dialect.session(watcher_output, "watcher")
     assert watcher.start()
     for namespace in ("app", "a"):
         message = Message(type=Message.RENDEZVOUS)
         message.rendezvous.add(ns=namespace)
         watcher.feed(frame(message.SerializeToString()))
-    stranger_channel = _Channel()
-    stranger = dialect.session(stranger_channel, "stranger")
+    stranger_output = _Output()
+    stranger = dialect.session(stranger_output, "stranger")
     assert stranger.start()
     for piece in chunks(data):
         stranger.feed(piece)
@@ -91,7 +91,7 @@ def test_one_input(data: bytes) -> None:
     stranger.end()
     assert store.registry.registration_count == 0, "registrations outlived their session"
     registered: dict[tuple[str, str], int] = {}
-    for message in watcher_channel.messages:
+    for message in watcher_output.messages:
         if message.type == Message.REGISTER:
             for entry in message.register:
                 key = (entry.ns, entry.peer.id)
