@@ -297,9 +297,10 @@ class NoDelayTests(DaemonTestCase):
         client = yield self.client(self.target(daemon))
         yield client.register("ns", peer_id("A"))
         held = daemon.store.registry._namespaces["ns"].registrations  # type: ignore[attr-defined]
-        [(_, session)] = held.values()
-        carrier = session.subscriber.output._carrier
-        self.assertTrue(carrier.transport.getTcpNoDelay())
+        [registration] = held.values()
+        session = registration.holder
+        transport = session.subscriber.output._transport
+        self.assertTrue(transport.transport.getTcpNoDelay())
 
 
 class NoDelayUnitTests(TestCase):

@@ -15,7 +15,7 @@ from zope.interface import implementer
 
 from rendezvous.live.admission import TOO_MANY, AddressAdmission, is_loopback
 from rendezvous.live.flood import ListenerPause
-from rendezvous.live.outbound import Outbound
+from rendezvous.live.output import OutputQueue
 from rendezvous.live.peertls import PeerCertificates
 from rendezvous.live.session import LiveDialect, LiveSession
 from rendezvous.loglimit import log_refusal
@@ -47,7 +47,8 @@ def describe(address: IAddress) -> str:
 @implementer(IPushProducer, IHandshakeListener)
 class LiveProtocol(Protocol):
     """One client connection: bytes in to its `LiveSession`, frames out through an
-    `Outbound` that applies backpressure (the transport is its `Carrier`).
+    `OutputQueue` that applies backpressure (this protocol is its `OutputTransport`,
+    over the connection's transport).
 
     Over TLS the session starts once the handshake is done: a client that presented a
     libp2p certificate is then authenticated as its peer id (see
@@ -57,7 +58,7 @@ class LiveProtocol(Protocol):
 
     def __init__(self, dialect: LiveDialect, clock: IReactorTime, abort_after: float) -> None:
         self.dialect = dialect
-        self.outbound = Outbound(self, clock, dialect.codec.limits.max_pending_bytes, abort_after)
+        self.output = OutputQueue(self, clock, dialect.codec.limits.max_pending_bytes, abort_after)
         self.session: LiveSession | None = None
         self._socket: socket.socket | None = None
         self._address: str | None = None
@@ -117,7 +118,7 @@ class LiveProtocol(Protocol):
             event="session.opened",
             dialect="live",
         )
-        session = self.dialect.session(self.outbound, address, identity)
+        session = self.dialect.session(self.output, address, identity)
         if session.start():
             self.session = session
 
@@ -197,7 +198,7 @@ class LiveProtocol(Protocol):
             self.factory.admission.release(self._address)
             self._address = None
         self._socket = None
-        self.outbound.lost()
+        self.output.lost()
         if self.session is not None:
             self.session.end()
             self.session = None
@@ -212,7 +213,7 @@ class LiveProtocol(Protocol):
             dialect="live",
         )
 
-    # -- Carrier ------------------------------------------------------------
+    # -- OutputTransport: what the OutputQueue writes through -----------------
 
     def write(self, data: bytes) -> None:
         transport = self.transport
@@ -253,13 +254,13 @@ class LiveProtocol(Protocol):
     # -- IPushProducer: the transport's write buffer --------------------------
 
     def pauseProducing(self) -> None:
-        self.outbound.pause()
+        self.output.pause()
 
     def resumeProducing(self) -> None:
-        self.outbound.resume()
+        self.output.resume()
 
     def stopProducing(self) -> None:
-        self.outbound.lost()
+        self.output.lost()
 
 
 class LiveFactory(Factory):

@@ -13,7 +13,7 @@ from typing import Final
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from rendezvous.live.outbound import Outbound
+from rendezvous.live.output import OutputQueue
 from rendezvous.live.session import LiveDialect, LiveSession
 from rendezvous.p2p.stream import Stream, StreamProtocol
 from rendezvous.peerid import peer_id_to_text
@@ -22,15 +22,15 @@ PROTOCOL_ID: Final = "/rendezvous/live/1.0.0"
 
 
 class LiveStream(StreamProtocol):
-    """One client's live session on one long-lived stream; output goes through an
-    `Outbound` whose `Carrier` is the stream."""
+    """One client's live session on one long-lived stream; its output goes through an
+    `OutputQueue` whose `OutputTransport` is the stream."""
 
     log = Logger()
 
     def __init__(self, dialect: LiveDialect, clock: IReactorTime, abort_after: float) -> None:
         self.dialect = dialect
         self.label = "p2p ?"
-        self.outbound = Outbound(self, clock, dialect.codec.limits.max_pending_bytes, abort_after)
+        self.output = OutputQueue(self, clock, dialect.codec.limits.max_pending_bytes, abort_after)
         self.session: LiveSession | None = None
 
     def stream_started(self, stream: Stream) -> None:
@@ -44,7 +44,7 @@ class LiveStream(StreamProtocol):
             dialect="live",
             peer_id=peer_id,
         )
-        session = self.dialect.session(self.outbound, self.label, stream.remote_peer_id)
+        session = self.dialect.session(self.output, self.label, stream.remote_peer_id)
         if session.start():
             self.session = session
 
@@ -55,10 +55,10 @@ class LiveStream(StreamProtocol):
     def end_received(self) -> None:
         """The client half-closed: its session ends, and so does our side."""
         self._end_session()
-        self.outbound.close()
+        self.output.close()
 
     def stream_closed(self, reason: str | None) -> None:
-        self.outbound.lost()
+        self.output.lost()
         self._end_session()
         self.log.debug(
             "session closed: {peer} ({reason})",
@@ -73,7 +73,7 @@ class LiveStream(StreamProtocol):
         if session is not None:
             session.end()
 
-    # -- Carrier ------------------------------------------------------------
+    # -- OutputTransport: what the OutputQueue writes through -----------------
 
     def write(self, data: bytes) -> None:
         assert self.stream is not None
@@ -106,10 +106,10 @@ class LiveStream(StreamProtocol):
     # -- backpressure from the stream ----------------------------------------
 
     def pause_writing(self) -> None:
-        self.outbound.pause()
+        self.output.pause()
 
     def resume_writing(self) -> None:
-        self.outbound.resume()
+        self.output.resume()
 
 
 def live_stream_handler(

@@ -1,6 +1,6 @@
-"""A session's outgoing bytes with backpressure, whatever carries them.
+"""A live session's output with backpressure, whatever transport carries it.
 
-Writes go straight to the carrier until it pushes back; then they queue, up to a
+Writes go straight to the transport until it pushes back; then they queue, up to a
 bound, and the client's input is paused. Closing flushes (or discards) the queue,
 sends a last message and gives the client a grace period to read it before aborting.
 """
@@ -13,8 +13,10 @@ from typing import Protocol
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 
-class Carrier(Protocol):
-    """A byte stream to one client: a TCP/TLS/UNIX transport or a libp2p stream."""
+class OutputTransport(Protocol):
+    """What an `OutputQueue` writes to: a byte stream to one client, a TCP/TLS/UNIX
+    connection's transport or a libp2p stream (`LiveProtocol` and `LiveStream` adapt
+    theirs)."""
 
     def write(self, data: bytes) -> None: ...
 
@@ -30,7 +32,7 @@ class Carrier(Protocol):
 
 
 class _Gone:
-    """The carrier of a session whose connection is lost: writes go nowhere."""
+    """The transport of a session whose connection is lost: writes go nowhere."""
 
     def write(self, data: bytes) -> None:
         pass
@@ -51,14 +53,15 @@ class _Gone:
 _GONE = _Gone()
 
 
-class Outbound:
-    """A `rendezvous.live.session.LiveOutput` over a `Carrier`."""
+class OutputQueue:
+    """A `rendezvous.live.session.LiveOutput` over an `OutputTransport`: what is queued
+    for one client, within ``max_pending`` bytes."""
 
     __slots__ = (
         "_abort",
-        "_carrier",
         "_clock",
         "_queue",
+        "_transport",
         "abort_after",
         "closing",
         "max_pending",
@@ -67,16 +70,16 @@ class Outbound:
     )
 
     def __init__(
-        self, carrier: Carrier, clock: IReactorTime, max_pending: int, abort_after: float
+        self, transport: OutputTransport, clock: IReactorTime, max_pending: int, abort_after: float
     ) -> None:
-        self._carrier = carrier
+        self._transport = transport
         self._clock = clock
         self.max_pending = max_pending
         self.abort_after = abort_after
         self._queue: deque[bytes] | None = None
-        """Made when the carrier first pushes back: most sessions never need one."""
+        """Made when the transport first pushes back: most sessions never need one."""
         self.pending = 0
-        """Bytes queued here, not yet handed to the carrier."""
+        """Bytes queued here, not yet handed to the transport."""
         self.paused = False
         self.closing = False
         self._abort: IDelayedCall | None = None
@@ -85,7 +88,7 @@ class Outbound:
         if self.closing:
             return True
         if not self.paused:
-            self._carrier.write(data)
+            self._transport.write(data)
             return True
         if self.pending + len(data) > self.max_pending:
             return False
@@ -99,47 +102,47 @@ class Outbound:
         if self.closing:
             return
         self.closing = True
-        carrier = self._carrier
+        transport = self._transport
         queue, self._queue = self._queue, None
         if queue and not discard_pending:
             for data in queue:
-                carrier.write(data)
+                transport.write(data)
         self.pending = 0
         if last:
-            carrier.write(last)
-        if not carrier.finish():
+            transport.write(last)
+        if not transport.finish():
             self._abort = self._clock.callLater(self.abort_after, self._abort_now)
 
     def _abort_now(self) -> None:
         self._abort = None
-        self._carrier.abort()
+        self._transport.abort()
 
     def pause(self) -> None:
-        """The carrier pushes back: queue from now on, and stop reading the client."""
+        """The transport pushes back: queue from now on, and stop reading the client."""
         if not self.paused:
             self.paused = True
-            self._carrier.pause_reading()
+            self._transport.pause_reading()
 
     def resume(self) -> None:
-        """The carrier drained: flush the queue, then read the client again."""
+        """The transport drained: flush the queue, then read the client again."""
         if not self.paused or self.closing:
             return
         self.paused = False
-        carrier = self._carrier
+        transport = self._transport
         queue = self._queue
         while queue and not self.paused:
             data = queue.popleft()
             self.pending -= len(data)
-            carrier.write(data)
+            transport.write(data)
         if not self.paused:
-            carrier.resume_reading()
+            transport.resume_reading()
 
     def lost(self) -> None:
         """The connection is gone: drop what is queued, forget the abort, and let go
-        of the carrier (which holds us: no cycle is left for the garbage collector)."""
+        of the transport (which holds us: no cycle is left for the garbage collector)."""
         if self._abort is not None and self._abort.active():
             self._abort.cancel()
         self._abort = None
         self._queue = None
         self.pending = 0
-        self._carrier = _GONE
+        self._transport = _GONE
