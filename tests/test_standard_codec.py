@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from rendezvous.entry import entry_bytes
 from rendezvous.limits import Limits
 from rendezvous.model import Peer, Refused, Registration, Status
 from rendezvous.p2p.envelope import (
@@ -242,10 +243,35 @@ class OpenedRecordTests(SynchronousTestCase):
         _, first = self.codec.parse(register("app", signed), KEY.peer_id())
         _, again = self.codec.parse(register("other", signed), KEY.peer_id())
         assert isinstance(first, RegisterRequest) and isinstance(again, RegisterRequest)
-        self.assertEqual(again.peer, first.peer)
         self.assertEqual(again.namespace, "other")
-        # The registrations share the record's bytes.
-        self.assertIs(again.peer.signed_peer_record, first.peer.signed_peer_record)
+        # The registrations share the peer, and with it the record's bytes.
+        self.assertIs(again.peer, first.peer)
+
+    def test_a_signed_peer_is_read_from_its_record(self) -> None:
+        signed = record(KEY, tcp_addr(1), tcp_addr(2))
+        identity = KEY.peer_id()
+        _, request = self.codec.parse(register("app", signed), identity)
+        assert isinstance(request, RegisterRequest)
+        peer = request.peer
+        self.assertIs(peer.key, identity)  # the connection's bytes, not a copy of the record's
+        self.assertEqual(peer.id, KEY.peer_id_text())
+        self.assertEqual(peer.addrs, (tcp_addr(1), tcp_addr(2)))
+        self.assertEqual(peer, Peer(KEY.peer_id_text(), identity, peer.addrs, signed))
+        self.assertNotEqual(peer, Peer(KEY.peer_id_text(), identity, (tcp_addr(1),), signed))
+        # What a live subscriber is told of it: the same entry as an explicit peer's.
+        explicit = Peer(KEY.peer_id_text(), identity, (tcp_addr(1), tcp_addr(2)), signed)
+        self.assertEqual(
+            entry_bytes(Registration("app", peer)), entry_bytes(Registration("app", explicit))
+        )
+        # What the pre-spec layout sends of it: the addresses, read from the record.
+        old = OldMessage()
+        old.ParseFromString(
+            self.codec.discover_response(
+                Layout.PRESPEC, [Registration("app", peer, 1000.0, seq=1)], 900.0, 0, bytes
+            )
+        )
+        [entry] = old.discoverResponse.registrations
+        self.assertEqual((entry.peer.id, list(entry.peer.addrs)), (identity, list(peer.addrs)))
 
     def test_a_remembered_record_is_still_only_its_peers(self) -> None:
         signed = record()

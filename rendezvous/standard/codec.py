@@ -104,11 +104,9 @@ class StandardCodec:
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
-        self._opened: OrderedDict[bytes, tuple[bytes, tuple[bytes, ...], str, bytes]] = (
-            OrderedDict()
-        )
-        """Records that opened and passed every check: peer id, addresses, id as text, and
-        the record itself (which the registrations made from it then share)."""
+        self._opened: OrderedDict[bytes, Peer] = OrderedDict()
+        """Records that opened and passed every check, and their peer (which the
+        registrations made from the same bytes then share)."""
         self._register_responses: dict[tuple[Layout, int], bytes] = {}
 
     # -- decoding ---------------------------------------------------------
@@ -172,13 +170,12 @@ class StandardCodec:
         if len(record) > self.limits.max_signed_record_bytes:
             raise Refused(Status.INVALID_SIGNED_PEER_RECORD, "signed peer record too large")
         cache = self._opened
-        known = cache.get(record)
-        if known is not None:
+        peer = cache.get(record)
+        if peer is not None:
             cache.move_to_end(record)
-            peer_id, addrs, text, same = known
-            if peer_id != identity:
+            if peer.key != identity:
                 raise Refused(Status.NOT_AUTHORIZED, "signed peer record is another peer's")
-            return Peer(text, peer_id, addrs, same)
+            return peer
         try:
             opened, _ = open_peer_record(record, self.limits.max_addrs_per_peer)
         except InvalidEnvelope as e:
@@ -186,11 +183,12 @@ class StandardCodec:
         if opened.peer_id != identity:
             raise Refused(Status.NOT_AUTHORIZED, "signed peer record is another peer's")
         self._check_addrs(opened.addrs)
-        text = peer_id_to_text(opened.peer_id)
-        cache[record] = (opened.peer_id, opened.addrs, text, record)
+        # The id is the connection's bytes (equal to the record's), the text and the
+        # addresses are read from the record when asked: a registration keeps no copies.
+        peer = cache[record] = Peer.from_record(identity, record)
         if len(cache) > OPENED_RECORDS:
             cache.popitem(last=False)
-        return Peer(text, opened.peer_id, opened.addrs, record)
+        return peer
 
     def _check_addrs(self, addrs: Sequence[bytes]) -> None:
         limits = self.limits
