@@ -110,6 +110,28 @@ class RegistryTTLTests(SynchronousTestCase):
         e = self.assertRaises(Refused, self.registry.register, raw, "app", peer("B"))
         self.assertEqual(e.status, Status.NOT_AUTHORIZED)
 
+    def test_who_holds_each_registration(self) -> None:
+        a = signed("A")
+        live_a = self.registry.open_session(Recorder(), a.key)
+        live = self.registry.register(live_a, "app", peer("A", tcp_addr(1)))
+        self.assertIs(live.holder, live_a)
+        again = self.registry.register(live_a, "app", peer("A", tcp_addr(2)))
+        self.assertIs(again.holder, live_a)
+        self.assertIsNone(live.holder)  # replaced: it refers to no session any more
+        ttl = self.registry.register_ttl(a.key, "app", a, 10.0)
+        self.assertIsNone(ttl.holder)
+        self.assertIsNone(again.holder)
+        back = self.registry.register(live_a, "app", peer("A", tcp_addr(3)))
+        self.registry.close_session(live_a)
+        self.assertIsNone(back.holder)
+
+    def test_equal_expiries_end_in_order_of_registration(self) -> None:
+        registry = Registry()
+        peers = [signed(name) for name in "CAB"]
+        made = [registry.register_ttl(p.key, "app", p, 10.0) for p in peers]
+        self.assertEqual(registry.next_expiry(), 10.0)
+        self.assertEqual(registry.expire(10.0), made)
+
     def test_discover_since_pages_in_order_of_change(self) -> None:
         peers = [signed(name) for name in "ABC"]
         for p in peers:

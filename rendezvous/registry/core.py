@@ -70,9 +70,9 @@ class Registry(Reads):
         self._owners.check(session, key)
         entry = self._namespaces.get(namespace)
         held = entry.registrations.get(key) if entry is not None else None
-        replacing = held is not None and held[1] is session
+        replacing = held is not None and held.holder is session
         if held is not None and not replacing:
-            self._owners.check_held(session, held[1])
+            self._owners.check_held(session, held.holder)
             self._detach(namespace, key, None)
             entry = self._namespaces.get(namespace)
         if not replacing:
@@ -83,11 +83,13 @@ class Registry(Reads):
         if entry is None:
             entry = self._namespaces[namespace] = Namespace(namespace)
         self._seq += 1
-        registration = Registration(entry.name, peer, seq=self._seq)
-        entry.registrations[key] = (registration, session)
+        registration = Registration(entry.name, peer, seq=self._seq, holder=session)
+        entry.registrations[key] = registration
+        if replacing and held:
+            held.holder = None
         if entry.indexed or self._changes.indexed:
             if replacing and held:
-                self._unindex(entry, held[0])
+                self._unindex(entry, held)
             self._index(entry, registration)
         if not replacing:
             session.registrations.append((entry.name, key))
@@ -101,18 +103,19 @@ class Registry(Reads):
         """Remove the session's registration; False (and no announcement) if it had none."""
         entry = self._namespaces.get(namespace)
         held = entry.registrations.get(key) if entry is not None else None
-        if held is not None and held[1] is session:
+        holder = held.holder if held is not None else None
+        if holder is session:
             self._remove(session, namespace, key)
             return True
         if session.identity is not None and key != session.identity:
             raise not_authorized(OTHER_ID)
-        if session.identity is not None:
-            if held is not None and held[1] is None:
+        if session.identity is not None and held is not None:
+            if holder is None:
                 registration = self._detach(namespace, key, None)
                 self._announce_gone(namespace, registration)
                 return True
-            if held is not None and held[1] is not None and held[1].identity == key:
-                self._remove(held[1], namespace, key)  # another session of the same peer's
+            if holder.identity == key:
+                self._remove(holder, namespace, key)  # another session of the same peer's
                 return True
         owner = self._owners.owner(key)
         if owner is not None and owner is not session:
@@ -144,11 +147,11 @@ class Registry(Reads):
             raise not_authorized(OTHER_ID)
         entry = self._namespaces.get(namespace)
         held = entry.registrations.get(key) if entry is not None else None
-        adds_ttl = held is None or held[1] is not None
+        adds_ttl = held is None or held.holder is not None
         if adds_ttl and self._expiries.held_by(key) >= self.limits.max_registrations_per_peer:
             raise Refused(Status.LIMIT_EXCEEDED, "too many registrations for this peer")
         if held is not None:
-            self._detach(namespace, key, held[1])
+            self._detach(namespace, key, held.holder)
         elif self.registration_count >= self.limits.max_registrations:
             raise Refused(Status.UNAVAILABLE, "registry is full")
         entry = self._namespaces.get(namespace)
@@ -156,10 +159,10 @@ class Registry(Reads):
             entry = self._namespaces[namespace] = Namespace(namespace)
         self._seq += 1
         registration = Registration(entry.name, peer, expires, seq=self._seq)
-        entry.registrations[key] = (registration, None)
+        entry.registrations[key] = registration
         self._index(entry, registration)
         self.registration_count += 1
-        self._expiries.added(expires, self._seq, namespace, key)
+        self._expiries.added(registration)
         if entry.subscribers:
             self._owners.tell(entry.subscribers, Announcement(Change.REGISTER, registration))
         return registration
@@ -171,8 +174,9 @@ class Registry(Reads):
     def expire(self, now: float) -> list[Registration]:
         """Remove and announce (UNREGISTER) every TTL registration ended by ``now``."""
         expired = []
-        for namespace, key in self._expiries.ended(now):
-            registration = self._detach(namespace, key, None)
+        for ended in self._expiries.ended(now):
+            namespace = ended.namespace
+            registration = self._detach(namespace, ended.peer.key, None)
             self._announce_gone(namespace, registration)
             expired.append(registration)
         return expired
@@ -191,7 +195,8 @@ class Registry(Reads):
     ) -> Registration:
         """Remove a registration ``session`` held, no longer in its list."""
         entry = self._namespaces[namespace]
-        registration, _ = entry.registrations.pop(key)
+        registration = entry.registrations.pop(key)
+        registration.holder = None
         self._unindex(entry, registration)
         self.registration_count -= 1
         # Announce while the session still owns the id, so it is not told of its own.
@@ -207,7 +212,7 @@ class Registry(Reads):
         if holder is not None:
             return self._remove(holder, namespace, key, announce=False)
         entry = self._namespaces[namespace]
-        registration, _ = entry.registrations.pop(key)
+        registration = entry.registrations.pop(key)
         self._unindex(entry, registration)
         self.registration_count -= 1
         self._expiries.removed(key)

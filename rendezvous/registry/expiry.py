@@ -1,18 +1,17 @@
 """When each TTL registration ends, and how many each peer id holds.
 
-A heap of ``(expires, seq, namespace, key)``: a refresh or a removal leaves the old
-item where it is, skipped when it comes up (`Expiries.current`) and swept out once
-stale items outnumber the held ones, so the heap stays O(held) at amortized O(1).
-"""
+A heap of the registrations themselves (they order by expiry, then seq): a refresh or
+a removal leaves the old one where it is, skipped when it comes up (`Expiries.current`)
+and swept out once stale ones outnumber the held ones, so the heap stays O(held) at
+amortized O(1)."""
 
 from __future__ import annotations
 
 import heapq
 from collections.abc import Iterator
 
+from rendezvous.model import Registration
 from rendezvous.registry.namespaces import Namespace
-
-Item = tuple[float, int, str, bytes]
 
 
 class Expiries:
@@ -22,7 +21,7 @@ class Expiries:
 
     def __init__(self, namespaces: dict[str, Namespace]) -> None:
         self._namespaces = namespaces
-        self.heap: list[Item] = []
+        self.heap: list[Registration] = []
         self._per_peer: dict[bytes, int] = {}
         """TTL registrations held per peer id."""
         self._total = 0
@@ -32,16 +31,17 @@ class Expiries:
         """How many TTL registrations the peer id ``key`` holds."""
         return self._per_peer.get(key, 0)
 
-    def added(self, expires: float, seq: int, namespace: str, key: bytes) -> None:
-        """The TTL registration ``seq`` of ``key`` in ``namespace`` is held until ``expires``."""
+    def added(self, registration: Registration) -> None:
+        """The TTL registration ``registration`` is held until it expires."""
+        key = registration.peer.key
         self._per_peer[key] = self._per_peer.get(key, 0) + 1
         self._total += 1
         heap = self.heap
         if len(heap) > 2 * self._total + 64:
             # Refreshes and removals leave stale entries: sweep them, amortized O(1).
-            heap[:] = [item for item in heap if self.current(item)]
+            heap[:] = [queued for queued in heap if self.current(queued)]
             heapq.heapify(heap)
-        heapq.heappush(heap, (expires, seq, namespace, key))
+        heapq.heappush(heap, registration)
 
     def removed(self, key: bytes) -> None:
         """A TTL registration of ``key`` is no longer held."""
@@ -52,25 +52,23 @@ class Expiries:
         else:
             del self._per_peer[key]
 
-    def current(self, item: Item) -> bool:
-        """Whether a queued expiry still belongs to a held TTL registration."""
-        _, seq, namespace, key = item
-        entry = self._namespaces.get(namespace)
-        held = entry.registrations.get(key) if entry is not None else None
-        return held is not None and held[1] is None and held[0].seq == seq
+    def current(self, registration: Registration) -> bool:
+        """Whether a queued registration is still held (not removed, not replaced)."""
+        entry = self._namespaces.get(registration.namespace)
+        return entry is not None and entry.registrations.get(registration.peer.key) is registration
 
     def next(self) -> float | None:
         """When the next TTL registration ends, or None if none is held."""
         heap = self.heap
         while heap and not self.current(heap[0]):
             heapq.heappop(heap)
-        return heap[0][0] if heap else None
+        return heap[0].expires if heap else None
 
-    def ended(self, now: float) -> Iterator[tuple[str, bytes]]:
-        """(namespace, key) of each TTL registration ended by ``now``, one at a time: the
-        caller removes each before the next is looked at."""
+    def ended(self, now: float) -> Iterator[Registration]:
+        """Each TTL registration ended by ``now``, one at a time: the caller removes each
+        before the next is looked at."""
         heap = self.heap
-        while heap and heap[0][0] <= now:
-            item = heapq.heappop(heap)
-            if self.current(item):
-                yield item[2], item[3]
+        while heap and heap[0].expires <= now:  # type: ignore[operator]  # TTL ones
+            registration = heapq.heappop(heap)
+            if self.current(registration):
+                yield registration

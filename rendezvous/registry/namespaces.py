@@ -8,12 +8,10 @@ from rendezvous.model import Registration
 from rendezvous.registry.changes import Changes
 from rendezvous.registry.ownership import Session
 
-ABSENT: tuple[None, None] = (None, None)
-
 
 class Namespace(Changes):
-    """One namespace: its registrations by peer id (each with the session that holds it,
-    None for a TTL registration), its subscribers, its change index."""
+    """One namespace: its registrations by peer id (each knows the session that holds
+    it), its subscribers, its change index."""
 
     __slots__ = ("name", "registrations", "subscribers")
 
@@ -21,14 +19,14 @@ class Namespace(Changes):
         super().__init__()
         self.name = name
         """The one copy of the name that registrations and sessions refer to."""
-        self.registrations: dict[bytes, tuple[Registration, Session | None]] = {}
+        self.registrations: dict[bytes, Registration] = {}
         self.subscribers: dict[Session, None] = {}
 
     def alive(self, registration: Registration) -> bool:
-        return self.registrations.get(registration.peer.key, ABSENT)[0] is registration
+        return self.registrations.get(registration.peer.key) is registration
 
     def held(self) -> Iterator[Registration]:
-        return (registration for registration, _ in self.registrations.values())
+        return iter(self.registrations.values())
 
 
 class EveryNamespace(Changes):

@@ -90,15 +90,13 @@ class Owners:
         if session.identity is None and all(k != key for _, k in session.registrations):
             self._by_key.pop(key, None)  # (a closing session's list is emptied first)
 
-    def visible_to(
-        self, session: Session, held: dict[bytes, tuple[Registration, Session | None]]
-    ) -> list[Registration]:
+    def visible_to(self, session: Session, held: dict[bytes, Registration]) -> list[Registration]:
         """The registrations of ``held`` (a namespace's) that ``session`` is told of: all
         but those of the ids it speaks for."""
         identity, owners = session.identity, self._by_key
         return [
             registration
-            for key, (registration, _) in held.items()
+            for key, registration in held.items()
             if key != identity and owners.get(key) is not session
         ]
 

@@ -23,7 +23,7 @@ class Reads:
         entry = self._namespaces.get(namespace)
         if entry is None:
             return []
-        return [registration for registration, _ in islice(entry.registrations.values(), limit)]
+        return list(islice(entry.registrations.values(), limit))
 
     def discover_since(
         self, namespace: str | None, after: int, limit: int, *, signed_only: bool = False
