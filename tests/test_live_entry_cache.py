@@ -59,7 +59,7 @@ class EntryCacheTests(SynchronousTestCase):
         self.codec = LiveCodec(LIMITS)
 
     def test_cached_parse_is_the_plain_parse(self) -> None:
-        cache: EntryCache = {}
+        cache = EntryCache()
         frame = layout(GOOD[:3], request_id=7)
         first = self.codec.parse(frame, cache)
         self.assertEqual(len(cache), 3)
@@ -71,7 +71,7 @@ class EntryCacheTests(SynchronousTestCase):
         self.assertEqual(request.peer, peer("A", tcp_addr(0)))
 
     def test_refusals_are_not_cached(self) -> None:
-        cache: EntryCache = {}
+        cache = EntryCache()
         frame = layout([GOOD[0], *BAD, GOOD[1]])
         parsed = self.codec.parse(frame, cache)
         self.assertEqual(set(cache), {GOOD[0], GOOD[1]})
@@ -79,7 +79,7 @@ class EntryCacheTests(SynchronousTestCase):
         self.assertEqual(len([r for r in parsed.requests if isinstance(r, Refused)]), len(BAD))
 
     def test_other_layouts_take_the_protobuf_path(self) -> None:
-        cache: EntryCache = {}
+        cache = EntryCache()
         self.codec.parse(layout(GOOD[:2]), cache)
         message = register("app", "A", tcp_addr(0))
         message.ClearField("type")  # no type field: the frame does not start 08 00
@@ -98,7 +98,7 @@ class EntryCacheTests(SynchronousTestCase):
     def test_a_long_entry_behind_a_one_byte_length_is_malformed(self) -> None:
         long = entry("n" * 100, "A", tcp_addr(1))
         self.assertTrue(0x80 <= len(long) < 0x100)
-        cache: EntryCache = {}
+        cache = EntryCache()
         self.codec.parse(layout([long]), cache)
         self.assertIn(long, cache)
         # The length byte 0x8N starts a longer varint: protobuf finds the frame truncated.
@@ -108,7 +108,7 @@ class EntryCacheTests(SynchronousTestCase):
         self.assertIsNone(parsed.kind)
 
     def test_bounded(self) -> None:
-        cache: EntryCache = {}
+        cache = EntryCache()
         for n in range(40):
             self.codec.parse(layout([entry("app", f"peer-{n}")]), cache)
             self.assertLessEqual(len(cache), LIMITS.max_registrations_per_session)
@@ -130,7 +130,7 @@ class EntryCacheTests(SynchronousTestCase):
         warm: list[bytes],
         frames: list[tuple[list[bytes], int | None, bytes]],
     ) -> None:
-        cache: EntryCache = {}
+        cache = EntryCache()
         self.codec.parse(layout(warm), cache)
         for entries, request_id, tail in frames:
             frame = layout(entries, request_id) + tail
@@ -140,7 +140,7 @@ class EntryCacheTests(SynchronousTestCase):
 
     @given(st.binary(max_size=200))
     def test_garbage_after_a_register_start(self, data: bytes) -> None:
-        cache: EntryCache = {}
+        cache = EntryCache()
         self.codec.parse(layout(GOOD), cache)
         frame = b"\x08\x00\x12" + data
         self.assertEqual(summary(self.codec.parse(frame, cache)), summary(self.codec.parse(frame)))

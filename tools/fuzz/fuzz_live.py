@@ -60,7 +60,7 @@ def _check_register(request: LiveRegisterRequest) -> None:
 
 def test_one_input(data: bytes) -> None:
     decoder = FrameDecoder(LIMITS.max_frame_bytes)
-    entries: EntryCache = {}
+    entries = EntryCache()
     for piece in chunks(data):
         try:
             frames = decoder.feed(piece)
