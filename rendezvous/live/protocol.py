@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
+from typing import Protocol as TypingProtocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IHandshakeListener, IPushProducer, IReactorTime
@@ -44,6 +45,20 @@ def describe(address: IAddress) -> str:
     return f"unix {name.decode() if isinstance(name, bytes) else name or '-'}"
 
 
+class StreamTransport(TypingProtocol):
+    """What a live connection's transport does for it: every stream transport it runs
+    on (TCP, UNIX, TLS, a PROXY-protocol wrapper) has these."""
+
+    def write(self, data: bytes) -> None: ...
+    def loseConnection(self) -> None: ...
+    def abortConnection(self) -> None: ...
+    def getPeer(self) -> IAddress: ...
+    def registerProducer(self, producer: object, streaming: bool) -> None: ...
+    def unregisterProducer(self) -> None: ...
+    def pauseProducing(self) -> None: ...
+    def resumeProducing(self) -> None: ...
+
+
 @implementer(IPushProducer, IHandshakeListener)
 class LiveProtocol(Protocol):
     """One client connection: bytes in to its `LiveSession`, frames out through an
@@ -55,6 +70,10 @@ class LiveProtocol(Protocol):
     `rendezvous.live.peertls`)."""
 
     log = Logger()
+    # Twisted's Protocol types it Optional[ITransport]; a live connection's transport is
+    # set before any method here runs, and is a StreamTransport (one ignore, not one per
+    # use).
+    transport: StreamTransport  # type: ignore[assignment]
 
     def __init__(self, dialect: LiveDialect, clock: IReactorTime, abort_after: float) -> None:
         self.dialect = dialect
@@ -108,7 +127,7 @@ class LiveProtocol(Protocol):
         self._opened = True
         no_delay(self.transport)
         self._socket = direct_socket(self.transport)
-        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        self.transport.registerProducer(self, True)
         address = ClientAddress(self)
         emit(
             self.log,
@@ -143,7 +162,7 @@ class LiveProtocol(Protocol):
         """Count this session against its IP address (loopback and UNIX sockets are
         not counted); False, after telling the client, when the address is over its
         limits."""
-        address = getattr(self.transport.getPeer(), "host", None)  # type: ignore[union-attr]
+        address = getattr(self.transport.getPeer(), "host", None)
         if not isinstance(address, str) or is_loopback(address):
             return True
         refusal = self.factory.admission.admit(address)
@@ -175,8 +194,8 @@ class LiveProtocol(Protocol):
         if session is not None:  # admitted late: it had started
             session.leave(frame)
             return
-        self.transport.write(frame)  # type: ignore[union-attr]
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        self.transport.write(frame)
+        self.transport.loseConnection()
 
     def _refuse_certificate(self, error: PeerCertificateError) -> None:
         """A TLS client's certificate proves no identity (or it has none where one is
@@ -186,11 +205,11 @@ class LiveProtocol(Protocol):
         refusal = Refused(Status.NOT_AUTHORIZED, f"peer certificate refused: {error}")
         log_refusal(dialect.log, dialect.limiter, ClientAddress(self), refusal, dialect="live")
         frame = dialect.codec.error_frame(refusal.status, refusal.text, None)
-        self.transport.write(frame)  # type: ignore[union-attr]
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        self.transport.write(frame)
+        self.transport.loseConnection()
 
     def _peer_host(self) -> str:
-        return str(getattr(self.transport.getPeer(), "host", "?"))  # type: ignore[union-attr]
+        return str(getattr(self.transport.getPeer(), "host", "?"))
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.factory.closed()
@@ -223,20 +242,20 @@ class LiveProtocol(Protocol):
             data = send_now(transport, sock, data)
             if not data:
                 return
-        transport.write(data)  # type: ignore[union-attr]
+        transport.write(data)
 
     def pause_reading(self) -> None:
-        self.transport.pauseProducing()  # type: ignore[union-attr]
+        self.transport.pauseProducing()
 
     def resume_reading(self) -> None:
-        self.transport.resumeProducing()  # type: ignore[union-attr]
+        self.transport.resumeProducing()
 
     def finish(self) -> bool:
         self._socket = None
         transport = self.transport
         assert transport is not None
         # A registered producer would keep the transport open once its buffer drains.
-        transport.unregisterProducer()  # type: ignore[attr-defined]
+        transport.unregisterProducer()
         transport.loseConnection()
         return False
 
@@ -249,7 +268,7 @@ class LiveProtocol(Protocol):
             event="session.aborted",
             dialect="live",
         )
-        self.transport.abortConnection()  # type: ignore[union-attr]
+        self.transport.abortConnection()
 
     # -- IPushProducer: the transport's write buffer --------------------------
 

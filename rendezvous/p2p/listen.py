@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Final
 from twisted.application import strports
 from twisted.application.internet import TimerService
 from twisted.application.service import Service
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IListeningPort,
@@ -58,7 +59,9 @@ class _AnnouncingEndpoint:
 
     def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
         def listening(port: IListeningPort) -> IListeningPort:
-            bound = self._address.with_port(port.getHost().port)  # type: ignore[attr-defined]
+            host = port.getHost()
+            assert isinstance(host, (IPv4Address, IPv6Address))  # a TCP port's
+            bound = self._address.with_port(host.port)
             self.log.info(
                 "listening on {multiaddr}/p2p/{peer_id}",
                 multiaddr=bound.text(),

@@ -15,7 +15,7 @@ import struct
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
@@ -25,6 +25,7 @@ from twisted.internet.interfaces import (
     IProtocolFactory,
     IReactorTime,
     IStreamServerEndpoint,
+    ITCPTransport,
 )
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger, LogLevel
@@ -169,7 +170,7 @@ class ProxiedProtocol(ProtocolWrapper):
     def getPeer(self) -> Any:
         if self._header is not None and self._header.source is not None:
             return self._header.source
-        return self.transport.getPeer()  # type: ignore[union-attr]
+        return self._stream().getPeer()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_timer()
@@ -188,8 +189,15 @@ class ProxiedProtocol(ProtocolWrapper):
         self._timer = None
 
     def _refuse(self, reason: str) -> None:
-        self.factory.refused(reason, self.transport.getPeer())  # type: ignore[union-attr]
-        self.transport.abortConnection()  # type: ignore[union-attr]
+        stream = self._stream()
+        self.factory.refused(reason, stream.getPeer())
+        stream.abortConnection()
+
+    def _stream(self) -> ITCPTransport:
+        """The connection's transport (set before any data can arrive)."""
+        transport = self.transport
+        assert transport is not None
+        return cast(ITCPTransport, transport)
 
 
 class ProxyProtocolFactory(WrappingFactory):

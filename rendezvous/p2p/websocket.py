@@ -169,6 +169,8 @@ class _Wrapping:
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:  # noqa: N803
         if not isBinary:
+            # RFC 6455's 1003 (unsupported data): autobahn's public sendClose takes only
+            # 1000 and the application's 3000-4999, so its own failing path says it.
             self._fail_connection(  # type: ignore[attr-defined]
                 WebSocketProtocol.CLOSE_STATUS_CODE_UNSUPPORTED_DATA, "binary messages only"
             )

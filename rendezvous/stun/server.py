@@ -12,6 +12,7 @@ from typing import Any, Final
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from twisted.application.service import Service
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import CannotListenError, InvalidAddressError, MessageLengthError
 from twisted.internet.interfaces import IListeningPort, IReactorSocket
 from twisted.internet.protocol import DatagramProtocol
@@ -272,7 +273,9 @@ class StunListener(Service):
             raise CannotListenError(address.interface, address.port, error) from None
         finally:
             sock.close()
-        port = self.port.getHost().port  # type: ignore[attr-defined]
+        host = self.port.getHost()
+        assert isinstance(host, (IPv4Address, IPv6Address))  # a UDP port's
+        port = host.port
         self.log.info(
             "stun listening on udp {where}",
             where=_endpoint(address.interface, port),
