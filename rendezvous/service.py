@@ -31,6 +31,7 @@ from rendezvous.live.session import LiveDialect
 from rendezvous.live.stream import PROTOCOL_ID as LIVE_PROTOCOL_ID
 from rendezvous.live.stream import live_stream_handler
 from rendezvous.loglimit import LogLimiter
+from rendezvous.malloctrim import MallocTrim, glibc_malloc_trim
 from rendezvous.metrics import Metrics
 from rendezvous.p2p.connection import Connection
 from rendezvous.p2p.host import Host, HostLimits
@@ -272,6 +273,10 @@ class Daemon(MultiService):
         self.metrics_ports: list[IListeningPort] = []
         _StoreService(self.store).setServiceParent(self)
         _Banner(banner).setServiceParent(self)
+        # Free pages in the middle of glibc's heap back to the system now and then: RSS
+        # stays flat under churn (see `rendezvous.malloctrim`).
+        self.malloc_trim = MallocTrim(clock, glibc_malloc_trim())
+        self.malloc_trim.setServiceParent(self)
         # Stopped after the listeners (services stop in reverse order), before the store.
         goodbye = Goodbye(self.dialect, self.live_factory, clock, config.shutdown_grace / 2)
         goodbye.setServiceParent(self)
