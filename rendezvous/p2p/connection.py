@@ -248,6 +248,7 @@ class Connection(Protocol):
 
     def _receive(self, data: bytes) -> None:
         if self._state == _MUXED:
+            # _MUXED means both are set (no assert on this path: once per read).
             chunks = self._noise.decrypt_frames(data)  # type: ignore[union-attr]
             if chunks:
                 self._handle_events(self._yamux.feed_chunks(chunks))  # type: ignore[union-attr]
@@ -683,7 +684,7 @@ class Connection(Protocol):
         chunks = session.chunks_to_send(noise.MAX_PLAINTEXT_LEN)
         if not chunks:
             return
-        encrypt_frames = self._noise.encrypt_frames  # type: ignore[union-attr]
+        encrypt_frames = self._noise.encrypt_frames  # type: ignore[union-attr]  # _MUXED: set
         if len(chunks) == 1:
             chunk = chunks[0]
             if len(chunk) <= _SMALL_WRITE:
