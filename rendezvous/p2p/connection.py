@@ -1,8 +1,8 @@
 """One libp2p connection over TCP: the Twisted Protocol that moves bytes through the machines.
 
-Upgrade: multistream-select `/noise` on the raw bytes (other proposals, such as go's
-`/tls/1.0.0`, are answered ``na``), the Noise XX handshake, multistream-select
-`/yamux/1.0.0` inside Noise, then yamux. Each inbound stream selects its protocol among
+Upgrade: the pure `rendezvous.p2p.upgrade.Upgrade` (multistream-select `/noise`, the
+Noise XX handshake, multistream-select `/yamux/1.0.0` inside Noise) is fed each read and
+told when its timer expires; then yamux. Each inbound stream selects its protocol among
 the host's handlers by multistream-select and is handed to a new `StreamProtocol`.
 Every failure of the peer closes the connection with one log line.
 """
@@ -22,11 +22,19 @@ from rendezvous.logs import ClientAddress, debug_logged, emit, emit_failure
 from rendezvous.nodelay import no_delay
 from rendezvous.p2p import noise, yamux
 from rendezvous.p2p.interfaces import ConnectionHost
-from rendezvous.p2p.keys import verify_identity
 from rendezvous.p2p.multistream import Initiator, MultistreamError, Responder
 from rendezvous.p2p.noise import NoiseError, NoiseSession
 from rendezvous.p2p.stream import Stream, StreamProtocol
 from rendezvous.p2p.transport import TCPAddress
+from rendezvous.p2p.upgrade import (
+    Failed,
+    Output,
+    Secured,
+    StartTimer,
+    Upgrade,
+    Upgraded,
+    UpgradeFailed,
+)
 from rendezvous.p2p.yamux import YamuxError, YamuxEvent, YamuxSession
 from rendezvous.peerid import peer_id_to_text
 from rendezvous.twisted_internals import (
@@ -37,7 +45,7 @@ from rendezvous.twisted_internals import (
     sends_itself,
 )
 
-_SECURITY, _HANDSHAKE, _MUXER, _MUXED, _CLOSED = range(5)
+_UPGRADING, _MUXED, _CLOSED = range(3)
 ABORT_AFTER = 5.0
 """Seconds a closing connection may take to flush before it is aborted."""
 TRANSPORT_BUFFER = 127 * 1024
@@ -48,10 +56,6 @@ _SMALL_WRITE = 4096
 """Up to this many bytes, a Noise message is joined and written whole."""
 _MAX_DATA_FRAME = noise.MAX_PLAINTEXT_LEN - yamux.HEADER_SIZE
 """Largest yamux Data frame we send: with its header, one full Noise message."""
-
-
-class UpgradeFailed(Exception):
-    """The connection closed before it was secured and multiplexed."""
 
 
 class StreamFailed(Exception):
@@ -103,16 +107,15 @@ class Connection(Protocol):
         self.remote_public_key = b""
         self.remote_address: TCPAddress | None = None
         self.label = "?"
-        self._state = _SECURITY
+        self._state = _UPGRADING
         self._transport: Any = None
-        self._negotiator: Initiator | Responder | None = None
+        self._upgrade: Upgrade | None = None
         self._noise: NoiseSession | None = None
         self._yamux: YamuxSession | None = None
         self._streams: dict[int, Stream] = {}
         self._negotiating: dict[int, _Negotiation] = {}
         self._upgrade_timer: IDelayedCall | None = None
         self._abort_timer: IDelayedCall | None = None
-        self._upgrade_bytes = 0
         self._paused = False
         self._dispatching = False
         """True while yamux events are handled: writes are sent once, after them all."""
@@ -125,8 +128,6 @@ class Connection(Protocol):
         """True while a `_send` is scheduled for the end of this reactor turn."""
         self._socket: Any = None
         """The TCP socket the upgrade's replies are sent on at once (`direct_socket`)."""
-        self._outbox: list[bytes] | None = None
-        """While one read is upgrading the connection: the bytes it answers, sent once."""
 
     @property
     def is_ready(self) -> bool:
@@ -179,23 +180,25 @@ class Connection(Protocol):
             return
         self._admitted = True
         transport.registerProducer(self, True)
-        timeout = self.host.limits.negotiation_timeout
-        self._upgrade_timer = self.host.clock.callLater(timeout, self._upgrade_timed_out)
-        if self.dialer:
-            initiator = Initiator([noise.PROTOCOL_ID])
-            self._negotiator = initiator
-            self._write(initiator.start())
-        else:
-            responder = Responder([noise.PROTOCOL_ID])
-            self._negotiator = responder
-            self._write(responder.start())
+        host = self.host
+        limits = host.limits
+        upgrade = Upgrade(
+            dialer=self.dialer,
+            identity=host.identity,
+            static=host.noise_static,
+            timeout=limits.negotiation_timeout,
+            max_bytes=limits.max_upgrade_bytes,
+            expected_peer_id=self.expected_peer_id,
+        )
+        self._upgrade = upgrade
+        self._follow(upgrade.start())
 
     def dataReceived(self, data: bytes) -> None:
         if self._state == _CLOSED:
             return
         try:
             self._receive(data)
-        except (MultistreamError, NoiseError, YamuxError, UpgradeFailed) as error:
+        except (MultistreamError, NoiseError, YamuxError) as error:
             self._fail(str(error))
         except Exception:
             emit_failure(
@@ -253,84 +256,45 @@ class Connection(Protocol):
             if chunks:
                 self._handle_events(self._yamux.feed_chunks(chunks))  # type: ignore[union-attr]
             return
-        # One read of the upgrade is answered with one send, at once (and before
-        # anything `ready`'s callbacks write).
+        upgrade = self._upgrade
+        assert upgrade is not None
+        self._follow(upgrade.receive(data))
+
+    def _follow(self, outputs: list[Output]) -> None:
+        """Do what the upgrade asked: one read's bytes are sent with one write, at once
+        (and before anything `ready`'s callbacks write)."""
         out: list[bytes] = []
-        self._outbox = out
-        try:
-            chunks = self._upgrade(data)
-        finally:
-            self._outbox = None
-            if out:
-                self._write(out[0] if len(out) == 1 else b"".join(out))
-        if chunks is None:
-            return
-        self._muxed()
-        if chunks and self._state == _MUXED:  # frames that came with the agreement
-            assert self._yamux is not None
-            self._handle_events(self._yamux.feed_chunks(chunks))
+        upgraded: Upgraded | None = None
+        failed: Failed | None = None
+        for output in outputs:
+            if type(output) is bytes:
+                out.append(output)
+            elif isinstance(output, Secured):
+                self.remote_peer_id = output.peer_id
+                self.remote_public_key = output.public_key
+                self.label = f"{peer_id_to_text(output.peer_id)} at {self.label}"
+            elif isinstance(output, Upgraded):
+                upgraded = output
+            elif isinstance(output, StartTimer):
+                self._upgrade_timer = self.host.clock.callLater(
+                    output.seconds, self._upgrade_timed_out
+                )
+            elif isinstance(output, Failed):
+                failed = output
+        if out:
+            self._write(out[0] if len(out) == 1 else b"".join(out))
+        if failed is not None:
+            self._fail(failed.reason)
+        elif upgraded is not None:
+            self._muxed(upgraded.noise)
+            if upgraded.chunks and self._state == _MUXED:  # frames that came with it
+                assert self._yamux is not None
+                self._handle_events(self._yamux.feed_chunks(upgraded.chunks))
 
-    def _upgrade(self, data: bytes) -> list[bytes] | None:
-        """Feed the upgrade; once yamux is agreed, the bytes that came after (else None)."""
-        state = self._state
-        self._upgrade_bytes += len(data)
-        if self._upgrade_bytes > self.host.limits.max_upgrade_bytes:
-            raise UpgradeFailed("too many bytes before the connection was ready")
-        if state == _SECURITY:
-            negotiator = self._negotiator
-            assert negotiator is not None
-            self._write(negotiator.feed(data))
-            if negotiator.selected is None:
-                return None
-            data = negotiator.leftover
-            self._start_noise()
-            state = self._state
-        if state == _HANDSHAKE:
-            session = self._noise
-            assert session is not None
-            self._write(session.receive_handshake(data))
-            if not session.complete:
-                return None
-            self._secured(session)
-            chunks = session.decrypt_frames(b"")
-        else:
-            assert self._noise is not None
-            chunks = self._noise.decrypt_frames(data)
-        negotiator = self._negotiator
-        assert negotiator is not None
-        self._write_secure(negotiator.feed(b"".join(chunks)))
-        if negotiator.selected is None:
-            return None
-        return [negotiator.leftover]
-
-    def _start_noise(self) -> None:
-        self._state = _HANDSHAKE
-        self._noise = NoiseSession(
-            initiator=self.dialer,
-            identity=self.host.identity,
-            verify_identity=verify_identity,
-            expected_peer_id=self.expected_peer_id,
-            static=self.host.noise_static,
-        )
-        self._write(self._noise.start())
-
-    def _secured(self, session: NoiseSession) -> None:
-        assert session.remote_peer_id is not None and session.remote_public_key is not None
-        self.remote_peer_id = session.remote_peer_id
-        self.remote_public_key = session.remote_public_key
-        self.label = f"{peer_id_to_text(self.remote_peer_id)} at {self.label}"
-        self._state = _MUXER
-        negotiator: Initiator | Responder
-        if self.dialer:
-            negotiator = Initiator([yamux.PROTOCOL_ID])
-        else:
-            negotiator = Responder([yamux.PROTOCOL_ID])
-        self._negotiator = negotiator
-        self._write_secure(negotiator.start())
-
-    def _muxed(self) -> None:
+    def _muxed(self, session: NoiseSession) -> None:
         self._state = _MUXED
-        self._negotiator = None
+        self._upgrade = None
+        self._noise = session
         if self._upgrade_timer is not None and self._upgrade_timer.active():
             self._upgrade_timer.cancel()
         self._upgrade_timer = None
@@ -354,7 +318,8 @@ class Connection(Protocol):
 
     def _upgrade_timed_out(self) -> None:
         self._upgrade_timer = None
-        self._fail("negotiation timed out")
+        if self._upgrade is not None and self._state == _UPGRADING:
+            self._follow(self._upgrade.timer_fired())
 
     # -- yamux events ---------------------------------------------------------
 
@@ -642,13 +607,9 @@ class Connection(Protocol):
     # -- writing and closing --------------------------------------------------
 
     def _write(self, data: bytes) -> None:
-        """Write raw bytes: into the read's outbox while one is upgrading, else at once
-        where the socket takes them (`send_now`), the rest through the transport."""
+        """Write raw bytes: at once where the socket takes them (`send_now`), the rest
+        through the transport."""
         if not data:
-            return
-        out = self._outbox
-        if out is not None:
-            out.append(data)
             return
         sock = self._socket
         if sock is not None:
@@ -660,12 +621,7 @@ class Connection(Protocol):
     def _write_secure(self, plaintext: bytes) -> None:
         if plaintext:
             assert self._noise is not None
-            pieces = self._noise.encrypt_frames(plaintext)
-            out = self._outbox
-            if out is not None:
-                out += pieces
-            else:
-                self._transport.writeSequence(pieces)
+            self._transport.writeSequence(self._noise.encrypt_frames(plaintext))
 
     def _flush_soon(self) -> None:
         """`_flush` now, or after the events being handled (one write for all replies)."""
