@@ -135,7 +135,17 @@ describe('against a live daemon', { timeout: TIMEOUT }, () => {
     })
     const lost = []
     for (let i = 0; i < 5; i++) lost.push(await alice.events.next('server:lost', () => true, { from: i }))
-    assert.deepEqual(lost.map((e) => e.detail.retryInMs), [39, 79, 159, 159, 159])
+    // windows 40, 80, 160 and then the cap, each also at most the outage so far (at
+    // least 40), so the delays grow with the outage up to the cap
+    const delays = lost.map((e) => e.detail.retryInMs)
+    const ceilings = [40, 80, 160, 160, 160]
+    for (let i = 0; i < delays.length; i++) {
+      assert.ok(delays[i] < ceilings[i], `delay ${i} is ${delays[i]} ms, over ${ceilings[i]}`)
+      const outage = lost[i].at - lost[0].at
+      assert.ok(delays[i] <= Math.max(40, outage + 5), `delay ${i} is ${delays[i]} ms, ${outage} ms into the outage`)
+      if (i > 0) assert.ok(delays[i] >= delays[i - 1], `delays shrank: ${delays}`)
+    }
+    assert.deepEqual(delays.slice(-2), [159, 159], 'the outage is past the cap by then')
     for (let i = 1; i < lost.length; i++) {
       const waited = lost[i].at - lost[i - 1].at
       assert.ok(waited >= lost[i - 1].detail.retryInMs - 2, `attempt ${i} came after ${waited} ms, before its ${lost[i - 1].detail.retryInMs} ms delay`)
