@@ -26,7 +26,7 @@ from rendezvous.live.codec import LiveCodec
 from rendezvous.live.flood import FloodGuard, ListenerPause
 from rendezvous.live.goodbye import Goodbye
 from rendezvous.live.peertls import PeerCertificates, requesting_endpoint
-from rendezvous.live.protocol import LiveFactory, describe
+from rendezvous.live.protocol import LiveFactory, WrappedLiveFactory, describe
 from rendezvous.live.session import LiveDialect
 from rendezvous.live.stream import PROTOCOL_ID as LIVE_PROTOCOL_ID
 from rendezvous.live.stream import live_stream_handler
@@ -282,9 +282,10 @@ class Daemon(MultiService):
         goodbye.setServiceParent(self)
         for description in config.listen:
             description = with_backlog(description)
+            plain = description.startswith(("tcp:", "tcp6:", "unix:"))
             _listener(
                 description,
-                self.live_factory,
+                self.live_factory if plain else WrappedLiveFactory(self.live_factory),
                 "live dialect",
                 self.live_ports,
                 _live_endpoint(description, clock),

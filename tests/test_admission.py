@@ -11,6 +11,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.protocols.policies import WrappingFactory
 from twisted.trial.unittest import SynchronousTestCase
 
 from rendezvous.client.errors import LimitExceeded
@@ -18,7 +19,7 @@ from rendezvous.client.live import LiveClientProtocol
 from rendezvous.limits import Limits
 from rendezvous.live.admission import TOO_FAST, TOO_MANY, AddressAdmission, is_loopback
 from rendezvous.live.flood import ListenerPause
-from rendezvous.live.protocol import LiveFactory
+from rendezvous.live.protocol import LiveFactory, LiveProtocol, WrappedLiveFactory
 from rendezvous.pb.live_pb2 import Message
 from rendezvous.service import live_dialect
 from rendezvous.store.memory import MemoryStore
@@ -151,6 +152,25 @@ class ListenerTests(SynchronousTestCase):
         _, again = self.connect(address)
         (message,) = unframe_all(again.value())
         self.assertEqual(message.error.status, 1003)
+
+    def test_behind_a_wrapping_transport_a_dropped_connection_is_closed_at_once(self) -> None:
+        """TLS and PROXY-protocol listeners wrap whatever protocol they are given, so
+        an early refusal there is a protocol that aborts, not None."""
+        address = IPv4Address("TCP", "198.51.100.7", 40000)
+        wrapped = WrappedLiveFactory(self.factory)
+        for _ in range(3):
+            self.connect(address)  # the third is told
+        dropped = wrapped.buildProtocol(address)
+        self.assertNotIsInstance(dropped, LiveProtocol)
+        transport = StringTransport(peerAddress=address)
+        dropped.makeConnection(transport)
+        self.assertTrue(transport.disconnected)  # aborted
+        self.assertEqual(transport.value(), b"")
+        other = wrapped.buildProtocol(IPv4Address("TCP", "198.51.100.8", 40000))
+        self.assertIsInstance(other, LiveProtocol)
+        # A wrapping factory (TLS's is one) wraps the dropped protocol, never None.
+        outer = WrappingFactory(wrapped).buildProtocol(address)
+        self.assertIsInstance(outer.wrappedProtocol, type(dropped))
 
     def test_unix_sockets_and_loopback_are_exempt(self) -> None:
         for peer in (

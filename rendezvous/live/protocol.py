@@ -282,6 +282,29 @@ class LiveProtocol(Protocol):
         self.output.lost()
 
 
+class _Dropped(Protocol):
+    """A connection refused before a session was built, on a listener whose transport
+    wraps ours (TLS, a PROXY-protocol header) and so needs a protocol: closed at once."""
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.abortConnection()  # type: ignore[attr-defined]  # every stream's
+
+
+class WrappedLiveFactory(Factory):
+    """`LiveFactory` behind a wrapping transport (``ssl:``, ``haproxy:``): Twisted's
+    wrapping factories build their protocol around ours whatever it is, so a connection
+    refused early gets a `_Dropped` rather than None."""
+
+    noisy = False
+
+    def __init__(self, live: LiveFactory) -> None:
+        self.live = live
+
+    def buildProtocol(self, addr: IAddress | None) -> Protocol:
+        return self.live.buildProtocol(addr) or _Dropped()
+
+
 class LiveFactory(Factory):
     """Builds a `LiveProtocol` per connection, all sharing one `LiveDialect`."""
 
