@@ -180,9 +180,10 @@ class Server:
         extra: Sequence[str] = (),
         profile: str | None = None,
         workers: int = 0,
+        unpinned: bool = False,
     ):
         """``workers``: our daemon with that many worker processes, left free to use
-        every CPU (a single process is pinned to `SERVER_CPUS`)."""
+        every CPU (a single process is pinned to `SERVER_CPUS`, unless ``unpinned``)."""
         self.kind = kind
         self.graceful = bool(profile or PROFILE)
         if kind == "rendezvous":
@@ -211,7 +212,7 @@ class Server:
             raise ValueError(kind)
         # The log goes with this object; the server's log is read back by log_text().
         self.proc, self.log = spawn_logged(
-            argv, f"bench-{kind}-", env=child_env(), pinned=not workers
+            argv, f"bench-{kind}-", env=child_env(), pinned=not (workers or unpinned)
         )
         self.port = self._wait_listening()
         self.ps = psutil.Process(self.proc.pid)

@@ -9,7 +9,9 @@ The generators read only after ``--settle`` seconds, so that on a small machine 
 take the CPU the server is pushing with (real subscribers are on other machines); the
 timestamps are taken by the kernel as each message arrives, whenever it is read.
 
-Servers: ``rendezvous`` (one process, pinned to one CPU), ``workers`` (our daemon with
+Servers: ``rendezvous`` (one process, pinned to one CPU, ``--fanout-threads 1``),
+``threads`` (one process free to use every CPU, its pushes' ``send`` calls from two
+threads: ``--fanout-threads 2``, the default), ``workers`` (our daemon with
 ``--workers`` processes, free to use every CPU) and ``baseline`` (a bare Twisted server).
 """
 
@@ -81,6 +83,11 @@ def worker(conn, port: int, count: int, first: int, batch: int, settle: float = 
 def start(kind: str, args) -> c.Server:
     if kind == "workers":
         return c.Server("rendezvous", workers=args.workers)
+    if kind == "threads":
+        # One process allowed every CPU, its pushes' send calls from two threads.
+        return c.Server("rendezvous", ["--fanout-threads", "2"], unpinned=True)
+    if kind == "rendezvous":
+        return c.Server("rendezvous", ["--fanout-threads", "1"])
     return c.Server(kind)
 
 
@@ -158,11 +165,12 @@ def main(args) -> int:
     rows = []
     base = med.get("baseline")
     labels = {
-        "rendezvous": "rendezvous, 1 process",
+        "rendezvous": "rendezvous, 1 process, 1 thread (pinned)",
+        "threads": "rendezvous, 1 process, --fanout-threads 2",
         "workers": f"rendezvous, --workers {args.workers}",
         "baseline": "bare Twisted baseline",
     }
-    for kind in ("rendezvous", "workers", "baseline"):
+    for kind in ("rendezvous", "threads", "workers", "baseline"):
         if kind not in med:
             continue
         m = med[kind]
@@ -240,5 +248,5 @@ if __name__ == "__main__":
     p.add_argument(
         "--settle", type=float, default=0.3, help="seconds generators wait before reading"
     )
-    p.set_defaults(servers="rendezvous,workers,baseline")
+    p.set_defaults(servers="rendezvous,threads,workers,baseline")
     c.main_wrapper(main, p.parse_args())

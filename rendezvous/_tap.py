@@ -140,6 +140,14 @@ class Options(usage.Options):
             int,
         ],
         [
+            "fanout-threads",
+            None,
+            2,
+            "threads that write one push to many (256 or more) live subscribers at once: "
+            "the send system calls run in parallel; 1: the reactor's thread alone",
+            int,
+        ],
+        [
             "flood-pause-max",
             None,
             1.0,
@@ -234,6 +242,8 @@ class Options(usage.Options):
             raise usage.UsageError("--lease must be between 0.5 and 3600 seconds")
         if not 0.1 <= self["shutdown-grace"] <= 300:
             raise usage.UsageError("--shutdown-grace must be between 0.1 and 300 seconds")
+        if not 1 <= self["fanout-threads"] <= 64:
+            raise usage.UsageError("--fanout-threads must be between 1 and 64")
         if self["flood-refusals"] < 1:
             raise usage.UsageError("--flood-refusals must be at least 1")
         if not 0 <= self["flood-pause-max"] <= 60:
@@ -307,6 +317,7 @@ def makeService(options: Options) -> IService:
         lease=options["lease"],
         shutdown_grace=options["shutdown-grace"],
         flood_refusals=options["flood-refusals"],
+        fanout_threads=options["fanout-threads"],
         flood_pause_max=options["flood-pause-max"],
         p2p_listen=tuple(options["p2p-listen"]),
         identity=options["identity"],

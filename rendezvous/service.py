@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client.twisted import MetricsResource
@@ -23,6 +23,7 @@ from zope.interface import implementer
 from rendezvous import __version__
 from rendezvous.limits import Limits
 from rendezvous.live.codec import LiveCodec
+from rendezvous.live.fanout import LiveFanOut
 from rendezvous.live.flood import FloodGuard, ListenerPause
 from rendezvous.live.goodbye import Goodbye
 from rendezvous.live.peertls import PeerCertificates, requesting_endpoint
@@ -66,6 +67,9 @@ class DaemonConfig:
     and whatever has not finished by then is left behind."""
     flood_refusals: int = 1000
     """Refused live connections per second above which the live listeners pause."""
+    fanout_threads: int = 2
+    """Threads that write one push to many live subscribers at once (1: the reactor's
+    thread alone); see `rendezvous.live.fanout`."""
     flood_pause_max: float = 1.0
     """Longest pause of the live listeners under a flood (0: never pause); see
     `rendezvous.live.flood`."""
@@ -186,6 +190,17 @@ class _Banner(Service):
         )
 
 
+class _OnStop(Service):
+    """Calls ``stop`` when the daemon stops."""
+
+    def __init__(self, stop: Callable[[], None]) -> None:
+        self._stop = stop
+
+    def stopService(self) -> None:
+        super().stopService()
+        self._stop()
+
+
 class _StoreService(Service):
     """Starts the store with the daemon; stopping waits for the store to let go."""
 
@@ -258,6 +273,11 @@ class Daemon(MultiService):
         self.store, banner = make_store(config, clock)
         self.dialect = live_dialect(self.store, config.limits, clock)
         self.metrics = self.dialect.metrics
+        use_fan_out = getattr(self.store, "use_fan_out", None)
+        if config.fanout_threads > 1 and use_fan_out is not None:
+            fan_out = LiveFanOut(self.dialect, config.fanout_threads)
+            use_fan_out(fan_out)
+            _OnStop(fan_out.stop).setServiceParent(self)
         self.live_factory = LiveFactory(
             self.dialect,
             clock,

@@ -77,6 +77,11 @@ def direct_socket(transport: object) -> socket.socket | None:
     return None
 
 
+def nothing_queued(transport: Any) -> bool:
+    """Whether ``transport`` (one `direct_socket` gave a socket of) holds no bytes."""
+    return not transport.dataBuffer and not transport._tempDataBuffer
+
+
 def send_now(transport: Any, sock: socket.socket, data: bytes) -> bytes:
     """Send what the kernel takes of ``data`` at once, if ``transport`` (whose socket is
     ``sock``, from `direct_socket`) has nothing queued; the rest, to be written through

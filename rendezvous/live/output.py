@@ -7,6 +7,7 @@ sends a last message and gives the client a grace period to read it before abort
 
 from __future__ import annotations
 
+import socket
 from collections import deque
 from typing import Protocol
 
@@ -30,6 +31,10 @@ class OutputTransport(Protocol):
     def abort(self) -> None:
         """Close at once, unsent bytes lost."""
 
+    def idle_socket(self) -> socket.socket | None:
+        """The connection's socket when the transport has nothing queued, for a push
+        written directly; None for a transport that is not a plain socket."""
+
 
 class _Gone:
     """The transport of a session whose connection is lost: writes go nowhere."""
@@ -48,6 +53,9 @@ class _Gone:
 
     def abort(self) -> None:
         pass
+
+    def idle_socket(self) -> socket.socket | None:
+        return None
 
 
 _GONE = _Gone()
@@ -83,6 +91,11 @@ class OutputQueue:
         self.paused = False
         self.closing = False
         self._abort: IDelayedCall | None = None
+
+    def idle_socket(self) -> socket.socket | None:
+        if self.paused or self.closing or self._queue:
+            return None
+        return self._transport.idle_socket()
 
     def send(self, data: bytes) -> bool:
         if self.closing:

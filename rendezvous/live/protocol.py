@@ -24,7 +24,7 @@ from rendezvous.logs import ClientAddress, emit
 from rendezvous.model import Refused, Status
 from rendezvous.nodelay import no_delay
 from rendezvous.peercert import PeerCertificateError
-from rendezvous.twisted_internals import direct_socket, send_now
+from rendezvous.twisted_internals import direct_socket, nothing_queued, send_now
 
 try:
     from twisted.protocols.tls import TLSMemoryBIOProtocol
@@ -243,6 +243,12 @@ class LiveProtocol(Protocol):
             if not data:
                 return
         transport.write(data)
+
+    def idle_socket(self) -> socket.socket | None:
+        sock = self._socket
+        if sock is None or not nothing_queued(self.transport):
+            return None
+        return sock
 
     def pause_reading(self) -> None:
         self.transport.pauseProducing()

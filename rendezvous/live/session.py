@@ -6,6 +6,7 @@ its frames to the client is its output, a `LiveOutput`.
 
 from __future__ import annotations
 
+import socket
 from typing import Protocol
 
 from twisted.logger import Logger
@@ -30,6 +31,10 @@ class LiveOutput(Protocol):
 
     def close(self, last: bytes | None = None, *, discard_pending: bool = False) -> None:
         """Send ``last`` (after, or instead of, what is pending) and end the connection."""
+
+    def idle_socket(self) -> socket.socket | None:
+        """The socket a push may be written to directly now (nothing queued before it
+        anywhere), or None (`rendezvous.live.fanout`)."""
 
 
 class LiveDialect:
@@ -172,7 +177,7 @@ class LiveSession:
             change = "register" if announcement.change is _REGISTER else "unregister"
             self.dialect.metrics.sent[change] += 1
         else:
-            self._drop_slow()
+            self.drop_slow()
 
     def snapshot(self, namespace: str, registrations: list[Registration]) -> None:
         self._send_registrations(registrations, None, empty=False)
@@ -190,7 +195,7 @@ class LiveSession:
         if self.output.send(frame):
             self.dialect.metrics.sent["error"] += 1
         else:
-            self._drop_slow()
+            self.drop_slow()
 
     def _send_registrations(
         self, registrations: list[Registration], request_id: int | None, *, empty: bool
@@ -201,7 +206,7 @@ class LiveSession:
         sent = self.dialect.metrics.sent
         for frame in codec.registrations_frames(registrations, request_id, empty=empty):
             if not self.output.send(frame):
-                self._drop_slow()
+                self.drop_slow()
                 return
             sent["register"] += 1
 
@@ -217,7 +222,7 @@ class LiveSession:
         if not self.closed:
             self._fail(refusal, None)
 
-    def _drop_slow(self) -> None:
+    def drop_slow(self) -> None:
         self.dialect.metrics.slow_subscribers_dropped += 1
         refusal = Refused(Status.UNAVAILABLE, "too slow: unsent messages passed the limit")
         self._fail(refusal, None, discard_pending=True)

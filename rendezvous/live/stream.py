@@ -7,6 +7,7 @@ registered is removed and announced.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from typing import Final
 
@@ -92,6 +93,9 @@ class LiveStream(StreamProtocol):
         assert stream is not None
         stream.close()
         return stream.closed
+
+    def idle_socket(self) -> socket.socket | None:
+        return None  # a libp2p stream: its bytes are framed and encrypted first
 
     def abort(self) -> None:
         self.log.info(

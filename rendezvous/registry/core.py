@@ -17,6 +17,7 @@ from rendezvous.registry.namespaces import EveryNamespace, Namespace
 from rendezvous.registry.ownership import (
     OTHER_ID,
     OTHER_SESSION,
+    FanOut,
     Owners,
     Session,
     Subscriber,
@@ -37,6 +38,11 @@ class Registry(Reads):
         self._seq = 0
         self._expiries = Expiries(self._namespaces)
         self._changes = EveryNamespace(self._namespaces)
+
+    def use_fan_out(self, fan_out: FanOut) -> None:
+        """Hand announcements to their subscribers through ``fan_out`` (a dialect's
+        way of writing one push to many sessions at once)."""
+        self._owners.fan_out = fan_out
 
     # -- sessions ---------------------------------------------------------
 

@@ -8,7 +8,7 @@ registrations.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from rendezvous.model import Announcement, Refused, Registration, Status
@@ -18,6 +18,16 @@ class Subscriber(Protocol):
     """What the registry pushes announcements to (a live-dialect session)."""
 
     def announce(self, announcement: Announcement) -> None: ...
+
+
+FanOut = Callable[[Sequence[Subscriber], Announcement], None]
+"""Hands one announcement to many subscribers (`announce_each`, or a dialect's own)."""
+
+
+def announce_each(subscribers: Sequence[Subscriber], announcement: Announcement) -> None:
+    """The plain fan-out: each subscriber in turn."""
+    for subscriber in subscribers:
+        subscriber.announce(announcement)
 
 
 class Session:
@@ -53,10 +63,12 @@ OTHER_SESSION = "peer id is registered by another session"
 class Owners:
     """The unauthenticated session that owns each peer id it registered."""
 
-    __slots__ = ("_by_key",)
+    __slots__ = ("_by_key", "fan_out")
 
     def __init__(self) -> None:
         self._by_key: dict[bytes, Session] = {}
+        self.fan_out: FanOut = announce_each
+        """How an announcement reaches the subscribers `tell` picked."""
 
     def owner(self, key: bytes) -> Session | None:
         return self._by_key.get(key)
@@ -104,8 +116,10 @@ class Owners:
         """Hand ``announcement`` to every subscriber but the one that speaks for its id."""
         key = announcement.registration.peer.key
         owner = self._by_key.get(key)
-        for session in list(subscribers):
-            if session is not owner:
-                identity = session.identity
-                if identity is None or identity != key:
-                    session.subscriber.announce(announcement)
+        told = [
+            session.subscriber
+            for session in subscribers
+            if session is not owner and (session.identity is None or session.identity != key)
+        ]
+        if told:
+            self.fan_out(told, announcement)

@@ -12,6 +12,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from rendezvous.limits import Limits
 from rendezvous.model import Peer, Refused, Status
 from rendezvous.registry import Registry, Session
+from rendezvous.registry.ownership import FanOut
 from rendezvous.store.base import Client, StoreStats, TTLClient
 
 
@@ -35,6 +36,10 @@ class MemoryStore:
 
     def start(self) -> None:
         pass
+
+    def use_fan_out(self, fan_out: FanOut) -> None:
+        """Push announcements to many subscribers through ``fan_out``."""
+        self.registry.use_fan_out(fan_out)
 
     def stop(self) -> Deferred[None]:
         if self._expiry is not None and self._expiry.active():

@@ -42,6 +42,7 @@ from twisted.python.failure import Failure
 from rendezvous.limits import Limits
 from rendezvous.model import Peer, Refused, Status
 from rendezvous.registry import Session
+from rendezvous.registry.ownership import FanOut, announce_each
 from rendezvous.store.base import Client, StoreStats
 from rendezvous.store.redis import scripts
 from rendezvous.store.redis.batch import BATCH_SIZE, Batcher
@@ -85,6 +86,8 @@ class RedisStore:
         self.by_sid: dict[str, RedisSession] = {}
         self._next_sid = 0
         self.registration_count = 0
+        self.fan_out: FanOut = announce_each
+        """How a change reaches this daemon's subscribers (`use_fan_out`)."""
 
         self.failures = Failures(self)
         self.discovery = Discovery(self)
@@ -96,6 +99,10 @@ class RedisStore:
         link.on_down = self.recovery.down
         link.on_message = self.subscriptions.message
         link.on_eviction = self._evicted
+
+    def use_fan_out(self, fan_out: FanOut) -> None:
+        """Push announcements to many subscribers through ``fan_out``."""
+        self.fan_out = fan_out
 
     # -- lifecycle ----------------------------------------------------------------
 

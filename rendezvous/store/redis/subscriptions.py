@@ -208,6 +208,10 @@ class Subscriptions:
             # the key: its own UNREGISTER), nor one that held the key when it changed.
             daemon, _, sid = origin.rpartition("/")
             maker = store.by_sid.get(sid) if daemon == store.daemon else None
-            for session in list(state.subscribers):
-                if session is not maker and not holds(session, key, seq):
-                    client(session).announce(announcement)
+            told = [
+                client(session)
+                for session in state.subscribers
+                if session is not maker and not holds(session, key, seq)
+            ]
+            if told:
+                store.fan_out(told, announcement)
