@@ -13,12 +13,29 @@ stay connected and, for ``--seconds`` each, pipeline ``--window`` requests on th
 REGISTER of their own record again (a refresh), then DISCOVER ``bench`` with limit 64 (the
 js server's cap) among the ``--registrations`` held. Requests are pre-encoded frames and
 replies are counted by framing, so the generator spends its CPU on Noise and yamux.
+
+``--generator js`` (or ``both``, the default) drives each server with js-libp2p clients as
+well (``bench/js/rendezvous_load.mjs``, ``--js-generators`` node processes pinned to the
+generators' CPU): js-libp2p 2.x nodes, each its own key, with the rendezvous client of
+`@canvas-js/libp2p-rendezvous` (no identify, as our generator). After our generator's
+rounds, ``--js-registrations`` more peers connect, REGISTER through the client and close
+(the client seals its record each time; a node per peer), then ``--peers`` js peers stay
+connected and hold ``--window`` streams each, on which the client sends one request after
+the other: REGISTER (a record sealed again each time: new bytes), then DISCOVER limit 64,
+whose records the client opens, verifies and stores. The preload of ``--registrations`` is
+our generator's in every case (a js peer's new connection costs its generator ~15 ms).
+Every rate has the server's and the generators' CPU per operation beside it, and which of
+the two set the pace.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
+import select
+import subprocess
 import sys
 import threading
 import time
@@ -78,6 +95,44 @@ class P2PProcess:
             c._children.remove(self.proc)
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds every thread of ``pid`` has run so far, to the microsecond: the sum of
+    their ``se.sum_exec_runtime`` (/proc/PID/task/*/sched, in ms); /proc/PID/stat (psutil)
+    counts in 10 ms ticks, too coarse for the few ms a server spends in a window of a slow
+    load. Without /proc/PID/sched, psutil's figure."""
+    total, found = 0.0, False
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        tasks = []
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/sched") as f:
+                for line in f:
+                    if line.startswith("se.sum_exec_runtime"):
+                        total += float(line.split(":")[1]) / 1e3
+                        found = True
+                        break
+        except (OSError, ValueError):
+            pass  # a thread that ended meanwhile
+    if found:
+        return total
+    import psutil
+
+    t = psutil.Process(pid).cpu_times()
+    return float(t.user + t.system)
+
+
+def workers_cpu(workers: list) -> float:
+    """`process_cpu` of load-generator processes (`c.Worker` or `JSWorker`) together."""
+    return sum(process_cpu(w.proc.pid) for w in workers)
+
+
+def server_cpu(server: Any) -> float:
+    """`process_cpu` of a server under test (ours, a `c.Server`, or a `P2PProcess`)."""
+    return process_cpu(server.proc.pid)
+
+
 def wait_p2p(server: Any, timeout: float) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -95,6 +150,124 @@ def js_server(script: str, cwd: str, *args: str) -> P2PProcess:
     with open(os.path.join(c.HERE, "js", script)) as f:
         code = f.read()
     return P2PProcess(["node", "--input-type=module", "-e", code, *args], cwd)
+
+
+def _client_process() -> None:
+    """In a js generator before it runs node: its descriptor limit raised, and pinned to
+    the generators' CPUs (before exec, so every thread node starts is pinned too)."""
+    c.raise_fd_limit()
+    c.pin(c.CLIENT_CPUS)
+
+
+class JSWorker:
+    """A js load generator (``bench/js/<script>`` run by node from ``cwd``), pinned to the
+    generators' CPUs; one JSON command a line on its stdin, one JSON answer a line back."""
+
+    def __init__(self, script: str, cwd: str, *args: str) -> None:
+        import tempfile
+
+        import psutil
+
+        with open(os.path.join(c.HERE, "js", script)) as f:
+            code = f.read()
+        self.stderr = tempfile.NamedTemporaryFile(prefix="bench-js-load-", suffix=".log")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            ["node", "--input-type=module", "-e", code, *args],
+            cwd=cwd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            preexec_fn=_client_process,
+        )
+        c._children.append(self.proc)
+        self.ps = psutil.Process(self.proc.pid)
+        self.buffer = b""
+
+    def send_json(self, cmd: str, **fields: Any) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"cmd": cmd, **fields}).encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def recv_json(self, timeout: float = 120) -> dict:
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise c.BenchTimeout("js load generator did not answer")
+            data = os.read(fd, 65536)
+            if not data:
+                raise RuntimeError(f"js load generator exited:\n{self.log_tail()}")
+            self.buffer += data
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        reply = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError(f"js load generator failed: {reply['error']}")
+        return reply
+
+    def command(self, cmd: str, timeout: float = 120, **fields: Any) -> dict:
+        self.send_json(cmd, **fields)
+        return self.recv_json(timeout)
+
+    def cpu(self) -> float:
+        t = self.ps.cpu_times()
+        return t.user + t.system
+
+    def log_tail(self) -> str:
+        with open(self.stderr.name, "rb") as f:
+            return f.read().decode(errors="replace")[-2000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                self.send_json("quit")
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.proc in c._children:
+            c._children.remove(self.proc)
+
+
+class JSGenerator(JSWorker):
+    """js-libp2p peers with canvas's rendezvous client (``rendezvous_load.mjs``), driven
+    with `generator`'s commands: preload, connect, load, close."""
+
+    def __init__(self, preload: int, peers: int, concurrency: int) -> None:
+        super().__init__("rendezvous_load.mjs", JS_CANVAS, "/rendezvous/1.0.0")
+        self.preload, self.peers, self.concurrency = preload, peers, concurrency
+        self.address = ""
+        self.last = ""
+
+    def send(self, cmd: str, *args: Any) -> None:
+        self.last = cmd
+        if cmd == "preload":
+            self.send_json(cmd, server=args[0], count=self.preload, concurrency=self.concurrency)
+        elif cmd == "connect":
+            self.address = args[0]
+            self.send_json(cmd, server=args[0], peers=self.peers)
+        elif cmd == "load":
+            op, window, t_start, t_end = args
+            self.send_json(
+                cmd, server=self.address, op=op, streams=window, start=t_start, end=t_end
+            )
+        else:
+            self.send_json(cmd)
+
+    def recv(self, timeout: float = 120) -> Any:
+        reply = self.recv_json(timeout)
+        if self.last == "preload" and reply["errors"]:
+            raise RuntimeError(f"js peers' REGISTER failed: {reply['errors']}")
+        if self.last == "connect":
+            return reply["peers"]
+        if self.last == "load":
+            # the statuses as `generator` names them: "0" is OK
+            statuses = {"0" if k == "OK" else k for k in reply["statuses"]}
+            statuses |= {f"{n} returned" for n in reply["returned"]}
+            return {**reply, "statuses": sorted(statuses), "undrained": 0}
+        return reply
 
 
 def start_server(kind: str) -> Any:
@@ -360,11 +533,63 @@ def progress(text: str) -> None:
     print(f"  [{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
-def measure(kind: str, args: Any, rnd: int) -> list[dict]:
-    """Preload one server once, then ``args.runs`` rounds of the REGISTER and DISCOVER load."""
+LOADS = {"py": "our Python clients", "js": "js-libp2p clients"}
+"""The load generators, as the table names them."""
+
+
+def preload_phase(out: dict, server: Any, workers: list, count: int, args: Any) -> None:
+    """``count`` peers connect, REGISTER and close (split among ``workers``)."""
+    cpu0, all0, gen0 = server_cpu(server), c.system_cpu(), workers_cpu(workers)
+    t0 = time.monotonic()
+    c.broadcast(workers, "preload", server.address, timeout=args.timeout)
+    seconds = time.monotonic() - t0
+    cpu1, all1, gen1 = server_cpu(server), c.system_cpu(), workers_cpu(workers)
+    gen = gen1 - gen0
+    used = cpu1 - cpu0
+    out["preload_rate"] = count / seconds
+    out["preload_server_cpu"] = used / seconds
+    out["preload_gen_cpu"] = gen / seconds
+    out["preload_per_cpu_second"] = count / max(1e-9, used)
+    out["preload_server_us"] = used / max(1, count) * 1e6
+    out["preload_gen_us"] = gen / max(1, count) * 1e6
+    out["preload_others_cpu"] = max(0.0, (all1 - all0) - used - gen) / seconds
+    progress(
+        f"{out['server']}, {LOADS[out['load']]}: {count:,} connect + REGISTER + close "
+        f"in {seconds:.1f} s"
+    )
+
+
+def idle_cpu(server: Any, seconds: float) -> float:
+    """The server's CPU (of one core) over ``seconds`` with nothing sent, ``seconds`` after
+    the peers connected (a js server identifies them for a second or two): what it spends
+    anyway, which a per-operation figure at a low rate carries too."""
+    time.sleep(seconds)
+    cpu0, t0 = server_cpu(server), time.monotonic()
+    time.sleep(seconds)
+    return (server_cpu(server) - cpu0) / (time.monotonic() - t0)
+
+
+def rounds(dest: list[dict], out: dict, server: Any, workers: list, args: Any) -> None:
+    """``args.runs`` rounds of the REGISTER and DISCOVER load, each a sample in ``dest``."""
+    kind, load = out["server"], LOADS[out["load"]]
+    for r in range(args.runs):
+        sample = dict(out)
+        try:
+            load_phases(sample, server, workers, args)
+        except Unanswered as e:  # it stopped answering: keep the rounds it finished
+            progress(f"{kind}, {load}: round {r + 1} abandoned: {e}")
+            ABANDONED.append(f"{kind}, {load}, round {r + 1} of {args.runs}: {e}")
+            break
+        dest.append(sample)
+
+
+def measure(kind: str, args: Any, rnd: int) -> dict[str, list[dict]]:
+    """Preload one server once with our generator, then ``args.runs`` rounds of the
+    REGISTER and DISCOVER load from each generator of ``args.loads`` in turn."""
     server = start_server(kind)
     gens = args.generators
-    workers: list[c.Worker] = []
+    workers: list[Any] = []
+    samples: dict[str, list[dict]] = {load: [] for load in args.loads}
     try:
         first = rnd * 10_000_000
         per_pre, per_peer = c.split(args.registrations, gens), c.split(args.peers, gens)
@@ -375,40 +600,40 @@ def measure(kind: str, args: Any, rnd: int) -> list[dict]:
             w.recv()
         time.sleep(0.5)
         rss0 = server.rss()
-        cpu0, all0 = server.cpu(), c.system_cpu()
-        t0 = time.monotonic()
-        pre = c.broadcast(workers, "preload", server.address, timeout=args.timeout)
-        preload_s = time.monotonic() - t0
-        progress(f"{kind}: {args.registrations:,} registrations preloaded in {preload_s:.1f} s")
-        cpu1, all1 = server.cpu(), c.system_cpu()
+        out = {"server": kind, "load": "py", "registrations": args.registrations}
+        preload_phase(out, server, workers, args.registrations, args)
         time.sleep(0.5)
-        rss1 = server.rss()
-        c.broadcast(workers, "connect", server.address, timeout=120)
-        progress(f"{kind}: {args.peers} peers connected")
-        out = {
-            "server": kind,
-            "registrations": args.registrations,
-            "bytes_per_registration": (rss1 - rss0) / max(1, args.registrations),
-            "preload_rate": args.registrations / preload_s,
-            "preload_server_cpu": (cpu1 - cpu0) / preload_s,
-            "preload_gen_cpu": sum(r["cpu"] for r in pre) / preload_s,
-            "preload_per_cpu_second": args.registrations / max(1e-9, cpu1 - cpu0),
-            "preload_others_cpu": max(
-                0.0, (all1 - all0) - (cpu1 - cpu0) - sum(r["cpu"] for r in pre)
-            )
-            / preload_s,
-        }
-        samples = []
-        for r in range(args.runs):
-            sample = dict(out)
-            try:
-                load_phases(sample, server, workers, args)
-            except Unanswered as e:  # it stopped answering: keep the rounds it finished
-                progress(f"{kind}: round {r + 1} abandoned: {e}")
-                ABANDONED.append(f"{kind}, round {r + 1} of {args.runs}: {e}")
-                break
-            samples.append(sample)
-        c.broadcast(workers, "close")
+        out["bytes_per_registration"] = (server.rss() - rss0) / max(1, args.registrations)
+        if "py" in args.loads:
+            c.broadcast(workers, "connect", server.address, timeout=120)
+            progress(f"{kind}, {LOADS['py']}: {args.peers} peers connected")
+            out["idle_server_cpu"] = idle_cpu(server, args.idle)
+            rounds(samples["py"], out, server, workers, args)
+            c.broadcast(workers, "close")
+        for w in workers:
+            w.stop()
+        if "js" in args.loads:
+            js_pre = c.split(args.js_registrations, args.js_generators)
+            js_peer = c.split(args.peers, args.js_generators)
+            workers = [
+                JSGenerator(js_pre[i], js_peer[i], args.js_concurrency)
+                for i in range(args.js_generators)
+            ]
+            for w in workers:
+                w.command("cpu", timeout=60)  # node started and its modules loaded
+            time.sleep(0.5)
+            out = {
+                "server": kind,
+                "load": "js",
+                "registrations": args.registrations,
+                "bytes_per_registration": float("nan"),
+            }
+            preload_phase(out, server, workers, args.js_registrations, args)
+            c.broadcast(workers, "connect", server.address, timeout=120)
+            progress(f"{kind}, {LOADS['js']}: {args.peers} peers connected")
+            out["idle_server_cpu"] = idle_cpu(server, args.idle)
+            rounds(samples["js"], out, server, workers, args)
+            c.broadcast(workers, "close", timeout=60)
         return samples
     finally:
         for w in workers:
@@ -424,133 +649,160 @@ ABANDONED: list[str] = []
 """Rounds a server did not finish, said under the table."""
 
 
-def load_phases(out: dict, server: Any, workers: list[c.Worker], args: Any) -> None:
-    kind = out["server"]
+def load_phases(out: dict, server: Any, workers: list, args: Any) -> None:
+    kind, load = out["server"], LOADS[out["load"]]
     for op in ("register", "discover"):
         t_start = time.time() + args.warmup
         t_end = t_start + args.seconds
         for w in workers:
             w.send("load", op, args.window, t_start, t_end)
         time.sleep(max(0.0, t_start - time.time()))
-        cpu0, all0 = server.cpu(), c.system_cpu()
+        cpu0, all0, gen0 = server_cpu(server), c.system_cpu(), workers_cpu(workers)
         time.sleep(max(0.0, t_end - time.time()))
-        cpu1, all1 = server.cpu(), c.system_cpu()
+        cpu1, all1, gen1 = server_cpu(server), c.system_cpu(), workers_cpu(workers)
         results = [w.recv(args.seconds + 90) for w in workers]
         server.check_alive()
         seconds = c.median([r["seconds"] for r in results])
-        gen_cpu = sum(r["cpu"] for r in results)
+        # every generator's CPU read from outside, over the window the server's is read in
+        gen_cpu = gen1 - gen0
         statuses = sorted({s for r in results for s in r["statuses"]})
         if "0" not in statuses:  # Message.OK
             raise Unanswered(f"{kind} {op}: replies were not OK: {statuses}")
-        out[f"{op}_rate"] = sum(r["requests"] for r in results) / seconds
+        rate = sum(r["requests"] for r in results) / seconds if seconds > 0 else 0.0
+        out[f"{op}_rate"] = rate
         out[f"{op}_server_cpu"] = (cpu1 - cpu0) / args.seconds
-        out[f"{op}_gen_cpu"] = gen_cpu / seconds
+        out[f"{op}_gen_cpu"] = gen_cpu / args.seconds
         out[f"{op}_others_cpu"] = max(0.0, (all1 - all0) - (cpu1 - cpu0) - gen_cpu) / (args.seconds)
         out[f"{op}_statuses"] = statuses
         out[f"{op}_undrained"] = sum(r["undrained"] for r in results)
-        progress(f"{kind}: {op} {out[f'{op}_rate']:,.0f}/s ({out[f'{op}_undrained']} undrained)")
-        out[f"{op}_per_cpu_second"] = out[f"{op}_rate"] / max(1e-9, out[f"{op}_server_cpu"])
+        progress(f"{kind}, {load}: {op} {rate:,.0f}/s ({out[f'{op}_undrained']} undrained)")
+        out[f"{op}_per_cpu_second"] = rate / max(1e-9, out[f"{op}_server_cpu"])
+        out[f"{op}_server_us"] = out[f"{op}_server_cpu"] / rate * 1e6 if rate else float("nan")
+        out[f"{op}_gen_us"] = out[f"{op}_gen_cpu"] / rate * 1e6 if rate else float("nan")
 
 
+OPS = ("preload", "register", "discover")
+PER_OP = ("rate", "per_cpu_second", "server_cpu", "server_us", "gen_cpu", "gen_us", "others_cpu")
 MEDIANS = (
     "bytes_per_registration",
-    "preload_rate",
-    "preload_per_cpu_second",
-    "preload_server_cpu",
-    "preload_gen_cpu",
-    "preload_others_cpu",
-    "register_rate",
-    "register_per_cpu_second",
-    "discover_per_cpu_second",
-    "register_server_cpu",
-    "register_gen_cpu",
-    "register_others_cpu",
-    "discover_rate",
-    "discover_server_cpu",
-    "discover_gen_cpu",
-    "discover_others_cpu",
+    "idle_server_cpu",
+    *(f"{op}_{m}" for op in OPS for m in PER_OP),
 )
+
+
+def quotient(ours: dict[str, Any] | None, js: dict[str, Any] | None, key: str) -> float:
+    """ours[key] / js[key]; NaN without both, or when js's is 0."""
+    if not ours or not js or not js[key]:
+        return float("nan")
+    return float(ours[key] / js[key])
+
+
+def pace(server_cpu: float, gen_cpu: float) -> str:
+    """Which side set the pace: the one nearer a full share of its CPUs (the server: one
+    CPU; the generators: `c.CLIENT_CPUS`), if it had at least half; else neither."""
+    s, g = server_cpu, gen_cpu / len(c.CLIENT_CPUS)
+    if max(s, g) < 0.5:
+        return "neither"
+    return "server" if s >= g else "generator"
 
 
 def main(args: Any) -> int:
     if args.quick:
         args.registrations, args.peers, args.window = 60, 8, 4
         args.seconds, args.warmup, args.runs = 0.5, 0.3, 1
+        args.js_registrations, args.idle = 20, 0.3
+    args.loads = ["py", "js"] if args.generator == "both" else [args.generator]
     kinds = [k for k in args.servers.split(",") if k]
-    if "js" in kinds and (why := node_modules_missing(JS_CANVAS)):
-        print(f"(js baseline skipped: {why})", file=sys.stderr)
-        kinds.remove("js")
-    samples: dict[str, list[dict]] = {k: [] for k in kinds}
+    if "js" in kinds or "js" in args.loads:
+        why = node_modules_missing(JS_CANVAS)
+        if why and "js" in kinds:
+            print(f"(js baseline skipped: {why})", file=sys.stderr)
+            kinds.remove("js")
+        if why and "js" in args.loads:
+            print(f"(js-libp2p clients skipped: {why})", file=sys.stderr)
+            args.loads.remove("js")
+    samples: dict[str, dict[str, list[dict]]] = {}
     for kind in kinds:
         samples[kind] = measure(kind, args, kinds.index(kind))
-    kinds = [k for k in kinds if samples[k]]  # a server that finished no round has no row
-    med = {k: {m: c.median([r[m] for r in samples[k]]) for m in MEDIANS} for k in kinds}
-    ours, js = med.get("rendezvous"), med.get("js")
+    # a server and load with no round finished has no row
+    pairs = [(k, g) for k in kinds for g in args.loads if samples[k][g]]
+    med = {(k, g): {m: c.median([r[m] for r in samples[k][g]]) for m in MEDIANS} for k, g in pairs}
     rows = []
-    targets = {"register_rate": args.register_target, "discover_rate": args.discover_target}
+    targets = {"register": args.register_target, "discover": args.discover_target}
     labels = {
-        "preload_rate": "connect + REGISTER + close",
-        "register_rate": "REGISTER (refresh)",
-        "discover_rate": f"DISCOVER limit {DISCOVER_LIMIT}",
+        "preload": "connect + REGISTER + close",
+        "register": "REGISTER (refresh)",
+        "discover": f"DISCOVER limit {DISCOVER_LIMIT}",
     }
-    for metric, label in labels.items():
-        op = metric.split("_")[0]
-        for kind in kinds:
-            m = med[kind]
-            ratio = ours[metric] / js[metric] if ours and js else float("nan")
-            per = f"{op}_per_cpu_second"
-            cpu_ratio = ours[per] / js[per] if ours and js else float("nan")
-            target = targets.get(metric)
+    names = {"rendezvous": "ours", "js": "js (canvas)"}
+    for op, label in labels.items():
+        for k, g in pairs:
+            m = med[(k, g)]
+            ours, js = med.get(("rendezvous", g)), med.get(("js", g))
+            ratio = quotient(ours, js, f"{op}_rate")
+            cpu_ratio = quotient(ours, js, f"{op}_per_cpu_second")
+            target = targets.get(op)
             verdict = ""
-            if kind == "rendezvous" and target and js:
+            if k == "rendezvous" and g == "py" and target and js:
                 verdict = f">= {target:g}x: " + ("met" if ratio >= target else "MISSED")
                 if (ratio >= target) != (cpu_ratio >= target):
                     verdict += " (per CPU-s: " + ("met" if cpu_ratio >= target else "missed") + ")"
             rows.append(
                 [
                     label,
-                    "ours" if kind == "rendezvous" else "js (canvas)",
-                    m[metric],
+                    names[k],
+                    LOADS[g],
+                    m[f"{op}_rate"],
                     f"{m[f'{op}_server_cpu']:.0%}",
-                    m[f"{op}_per_cpu_second"],
+                    m[f"{op}_server_us"],
                     f"{m[f'{op}_gen_cpu']:.0%}",
+                    m[f"{op}_gen_us"],
                     f"{m[f'{op}_others_cpu']:.0%}",
-                    ratio if kind == "rendezvous" else "",
-                    cpu_ratio if kind == "rendezvous" else "",
+                    pace(m[f"{op}_server_cpu"], m[f"{op}_gen_cpu"]),
+                    ratio if k == "rendezvous" else "",
+                    cpu_ratio if k == "rendezvous" else "",
                     verdict,
                 ]
             )
-    for kind in kinds:
+    mem = {k: med[(k, g)]["bytes_per_registration"] for k, g in pairs if g == "py"}
+    for k, value in mem.items():
         rows.append(
             [
                 "memory per registration (B)",
-                "ours" if kind == "rendezvous" else "js (canvas)",
-                med[kind]["bytes_per_registration"],
-                "",
-                "",
-                "",
-                "",
-                ours["bytes_per_registration"] / js["bytes_per_registration"]
-                if kind == "rendezvous" and ours and js and js["bytes_per_registration"] > 0
+                names[k],
+                LOADS["py"],
+                value,
+                *[""] * 6,
+                mem["rendezvous"] / mem["js"]
+                if k == "rendezvous" and "js" in mem and mem["js"] > 0
                 else "",
                 "",
                 "",
             ]
         )
+    loads = " and ".join(
+        f"{LOADS[g]} ({args.generators if g == 'py' else args.js_generators} processes)"
+        for g in args.loads
+    )
     print(
         c.table(
             f"Scenario 5: /rendezvous/1.0.0 over Noise + yamux, {args.registrations:,} "
-            f"registrations held, {args.peers} connected peers x {args.window} in flight, "
-            f"{args.generators} generator process(es); one preload per server, then median of "
-            f"{args.runs} round(s) x {args.seconds:g} s",
+            f"registrations held (preloaded by our clients), {args.peers} connected peers x "
+            f"{args.window} in flight, load from {loads}; connect + REGISTER + close: "
+            f"{args.registrations:,} peers of ours, {args.js_registrations:,} js; one preload "
+            f"per server, then median of {args.runs} round(s) x {args.seconds:g} s; µs/op: "
+            f"CPU time per operation",
             [
                 "operation",
                 "server",
+                "load",
                 "per second",
                 "server CPU",
-                "per server CPU-s",
-                "generator CPU",
+                "server µs/op",
+                "generators' CPU",
+                "generators' µs/op",
                 "other processes' CPU",
+                "pace",
                 "ours/js",
                 "ours/js per CPU-s",
                 "target",
@@ -558,6 +810,11 @@ def main(args: Any) -> int:
             rows,
         )
     )
+    idle = ", ".join(
+        f"{names[k]} under {LOADS[g]}: {med[(k, g)]['idle_server_cpu'] * 1e6:,.0f} µs a second"
+        for k, g in pairs
+    )
+    print(f"(the server's CPU with the peers connected and silent, before the rounds: {idle})")
     for line in ABANDONED:
         print(f"(medians of the rounds finished; abandoned: {line})")
     c.write_json(
@@ -565,7 +822,7 @@ def main(args: Any) -> int:
         {
             "scenario": "libp2p_path",
             "args": vars(args),
-            "median": med,
+            "median": {k: {g: med[(k2, g)] for k2, g in pairs if k2 == k} for k in kinds},
             "samples": samples,
             "abandoned": ABANDONED,
         },
@@ -574,7 +831,7 @@ def main(args: Any) -> int:
 
 
 if __name__ == "__main__":
-    p = c.base_parser(__doc__, timeout=1200, profile=False)
+    p = c.base_parser(__doc__, timeout=1800, profile=False)
     p.set_defaults(servers="rendezvous,js")
     p.add_argument("--registrations", type=int, default=10_000, help="registrations held")
     p.add_argument("--peers", type=int, default=50, help="connected peers driving the load")
@@ -582,7 +839,24 @@ if __name__ == "__main__":
     p.add_argument("--concurrency", type=int, default=32, help="dials in flight per generator")
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--warmup", type=float, default=1.0)
-    p.add_argument("--generators", type=int, default=2, help="load-generator processes")
+    p.add_argument("--generators", type=int, default=2, help="our load-generator processes")
+    p.add_argument(
+        "--generator",
+        choices=("py", "js", "both"),
+        default="both",
+        help="the load: our Python clients, js-libp2p's (canvas's rendezvous client), or both",
+    )
+    p.add_argument(
+        "--idle", type=float, default=2.0, help="seconds of the server's idle CPU measured"
+    )
+    p.add_argument("--js-generators", type=int, default=2, help="js load-generator processes")
+    p.add_argument(
+        "--js-registrations",
+        type=int,
+        default=1000,
+        help="js peers that connect, REGISTER and close (a node each)",
+    )
+    p.add_argument("--js-concurrency", type=int, default=16, help="js peers in flight each")
     p.add_argument("--register-target", type=float, default=5.0, help="ours/js REGISTER")
     p.add_argument("--discover-target", type=float, default=50.0, help="ours/js DISCOVER")
     c.main_wrapper(main, p.parse_args())
