@@ -15,6 +15,16 @@ Raw loopback TCP between the same two processes is the ceiling: the same bytes o
 plain TCP connection, and TCP connections opened and closed per second. Every relay runs
 for the whole script and each of the ``--runs`` rounds measures them in turn, so that a
 noisy spell of the machine falls on all of them alike.
+
+``--generator js`` (or ``both``, the default) has js-libp2p 3.x peers with the circuit relay
+transport do the same (``bench/js/relay_load.mjs``, bob and alice each a node process pinned
+to the generators' CPU, with identify, which the transport requires): bob reserves by
+listening on the relay's ``/p2p-circuit`` address, alice dials his circuit address, which in
+js-libp2p is a connection of its own through the circuit (CONNECT, then Noise and yamux
+end to end, then identify), opens a stream and sends the bytes; a circuit is counted when
+that connection is up, then alice closes it (``--parallel`` alice nodes for circuits in
+parallel: js-libp2p keeps one connection per peer). Every measure has the relay's and the
+peers' CPU per operation (per MiB, per circuit) beside it, and which side set the pace.
 """
 
 from __future__ import annotations
@@ -29,7 +39,15 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as c
-from libp2p_path import P2PProcess, js_server, node_modules_missing, nodelay, reactor_worker
+from libp2p_path import (
+    JSWorker,
+    P2PProcess,
+    js_server,
+    node_modules_missing,
+    nodelay,
+    reactor_worker,
+    server_cpu,
+)
 
 JS_RELAY = os.path.join(c.ROOT, "interop", "js-relay")
 CHUNK = 64 * 1024
@@ -268,66 +286,163 @@ def stop_relay(relay: P2PProcess, profile: str | None) -> None:
     relay.stop()
 
 
-class Relay:
-    """One relay under test (None for raw TCP), with bob reserved on it and alice connected."""
+class PyPeers:
+    """Bob and alice in our two generator processes (our client code)."""
 
-    def __init__(self, kind: str, bob_w: c.Worker, alice_w: c.Worker, profile: str | None = None):
+    load = "py"
+
+    def __init__(self) -> None:
+        self.bob, self.alice = c.Worker(bob), c.Worker(alice)
+        self.bob.recv()
+        self.alice.recv()
+        self.bob.send("tcp_port")
+        self.tcp_port = self.bob.recv()
+
+    def attach(self, relay: Relay) -> None:
+        """Bob reserves on ``relay``, alice connects to it."""
+        assert relay.process is not None
+        self.bob.send("reserve", relay.process.address)
+        relay.target[self.load] = self.bob.recv(60)["peer"]
+        self.alice.send("dial", relay.process.address)
+        self.alice.recv(60)
+
+    def bob_cpu(self) -> float:
+        self.bob.send("cpu")
+        return float(self.bob.recv())
+
+    def expect(self, size: int) -> None:
+        self.bob.send("expect", size)
+        self.bob.recv()
+
+    def throughput(self, relay: Relay, size: int, timeout: float) -> dict:
+        if relay.process is None:
+            self.alice.send("tcp_throughput", self.tcp_port, size)
+        else:
+            self.alice.send("throughput", relay.process.address, relay.target[self.load], size)
+        return dict(self.alice.recv(timeout))
+
+    def circuits(self, relay: Relay, parallel: int, t_start: float, t_end: float) -> dict:
+        address = relay.process.address if relay.process is not None else None
+        target = self.tcp_port if relay.process is None else relay.target[self.load]
+        self.alice.send("circuits", address, target, parallel, t_start, t_end)
+        return dict(self.alice.recv(t_end - time.time() + 60))
+
+    def stop(self) -> None:
+        self.bob.stop()
+        self.alice.stop()
+
+
+class JSPeers:
+    """Bob and alice as js-libp2p 3.x nodes with the circuit relay transport
+    (``bench/js/relay_load.mjs``), one node process each."""
+
+    load = "js"
+
+    def __init__(self, parallel: int) -> None:
+        self.parallel = parallel
+        self.bob = JSWorker("relay_load.mjs", JS_RELAY)
+        self.alice = JSWorker("relay_load.mjs", JS_RELAY)
+        for w in (self.bob, self.alice):
+            w.command("cpu", timeout=60)  # node started and its modules loaded
+
+    def attach(self, relay: Relay) -> None:
+        assert relay.process is not None
+        address = relay.process.address
+        relay.target[self.load] = self.bob.command("reserve", 60, relay=address)["circuit"]
+        self.alice.command("dial", 60, relay=address, nodes=self.parallel)
+
+    def bob_cpu(self) -> float:
+        return float(self.bob.command("cpu")["cpu"])
+
+    def expect(self, size: int) -> None:
+        self.bob.command("expect", bytes=size)
+
+    def throughput(self, relay: Relay, size: int, timeout: float) -> dict:
+        assert relay.process is not None
+        return self.alice.command(
+            "throughput",
+            timeout,
+            relay=relay.process.address,
+            circuit=relay.target[self.load],
+            bytes=size,
+        )
+
+    def circuits(self, relay: Relay, parallel: int, t_start: float, t_end: float) -> dict:
+        assert relay.process is not None
+        return self.alice.command(
+            "circuits",
+            t_end - time.time() + 60,
+            relay=relay.process.address,
+            circuit=relay.target[self.load],
+            parallel=parallel,
+            start=t_start,
+            end=t_end,
+        )
+
+    def stop(self) -> None:
+        self.bob.stop()
+        self.alice.stop()
+
+
+Peers = PyPeers | JSPeers
+LOADS = {"py": "our Python clients", "js": "js-libp2p clients"}
+"""The load generators, as the table names them."""
+
+
+class Relay:
+    """One relay under test (None for raw TCP), with every load's bob reserved on it and
+    alice connected; ``target``: what each load's alice dials (bob's id, or his circuit
+    address)."""
+
+    def __init__(self, kind: str, peers: list[Peers], profile: str | None = None):
         self.kind = kind
         self.profile = profile
         self.process = None if kind == "tcp" else start_relay(kind, profile)
-        self.target: Any = None
+        self.target: dict[str, Any] = {}
         if self.process is not None:
-            bob_w.send("reserve", self.process.address)
-            self.target = bob_w.recv(60)["peer"]
-            alice_w.send("dial", self.process.address)
-            alice_w.recv(60)
+            for p in peers:
+                p.attach(self)
 
     def stop(self) -> None:
         if self.process is not None:
             stop_relay(self.process, self.profile)
 
 
-def measure(relay: Relay, args: Any, bob_w: c.Worker, alice_w: c.Worker) -> dict:
-    """One round of every phase against ``relay``."""
+def measure(relay: Relay, args: Any, peers: Peers) -> dict:
+    """One round of every phase against ``relay``, ``peers`` the load."""
     kind, process = relay.kind, relay.process
-    address = process.address if process is not None else None
     size = int(args.megabytes * 2**20)
-    out: dict[str, Any] = {"relay": kind}
+    out: dict[str, Any] = {"relay": kind, "load": peers.load}
     phases: list[tuple[str, tuple]] = [("throughput", ())]
     phases += [(f"circuits_{n}", (n,)) for n in (1, args.parallel)]
     for name, extra in phases:
-        relay_cpu0 = process.cpu() if process else 0.0
+        relay_cpu0 = server_cpu(process) if process else 0.0
         all0 = c.system_cpu()
         steal0, softirq0 = steal_softirq()
-        bob_w.send("cpu")
-        bob0 = bob_w.recv()
+        bob0 = peers.bob_cpu()
         if name == "throughput":
-            bob_w.send("expect", size)
-            bob_w.recv()
-            if kind == "tcp":
-                alice_w.send("tcp_throughput", args.tcp_port, size)
-            else:
-                alice_w.send("throughput", address, relay.target, size)
-            r = alice_w.recv(args.timeout)
+            peers.expect(size)
+            r = peers.throughput(relay, size, args.timeout)
             value = size / r["seconds"] / 2**20
+            ops = size / 2**20
             seconds = r["seconds"]
         else:
-            bob_w.send("expect", 0)
-            bob_w.recv()
+            peers.expect(0)
             t_start = time.time() + 0.3
             t_end = t_start + args.seconds
-            tgt = args.tcp_port if kind == "tcp" else relay.target
-            alice_w.send("circuits", address, tgt, extra[0], t_start, t_end)
-            r = alice_w.recv(args.seconds + 60)
+            r = peers.circuits(relay, extra[0], t_start, t_end)
             value = r["count"] / r["seconds"]
+            ops = r["count"]
             seconds = args.seconds + 0.3
-        bob_w.send("cpu")
-        bob1 = bob_w.recv()
-        relay_cpu = (process.cpu() - relay_cpu0) if process else 0.0
+        bob1 = peers.bob_cpu()
+        relay_cpu = (server_cpu(process) - relay_cpu0) if process else 0.0
         gen = (bob1 - bob0) + r["cpu"]
         out[name] = value
         out[f"{name}_relay_cpu"] = relay_cpu / seconds
         out[f"{name}_gen_cpu"] = gen / seconds
+        # per operation (a MiB, or a circuit): CPU over the whole phase, set-up included
+        out[f"{name}_relay_us"] = relay_cpu / ops * 1e6 if ops and process else float("nan")
+        out[f"{name}_gen_us"] = gen / ops * 1e6 if ops else float("nan")
         out[f"{name}_others_cpu"] = max(0.0, c.system_cpu() - all0 - relay_cpu - gen) / seconds
         steal1, softirq1 = steal_softirq()
         out[f"{name}_steal_cpu"] = (steal1 - steal0) / seconds
@@ -343,42 +458,59 @@ PHASES = ("throughput", "circuits_1", "circuits_p")
 def main(args: Any) -> int:
     if args.quick:
         args.megabytes, args.seconds, args.runs = 2, 0.5, 1
+    loads = ["py", "js"] if args.generator == "both" else [args.generator]
     kinds = [k for k in args.servers.split(",") if k]
-    if "js" in kinds and (why := node_modules_missing(JS_RELAY)):
+    why = node_modules_missing(JS_RELAY)
+    if why and "js" in kinds:
         print(f"(js baseline skipped: {why})", file=sys.stderr)
         kinds.remove("js")
-    bob_w, alice_w = c.Worker(bob), c.Worker(alice)
-    bob_w.recv()
-    alice_w.recv()
-    samples: dict[str, list[dict]] = {kind: [] for kind in kinds}
+    if why and "js" in loads:
+        print(f"(js-libp2p clients skipped: {why})", file=sys.stderr)
+        loads.remove("js")
+    if "py" not in loads and "tcp" in kinds:
+        kinds.remove("tcp")  # raw TCP is between our generator's processes
+    pairs = [(k, g) for k in kinds for g in loads if g == "py" or k != "tcp"]
+    samples: dict[tuple[str, str], list[dict]] = {pair: [] for pair in pairs}
+    peers: dict[str, Peers] = {}
     relays: list[Relay] = []
     try:
-        bob_w.send("tcp_port")
-        args.tcp_port = bob_w.recv()
+        for load in loads:
+            peers[load] = PyPeers() if load == "py" else JSPeers(args.parallel)
         # Every relay runs from the start (an idle one costs nothing) and the rounds
         # take them in turn: a noisy spell of the machine falls on all of them alike.
         for kind in kinds:
-            relays.append(Relay(kind, bob_w, alice_w))
+            relays.append(Relay(kind, list(peers.values())))
         for _ in range(args.runs):
             for relay in relays:
-                samples[relay.kind].append(measure(relay, args, bob_w, alice_w))
-        if args.profile:
+                for load, p in peers.items():
+                    if (relay.kind, load) in samples:
+                        samples[(relay.kind, load)].append(measure(relay, args, p))
+        if args.profile and "py" in peers:
             path = os.path.abspath(args.profile)
             if os.path.exists(path):
                 os.unlink(path)
-            profiled = Relay("rendezvous", bob_w, alice_w, profile=path)
+            profiled = Relay("rendezvous", [peers["py"]], profile=path)
             relays.append(profiled)
             for _ in range(args.runs):
-                measure(profiled, args, bob_w, alice_w)
+                measure(profiled, args, peers["py"])
     finally:
         for relay in relays:
             relay.stop()
-        bob_w.stop()
-        alice_w.stop()
-    return report(args, kinds, samples)
+        for p in peers.values():
+            p.stop()
+    return report(args, pairs, samples)
 
 
-def report(args: Any, kinds: list[str], samples: dict[str, list[dict]]) -> int:
+def pace(relay_cpu: float, gen_cpu: float) -> str:
+    """Which side set the pace: the one nearer a full share of its CPUs (the relay: one
+    CPU; the two peers: `c.CLIENT_CPUS`), if it had at least half; else neither."""
+    s, g = relay_cpu, gen_cpu / len(c.CLIENT_CPUS)
+    if max(s, g) < 0.5:
+        return "neither"
+    return "relay" if s >= g else "peers"
+
+
+def report(args: Any, pairs: list[tuple[str, str]], samples: dict[tuple[str, str], list]) -> int:
     rename = {f"circuits_{args.parallel}": "circuits_p"}
     for rs in samples.values():
         for r in rs:
@@ -386,9 +518,8 @@ def report(args: Any, kinds: list[str], samples: dict[str, list[dict]]) -> int:
                 for old, new in rename.items():
                     if k.startswith(old):
                         r[new + k[len(old) :]] = r.pop(k)
-    keys = [k for k in samples[kinds[0]][0] if k != "relay"]
-    med = {k: {m: c.median([r[m] for r in rs]) for m in keys} for k, rs in samples.items()}
-    ours, js = med.get("rendezvous"), med.get("js")
+    keys = [k for k in samples[pairs[0]][0] if k not in ("relay", "load")]
+    med = {pair: {m: c.median([r[m] for r in samples[pair]]) for m in keys} for pair in pairs}
     names = {"rendezvous": "ours", "js": "js-libp2p", "tcp": "raw loopback TCP"}
     labels = {
         "throughput": f"MiB/s through one circuit ({args.megabytes:g} MiB)",
@@ -397,37 +528,53 @@ def report(args: Any, kinds: list[str], samples: dict[str, list[dict]]) -> int:
     }
     rows = []
     for phase, label in labels.items():
-        for kind in kinds:
-            m = med[kind]
-            ratio = ours[phase] / js[phase] if ours and js else float("nan")
+        for kind, load in pairs:
+            m = med[(kind, load)]
+            ours, js = med.get(("rendezvous", load)), med.get(("js", load))
+            ratio = ours[phase] / js[phase] if ours and js and js[phase] else float("nan")
+            per = f"{phase}_relay_us"
+            cpu_ratio = js[per] / ours[per] if ours and js and ours[per] else float("nan")
             verdict = ""
-            if kind == "rendezvous" and js:
+            if kind == "rendezvous" and load == "py" and js:
                 verdict = f">= {args.target:g}x: " + ("met" if ratio >= args.target else "MISSED")
+            relay = kind != "tcp"
             rows.append(
                 [
                     label,
                     names[kind],
+                    LOADS[load],
                     m[phase],
-                    f"{m[f'{phase}_relay_cpu']:.0%}" if kind != "tcp" else "",
+                    f"{m[f'{phase}_relay_cpu']:.0%}" if relay else "",
+                    m[f"{phase}_relay_us"] if relay else "",
                     f"{m[f'{phase}_gen_cpu']:.0%}",
+                    m[f"{phase}_gen_us"],
                     f"{m[f'{phase}_others_cpu']:.0%}",
+                    pace(m[f"{phase}_relay_cpu"], m[f"{phase}_gen_cpu"]) if relay else "",
                     ratio if kind == "rendezvous" else "",
+                    cpu_ratio if kind == "rendezvous" else "",
                     verdict,
                 ]
             )
+    loads = " and ".join(dict.fromkeys(LOADS[g] for _, g in pairs))
     print(
         c.table(
-            f"Scenario 6: circuit relay v2, the same two peers (our client code, 2 generator "
-            f"processes), median of {args.runs} run(s), circuits counted over "
-            f"{args.seconds:g} s; raw TCP is the ceiling (TCP connections/s for circuits)",
+            f"Scenario 6: circuit relay v2, the same two peers for every relay (load: {loads}; "
+            f"2 generator processes each), median of {args.runs} run(s), circuits counted over "
+            f"{args.seconds:g} s; raw TCP is the ceiling (TCP connections/s for circuits); "
+            f"µs/op: CPU time per MiB (throughput) or per circuit",
             [
                 "measure",
                 "relay",
+                "load",
                 "value",
                 "relay CPU",
+                "relay µs/op",
                 "peers' CPU",
+                "peers' µs/op",
                 "other processes' CPU",
+                "pace",
                 "ours/js",
+                "ours/js per CPU-s",
                 "target",
             ],
             rows,
@@ -435,16 +582,28 @@ def report(args: Any, kinds: list[str], samples: dict[str, list[dict]]) -> int:
     )
     c.write_json(
         args.json,
-        {"scenario": "relay_path", "args": vars(args), "median": med, "samples": samples},
+        {
+            "scenario": "relay_path",
+            "args": vars(args),
+            "median": {f"{k},{g}": med[(k, g)] for k, g in pairs},
+            "samples": {f"{k},{g}": samples[(k, g)] for k, g in pairs},
+        },
     )
     return 0
 
 
 if __name__ == "__main__":
-    p = c.base_parser(__doc__, timeout=600)
+    p = c.base_parser(__doc__, timeout=900)
     p.set_defaults(servers="rendezvous,js,tcp")
     p.add_argument("--megabytes", type=float, default=64, help="MiB through one circuit")
     p.add_argument("--seconds", type=float, default=3.0, help="per circuits measurement")
     p.add_argument("--parallel", type=int, default=10, help="circuits opened at once")
     p.add_argument("--target", type=float, default=2.0, help="ours/js on every measure")
+    p.add_argument(
+        "--generator",
+        choices=("py", "js", "both"),
+        default="both",
+        help="the peers: our Python client code, js-libp2p's (the circuit relay transport), "
+        "or both",
+    )
     c.main_wrapper(main, p.parse_args())
