@@ -1,14 +1,17 @@
 """One libp2p connection over TCP: the Twisted Protocol that moves bytes through the machines.
 
-Upgrade: the pure `rendezvous.p2p.upgrade.Upgrade` (multistream-select `/noise`, the
-Noise XX handshake, multistream-select `/yamux/1.0.0` inside Noise) is fed each read and
-told when its timer expires; then yamux. Each inbound stream selects its protocol among
-the host's handlers by multistream-select and is handed to a new `StreamProtocol`.
+Two pure machines do the work. Each read goes first to an `rendezvous.p2p.upgrade.Upgrade`
+(multistream-select `/noise`, the Noise XX handshake, multistream-select `/yamux/1.0.0`
+inside Noise), then to a `rendezvous.p2p.muxed.ConnectionMachine` (Noise messages, yamux,
+each stream's multistream-select among the host's handlers), and each stream it agrees
+on is handed to a `StreamProtocol`. This Protocol moves the bytes, keeps the timers both
+machines ask for, the streams' handlers and the logs.
 Every failure of the peer closes the connection with one log line.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -20,9 +23,10 @@ from zope.interface import implementer
 
 from rendezvous.logs import ClientAddress, debug_logged, emit, emit_failure
 from rendezvous.nodelay import no_delay
-from rendezvous.p2p import noise, yamux
+from rendezvous.p2p import yamux
 from rendezvous.p2p.interfaces import ConnectionHost
-from rendezvous.p2p.multistream import Initiator, MultistreamError, Responder
+from rendezvous.p2p.multistream import MultistreamError
+from rendezvous.p2p.muxed import ConnectionMachine, Event, Negotiated, NotNegotiated, StreamTimer
 from rendezvous.p2p.noise import NoiseError, NoiseSession
 from rendezvous.p2p.stream import Stream, StreamProtocol
 from rendezvous.p2p.transport import TCPAddress
@@ -35,7 +39,7 @@ from rendezvous.p2p.upgrade import (
     Upgraded,
     UpgradeFailed,
 )
-from rendezvous.p2p.yamux import YamuxError, YamuxEvent, YamuxSession
+from rendezvous.p2p.yamux import YamuxError, YamuxSession
 from rendezvous.peerid import peer_id_to_text
 from rendezvous.twisted_internals import (
     direct_socket,
@@ -52,10 +56,6 @@ TRANSPORT_BUFFER = 127 * 1024
 """Read size and write-buffer mark (where our producer is paused) of a TCP transport:
 Twisted's 64 KiB is one byte short of a full Noise message. Below glibc's 128 KiB mmap
 threshold, so a short read costs no mmap of its whole buffer."""
-_SMALL_WRITE = 4096
-"""Up to this many bytes, a Noise message is joined and written whole."""
-_MAX_DATA_FRAME = noise.MAX_PLAINTEXT_LEN - yamux.HEADER_SIZE
-"""Largest yamux Data frame we send: with its header, one full Noise message."""
 
 
 class StreamFailed(Exception):
@@ -63,20 +63,18 @@ class StreamFailed(Exception):
 
 
 class _Negotiation:
-    """A stream whose protocol is being agreed."""
+    """A stream whose protocol is being agreed: its timer, and what opened it (ours)."""
 
-    __slots__ = ("deferred", "negotiator", "protocol", "stream_id", "timer")
+    __slots__ = ("deferred", "protocol", "stream_id", "timer")
 
     def __init__(
         self,
         stream_id: int,
-        negotiator: Initiator | Responder,
         timer: IDelayedCall,
         protocol: StreamProtocol | None = None,
         deferred: Deferred[Stream] | None = None,
     ) -> None:
         self.stream_id = stream_id
-        self.negotiator = negotiator
         self.timer = timer
         self.protocol = protocol
         self.deferred = deferred
@@ -110,8 +108,7 @@ class Connection(Protocol):
         self._state = _UPGRADING
         self._transport: Any = None
         self._upgrade: Upgrade | None = None
-        self._noise: NoiseSession | None = None
-        self._yamux: YamuxSession | None = None
+        self._machine: ConnectionMachine | None = None
         self._streams: dict[int, Stream] = {}
         self._negotiating: dict[int, _Negotiation] = {}
         self._upgrade_timer: IDelayedCall | None = None
@@ -158,6 +155,16 @@ class Connection(Protocol):
     @property
     def streams(self) -> list[Stream]:
         return list(self._streams.values())
+
+    @property
+    def _noise(self) -> NoiseSession | None:
+        """The secure channel's Noise session once multiplexed (for tests)."""
+        return self._machine.noise if self._machine is not None else None
+
+    @property
+    def _yamux(self) -> YamuxSession | None:
+        """The yamux session once multiplexed (for tests)."""
+        return self._machine.yamux if self._machine is not None else None
 
     # -- Twisted Protocol -----------------------------------------------------
 
@@ -242,8 +249,8 @@ class Connection(Protocol):
         """Say GoAway and close the connection."""
         if self._state == _CLOSED:
             return
-        if self._yamux is not None:
-            self._yamux.go_away()
+        if self._machine is not None:
+            self._machine.go_away()
             self._flush()
         self._close_transport()
 
@@ -251,10 +258,9 @@ class Connection(Protocol):
 
     def _receive(self, data: bytes) -> None:
         if self._state == _MUXED:
-            # _MUXED means both are set (no assert on this path: once per read).
-            chunks = self._noise.decrypt_frames(data)  # type: ignore[union-attr]
-            if chunks:
-                self._handle_events(self._yamux.feed_chunks(chunks))  # type: ignore[union-attr]
+            # _MUXED means it is set (no assert on this path: once per read). The events
+            # handled, what the read queued (window updates, data they freed) is sent.
+            self._handle_events(self._machine.receive(data))  # type: ignore[union-attr]
             return
         upgrade = self._upgrade
         assert upgrade is not None
@@ -288,20 +294,22 @@ class Connection(Protocol):
         elif upgraded is not None:
             self._muxed(upgraded.noise)
             if upgraded.chunks and self._state == _MUXED:  # frames that came with it
-                assert self._yamux is not None
-                self._handle_events(self._yamux.feed_chunks(upgraded.chunks))
+                assert self._machine is not None
+                self._handle_events(self._machine.receive_plaintext(upgraded.chunks))
 
     def _muxed(self, session: NoiseSession) -> None:
         self._state = _MUXED
         self._upgrade = None
-        self._noise = session
         if self._upgrade_timer is not None and self._upgrade_timer.active():
             self._upgrade_timer.cancel()
         self._upgrade_timer = None
-        self._yamux = YamuxSession(
+        limits = self.host.limits
+        self._machine = ConnectionMachine(
+            session,
             dialer=self.dialer,
-            max_streams=self.host.limits.max_streams_per_connection,
-            max_frame_payload=_MAX_DATA_FRAME,
+            handlers=self.host.handlers,
+            timeout=limits.negotiation_timeout,
+            max_streams=limits.max_streams_per_connection,
         )
         if debug_logged():
             emit(
@@ -321,9 +329,9 @@ class Connection(Protocol):
         if self._upgrade is not None and self._state == _UPGRADING:
             self._follow(self._upgrade.timer_fired())
 
-    # -- yamux events ---------------------------------------------------------
+    # -- the multiplexed connection's events ---------------------------------------
 
-    def _handle_events(self, events: list[YamuxEvent]) -> None:
+    def _handle_events(self, events: Sequence[Event]) -> None:
         outermost = not self._dispatching
         self._dispatching = True
         try:
@@ -349,40 +357,34 @@ class Connection(Protocol):
         if outermost:
             self._flush(at_once=True)
 
-    def _dispatch(self, event: YamuxEvent) -> None:
-        if isinstance(event, yamux.DataReceived):
-            negotiation = self._negotiating.get(event.stream_id)
-            if negotiation is not None:
-                self._negotiate(negotiation, event.data)
-                return
+    def _dispatch(self, event: Event) -> None:
+        if type(event) is yamux.DataReceived:
             stream = self._streams.get(event.stream_id)
             if stream is not None and stream.protocol is not None:
                 stream.protocol.data_received(event.data)
-        elif isinstance(event, yamux.StreamOpened):
-            self._inbound_stream(event.stream_id)
-        elif isinstance(event, yamux.StreamEnded):
-            negotiation = self._negotiating.get(event.stream_id)
+        elif type(event) is Negotiated:
+            self._negotiated(event)
+        elif type(event) is StreamTimer:
+            self._start_stream_timer(event)
+        elif type(event) is NotNegotiated:
+            negotiation = self._negotiating.pop(event.stream_id, None)
             if negotiation is not None:
-                self._negotiation_failed(negotiation, "the peer closed the stream")
-                return
+                self._end_negotiation(negotiation, event.reason)
+        elif type(event) is yamux.StreamEnded:
             stream = self._streams.get(event.stream_id)
             if stream is not None and stream.protocol is not None:
                 stream.protocol.end_received()
                 self._reap(stream)
-        elif isinstance(event, yamux.StreamReset):
-            negotiation = self._negotiating.pop(event.stream_id, None)
-            if negotiation is not None:
-                self._end_negotiation(negotiation, "the peer reset the stream")
-                return
+        elif type(event) is yamux.StreamReset:
             stream = self._streams.get(event.stream_id)
             if stream is not None:
                 self._lost(stream, "reset by the peer")
-        elif isinstance(event, yamux.SendBufferDrained):
+        elif type(event) is yamux.SendBufferDrained:
             stream = self._streams.get(event.stream_id)
             if stream is not None:
                 self._update_writing(stream)
                 self._reap(stream)
-        elif isinstance(event, yamux.GoAwayReceived) and debug_logged():
+        elif type(event) is yamux.GoAwayReceived and debug_logged():
             emit(
                 self.log,
                 LogLevel.debug,
@@ -394,18 +396,15 @@ class Connection(Protocol):
 
     # -- stream negotiation ---------------------------------------------------
 
-    def _inbound_stream(self, stream_id: int) -> None:
-        session = self._yamux
-        assert session is not None
-        if not session.has_stream(stream_id):
-            return  # reset or refused by a later frame of the same batch
-        session.accept(stream_id)
-        responder = Responder(self.host.handlers)
-        timer = self.host.clock.callLater(
-            self.host.limits.negotiation_timeout, self._stream_timed_out, stream_id
-        )
-        self._negotiating[stream_id] = _Negotiation(stream_id, responder, timer)
-        session.write(stream_id, responder.start())
+    def _start_stream_timer(
+        self,
+        request: StreamTimer,
+        protocol: StreamProtocol | None = None,
+        deferred: Deferred[Stream] | None = None,
+    ) -> None:
+        stream_id = request.stream_id
+        timer = self.host.clock.callLater(request.seconds, self._stream_timed_out, stream_id)
+        self._negotiating[stream_id] = _Negotiation(stream_id, timer, protocol, deferred)
 
     def open_stream(
         self, protocol_id: str, protocol: StreamProtocol, *, early: bytes = b""
@@ -417,66 +416,45 @@ class Connection(Protocol):
         agrees (optimistic select: a round trip saved when the peer surely speaks it).
         Should the peer refuse, it reads them as a proposal at worst; the stream is
         reset and the Deferred fails."""
-        session = self._yamux
-        if self._state != _MUXED or session is None:
+        machine = self._machine
+        if self._state != _MUXED or machine is None:
             return fail(StreamFailed("the connection is not ready"))
         try:
-            stream_id = session.open_stream()
+            request = machine.open_stream(protocol_id, early)
         except YamuxError as error:
             return fail(StreamFailed(str(error)))
-        initiator = Initiator([protocol_id])
-        timer = self.host.clock.callLater(
-            self.host.limits.negotiation_timeout, self._stream_timed_out, stream_id
-        )
         deferred: Deferred[Stream] = Deferred()
-        self._negotiating[stream_id] = _Negotiation(stream_id, initiator, timer, protocol, deferred)
-        session.write(stream_id, initiator.start() + early)
+        self._start_stream_timer(request, protocol, deferred)
         self._flush_soon()
         return deferred
 
-    def _negotiate(self, negotiation: _Negotiation, data: bytes) -> None:
-        session = self._yamux
-        assert session is not None
-        negotiator = negotiation.negotiator
-        try:
-            reply = negotiator.feed(data)
-        except MultistreamError as error:
-            self._negotiation_failed(negotiation, str(error))
-            return
-        stream_id = negotiation.stream_id
-        if reply and session.has_stream(stream_id):
-            session.write(stream_id, reply)
-        protocol_id = negotiator.selected
-        if protocol_id is None:
-            return
-        del self._negotiating[stream_id]
-        if negotiation.timer.active():
-            negotiation.timer.cancel()
-        stream = Stream(self, stream_id, protocol_id)
+    def _negotiated(self, event: Negotiated) -> None:
+        stream_id = event.stream_id
+        negotiation = self._negotiating.pop(stream_id, None)
+        protocol: StreamProtocol | None = None
+        deferred: Deferred[Stream] | None = None
+        if negotiation is not None:
+            if negotiation.timer.active():
+                negotiation.timer.cancel()
+            protocol = negotiation.protocol
+            deferred = negotiation.deferred
+        stream = Stream(self, stream_id, event.protocol_id)
         self._streams[stream_id] = stream
-        protocol = negotiation.protocol
         if protocol is None:
-            protocol = self.host.handlers[protocol_id]()
+            protocol = self.host.handlers[event.protocol_id]()
         stream.protocol = protocol
         protocol.stream_started(stream)
         self._update_writing(stream)  # the TCP connection may already push back
-        if negotiation.deferred is not None:
-            negotiation.deferred.callback(stream)
-        leftover = negotiator.leftover
+        if deferred is not None:
+            deferred.callback(stream)
+        leftover = event.leftover
         if leftover and not stream.closed:
             protocol.data_received(leftover)
 
     def _stream_timed_out(self, stream_id: int) -> None:
-        negotiation = self._negotiating.get(stream_id)
-        if negotiation is not None:
-            self._negotiation_failed(negotiation, "protocol negotiation timed out")
-            self._flush_soon()
-
-    def _negotiation_failed(self, negotiation: _Negotiation, reason: str) -> None:
-        self._negotiating.pop(negotiation.stream_id, None)
-        if self._yamux is not None:
-            self._yamux.reset(negotiation.stream_id)
-        self._end_negotiation(negotiation, reason)
+        machine = self._machine
+        if stream_id in self._negotiating and machine is not None and self._state == _MUXED:
+            self._handle_events(machine.timer_fired(stream_id))
 
     def _end_negotiation(self, negotiation: _Negotiation, reason: str) -> None:
         if negotiation.timer.active():
@@ -496,7 +474,7 @@ class Connection(Protocol):
     # -- stream operations (called through `Stream`) ---------------------------
 
     def stream_write(self, stream: Stream, data: bytes) -> None:
-        session = self._yamux
+        session = self._machine
         if stream.local_closed or session is None or self._state != _MUXED:
             return
         if not session.has_stream(stream.stream_id):
@@ -521,7 +499,7 @@ class Connection(Protocol):
             self._update_writing(stream)
 
     def stream_close(self, stream: Stream) -> None:
-        session = self._yamux
+        session = self._machine
         if stream.local_closed or session is None or self._state != _MUXED:
             return
         stream.local_closed = True
@@ -533,21 +511,21 @@ class Connection(Protocol):
         if stream.closed:
             return
         stream.local_closed = True
-        if self._yamux is not None and self._state == _MUXED:
-            self._yamux.reset(stream.stream_id)
+        if self._machine is not None and self._state == _MUXED:
+            self._machine.reset(stream.stream_id)
             self._flush_soon()
         self._lost(stream, "reset")
 
     def stream_pause_reading(self, stream: Stream) -> None:
-        if self._yamux is not None and self._yamux.has_stream(stream.stream_id):
-            self._yamux.pause_reading(stream.stream_id)
+        if self._machine is not None and self._machine.has_stream(stream.stream_id):
+            self._machine.pause_reading(stream.stream_id)
 
     def stream_resume_reading(self, stream: Stream) -> None:
-        if self._yamux is not None and self._state == _MUXED:
-            self._handle_events(self._yamux.resume_reading(stream.stream_id))
+        if self._machine is not None and self._state == _MUXED:
+            self._handle_events(self._machine.resume_reading(stream.stream_id))
 
     def _update_writing(self, stream: Stream) -> None:
-        session = self._yamux
+        session = self._machine
         paused = self._paused or (session is not None and session.buffered(stream.stream_id) > 0)
         if paused == stream.writing_paused or stream.closed:
             return
@@ -561,7 +539,7 @@ class Connection(Protocol):
 
     def _reap(self, stream: Stream) -> None:
         """Forget a stream yamux is done with (both sides closed)."""
-        if self._yamux is not None and not self._yamux.has_stream(stream.stream_id):
+        if self._machine is not None and not self._machine.has_stream(stream.stream_id):
             self._lost(stream, None)
 
     def _lost(self, stream: Stream, reason: str | None) -> None:
@@ -619,9 +597,10 @@ class Connection(Protocol):
         self._transport.write(data)
 
     def _write_secure(self, plaintext: bytes) -> None:
+        """Encrypt and write ``plaintext`` as it is, past yamux (for tests)."""
         if plaintext:
-            assert self._noise is not None
-            self._transport.writeSequence(self._noise.encrypt_frames(plaintext))
+            assert self._machine is not None
+            self._transport.writeSequence(self._machine.noise.encrypt_frames(plaintext))
 
     def _flush_soon(self) -> None:
         """`_flush` now, or after the events being handled (one write for all replies)."""
@@ -629,35 +608,27 @@ class Connection(Protocol):
             self._flush()
 
     def _flush(self, at_once: bool = False) -> None:
-        """Send the queued yamux frames, a whole number of them per Noise message.
+        """Send what the machine has to send, a whole number of yamux frames per Noise
+        message.
 
         ``at_once``: the replies to a read, all of them: a small write is handed to the
         socket now when nothing is queued before it (`send_now`), rather than at the
         end of the reactor turn."""
-        session = self._yamux
-        if session is None or self._state != _MUXED:
+        machine = self._machine
+        if machine is None or self._state != _MUXED:
             return
-        chunks = session.chunks_to_send(noise.MAX_PLAINTEXT_LEN)
-        if not chunks:
+        pieces = machine.data_to_send()
+        if not pieces:
             return
-        encrypt_frames = self._noise.encrypt_frames  # type: ignore[union-attr]  # _MUXED: set
-        if len(chunks) == 1:
-            chunk = chunks[0]
-            if len(chunk) <= _SMALL_WRITE:
-                data = b"".join(encrypt_frames(chunk))
-                if at_once and self._socket is not None:
-                    data = send_now(self._transport, self._socket, data)
-                    if not data:
-                        return
-                self._transport.write(data)
-                self._send_soon()
-                return
-            pieces = encrypt_frames(chunk)
+        if len(pieces) == 1:
+            data = pieces[0]
+            if at_once and self._socket is not None:
+                data = send_now(self._transport, self._socket, data)
+                if not data:
+                    return
+            self._transport.write(data)
         else:
-            pieces = []
-            for chunk in chunks:
-                pieces += encrypt_frames(chunk)
-        self._transport.writeSequence(pieces)
+            self._transport.writeSequence(pieces)
         self._send_soon()
 
     def _send_soon(self) -> None:
@@ -678,9 +649,9 @@ class Connection(Protocol):
     def _fail(self, reason: str) -> None:
         if self._state == _CLOSED:
             return
-        if self._state == _MUXED and self._yamux is not None:
+        if self._state == _MUXED and self._machine is not None:
             # A yamux failure queued a GoAway: send it.
-            self._write_secure(self._yamux.data_to_send())
+            self._transport.writeSequence(self._machine.data_to_send())
         self._failure = reason
         self._log_closing(reason)
         self._close_transport()
