@@ -49,7 +49,9 @@ async function peer () {
     transports: [tcp()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
-    connectionManager: { maxConnections: 1000000 },
+    // a stream opened while the process is busy with DISCOVER replies (tens of ms each,
+    // hundreds in flight) waits for its multistream answer longer than the default 10 s
+    connectionManager: { maxConnections: 1000000, protocolNegotiationTimeout: 120000 },
     services: { identify: identify(), rendezvous: rendezvousClient({ autoDiscover: false }) }
   })
   // the address it registers (it listens nowhere): one per peer, as our generator's records
