@@ -17,12 +17,13 @@ replies are counted by framing, so the generator spends its CPU on Noise and yam
 ``--generator js`` (or ``both``, the default) drives each server with js-libp2p clients as
 well (``bench/js/rendezvous_load.mjs``, ``--js-generators`` node processes pinned to the
 generators' CPU): js-libp2p 2.x nodes, each its own key, with the rendezvous client of
-`@canvas-js/libp2p-rendezvous` (no identify, as our generator). After our generator's
-rounds, ``--js-registrations`` more peers connect, REGISTER through the client and close
-(the client seals its record each time; a node per peer), then ``--peers`` js peers stay
-connected and hold ``--window`` streams each, on which the client sends one request after
-the other: REGISTER (a record sealed again each time: new bytes), then DISCOVER limit 64,
-whose records the client opens, verifies and stores. The preload of ``--registrations`` is
+`@canvas-js/libp2p-rendezvous` (no identify and no connection monitor pings, as our
+generator). After our generator's rounds, ``--js-registrations`` more peers connect,
+REGISTER through the client and close (the client seals its record each time; a node per
+peer), then ``--peers`` js peers stay connected and hold ``--js-window`` streams each (1),
+on which the client sends one request after the other: REGISTER (a record sealed again
+each time: new bytes), then DISCOVER limit 64, whose records the client opens, verifies
+and stores. The preload of ``--registrations`` is
 our generator's in every case (a js peer's new connection costs its generator ~15 ms).
 Every rate has the server's and the generators' CPU per operation beside it, and which of
 the two set the pace.
@@ -235,9 +236,12 @@ class JSGenerator(JSWorker):
     """js-libp2p peers with canvas's rendezvous client (``rendezvous_load.mjs``), driven
     with `generator`'s commands: preload, connect, load, close."""
 
-    def __init__(self, preload: int, peers: int, concurrency: int) -> None:
+    def __init__(self, preload: int, peers: int, concurrency: int, streams: int) -> None:
         super().__init__("rendezvous_load.mjs", JS_CANVAS, "/rendezvous/1.0.0")
         self.preload, self.peers, self.concurrency = preload, peers, concurrency
+        self.streams = streams
+        """Streams a peer sends on, one request in flight on each (the client's way), in
+        place of `generator`'s window of requests."""
         self.address = ""
         self.last = ""
 
@@ -249,9 +253,9 @@ class JSGenerator(JSWorker):
             self.address = args[0]
             self.send_json(cmd, server=args[0], peers=self.peers)
         elif cmd == "load":
-            op, window, t_start, t_end = args
+            op, _window, t_start, t_end = args
             self.send_json(
-                cmd, server=self.address, op=op, streams=window, start=t_start, end=t_end
+                cmd, server=self.address, op=op, streams=self.streams, start=t_start, end=t_end
             )
         else:
             self.send_json(cmd)
@@ -616,7 +620,7 @@ def measure(kind: str, args: Any, rnd: int) -> dict[str, list[dict]]:
             js_pre = c.split(args.js_registrations, args.js_generators)
             js_peer = c.split(args.peers, args.js_generators)
             workers = [
-                JSGenerator(js_pre[i], js_peer[i], args.js_concurrency)
+                JSGenerator(js_pre[i], js_peer[i], args.js_concurrency, args.js_window)
                 for i in range(args.js_generators)
             ]
             for w in workers:
@@ -788,7 +792,8 @@ def main(args: Any) -> int:
         c.table(
             f"Scenario 5: /rendezvous/1.0.0 over Noise + yamux, {args.registrations:,} "
             f"registrations held (preloaded by our clients), {args.peers} connected peers x "
-            f"{args.window} in flight, load from {loads}; connect + REGISTER + close: "
+            f"{args.window} in flight (js: x {args.js_window}, the client waits for each "
+            f"reply), load from {loads}; connect + REGISTER + close: "
             f"{args.registrations:,} peers of ours, {args.js_registrations:,} js; one preload "
             f"per server, then median of {args.runs} round(s) x {args.seconds:g} s; µs/op: "
             f"CPU time per operation",
@@ -855,6 +860,14 @@ if __name__ == "__main__":
         type=int,
         default=1000,
         help="js peers that connect, REGISTER and close (a node each)",
+    )
+    p.add_argument(
+        "--js-window",
+        type=int,
+        default=1,
+        help="streams per js peer, one request in flight on each: more only queue replies "
+        "behind the client's checks of DISCOVER's records (~40 ms each), past js-libp2p's "
+        "5 s ping timeout, and the js server then aborts the connection",
     )
     p.add_argument("--js-concurrency", type=int, default=16, help="js peers in flight each")
     p.add_argument("--register-target", type=float, default=5.0, help="ours/js REGISTER")

@@ -52,6 +52,9 @@ async function peer () {
     // a stream opened while the process is busy with DISCOVER replies (tens of ms each,
     // hundreds in flight) waits for its multistream answer longer than the default 10 s
     connectionManager: { maxConnections: 1000000, protocolNegotiationTimeout: 120000 },
+    // no pings of its own every 10 s (our generator sends none either): a busy generator's
+    // would time out and abort its connection
+    connectionMonitor: { enabled: false },
     services: { identify: identify(), rendezvous: rendezvousClient({ autoDiscover: false }) }
   })
   // the address it registers (it listens nowhere): one per peer, as our generator's records
@@ -129,7 +132,9 @@ async function load ({ server, op, streams, start, end }) {
     setTimeout(() => { mark('end'); stop = true }, end * 1000 - Date.now())
   ]
   try {
-    await Promise.all(held.flatMap((node) => Array.from({ length: streams }, () => stream(node))))
+    await Promise.all(held.flatMap((node) => Array.from({ length: streams }, () => stream(node).catch((err) => {
+      throw new Error(`${op} load: ${err.name}: ${err.message}`, { cause: err })
+    }))))
   } finally {
     timers.forEach(clearTimeout)
     stop = true
