@@ -21,7 +21,8 @@
 //              counts the connections made between T0 and T1 -> {"count", "seconds", "cpu"}
 //   both:  {"cmd": "cpu"} -> {"cpu"};  {"cmd": "quit"}: exit.
 // Errors are answered as {"error": TEXT}. The nodes run identify (the relay transport
-// requires it), so a relayed connection carries Noise, yamux, identify and the stream.
+// requires it), so a relayed connection carries Noise, yamux, identify and the stream;
+// they run no connection monitor (its pings every 10 s), as our peers.
 import './polyfills.mjs'
 import { createInterface } from 'node:readline'
 import { noise } from '@chainsafe/libp2p-noise'
@@ -50,6 +51,8 @@ const node = (listen) => createLibp2p({
     inboundConnectionThreshold: 100000,
     maxIncomingPendingConnections: 10000
   },
+  // no pings of their own every 10 s (our peers send none either)
+  connectionMonitor: { enabled: false },
   services: { identify: identify() }
 })
 
