@@ -41,8 +41,11 @@ class BenchSmokeTests(unittest.TestCase):
         await self.run_script("register_throughput.py", "Scenario 1:")
 
     async def test_fanout(self) -> None:
-        text = await self.run_script("fanout.py", "Scenario 2:", "rendezvous, 1 process")
-        self.assertRegex(text, re.compile(r"^\s*rendezvous, --workers 2\s*\|.*\|", re.M))
+        text = await self.run_script(
+            "fanout.py", "Scenario 2:", r"rendezvous, 1 process, 1 thread \(pinned\)"
+        )
+        for row in (r"rendezvous, 1 process, --fanout-threads 2", r"rendezvous, --workers 2"):
+            self.assertRegex(text, re.compile(rf"^\s*{row}\s*\|.*\|", re.M))
 
     async def test_discover_latency(self) -> None:
         await self.run_script("discover_latency.py", "Scenario 3:")
