@@ -18,7 +18,7 @@ from rendezvous.service import Daemon, DaemonConfig, live_dialect
 from rendezvous.store.memory import MemoryStore
 
 from .helpers import expected_register, peer, register, rendezvous, tcp_addr
-from .test_seed_everywhere import _Recording
+from .test_loopback_raw import RawClient
 
 
 def _pairs(count: int) -> list[tuple[socket.socket, socket.socket]]:
@@ -151,13 +151,13 @@ class DaemonFanOutTests(TestCase):
         port = daemon.live_ports[0].getHost().port  # type: ignore[attr-defined]
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
         watchers = yield gatherResults(
-            [endpoint.connect(Factory.forProtocol(_Recording)) for _ in range(300)]
+            [endpoint.connect(Factory.forProtocol(RawClient)) for _ in range(300)]
         )
         for watcher in watchers:
             self.addCleanup(watcher.transport.loseConnection)
             watcher.send(rendezvous("ns"))
         yield gatherResults([w.settle() for w in watchers])
-        publisher = yield endpoint.connect(Factory.forProtocol(_Recording))
+        publisher = yield endpoint.connect(Factory.forProtocol(RawClient))
         self.addCleanup(publisher.transport.loseConnection)
         publisher.send(register("ns", "A", tcp_addr(1)))
         yield publisher.settle()

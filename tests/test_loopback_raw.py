@@ -37,8 +37,11 @@ class RawClient(Protocol):
     def __init__(self) -> None:
         self.decoder = FrameDecoder(1 << 24)
         self.messages: list[Message] = []
+        self.payloads: list[bytes] = []
+        """Each kept message's bytes, as the server sent them."""
         self.lost: Deferred[None] = Deferred()
         self._waiting: dict[int, Deferred[None]] = {}
+        self._count_waiters: list[tuple[int, Deferred[None]]] = []
 
     def dataReceived(self, data: bytes) -> None:
         for payload in self.decoder.feed(data):
@@ -49,6 +52,26 @@ class RawClient(Protocol):
                 waiter.callback(None)  # a barrier's reply: not kept
             else:
                 self.messages.append(message)
+                self.payloads.append(payload)
+        for pair in list(self._count_waiters):
+            if len(self.messages) >= pair[0]:
+                self._count_waiters.remove(pair)
+                pair[1].callback(None)
+
+    def until(self, count: int) -> Deferred[None]:
+        """Fires once ``count`` messages are held (pushes from another daemon come
+        through Redis, after the barrier of this one)."""
+        d: Deferred[None] = Deferred()
+        if len(self.messages) >= count:
+            d.callback(None)
+        else:
+            self._count_waiters.append((count, d))
+        return d
+
+    def take_bytes(self) -> list[bytes]:
+        payloads, self.payloads = self.payloads, []
+        self.messages = []
+        return payloads
 
     def connectionLost(self, reason: object = None) -> None:
         self.lost.callback(None)
@@ -68,6 +91,7 @@ class RawClient(Protocol):
 
     def take(self) -> list[Message]:
         messages, self.messages = self.messages, []
+        self.payloads = []
         return messages
 
 

@@ -30,45 +30,6 @@ from .redis_server import RedisServer
 from .test_loopback_raw import ADDR, RawClient
 
 
-class _Recording(RawClient):
-    """A `RawClient` that also keeps each frame's bytes, and can wait for pushes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.payloads: list[bytes] = []
-        self._count_waiters: list[tuple[int, Deferred[None]]] = []
-
-    def dataReceived(self, data: bytes) -> None:
-        for payload in self.decoder.feed(data):
-            message = Message()
-            message.ParseFromString(payload)
-            waiter = self._waiting.pop(message.request_id, None)
-            if waiter is not None and message.type == Message.REGISTER:
-                waiter.callback(None)  # a barrier's reply: not kept
-                continue
-            self.messages.append(message)
-            self.payloads.append(payload)
-        for pair in list(self._count_waiters):
-            if len(self.messages) >= pair[0]:
-                self._count_waiters.remove(pair)
-                pair[1].callback(None)
-
-    def until(self, count: int) -> Deferred[None]:
-        """Fires once ``count`` messages are held (pushes from another daemon come
-        through Redis, after the barrier of this one)."""
-        d: Deferred[None] = Deferred()
-        if len(self.messages) >= count:
-            d.callback(None)
-        else:
-            self._count_waiters.append((count, d))
-        return d
-
-    def take_bytes(self) -> list[bytes]:
-        payloads, self.payloads = self.payloads, []
-        self.messages = []
-        return payloads
-
-
 def _bytes(*messages: Message) -> list[bytes]:
     return [m.SerializeToString() for m in messages]
 
@@ -85,12 +46,12 @@ class SeedEverywhere:
     @inlineCallbacks
     def connect(self, port: int):  # type: ignore[no-untyped-def]
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
-        client = yield endpoint.connect(Factory.forProtocol(_Recording))
+        client = yield endpoint.connect(Factory.forProtocol(RawClient))
         self.addCleanup(self.close, client)  # type: ignore[attr-defined]
         return client
 
     @staticmethod
-    def close(client: _Recording) -> Deferred[None] | None:
+    def close(client: RawClient) -> Deferred[None] | None:
         if client.lost.called:
             return None
         client.transport.loseConnection()  # type: ignore[union-attr]

@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 from rendezvous.entry import entry_bytes
 from rendezvous.model import Peer, Registration, Status
 from rendezvous.registry import Session
+from rendezvous.registry.ownership import OTHER_ID
 from rendezvous.store.redis import scripts
 from rendezvous.store.redis.link import Encoded
 from rendezvous.store.redis.replies import ReplyPlace
@@ -84,7 +85,7 @@ class Batcher:
                 place,
                 request_id,
                 Status.NOT_AUTHORIZED,
-                "peer id differs from the authenticated one",
+                OTHER_ID,
             )
             return
         held = session.entries.get((namespace, key))

@@ -19,6 +19,7 @@ from twisted.internet.interfaces import IDelayedCall
 from rendezvous.entry import entry_bytes
 from rendezvous.model import Peer, Registration, Status
 from rendezvous.registry import Session
+from rendezvous.registry.ownership import OTHER_ID
 from rendezvous.store.base import TTLClient
 from rendezvous.store.redis import scripts
 from rendezvous.store.redis.session import RedisSession, ms, refuse, signed
@@ -47,11 +48,7 @@ class TtlExpiry:
         place = session.replies.reserve()
         identity = session.identity
         if identity is None or peer.key != identity:
-            text = (
-                "TTL registrations need an authenticated id"
-                if identity is None
-                else "peer id differs from the authenticated one"
-            )
+            text = "TTL registrations need an authenticated id" if identity is None else OTHER_ID
             refuse(session, place, request_id, Status.NOT_AUTHORIZED, text)
             return
         expires_ms = ms(self.clock.seconds() + ttl)

@@ -42,7 +42,7 @@ from twisted.python.failure import Failure
 from rendezvous.limits import Limits
 from rendezvous.model import Peer, Refused, Status
 from rendezvous.registry import Session
-from rendezvous.registry.ownership import FanOut, announce_each
+from rendezvous.registry.ownership import OTHER_ID, FanOut, announce_each
 from rendezvous.store.base import Client, StoreStats
 from rendezvous.store.redis import scripts
 from rendezvous.store.redis.batch import BATCH_SIZE, Batcher
@@ -206,7 +206,7 @@ class RedisStore:
                 place,
                 request_id,
                 Status.NOT_AUTHORIZED,
-                "peer id differs from the authenticated one",
+                OTHER_ID,
             )
             return
         d = self.batcher.run(
