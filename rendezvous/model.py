@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import enum
 import os
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import Field, dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rendezvous.pb.envelope_pb2 import Envelope, PeerRecord
 from rendezvous.peerid import peer_id_to_text
@@ -77,6 +77,11 @@ class Peer:
         return peer
 
     @property
+    def from_record_alone(self) -> bool:
+        """Whether it was made by `from_record`: its record says all the rest."""
+        return self._text is None and self._addrs is None
+
+    @property
     def id(self) -> str:
         """The peer id's text."""
         text = self._text
@@ -117,32 +122,166 @@ def record_addrs(record: bytes) -> tuple[bytes, ...]:
     return tuple(address.multiaddr for address in PeerRecord.FromString(payload).addresses)
 
 
-@dataclass(slots=True)
 class Registration:
     """One peer in one namespace.
 
-    ``wire`` caches the live dialect's encoding of the entry, made once and reused by
-    every announcement, snapshot and DISCOVER reply that carries it.
+    Two kinds share this interface. ``Registration(namespace, peer, ...)`` makes a
+    `HeldRegistration`: a live session's, or any the stores build. The registry keeps
+    a TTL registration of a peer known by its signed record alone (`Peer.from_record`:
+    every standard-dialect REGISTER of the final spec's layout) as a
+    `RecordRegistration`, which holds the record and the peer id itself and makes its
+    `peer` when asked. Both order by expiry then seq (a heap of TTL registrations has
+    the next to end first) and compare equal when their namespace, peer, expiry and seq
+    are.
     """
 
-    namespace: str
-    peer: Peer
-    expires: float | None = None
-    """Seconds on the registry clock when a TTL registration ends; None: while its session lives."""
-    seq: int = 0
-    """When it was last (re)registered, in the registry's order of changes (DISCOVER cookies)."""
-    wire: bytes | None = field(default=None, compare=False, repr=False)
-    holder: Session | None = field(default=None, compare=False, repr=False)
-    """In a `rendezvous.registry.Registry`: the session that holds it; None for a TTL
-    registration (held until ``expires``), and once it is no longer held (so that what
-    still refers to it, an announcement or a change index, keeps no session alive)."""
+    if not TYPE_CHECKING:  # (its kinds have their own; the checker reads it as theirs)
+        __slots__ = ()
+
+    if TYPE_CHECKING:
+        __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
+        """`dataclasses.replace` works on a `HeldRegistration` (what the stores build)."""
+        namespace: str
+        seq: int
+        """When it was last (re)registered, in the registry's order of changes (DISCOVER
+        cookies)."""
+        wire: bytes | None
+        """The live dialect's encoding of the entry, made once and reused by every
+        announcement, snapshot and DISCOVER reply that carries it."""
+        holder: Session | None
+        """In a `rendezvous.registry.Registry`: the session that holds it; None for a TTL
+        registration (held until ``expires``), and once it is no longer held (so that what
+        still refers to it, an announcement or a change index, keeps no session alive)."""
+
+        @property
+        def peer(self) -> Peer: ...
+
+        @property
+        def expires(self) -> float | None:
+            """Seconds on the registry clock when a TTL registration ends; None: while
+            its session lives."""
+
+    def __new__(
+        cls,
+        namespace: str,
+        peer: Peer,
+        expires: float | None = None,
+        seq: int = 0,
+        wire: bytes | None = None,
+        holder: Session | None = None,
+    ) -> Registration:
+        return object.__new__(HeldRegistration if cls is Registration else cls)
+
+    @property
+    def key(self) -> bytes:
+        """The peer id's multihash (``peer.key``)."""
+        return self.peer.key
+
+    @property
+    def record(self) -> bytes | None:
+        """The signed peer record (``peer.signed_peer_record``)."""
+        return self.peer.signed_peer_record
 
     def __lt__(self, other: Registration) -> bool:
         """TTL registrations order by when they end, then by seq: a heap of them (the
         registry's expiries) has the next to end first."""
-        if self.expires == other.expires:
+        mine, theirs = self.expires, other.expires
+        if mine == theirs:
             return self.seq < other.seq
-        return self.expires < other.expires  # type: ignore[operator]  # TTL ones have one
+        return mine < theirs  # type: ignore[operator]  # TTL ones have one
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Registration):
+            return NotImplemented
+        return self is other or (
+            self.namespace == other.namespace
+            and self.seq == other.seq
+            and self.expires == other.expires
+            and self.peer == other.peer
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass it was
+
+    def __repr__(self) -> str:
+        return (
+            f"Registration(namespace={self.namespace!r}, peer={self.peer!r}, "
+            f"expires={self.expires!r}, seq={self.seq!r})"
+        )
+
+
+@dataclass(slots=True, eq=False, repr=False)
+class HeldRegistration(Registration):
+    """A registration with its `Peer` object: what ``Registration(...)`` makes."""
+
+    namespace: str
+    peer: Peer
+    expires: float | None = None
+    seq: int = 0
+    wire: bytes | None = None
+    holder: Session | None = None
+
+
+class RecordRegistration(Registration, float):
+    """A TTL registration of a peer known by its signed record alone, in 80 bytes.
+
+    Its float value is its expiry time (no float object of its own); it holds the
+    record and the peer id's bytes, and makes a `Peer.from_record` of them when its
+    `peer` is asked for (an equal one each time). It is never held by a session.
+    """
+
+    __slots__ = ("key", "namespace", "record", "seq", "wire")
+
+    key: bytes
+    record: bytes
+    holder: None = None
+
+    def __new__(
+        cls, namespace: str, key: bytes, record: bytes, expires: float, seq: int
+    ) -> RecordRegistration:
+        self = float.__new__(cls, expires)
+        self.namespace = namespace
+        self.key = key
+        self.record = record
+        self.seq = seq
+        self.wire = None
+        return self
+
+    @property
+    def peer(self) -> Peer:
+        return Peer.from_record(self.key, self.record)
+
+    @property
+    def expires(self) -> float:
+        return self + 0.0
+
+    def __lt__(self, other: Registration) -> bool:  # type: ignore[override]
+        if type(other) is RecordRegistration:
+            if float.__eq__(self, other):
+                return self.seq < other.seq
+            return float.__lt__(self, other)
+        return Registration.__lt__(self, other)
+
+    def __gt__(self, other: object) -> bool:
+        if not isinstance(other, Registration):
+            return NotImplemented
+        return other < self
+
+    def __le__(self, other: object) -> bool:
+        return NotImplemented  # (as a float it would compare expiry times alone)
+
+    __ge__ = __le__
+
+    def __eq__(self, other: object) -> bool:
+        # Never equal to a number, which would compare equal to its expiry time.
+        return isinstance(other, Registration) and Registration.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __bool__(self) -> bool:
+        return True  # (a float's truth is whether it is not zero)
 
 
 class Change(enum.Enum):

@@ -54,7 +54,7 @@ class Changes:
 
     def add(self, registration: Registration) -> None:
         """Index a new registration (once indexed)."""
-        if registration.peer.signed_peer_record is None:
+        if registration.record is None:
             if self._unsigned is None:
                 self._unsigned = Run([registration])
             else:
@@ -66,7 +66,7 @@ class Changes:
 
     def discard(self, registration: Registration) -> None:
         """``registration``, added earlier, is no longer held (call once `alive` says so)."""
-        signed = registration.peer.signed_peer_record is not None
+        signed = registration.record is not None
         run = self._signed if signed else self._unsigned
         assert run is not None
         run.dead += 1

@@ -11,7 +11,15 @@ What is only read is in `Reads`.
 from __future__ import annotations
 
 from rendezvous.limits import Limits
-from rendezvous.model import Announcement, Change, Peer, Refused, Registration, Status
+from rendezvous.model import (
+    Announcement,
+    Change,
+    Peer,
+    RecordRegistration,
+    Refused,
+    Registration,
+    Status,
+)
 from rendezvous.registry.expiry import Expiries
 from rendezvous.registry.namespaces import EveryNamespace, Namespace
 from rendezvous.registry.ownership import (
@@ -164,7 +172,13 @@ class Registry(Reads):
         if entry is None:
             entry = self._namespaces[namespace] = Namespace(namespace)
         self._seq += 1
-        registration = Registration(entry.name, peer, expires, seq=self._seq)
+        record = peer.signed_peer_record
+        registration: Registration
+        if record is not None and peer.from_record_alone:
+            # The record and the id are all it holds (80 bytes, its expiry time inline).
+            registration = RecordRegistration(entry.name, key, record, expires, self._seq)
+        else:
+            registration = Registration(entry.name, peer, expires, seq=self._seq)
         entry.registrations[key] = registration
         self._index(entry, registration)
         self.registration_count += 1
@@ -182,7 +196,7 @@ class Registry(Reads):
         expired = []
         for ended in self._expiries.ended(now):
             namespace = ended.namespace
-            registration = self._detach(namespace, ended.peer.key, None)
+            registration = self._detach(namespace, ended.key, None)
             self._announce_gone(namespace, registration)
             expired.append(registration)
         return expired
@@ -221,7 +235,7 @@ class Registry(Reads):
         registration = entry.registrations.pop(key)
         self._unindex(entry, registration)
         self.registration_count -= 1
-        self._expiries.removed(key)
+        self._expiries.removed(registration)
         return registration
 
     def _index(self, entry: Namespace, registration: Registration) -> None:

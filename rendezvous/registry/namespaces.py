@@ -23,7 +23,7 @@ class Namespace(Changes):
         self.subscribers: dict[Session, None] = {}
 
     def alive(self, registration: Registration) -> bool:
-        return self.registrations.get(registration.peer.key) is registration
+        return self.registrations.get(registration.key) is registration
 
     def held(self) -> Iterator[Registration]:
         return iter(self.registrations.values())

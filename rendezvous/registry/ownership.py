@@ -114,7 +114,7 @@ class Owners:
 
     def tell(self, subscribers: Iterable[Session], announcement: Announcement) -> None:
         """Hand ``announcement`` to every subscriber but the one that speaks for its id."""
-        key = announcement.registration.peer.key
+        key = announcement.registration.key
         owner = self._by_key.get(key)
         told = [
             session.subscriber

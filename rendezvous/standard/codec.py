@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError
 
 from rendezvous.addrs import InvalidMultiaddr, validate_multiaddr
 from rendezvous.limits import Limits
-from rendezvous.model import Peer, Refused, Registration, Status
+from rendezvous.model import Peer, RecordRegistration, Refused, Registration, Status
 from rendezvous.p2p.envelope import InvalidEnvelope, open_peer_record
 from rendezvous.pb import prespec_pb2, rendezvous_pb2
 from rendezvous.peerid import InvalidPeerId, peer_id_to_text, validate_peer_id
@@ -341,20 +341,25 @@ class StandardCodec:
         heads: dict[int, tuple[bytes, int]] = {}
         tails: dict[int, bytes] = {}
         for registration in registrations:
-            record = registration.peer.signed_peer_record
+            record = registration.record
             assert record is not None
             if registration.namespace != namespace:
                 namespace = registration.namespace
                 encoded = namespace.encode()
                 ns_field = b"\x0a" + _uvarint(len(encoded)) + encoded  # Register.ns
                 heads = {}
-            expires = registration.expires
-            if expires is None:
-                ttl = ttl_default
-            else:
-                ttl = ceil(expires - now)
+            if type(registration) is RecordRegistration:
+                ttl = ceil(registration - now)  # (it is its expiry time)
                 if ttl < 1:
                     ttl = 1
+            else:
+                expires = registration.expires
+                if expires is None:
+                    ttl = ttl_default
+                else:
+                    ttl = ceil(expires - now)
+                    if ttl < 1:
+                        ttl = 1
             tail = tails.get(ttl)
             if tail is None:
                 tail = tails[ttl] = b"\x18" + _uvarint(ttl)  # Register.ttl
