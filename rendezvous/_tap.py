@@ -23,6 +23,7 @@ from rendezvous.p2p.transport import TCPAddress
 from rendezvous.service import Daemon, DaemonConfig
 from rendezvous.store.redis.sentinel import NoMaster, probe
 from rendezvous.store.redis.target import (
+    CLUSTER_SCHEME,
     PASSWORD_VARIABLE,
     SENTINEL_SCHEME,
     BadTarget,
@@ -99,7 +100,9 @@ class Options(usage.Options):
             "where registrations live: memory, or redis://[USER@]HOST:PORT/DB (rediss:// for "
             "TLS) to share one registry among daemons, or "
             "redis-sentinel://[USER@]HOST:PORT[,HOST:PORT…]/MASTER/DB to find that Redis "
-            "through Sentinel and follow its failovers",
+            "through Sentinel and follow its failovers, or "
+            "redis-cluster://[USER@]HOST:PORT[,HOST:PORT…] to spread namespaces over the "
+            "shards of a Redis Cluster found through those nodes",
         ],
         [
             "store-password-file",
@@ -225,7 +228,8 @@ class Options(usage.Options):
         if store != "memory":
             if not is_redis_url(store):
                 raise usage.UsageError(
-                    f"unknown --store {store!r}: use memory, redis://… or redis-sentinel://…"
+                    f"unknown --store {store!r}: use memory, redis://…, redis-sentinel://… "
+                    "or redis-cluster://…"
                 )
             try:
                 parse_target(store, self["store-password-file"], ca_file=self["store-ca-file"])
@@ -302,10 +306,27 @@ def _check_sentinels(options: Options) -> None:
         raise SystemExit(f"twistd rendezvous: --store {target.describe()}: {e}") from None
 
 
+def _check_cluster(options: Options) -> None:
+    """A redis-cluster:// store: a node must answer now and every slot be served, or the
+    daemon does not start (rather than serve part of the registry)."""
+    store = options["store"]
+    if not store.startswith(f"{CLUSTER_SCHEME}://"):
+        return
+    from rendezvous.store.redis.cluster import ClusterError
+    from rendezvous.store.redis.cluster import probe as cluster_probe
+
+    target = parse_target(store, options["store-password-file"])
+    try:
+        cluster_probe(target)
+    except ClusterError as e:
+        raise SystemExit(f"twistd rendezvous: --store {target.describe()}: {e}") from None
+
+
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     _check_sentinels(options)
+    _check_cluster(options)
     show_addresses(bool(options["log-addresses"]))
     config = DaemonConfig(
         listen=_live_listeners(options),

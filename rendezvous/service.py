@@ -221,9 +221,14 @@ def make_store(config: DaemonConfig, clock: IReactorTime) -> tuple[Store, str]:
     if config.store == "memory":
         return MemoryStore(config.limits, clock), "in-memory store"
     from rendezvous.store.redis import RedisLink, RedisStore, parse_target
+    from rendezvous.store.redis.cluster import ClusterLink
 
     target = parse_target(config.store, config.store_password_file, ca_file=config.store_ca_file)
-    link = RedisLink(clock, target, "rendezvous:")
+    link: RedisLink | ClusterLink
+    if target.cluster:
+        link = ClusterLink(clock, target, "rendezvous:")
+    else:
+        link = RedisLink(clock, target, "rendezvous:")
     store = RedisStore(link, clock, config.limits, lease=config.lease)
     return store, f"redis store {target.describe()}"
 

@@ -25,7 +25,7 @@ class _LinkStub:
         self.messages: list[tuple[bytes, bytes]] = []
         self.subscribed: list[bytes] = []
 
-    def _message(self, channel: bytes, data: bytes) -> None:
+    def on_channel(self, channel: bytes, data: bytes) -> None:
         self.messages.append((channel, data))
 
     def _subscribed(self, channel: bytes) -> None:

@@ -20,6 +20,10 @@ from .helpers import peer, tcp_addr
 class FakeLink:
     """Records script runs and subscriptions; the test answers them."""
 
+    partitions = 1
+    claims = False
+    prefix = "rendezvous:"
+
     def __init__(self) -> None:
         self.target = RedisTarget("fake")
         self.up = True
@@ -29,6 +33,7 @@ class FakeLink:
         self.on_down: Any = None
         self.on_message: Any = None
         self.on_eviction: Any = None
+        self.on_moved: Any = None
         self.daemon_subscriptions = 0
 
     def start(self) -> None:
@@ -40,7 +45,16 @@ class FakeLink:
     def reset(self) -> None:
         pass
 
-    def run(self, script: Any, *args: Any) -> Deferred[Any]:
+    def partition_of(self, namespace: str) -> int:
+        return 0
+
+    def home_of(self, key: bytes) -> int:
+        return 0
+
+    def key(self, name: str, partition: int = 0) -> str:
+        return self.prefix + name
+
+    def run(self, script: Any, *args: Any, partition: int = 0) -> Deferred[Any]:
         d: Deferred[Any] = Deferred()
         self.runs.append((script.name, args, d))
         return d

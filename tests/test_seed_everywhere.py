@@ -1,6 +1,7 @@
 """The seed's interaction, byte for byte, against every way of running the registry:
 one daemon on the in-memory store, a daemon with two worker processes, and three
-daemons sharing one Redis (the four clients spread over them). Each frame a client
+daemons sharing one Redis (the four clients spread over them), and three daemons
+on a three-master Redis Cluster. Each frame a client
 receives is compared, as bytes, with the one the protocol documentation gives."""
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from .helpers import (
     unregister,
 )
 from .processes import TWISTD, spawn
+from .redis_cluster import RedisCluster
 from .redis_server import RedisServer
 from .test_loopback_raw import ADDR, RawClient
 
@@ -153,11 +155,13 @@ class ThreeDaemonsOnRedisTests(SeedEverywhere, TestCase):
         redis = RedisServer(os.path.abspath(self.mktemp()))
         yield redis.start()
         self.addCleanup(redis.stop)
+        return (yield self.daemons(redis.url))
+
+    @inlineCallbacks
+    def daemons(self, url: str):  # type: ignore[no-untyped-def]
         ports = []
         for _ in range(3):
-            daemon = Daemon(
-                DaemonConfig(listen=("tcp:0:interface=127.0.0.1",), store=redis.url), reactor
-            )
+            daemon = Daemon(DaemonConfig(listen=("tcp:0:interface=127.0.0.1",), store=url), reactor)
             daemon.startService()
             self.addCleanup(daemon.stopService)
             store = daemon.store
@@ -165,6 +169,17 @@ class ThreeDaemonsOnRedisTests(SeedEverywhere, TestCase):
             yield store.when(ready=True)
             ports.append(daemon.live_ports[0].getHost().port)  # type: ignore[attr-defined]
         return ports
+
+
+class ThreeDaemonsOnRedisClusterTests(ThreeDaemonsOnRedisTests):
+    timeout = 60
+
+    @inlineCallbacks
+    def start(self):  # type: ignore[no-untyped-def]
+        cluster = RedisCluster(os.path.abspath(self.mktemp()))
+        self.addCleanup(lambda: Deferred.fromCoroutine(cluster.stop()))
+        yield Deferred.fromCoroutine(cluster.start())
+        return (yield self.daemons(cluster.url))
 
 
 async def _value(value: list[int]) -> list[int]:

@@ -18,10 +18,12 @@ from twisted.trial.unittest import TestCase
 from rendezvous.store.base import Store
 from rendezvous.store.memory import MemoryStore
 from rendezvous.store.redis import RedisLink, RedisStore, parse_target
+from rendezvous.store.redis.cluster import ClusterLink
 from rendezvous.workers.hub import Hub, WorkerLink
 from rendezvous.workers.hubstore import HubStore
 
 from .helpers import peer, tcp_addr
+from .redis_cluster import RedisCluster
 from .redis_server import RedisServer
 from .store_contract import (
     LIMITS,
@@ -210,11 +212,13 @@ class RedisFixture(StoreContract):
         self.markers: dict[RedisStore, Party] = {}
         self.rounds = 0
 
+    def make_link(self) -> RedisLink | ClusterLink:
+        return RedisLink(reactor, parse_target(self.redis.url, environ={}), "rendezvous:")
+
     async def make_stores(self, n: int) -> list[Store]:
         if not self.stores:
-            target = parse_target(self.redis.url, environ={})
             for _ in range(self.fleet):
-                link = RedisLink(reactor, target, "rendezvous:")
+                link = self.make_link()
                 store = RedisStore(link, self.clock, LIMITS, lease=self.lease)  # type: ignore[arg-type]
                 self._follow(store)
                 store.start()
@@ -284,9 +288,10 @@ class RedisFixture(StoreContract):
             # Redis's own clock moves on too: the lost daemons' leases run out, and so
             # does the reaper's lock.
             link = self.live[0].link
-            for store in self.lost:
-                await link.call("DEL", f"{link.prefix}lease:{store.daemon}")
-            await link.call("DEL", f"{link.prefix}reaper")
+            for p in range(link.partitions):
+                for store in self.lost:
+                    await link.call("DEL", link.key(f"lease:{store.daemon}", p))
+                await link.call("DEL", link.key("reaper", p))
         self.clock.advance(seconds)
         while self.in_flight:
             started, self.in_flight = self.in_flight, []
@@ -297,28 +302,37 @@ class RedisFixture(StoreContract):
         """The daemon is killed: its connections close, it removes nothing (Redis has
         forgotten both connections once this fires)."""
         assert isinstance(store, RedisStore)
-        link = store.link
-        protocols = (link._command, link._subscriber)
-        ports = [p.transport.getHost().port for p in protocols if p and p.transport]
+        nodes = _nodes(store.link)
+        ports = {
+            address: [p.transport.getHost().port for p in protocols if p and p.transport]
+            for address, protocols in nodes.items()
+        }
         self.live.remove(store)
         self.lost.append(store)
-        await link.stop()
-        killer = self.live[0].link
-        for port in ports:
-            await killer.call("CLIENT", "KILL", "ADDR", f"127.0.0.1:{port}")
+        await store.link.stop()
+        killers = _nodes(self.live[0].link)
+        for address, node_ports in ports.items():
+            killer = killers[address][0]
+            for port in node_ports:
+                await killer.execute_command("CLIENT", "KILL", "ADDR", f"127.0.0.1:{port}")
 
     async def hold(self, store: Store) -> Callable[[], Awaitable[None]]:
         """The daemon's command connection waits in a BLPOP: its requests queue up in
         Redis behind it (pub/sub goes on) until another daemon pushes the gate open."""
         assert isinstance(store, RedisStore)
         self.rounds += 1
-        gate = f"contract:gate:{self.rounds}"
-        blocked = store.link.call("BLPOP", gate, 0)
+        link = store.link
+        gates = {}  # one on each server the store sends to
+        for p in range(link.partitions):
+            owner = link.owners[p] if isinstance(link, ClusterLink) else None
+            gates.setdefault(owner, link.key(f"contract:gate:{self.rounds}", p))
+        blocked = [link.call("BLPOP", gate, 0) for gate in gates.values()]
         opener = next(s for s in self.live if s is not store)
 
         async def release() -> None:
-            await opener.link.call("LPUSH", gate, "open")
-            await blocked
+            for gate in gates.values():
+                await opener.link.call("LPUSH", gate, "open")
+            await gatherResults(blocked)
 
         return release
 
@@ -333,6 +347,42 @@ class RedisFixture(StoreContract):
         await while_down()
         await self.redis.start()
         await gatherResults([store.when(ready=True) for store in self.live])
+
+
+def _nodes(link: RedisLink | ClusterLink) -> dict[Any, Any]:
+    """Each server's connections of ``link``: (command, pub/sub) by address."""
+    links = link.nodes if isinstance(link, ClusterLink) else {None: link}
+    return {
+        address: (node._command, node._subscriber)
+        for address, node in links.items()
+        if node._command is not None
+    }
+
+
+class RedisClusterFixture(RedisFixture):
+    """`RedisStore` daemons on a real three-master Redis Cluster."""
+
+    one_order = False
+
+    async def setUp(self) -> None:
+        await super().setUp()
+        self.cluster = RedisCluster(os.path.abspath(self.mktemp()))  # type: ignore[attr-defined]
+        self.addCleanup(self.cluster.stop)  # type: ignore[attr-defined]
+        await self.cluster.start()
+
+    def make_link(self) -> RedisLink | ClusterLink:
+        return ClusterLink(reactor, parse_target(self.cluster.url, environ={}), "rendezvous:")
+
+
+class RedisClusterOneDaemonContractTests(RedisClusterFixture, TestCase):
+    fleet = 1
+
+
+class RedisClusterThreeDaemonsContractTests(
+    RedisClusterFixture, FleetContract, LostDaemonContract, TestCase
+):
+    fleet = 3
+    can_lose_daemon = True
 
 
 class RedisOneDaemonContractTests(RedisFixture, RestartContract, TestCase):

@@ -8,13 +8,21 @@ what changed and answers each REGISTER on its own, in its session's order.
 
 Every other script goes through `Batcher.run` or `Batcher.read`, which send the batch
 first: a session reads its own writes.
+
+On a cluster (several partitions) a batch is one script run per partition, and a raw
+session's first REGISTER of an id claims it first in the id's home partition
+(`scripts.CLAIM`): until those claims are answered, everything after them waits
+(`Batcher.hold`), so Redis sees this daemon's requests in the order they came.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, FirstError, gatherResults
 from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 
@@ -25,7 +33,13 @@ from rendezvous.registry.ownership import OTHER_ID
 from rendezvous.store.redis import scripts
 from rendezvous.store.redis.link import Encoded
 from rendezvous.store.redis.replies import ReplyPlace
-from rendezvous.store.redis.session import UNREACHABLE, RedisSession, nothing, own, refuse
+from rendezvous.store.redis.session import (
+    UNREACHABLE,
+    RedisSession,
+    nothing,
+    own,
+    refuse,
+)
 from rendezvous.store.redis.wire import BadData, parse_results
 
 if TYPE_CHECKING:
@@ -43,21 +57,30 @@ _REFUSALS = {
 }
 """What `scripts.REGISTER_MANY` answers for a REGISTER it refused."""
 
+Held = tuple[Callable[[], "Deferred[Any]"], "Callable[[Any], None] | None"]
+"""Something to send once what waits before it is answered: how to send it, and what
+to do with its answer before anything after it is sent (None: nothing to wait for)."""
+
 Pending = tuple[RedisSession, ReplyPlace, "int | None", Registration, bool]
 """A REGISTER sent in a batch: its session, its answer's place, request id, the
 registration, and whether the session is a raw stream's."""
 
 
 class RegisterBatch:
-    """The REGISTERs of one reactor turn, for one run of `scripts.REGISTER_MANY`."""
+    """The REGISTERs of one reactor turn, for one run of `scripts.REGISTER_MANY` in
+    each partition they are in."""
 
-    __slots__ = ("args", "items", "namespaces")
+    __slots__ = ("args", "claims", "items", "namespaces", "partitions")
 
     def __init__(self) -> None:
         self.items: list[Pending] = []
         self.args: list[bytes] = []
         """Five script arguments per REGISTER, encoded (RESP)."""
         self.namespaces: set[str] = set()
+        self.partitions: list[int] = []
+        """Each REGISTER's partition (a cluster's; otherwise empty)."""
+        self.claims: dict[tuple[RedisSession, bytes], None] = {}
+        """Ids raw sessions claim before their REGISTERs (a cluster's)."""
 
 
 class Batcher:
@@ -72,6 +95,8 @@ class Batcher:
         self.turn_reads = turn_reads
         """The DISCOVERs of this turn by namespace (`Discovery`'s): a write after one
         has the next DISCOVER of what it changed read again."""
+        self.held: deque[Held] | None = None
+        """What waits for an answer before it is sent (`hold`), in order."""
 
     def register(
         self, session: Session, namespace: str, peer: Peer, request_id: int | None
@@ -95,14 +120,18 @@ class Batcher:
         )
         raw = session.identity is None
         session.wrote = True
+        link = self.link
+        claimed = raw and link.claims
         if self.turn_reads:
             self.turn_reads.pop(namespace, None)  # a DISCOVER after this one reads again
         batch = self.batch
         batch.items.append((session, place, request_id, registration, raw))
         batch.namespaces.add(namespace)
-        flags = (
-            (b"1" if raw else b"0") if peer.signed_peer_record is None else (b"3" if raw else b"2")
-        )
+        flags = b"%d" % (raw + 2 * (peer.signed_peer_record is not None) + 4 * claimed)
+        if link.partitions > 1:
+            batch.partitions.append(link.partition_of(namespace))
+            if claimed and key not in session.claimed:
+                batch.claims[(session, key)] = None
         name, entry = namespace.encode(), entry_bytes(registration)
         batch.args.append(
             session.sid_arg
@@ -114,13 +143,20 @@ class Batcher:
         elif self.flush_call is None:
             self.flush_call = self.clock.callLater(0, self.flush)
 
-    def run(self, script: scripts.Script, *args: str | bytes | int) -> Deferred[Any]:
+    def run(
+        self, script: scripts.Script, *args: str | bytes | int, partition: int = 0
+    ) -> Deferred[Any]:
         """Run ``script`` after the REGISTERs waiting, whose effects it may depend on."""
         if self.batch.items:
             self.flush()
         if self.turn_reads:
             self.turn_reads.clear()  # what it may change is read again
-        return self.link.run(script, *args)
+        return self.send(script, *args, partition=partition)
+
+    def run_everywhere(self, script: scripts.Script, *args: str | bytes | int) -> Deferred[Any]:
+        """`run` in every partition; the answers in partition order."""
+        runs = [self.run(script, *args, partition=p) for p in range(self.link.partitions)]
+        return runs[0] if len(runs) == 1 else gatherResults(runs)
 
     def read(
         self, namespace: str, script: scripts.Script, *args: str | bytes | int
@@ -129,7 +165,77 @@ class Batcher:
         one is in it."""
         if namespace in self.batch.namespaces:
             self.flush()
-        return self.link.run(script, *args)
+        return self.send(script, *args, partition=self.link.partition_of(namespace))
+
+    def after_read(
+        self,
+        commands: list[tuple[str | bytes, ...]],
+        then: Callable[[list[Any]], tuple[scripts.Script, tuple[str | bytes | int, ...], int]],
+    ) -> Deferred[Any]:
+        """Read with ``commands``, then run the script, arguments and partition that
+        ``then`` makes of their answers, nothing else sent between (the answer: the
+        script's)."""
+        if self.batch.items:
+            self.flush()
+        if self.turn_reads:
+            self.turn_reads.clear()
+        result: Deferred[Any] = Deferred()
+
+        def run(answer: Any) -> None:
+            if isinstance(answer, Failure):
+                if isinstance(answer.value, FirstError):
+                    answer = answer.value.subFailure
+                result.errback(answer)
+                return
+            script, args, partition = then(answer)
+            self.link.run(script, *args, partition=partition).chainDeferred(result)
+
+        self.hold(lambda: gatherResults([self.link.call(*c) for c in commands]), run)
+        return result
+
+    def send(
+        self, script: scripts.Script, *args: str | bytes | int | Encoded, partition: int = 0
+    ) -> Deferred[Any]:
+        """Run ``script`` now, or after what `hold` keeps waiting."""
+        if self.held is None:
+            return self.link.run(script, *args, partition=partition)
+        d: Deferred[Any] = Deferred()
+
+        def start() -> Deferred[Any]:
+            return self.link.run(script, *args, partition=partition).chainDeferred(d)
+
+        self.held.append((start, None))
+        return d
+
+    def hold(self, start: Callable[[], Deferred[Any]], then: Callable[[Any], None]) -> None:
+        """Send what ``start`` sends (now, or after what waits already), then nothing
+        more until its answer came and ``then`` (given the answer, or the failure) has
+        sent what follows from it."""
+        item = (start, then)
+        if self.held is not None:
+            self.held.append(item)
+        else:
+            self._start(item)
+
+    def _start(self, item: Held) -> bool:
+        """Send one held item; True if what follows must wait for its answer."""
+        start, then = item
+        if then is None:
+            start()
+            return False
+        if self.held is None:
+            self.held = deque()
+        start().addBoth(self._answered, then)
+        return True
+
+    def _answered(self, result: Any, then: Callable[[Any], None]) -> None:
+        waiting, self.held = self.held or deque(), None
+        then(result)  # what it sends goes before what waited
+        while waiting:
+            if self.held is not None:  # held again: the rest waits behind it
+                self.held.extend(waiting)
+                return
+            self._start(waiting.popleft())
 
     def flush(self) -> None:
         """Send the REGISTERs waiting (those of one reactor turn) in one script run."""
@@ -140,18 +246,89 @@ class Batcher:
         if not batch.items:
             return
         self.batch = RegisterBatch()
+        if batch.claims:
+            self.hold(partial(self._claim, batch), partial(self._send_batch, batch))
+        else:
+            self._send_batch(batch, set())
+
+    def release(self, session: RedisSession, key: bytes) -> None:
+        """A raw session's claim on ``key`` ends: it holds no registration of it."""
+        session.claimed.discard(key)
+        d = self.run(
+            scripts.RELEASE, self.store.daemon, session.sid, key, partition=self.link.home_of(key)
+        )
+        d.addErrback(self.store.failures.failed, "releasing a claimed id")
+
+    def _claim(self, batch: RegisterBatch) -> Deferred[set[tuple[RedisSession, bytes]]]:
+        """Claim the ids of ``batch.claims`` in their home partitions: those refused."""
+        link = self.link
+        daemon = self.store.daemon
+        by_home: dict[tuple[int, RedisSession], list[bytes]] = {}
+        for session, key in batch.claims:
+            by_home.setdefault((link.home_of(key), session), []).append(key)
+        runs = []
+        for (home, session), keys in by_home.items():
+            d = link.run(scripts.CLAIM, daemon, session.sid, *keys, partition=home)
+            d.addCallback(self._claimed, session, keys)
+            runs.append(d)
+
+        def refused(answers: list[list[tuple[RedisSession, bytes]]]) -> set[Any]:
+            return {pair for answer in answers for pair in answer}
+
+        return gatherResults(runs, consumeErrors=True).addCallback(refused)
+
+    def _claimed(
+        self, reply: bytes, session: RedisSession, keys: list[bytes]
+    ) -> list[tuple[RedisSession, bytes]]:
+        if reply == b"LEASE":
+            self.store.recovery.lease_lost()
+            return [(session, key) for key in keys]
+        refused = []
+        for key, answer in zip(keys, reply.decode(), strict=True):
+            if answer == "1" and session.open:
+                session.claimed.add(key)
+            else:
+                refused.append((session, key))
+        return refused
+
+    def _send_batch(self, batch: RegisterBatch, refused: Any) -> None:
+        """Send the REGISTERs of ``batch`` (one run per partition); those whose claim
+        was refused (``refused``: a set, or the failure that stopped the claims) are
+        answered at once."""
+        if not isinstance(refused, set):
+            self._failed(refused, batch)
+            return
+        partitions = batch.partitions or [0] * len(batch.items)
+        groups: dict[int, RegisterBatch] = {}
+        for item, args, partition in zip(batch.items, batch.args, partitions, strict=True):
+            session, place, request_id, held, _raw = item
+            if (session, held.peer.key) in refused:
+                refuse(session, place, request_id, Status.NOT_AUTHORIZED, _REFUSALS[b"AUTH"][1])
+                continue
+            group = groups.get(partition)
+            if group is None:
+                group = groups[partition] = RegisterBatch()
+            group.items.append(item)
+            group.args.append(args)
         store = self.store
         limits = store.limits
-        d = self.link.run(
-            scripts.REGISTER_MANY,
-            store.daemon,
-            limits.max_registrations_per_session,
-            limits.max_registrations,
-            Encoded(5 * len(batch.items), b"".join(batch.args)),
-        )
-        d.addCallbacks(self._registered, self._failed, callbackArgs=(batch,), errbackArgs=(batch,))
+        for partition, group in groups.items():
+            d = self.link.run(
+                scripts.REGISTER_MANY,
+                store.daemon,
+                limits.max_registrations_per_session,
+                limits.max_registrations,
+                Encoded(5 * len(group.items), b"".join(group.args)),
+                partition=partition,
+            )
+            d.addCallbacks(
+                self._registered,
+                self._failed,
+                callbackArgs=(group, partition),
+                errbackArgs=(group,),
+            )
 
-    def _registered(self, reply: bytes, batch: RegisterBatch) -> None:
+    def _registered(self, reply: bytes, batch: RegisterBatch, partition: int = 0) -> None:
         store = self.store
         items = batch.items
         try:
@@ -165,13 +342,15 @@ class Batcher:
             if not result[:1].isdigit():
                 lease_lost = lease_lost or result == b"LEASE"
                 self._refused(session, place, request_id, result)
+                if key in session.claimed and key not in session.own_keys:
+                    self.release(session, key)
                 continue
             if session.open:
                 entry_key = (held.namespace, key)
                 if entry_key not in session.entries:
                     store.registration_count += 1
                     if raw:  # its own change is told by its origin: held from it on
-                        own(session, key, 1, int(result))
+                        own(session, key, 1, int(result), partition)
                 # with its sequence number, to tell later evictions from earlier
                 held.seq = int(result)
                 session.entries[entry_key] = held

@@ -8,7 +8,9 @@ reactor turn for one namespace share one run (`TurnRead`), unless a write came b
 
 A cookie's position is the fleet's sequence number of a change, so a cookie from one
 daemon is good at any other; `Discovery.cookie_high` is the latest one this daemon
-gave, for `Recovery` to tell whether a new master lacks changes it handed out.
+gave, for `Recovery` to tell whether a new master lacks changes it handed out. On a
+cluster a namespace's cookie holds its partition's number, and a cookie for every
+namespace one number per partition (`pack`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import dataclasses
 from functools import partial
 from typing import TYPE_CHECKING
 
+from twisted.internet.defer import gatherResults
 from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 
@@ -154,37 +157,84 @@ class Discovery:
         assert isinstance(session, RedisSession)
         place = session.replies.reserve()
         store = self.store
-        d = store.batcher.run(
-            scripts.DISCOVER_SINCE,
-            "1" if namespace is None else "0",
-            namespace or "",
-            after,
-            limit,
-            "1" if signed_only else "0",
-            ms(self.clock.seconds()),
-        )
+        link = store.link
+        now = ms(self.clock.seconds())
+        flag = "1" if signed_only else "0"
+        if namespace is not None or link.partitions == 1:
+            d = store.batcher.run(
+                scripts.DISCOVER_SINCE,
+                "1" if namespace is None else "0",
+                namespace or "",
+                after,
+                limit,
+                flag,
+                now,
+                partition=0 if namespace is None else link.partition_of(namespace),
+            )
+            d.addCallback(self._since, link.partitions == 1)
+        else:
+            # every partition from its own position; the answer's positions say where
+            # each partition was left (`positions`), packed in one number
+            starts = unpack(after, link.partitions)
+            runs = [
+                store.batcher.run(
+                    scripts.DISCOVER_SINCE, "1", "", start, limit, flag, now, partition=p
+                ).addCallback(self._since, False)
+                for p, start in enumerate(starts)
+            ]
+            d = gatherResults(runs).addCallback(merged, starts, limit)
 
-        def done(reply: list[bytes]) -> None:
-            if reply[0]:
-                store.epoch = reply[0]
-            try:
-                found = [
-                    dataclasses.replace(
-                        registration(entry),
-                        seq=int(seq),
-                        expires=int(expires) / 1000 if expires else None,
-                    )
-                    for seq, expires, entry in zip(
-                        reply[1::3], reply[2::3], reply[3::3], strict=True
-                    )
-                ]
-            except (BadData, ValueError) as e:
-                store.log.error("bad data in redis: {e}", e=e)
-                refuse(session, place, request_id, Status.INTERNAL_ERROR, "bad stored data")
-                return
-            if found:
+        def done(found: list[Registration]) -> None:
+            if found and link.partitions == 1:
                 self.cookie_high = max(self.cookie_high, max(r.seq for r in found))
             answer = client(session)
             place.fill(lambda: answer.discovered(request_id, namespace or "", found))
 
-        d.addCallbacks(done, partial(store.failures.request_failed, session, place, request_id))
+        def failed(failure: Failure) -> None:
+            if isinstance(failure.value, BadData | ValueError):
+                store.log.error("bad data in redis: {e}", e=failure.value)
+                refuse(session, place, request_id, Status.INTERNAL_ERROR, "bad stored data")
+                return
+            store.failures.request_failed(session, place, request_id, failure)
+
+        d.addCallbacks(done, failed)
+
+    def _since(self, reply: list[bytes], one_partition: bool) -> list[Registration]:
+        if reply[0] and one_partition:
+            self.store.epoch = reply[0]
+        return [
+            dataclasses.replace(
+                registration(entry),
+                seq=int(seq),
+                expires=int(expires) / 1000 if expires else None,
+            )
+            for seq, expires, entry in zip(reply[1::3], reply[2::3], reply[3::3], strict=True)
+        ]
+
+
+POSITION_BITS = 48
+"""Bits of one partition's sequence number in a position over all partitions."""
+
+
+def unpack(position: int, partitions: int) -> list[int]:
+    """Each partition's sequence number in a position over all of them."""
+    mask = (1 << POSITION_BITS) - 1
+    return [(position >> (POSITION_BITS * p)) & mask for p in range(partitions)]
+
+
+def pack(positions: list[int]) -> int:
+    return sum(seq << (POSITION_BITS * p) for p, seq in enumerate(positions))
+
+
+def merged(answers: list[list[Registration]], starts: list[int], limit: int) -> list[Registration]:
+    """The answers of every partition as one, partition after partition, each
+    registration's ``seq`` the position over all partitions once it is seen."""
+    positions = list(starts)
+    out: list[Registration] = []
+    for p, found in enumerate(answers):
+        for r in found:
+            if len(out) >= limit:
+                return out
+            positions[p] = r.seq
+            out.append(dataclasses.replace(r, seq=pack(positions)))
+    return out

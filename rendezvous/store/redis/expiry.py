@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import heapq
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
@@ -54,16 +54,37 @@ class TtlExpiry:
         expires_ms = ms(self.clock.seconds() + ttl)
         store = self.store
         limits = store.limits
-        d = store.batcher.run(
-            scripts.REGISTER_TTL,
+        link = store.link
+        partition = link.partition_of(namespace)
+        args = (
             namespace,
             peer.key,
             entry_bytes(Registration(namespace, peer)),
             signed(peer),
             expires_ms,
-            limits.max_registrations_per_peer,
-            limits.max_registrations,
         )
+        if link.partitions == 1:
+            d = store.batcher.run(
+                scripts.REGISTER_TTL,
+                *args,
+                limits.max_registrations_per_peer,
+                limits.max_registrations,
+                partition=partition,
+            )
+        else:  # the peer's TTL registrations in the other partitions count too
+            others = [p for p in range(link.partitions) if p != partition]
+
+            def limited(counts: list[bytes | None]) -> tuple[Any, ...]:
+                left = limits.max_registrations_per_peer - sum(int(c or 0) for c in counts)
+                return (
+                    scripts.REGISTER_TTL,
+                    (*args, left, limits.max_registrations),
+                    partition,
+                )
+
+            d = store.batcher.after_read(
+                [("HGET", link.key("ttlcount", p), peer.key) for p in others], limited
+            )
 
         def done(reply: list[bytes]) -> None:
             if reply[0] != b"OK":
@@ -83,19 +104,29 @@ class TtlExpiry:
         store = self.store
 
         async def run() -> None:
-            while True:
-                now = ms(self.clock.seconds())
-                removed, upcoming = await store.batcher.run(
-                    scripts.EXPIRE, now, _EXPIRE_BATCH, store.daemon, store.recovery.lease_ms()
-                )
-                if int(removed) < _EXPIRE_BATCH:
-                    break
+            upcoming: list[bytes] = []
+            for partition in range(store.link.partitions):
+                while True:
+                    now = ms(self.clock.seconds())
+                    removed, next_one = await store.batcher.run(
+                        scripts.EXPIRE,
+                        now,
+                        _EXPIRE_BATCH,
+                        store.daemon,
+                        store.recovery.lease_ms(),
+                        partition=partition,
+                    )
+                    if int(removed) < _EXPIRE_BATCH:
+                        break
+                if next_one:
+                    upcoming.append(next_one)
             own = self.expiries
             while own and own[0] <= now:
                 heapq.heappop(own)
             if own:
                 self.schedule(own[0])
-            self.schedule(upcoming)  # the fleet's earliest, if elected
+            if upcoming:  # the fleet's earliest, where elected
+                self.schedule(min(upcoming, key=int))
 
         return Deferred.fromCoroutine(run())
 

@@ -153,12 +153,13 @@ class _SubscriberProtocol(_LeanProtocol):
             kind, channel, data = reply
             if type(channel) is bytes:
                 if kind in _MESSAGES and type(data) is bytes:
-                    self.link._message(channel, data)
+                    self.link.on_channel(channel, data)
                     return
                 if kind in _CONFIRMATIONS:
                     self.link._subscribed(channel)
                     return
                 if kind in _UNSUBSCRIBED:
+                    self.link._unsubscribed(channel)
                     return
         super().replyReceived(reply)
 
@@ -222,9 +223,16 @@ def _peer(protocol: _LeanProtocol) -> str:
 
 
 class RedisLink:
-    """Commands, scripts and pub/sub on one Redis server, with `on_up`/`on_down` events."""
+    """Commands, scripts and pub/sub on one Redis server, with `on_up`/`on_down` events.
+
+    The registry is one partition here (`partitions`); a cluster's link
+    (`rendezvous.store.redis.cluster.ClusterLink`) has several.
+    """
 
     log = Logger()
+    partitions = 1
+    claims = False
+    """Whether raw sessions' ids are claimed apart (a cluster's partitions)."""
 
     def __init__(
         self,
@@ -251,6 +259,12 @@ class RedisLink:
         self.on_down: Callable[[], None] = lambda: None
         self.on_message: Callable[[str, bytes], None] = lambda ns, data: None
         self.on_eviction: Callable[[bytes], None] = lambda data: None
+        self.on_moved: Callable[[str], None] = lambda namespace: None
+        """Never called here: one server's subscriptions do not move."""
+        self.on_channel: Callable[[bytes, bytes], None] = self._message
+        """Every message, by channel (a cluster's link reads them itself)."""
+        self.on_unsubscribed: Callable[[bytes], None] = lambda channel: None
+        """A subscription ended (asked, or by a cluster whose slot moved)."""
         self._command: _CommandProtocol | None = None
         self._subscriber: _SubscriberProtocol | None = None
         self._pending: dict[bytes, deque[Deferred[None]]] = {}
@@ -420,8 +434,20 @@ class RedisLink:
             return fail(LinkDown(str(e)))
         return d
 
-    def run(self, script: Script, *args: str | bytes | int | Encoded) -> Deferred[Any]:
-        """Run one of our scripts with its common arguments."""
+    def partition_of(self, namespace: str) -> int:
+        return 0
+
+    def home_of(self, key: bytes) -> int:
+        return 0
+
+    def key(self, name: str, partition: int = 0) -> str:
+        """The full name of the key ``name``."""
+        return self.prefix + name
+
+    def run(
+        self, script: Script, *args: str | bytes | int | Encoded, partition: int = 0
+    ) -> Deferred[Any]:
+        """Run one of our scripts with its common arguments (one partition: 0)."""
         publish = "SPUBLISH" if self.sharded else "PUBLISH"
         return self.call("EVALSHA", script.sha, 0, self.prefix, publish, self.channel_prefix, *args)
 
@@ -452,10 +478,15 @@ class RedisLink:
         return d
 
     def unsubscribe(self, namespace: str) -> None:
+        self.unlisten(self.channel(namespace))
+
+    def unlisten(self, channel: bytes) -> None:
         subscriber = self._subscriber
         if self.up and subscriber is not None:
-            channel = self.channel(namespace)
             subscriber.send("SUNSUBSCRIBE" if self.sharded else "UNSUBSCRIBE", channel)
+
+    def _unsubscribed(self, channel: bytes) -> None:
+        self.on_unsubscribed(channel)
 
     def _subscribed(self, channel: bytes) -> None:
         waiting = self._pending.get(channel)

@@ -15,9 +15,10 @@ and a master behind a DISCOVER cookie this daemon gave gets a new cookie epoch.
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
@@ -105,15 +106,19 @@ class Recovery:
         async def recover() -> None:
             link = self.link
             await link.subscribe_daemon(store.daemon)  # before re-assertion reports conflicts
-            epoch = await batcher.run(
+            epoch = await batcher.run_everywhere(
                 scripts.LEASE, store.daemon, self.lease_ms(), "0", new_epoch()
             )
+            if isinstance(epoch, list):  # one per partition: a cluster's names them all
+                epoch = hashlib.sha256(b"".join(epoch)).digest()[:8]
             if isinstance(epoch, bytes) and epoch:
                 store.epoch = epoch
             if self.failover and store.discovery.cookie_high:
                 await self._void_cookies_if_behind()
             live = [session for session in store.sessions if session.wrote]
-            await batcher.run(scripts.PRUNE, store.daemon, *[session.sid for session in live])
+            await batcher.run_everywhere(
+                scripts.PRUNE, store.daemon, *[session.sid for session in live]
+            )
             self.prune_needed = False
             for session in live:
                 if generation != self.generation:
@@ -146,10 +151,10 @@ class Recovery:
         store = self.store
         link = self.link
         discovery = store.discovery
-        seq = int(await link.call("GET", f"{link.prefix}seq") or 0)
+        seq = int(await link.call("GET", link.key("seq")) or 0)
         if seq < discovery.cookie_high:
             epoch = new_epoch()
-            await link.call("SET", f"{link.prefix}epoch", epoch)
+            await link.call("SET", link.key("epoch"), epoch)
             store.epoch = epoch
             store.log.warn(
                 "redis master lacks changes {first} to {last}: DISCOVER cookies start anew",
@@ -172,19 +177,32 @@ class Recovery:
         if not session.open:
             return
         store = self.store
-        args: list[str | bytes] = []
+        link = self.link
+        raw = "0" if session.identity is not None else "2" if link.claims else "1"
+        if raw == "2":
+            await self._claim_again(session)
+        by_partition: list[list[str | bytes]] = [[] for _ in range(link.partitions)]
         for (namespace, key), reg in session.entries.items():
-            args += [namespace, key, entry_bytes(reg), signed(reg.peer)]
-        reply = await store.batcher.run(
-            scripts.SYNC_SESSION,
-            store.daemon,
-            session.sid,
-            "1" if session.identity is None else "0",
-            *args,
+            by_partition[link.partition_of(namespace)] += [
+                namespace,
+                key,
+                entry_bytes(reg),
+                signed(reg.peer),
+            ]
+        replies = await gatherResults(
+            [
+                store.batcher.run(
+                    scripts.SYNC_SESSION, store.daemon, session.sid, raw, *args, partition=p
+                )
+                for p, args in enumerate(by_partition)
+            ]
         )
-        if reply[0] != b"OK":
-            raise RuntimeError("lease lost during recovery")
-        for member in reply[1:]:
+        lost: list[bytes] = []
+        for reply in replies:
+            if reply[0] != b"OK":
+                raise RuntimeError("lease lost during recovery")
+            lost += reply[1:]
+        for member in lost:
             key, name = split_member(member)
             store.log.warn(
                 "registration of {key} in {namespace} lost to another session while "
@@ -193,6 +211,34 @@ class Recovery:
                 namespace=name.decode(errors="replace"),
             )
             store.forget_entry(session, (name.decode(errors="replace"), key))
+
+    async def _claim_again(self, session: RedisSession) -> None:
+        """A raw session's ids, claimed again in their home partitions (a cluster): the
+        registrations of an id claimed meanwhile by another session are lost."""
+        store = self.store
+        link = self.link
+        keys = {key for _, key in session.entries}
+        by_home: dict[int, list[bytes]] = {}
+        for key in keys:
+            by_home.setdefault(link.home_of(key), []).append(key)
+        for home, claims in by_home.items():
+            reply = await store.batcher.run(
+                scripts.CLAIM, store.daemon, session.sid, *claims, partition=home
+            )
+            if reply == b"LEASE":
+                raise RuntimeError("lease lost during recovery")
+            for key, answer in zip(claims, reply.decode(), strict=True):
+                if answer == "1":
+                    session.claimed.add(key)
+                    continue
+                for entry_key in [e for e in session.entries if e[1] == key]:
+                    store.log.warn(
+                        "registration of {key} in {namespace} lost to another session "
+                        "while redis was unreachable",
+                        key=key.hex(),
+                        namespace=entry_key[0],
+                    )
+                    store.forget_entry(session, entry_key)
 
     def lease_ms(self) -> int:
         """The lease's length as the scripts take it."""
@@ -204,7 +250,11 @@ class Recovery:
 
         async def renew() -> None:
             batcher = store.batcher
-            renewed = await batcher.run(scripts.LEASE, store.daemon, self.lease_ms(), "1")
+            renewed = await batcher.run_everywhere(
+                scripts.LEASE, store.daemon, self.lease_ms(), "1"
+            )
+            if isinstance(renewed, list):
+                renewed = all(renewed)
             if not renewed:
                 if generation == self.generation:
                     store.log.warn("lease of {daemon} expired: re-asserting", daemon=store.daemon)
@@ -212,9 +262,13 @@ class Recovery:
                 return
             if self.prune_needed:
                 live = [session.sid for session in store.sessions if session.wrote]
-                await batcher.run(scripts.PRUNE, store.daemon, *live)
+                await batcher.run_everywhere(scripts.PRUNE, store.daemon, *live)
                 self.prune_needed = False
-            reaped = await batcher.run(scripts.REAP, store.daemon, int(store.lease * 1000 / 3))
+            reaped = await batcher.run_everywhere(
+                scripts.REAP, store.daemon, int(store.lease * 1000 / 3)
+            )
+            if isinstance(reaped, list):
+                reaped = max(reaped)  # the same daemons, in each partition
             if reaped > 0:
                 store.log.info("reaped {count} daemons whose lease expired", count=reaped)
             await store.expiry.run()  # also expiries this daemon has not heard of

@@ -50,6 +50,7 @@ from dataclasses import dataclass
 _PRELUDE = """
 local P, PUB, CH = ARGV[1], ARGV[2], ARGV[3]
 local ORIGIN = '' -- the session (DAEMON/SESSION) whose request makes the change, if any
+local OWNER = nil -- on a cluster: the id's claimant read by the daemon ('' none)
 local function packkey(key)
   return struct.pack('>I2', #key) .. key
 end
@@ -200,8 +201,12 @@ local function next_expiry()
   local first = redis.call('ZRANGE', P .. 'x', 0, 0, 'WITHSCORES')
   return first[2] or ''
 end
+local function owner_of(key)
+  if OWNER ~= nil then return OWNER ~= '' and OWNER end
+  return redis.call('HGET', P .. 'owner', key)
+end
 local function foreign_owner(key, token)
-  local o = redis.call('HGET', P .. 'owner', key)
+  local o = owner_of(key)
   return o and o ~= token
 end
 local function drop_session(daemon, session)
@@ -212,6 +217,13 @@ local function drop_session(daemon, session)
     remove(ns, key, token)
   end
   redis.call('DEL', sk)
+  local ck = P .. 'cl:' .. token -- the ids it claimed (a cluster's keys' home)
+  for _, key in ipairs(redis.call('SMEMBERS', ck)) do
+    if redis.call('HGET', P .. 'claim', key) == token then
+      redis.call('HDEL', P .. 'claim', key)
+    end
+  end
+  redis.call('DEL', ck)
   redis.call('SREM', P .. 'd:' .. daemon, session)
 end
 local function drop_daemon(daemon)
@@ -242,8 +254,10 @@ local function vacated(holder, daemon)
   ORIGIN = origin
   return true
 end
-local function register(daemon, session, ns, key, entry, raw, signed, per_session, most)
+local function register(daemon, session, ns, key, entry, raw, signed, per_session, most,
+                        claimed)
   -- One REGISTER of a live session: its sequence number, or why it is refused.
+  -- claimed: a raw session's id claimed in its home partition (a cluster), not here
   local token = daemon .. '/' .. session
   ORIGIN = token
   local v = redis.call('HGET', P .. 'r:' .. ns, key)
@@ -256,7 +270,7 @@ local function register(daemon, session, ns, key, entry, raw, signed, per_sessio
     stamp(ns, key, seq, signed, same and not signed)
     return seq
   end
-  if raw then
+  if raw and not claimed then
     local owner = redis.call('HGET', P .. 'owner', key)
     if owner and owner ~= token then
       if not vacated(owner, daemon) then return 'AUTH' end
@@ -277,7 +291,7 @@ local function register(daemon, session, ns, key, entry, raw, signed, per_sessio
     return 'FULL'
   end
   if v then detach(ns, key, '') end -- the id's own TTL registration, replaced
-  local seq = add(ns, key, entry, token, daemon, session, raw, signed)
+  local seq = add(ns, key, entry, token, daemon, session, raw and not claimed, signed)
   if HELD then HELD[token] = held + 1 end
   return seq
 end
@@ -285,7 +299,8 @@ end
 
 _REGISTER_MANY = """
 -- ARGV[4..6]: daemon, registrations per session, registrations in all; then five per
--- REGISTER: session, namespace, peer key, entry, flags (1: raw stream, 2: signed, 3: both).
+-- REGISTER: session, namespace, peer key, entry, flags (the sum of 1: raw stream,
+-- 2: signed, 4: the raw session's id claimed in its home partition, on a cluster).
 -- The answer is one string, an item per REGISTER separated by commas: its sequence
 -- number, AUTH, LIMIT, FULL, LEASE, or E and the error that stopped it.
 local daemon, per_session, most = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -298,9 +313,9 @@ local seq0 = tonumber(redis.call('GET', P .. 'seq') or '0')
 local count0 = tonumber(redis.call('GET', P .. 'count') or '0')
 SEQ, COUNT, HELD, KNOWN, PUBS, ZADDS, VERSIONS = seq0, count0, {}, {}, {}, {}, {}
 for i = 7, #ARGV, 5 do
-  local f = ARGV[i + 4]
+  local f = tonumber(ARGV[i + 4])
   local ok, r = pcall(register, daemon, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3],
-                      f == '1' or f == '3', f >= '2', per_session, most)
+                      f % 2 == 1, f % 4 >= 2, per_session, most, f >= 4)
   if not ok then
     if type(r) == 'table' then r = r.err end
     r = 'E' .. string.gsub(tostring(r), ',', ';')
@@ -380,8 +395,10 @@ return out
 """
 
 _UNREGISTER = """
+-- ARGV[9], on a cluster: the id's claimant ('' none), read from its home partition
 local daemon, session, ns, key = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local raw, token = ARGV[8] == '1', ARGV[4] .. '/' .. ARGV[5]
+OWNER = ARGV[9]
 ORIGIN = token
 if not leased(daemon) then return {'LEASE', 'lease lost'} end
 if remove(ns, key, token) then return {'OK', '1'} end
@@ -389,7 +406,7 @@ if not raw then
   -- authenticated as the id: its TTL registration, or another such session's
   local v = redis.call('HGET', P .. 'r:' .. ns, key)
   local holder = v and split(v)
-  if v and (holder == '' or redis.call('HGET', P .. 'owner', key) ~= holder) then
+  if v and (holder == '' or owner_of(key) ~= holder) then
     if holder ~= '' then evict(ns, key, holder) end
     remove(ns, key, holder)
     return {'OK', '1'}
@@ -490,7 +507,9 @@ return 1
 """
 
 _SYNC_SESSION = """
-local daemon, session, raw = ARGV[4], ARGV[5], ARGV[6] == '1'
+-- ARGV[6]: 0 an authenticated session, 1 a raw one, 2 a raw one whose ids are claimed
+-- in their home partitions (a cluster)
+local daemon, session, raw, claimed = ARGV[4], ARGV[5], ARGV[6] ~= '0', ARGV[6] == '2'
 local token = daemon .. '/' .. session
 if not leased(daemon) then return {'LEASE'} end
 local want = {}
@@ -513,13 +532,53 @@ for i = 7, #ARGV, 4 do
       redis.call('HSET', P .. 'r:' .. ns, key, token .. '|' .. entry)
       stamp(ns, key, announce(ns, 'R', key, entry), signed)
     end
-  elseif raw and foreign_owner(key, token) then
+  elseif raw and not claimed and foreign_owner(key, token) then
     out[#out + 1] = packkey(key) .. ns
   else
-    add(ns, key, entry, token, daemon, session, raw, signed)
+    add(ns, key, entry, token, daemon, session, raw and not claimed, signed)
   end
 end
 return out
+"""
+
+
+_CLAIM = """
+-- On a cluster, a raw session's ids are claimed in their home partition (ARGV[6..]: the
+-- ids): each is its own if nobody else's claim stands (the claimant's daemon gone
+-- counts as nobody's). The answer: '1' (its own) or '0' per id.
+local daemon, session = ARGV[4], ARGV[5]
+local token = daemon .. '/' .. session
+if not leased(daemon) then return 'LEASE' end
+local out = {}
+for i = 6, #ARGV do
+  local key = ARGV[i]
+  local c = redis.call('HGET', P .. 'claim', key)
+  local mine = not c or c == token
+  if not mine then
+    local cut = string.find(c, '/[^/]*$')
+    local other = string.sub(c, 1, cut - 1)
+    mine = other ~= daemon and not (leased(other) and listening(other))
+  end
+  if mine then
+    redis.call('HSET', P .. 'claim', key, token)
+    redis.call('SADD', P .. 'cl:' .. token, key)
+    redis.call('SADD', P .. 'd:' .. daemon, session)
+  end
+  out[#out + 1] = mine and '1' or '0'
+end
+return table.concat(out)
+"""
+
+_RELEASE = """
+-- A raw session holds no registration of these ids (ARGV[6..]) any more: its claims end.
+local token = ARGV[4] .. '/' .. ARGV[5]
+for i = 6, #ARGV do
+  if redis.call('HGET', P .. 'claim', ARGV[i]) == token then
+    redis.call('HDEL', P .. 'claim', ARGV[i])
+  end
+  redis.call('SREM', P .. 'cl:' .. token, ARGV[i])
+end
+return 1
 """
 
 
@@ -550,6 +609,8 @@ SYNC_SESSION = _script("sync_session", _SYNC_SESSION)
 REGISTER_TTL = _script("register_ttl", _REGISTER_TTL)
 EXPIRE = _script("expire", _EXPIRE)
 DISCOVER_SINCE = _script("discover_since", _DISCOVER_SINCE)
+CLAIM = _script("claim", _CLAIM)
+RELEASE = _script("release", _RELEASE)
 ALL = (
     REGISTER_MANY,
     UNREGISTER,
@@ -564,4 +625,6 @@ ALL = (
     REGISTER_TTL,
     EXPIRE,
     DISCOVER_SINCE,
+    CLAIM,
+    RELEASE,
 )

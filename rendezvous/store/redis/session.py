@@ -17,15 +17,27 @@ UNREACHABLE = "registry store (redis) unreachable"
 class RedisSession(Session):
     """A session of this daemon, with what the shared registry holds for it."""
 
-    __slots__ = ("entries", "own_keys", "owned_since", "replies", "sid", "sid_arg", "wrote")
+    __slots__ = (
+        "claimed",
+        "entries",
+        "own_keys",
+        "owned_since",
+        "replies",
+        "sid",
+        "sid_arg",
+        "wrote",
+    )
 
     def __init__(self, client: Client, identity: bytes | None, sid: str) -> None:
         super().__init__(client, identity)  # its `registrations` stay empty: see `entries`
         self.own_keys: dict[bytes, int] = {} if identity is None else {identity: 1}
         """Peer ids this session speaks for, with how many registrations hold each."""
-        self.owned_since: dict[bytes, int] = {}
-        """The sequence number from which the session holds each of ``own_keys`` (0, or
-        absent: from the start): a change made before it is not the session's own."""
+        self.owned_since: dict[bytes, tuple[int, int]] = {}
+        """The partition and sequence number from which the session holds each of
+        ``own_keys`` (absent: from the start): a change made before it is not the
+        session's own (sequence numbers count within one partition)."""
+        self.claimed: set[bytes] = set()
+        """A raw session's ids claimed in their home partitions (a cluster)."""
         self.sid = sid
         self.sid_arg = b"$%d\r\n%s\r\n" % (len(sid), sid.encode())
         """The session id as a script argument (RESP)."""
@@ -42,22 +54,26 @@ def client(session: Session) -> Client:
     return found
 
 
-def own(session: RedisSession, key: bytes, delta: int, seq: int = 0) -> None:
-    """One registration more (``delta`` 1, made with sequence number ``seq``) or less
-    (-1) holds ``key`` for ``session``."""
+def own(session: RedisSession, key: bytes, delta: int, seq: int = 0, partition: int = 0) -> None:
+    """One registration more (``delta`` 1, made with sequence number ``seq`` of
+    ``partition``) or less (-1) holds ``key`` for ``session``."""
     count = session.own_keys.get(key, 0) + delta
     if count > 0:
         if count == delta:  # the first: held from now on
-            session.owned_since[key] = seq
+            session.owned_since[key] = (partition, seq)
         session.own_keys[key] = count
     else:
         session.own_keys.pop(key, None)
         session.owned_since.pop(key, None)
 
 
-def holds(session: RedisSession, key: bytes, seq: int) -> bool:
-    """Whether ``session`` held ``key`` when the change numbered ``seq`` was made."""
-    return key in session.own_keys and seq >= session.owned_since.get(key, 0)
+def holds(session: RedisSession, key: bytes, seq: int, partition: int = 0) -> bool:
+    """Whether ``session`` held ``key`` when the change numbered ``seq`` in
+    ``partition`` was made (numbers of another partition do not compare: held)."""
+    if key not in session.own_keys:
+        return False
+    since = session.owned_since.get(key)
+    return since is None or since[0] != partition or seq >= since[1]
 
 
 def refuse(

@@ -46,6 +46,7 @@ from rendezvous.registry.ownership import OTHER_ID, FanOut, announce_each
 from rendezvous.store.base import Client, StoreStats
 from rendezvous.store.redis import scripts
 from rendezvous.store.redis.batch import BATCH_SIZE, Batcher
+from rendezvous.store.redis.cluster import ClusterLink
 from rendezvous.store.redis.discover import Discovery
 from rendezvous.store.redis.expiry import TtlExpiry
 from rendezvous.store.redis.failures import Failures
@@ -64,7 +65,7 @@ class RedisStore:
 
     def __init__(
         self,
-        link: RedisLink,
+        link: RedisLink | ClusterLink,
         clock: IReactorTime,
         limits: Limits | None = None,
         lease: float = 10.0,
@@ -99,6 +100,7 @@ class RedisStore:
         link.on_down = self.recovery.down
         link.on_message = self.subscriptions.message
         link.on_eviction = self._evicted
+        link.on_moved = self.subscriptions.moved
 
     def use_fan_out(self, fan_out: FanOut) -> None:
         """Push announcements to many subscribers through ``fan_out``."""
@@ -125,7 +127,7 @@ class RedisStore:
         async def stop() -> None:
             if self.link.up:
                 try:
-                    await self.batcher.run(scripts.DROP_DAEMON, self.daemon)
+                    await self.batcher.run_everywhere(scripts.DROP_DAEMON, self.daemon)
                 except Exception as e:
                     self.log.warn("could not remove this daemon's registrations: {e}", e=e)
             await self.link.stop()
@@ -156,9 +158,10 @@ class RedisStore:
         session.entries.clear()
         if session.wrote and not self.stopping and self.link.up:
             # Failing, it is left to the prune that follows a reconnection.
-            self.batcher.run(scripts.DROP_SESSION, self.daemon, session.sid).addErrback(
+            self.batcher.run_everywhere(scripts.DROP_SESSION, self.daemon, session.sid).addErrback(
                 self._drop_failed
             )
+        session.claimed.clear()  # the drop ends its claims too
 
     def _drop_failed(self, failure: Failure) -> None:
         if self.failures.failed(failure, "removing a closed session's registrations"):
@@ -169,7 +172,10 @@ class RedisStore:
         if session.entries.pop(entry_key, None) is not None:
             self.registration_count -= 1
             if session.identity is None:
-                own(session, entry_key[1], -1)
+                key = entry_key[1]
+                own(session, key, -1)
+                if key in session.claimed and key not in session.own_keys and session.open:
+                    self.batcher.release(session, key)
 
     def _evicted(self, data: bytes) -> None:
         """A session of ours lost a registration to another session: forget it here too."""
@@ -209,14 +215,15 @@ class RedisStore:
                 OTHER_ID,
             )
             return
-        d = self.batcher.run(
-            scripts.UNREGISTER,
-            self.daemon,
-            session.sid,
-            namespace,
-            key,
-            "1" if session.identity is None else "0",
-        )
+        args = (self.daemon, session.sid, namespace, key, "1" if session.identity is None else "0")
+        partition = self.link.partition_of(namespace)
+        if self.link.claims:  # the script is told who claimed the id, in its home
+            d = self.batcher.after_read(
+                [("HGET", self.link.key("claim", self.link.home_of(key)), key)],
+                lambda claimant: (scripts.UNREGISTER, (*args, claimant[0] or b""), partition),
+            )
+        else:
+            d = self.batcher.run(scripts.UNREGISTER, *args, partition=partition)
 
         def done(reply: list[bytes]) -> None:
             if reply[0] != b"OK":

@@ -105,6 +105,12 @@ class Subscriptions:
         for published in announcements:
             self._push(state, state.receive(published))
 
+    def moved(self, namespace: str) -> None:
+        """The namespace's subscription moved with its slot: subscribe and read again."""
+        state = self.namespaces.get(namespace)
+        if state is not None:
+            self._sync(state)
+
     def down(self) -> None:
         """The link is down: snapshots being read are lost; those waiting are refused."""
         for state in list(self.namespaces.values()):
@@ -203,6 +209,7 @@ class Subscriptions:
 
     def _push(self, state: WatchedNamespace, pushes: list[Push]) -> None:
         store = self.store
+        partition = self.link.partition_of(state.name)
         for key, announcement, origin, seq in pushes:
             # Never the session whose request made the change (it may no longer hold
             # the key: its own UNREGISTER), nor one that held the key when it changed.
@@ -211,7 +218,7 @@ class Subscriptions:
             told = [
                 client(session)
                 for session in state.subscribers
-                if session is not maker and not holds(session, key, seq)
+                if session is not maker and not holds(session, key, seq, partition)
             ]
             if told:
                 store.fan_out(told, announcement)

@@ -1,6 +1,8 @@
 """``--store redis://[USER@]HOST[:PORT][/DB]`` (or ``rediss://`` for TLS), or
 ``redis-sentinel://[USER@]HOST[:PORT][,HOST[:PORT]…]/MASTER[/DB]`` (the master that
-Sentinel names ``MASTER``, found through the sentinels listed), and its password.
+Sentinel names ``MASTER``, found through the sentinels listed), or
+``redis-cluster://[USER@]HOST:PORT[,HOST:PORT…]`` (a Redis Cluster, found through any of
+the nodes listed), and its password.
 
 The password never comes from the command line (other users can read it there): it is
 read from a file or from the ``RENDEZVOUS_REDIS_PASSWORD`` environment variable. It is
@@ -20,6 +22,7 @@ PASSWORD_VARIABLE = "RENDEZVOUS_REDIS_PASSWORD"
 SENTINEL_PASSWORD_VARIABLE = "RENDEZVOUS_SENTINEL_PASSWORD"
 SENTINEL_SCHEME = "redis-sentinel"
 SENTINEL_PORT = 26379
+CLUSTER_SCHEME = "redis-cluster"
 
 
 class BadTarget(ValueError):
@@ -42,10 +45,15 @@ class RedisTarget:
     master_name: str = ""
     """``redis-sentinel://``: the master's name in the sentinels' configuration."""
     sentinel_password: str | None = field(default=None, repr=False)
+    cluster: tuple[tuple[str, int], ...] = ()
+    """``redis-cluster://``: nodes of the cluster to ask for its shards, in order."""
 
     def describe(self) -> str:
         """The address without secrets, for logs."""
         user = f"{self.username}@" if self.username else ""
+        if self.cluster:
+            hosts = ",".join(f"{_bracket(host)}:{port}" for host, port in self.cluster)
+            return f"{CLUSTER_SCHEME}://{user}{hosts}"
         if self.sentinels:
             hosts = ",".join(f"{_bracket(host)}:{port}" for host, port in self.sentinels)
             return f"{SENTINEL_SCHEME}://{user}{hosts}/{self.master_name}/{self.db}"
@@ -58,7 +66,9 @@ def _bracket(host: str) -> str:
 
 
 def is_redis_url(value: str) -> bool:
-    return value.startswith(("redis://", "rediss://", f"{SENTINEL_SCHEME}://"))
+    return value.startswith(
+        ("redis://", "rediss://", f"{SENTINEL_SCHEME}://", f"{CLUSTER_SCHEME}://")
+    )
 
 
 def parse_target(
@@ -71,6 +81,8 @@ def parse_target(
     environ = os.environ if environ is None else environ
     if url.startswith(f"{SENTINEL_SCHEME}://"):
         return _parse_sentinel(url, password_file, environ, ca_file)
+    if url.startswith(f"{CLUSTER_SCHEME}://"):
+        return _parse_cluster(url, password_file, environ, ca_file)
     parts = urlsplit(url)
     if parts.scheme not in ("redis", "rediss"):
         raise BadTarget(f"not a redis:// or rediss:// URL: {url!r}")
@@ -120,10 +132,11 @@ _HOST_PORT = re.compile(r"^(?:\[([0-9A-Fa-f:.]+)\]|([^\[\]:/@,\s]+))(?::(\d+))?$
 _MASTER_NAME = re.compile(r"^[^\s/]+$")
 
 
-def _parse_sentinel(
-    url: str, password_file: str | None, environ: Mapping[str, str], ca_file: str | None
-) -> RedisTarget:
-    rest = url[len(SENTINEL_SCHEME) + 3 :]
+def _hosts(
+    url: str, scheme: str, ca_file: str | None, what: str, default_port: int
+) -> tuple[str | None, list[tuple[str, int]], str]:
+    """The user, the HOST[:PORT] list and the path of a URL listing several servers."""
+    rest = url[len(scheme) + 3 :]
     if "?" in rest or "#" in rest:
         raise BadTarget("the Redis URL takes no query or fragment")
     netloc, _, path = rest.partition("/")
@@ -137,17 +150,39 @@ def _parse_sentinel(
             )
         username = unquote(user) or None
     if ca_file is not None:
-        raise BadTarget("a CA file is for rediss:// (TLS) only; redis-sentinel:// is plain TCP")
-    sentinels = []
+        raise BadTarget(f"a CA file is for rediss:// (TLS) only; {scheme}:// is plain TCP")
+    hosts = []
     for item in netloc.split(","):
         match = _HOST_PORT.match(item)
         if match is None:
-            raise BadTarget(f"not a sentinel HOST[:PORT]: {item!r} in {url!r}")
+            raise BadTarget(f"not a {what} HOST[:PORT]: {item!r} in {url!r}")
         host = match.group(1) or match.group(2)
-        port = int(match.group(3) or SENTINEL_PORT)
+        port = int(match.group(3) or default_port)
         if not 0 < port < 65536:
             raise BadTarget(f"bad port in {item!r}")
-        sentinels.append((host, port))
+        hosts.append((host, port))
+    return username, hosts, path
+
+
+def _parse_cluster(
+    url: str, password_file: str | None, environ: Mapping[str, str], ca_file: str | None
+) -> RedisTarget:
+    username, nodes, path = _hosts(url, CLUSTER_SCHEME, ca_file, "cluster node", 6379)
+    if path.strip("/"):
+        raise BadTarget("a Redis Cluster has one database: redis-cluster://HOST:PORT[,…]")
+    return RedisTarget(
+        host=nodes[0][0],
+        port=nodes[0][1],
+        username=username,
+        password=_password(password_file, environ),
+        cluster=tuple(nodes),
+    )
+
+
+def _parse_sentinel(
+    url: str, password_file: str | None, environ: Mapping[str, str], ca_file: str | None
+) -> RedisTarget:
+    username, sentinels, path = _hosts(url, SENTINEL_SCHEME, ca_file, "sentinel", SENTINEL_PORT)
     name, _, db = path.strip("/").partition("/")
     name = unquote(name)
     if not name:
