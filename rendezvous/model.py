@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import os
 from dataclasses import Field, dataclass, field
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from rendezvous.pb.envelope_pb2 import Envelope, PeerRecord
@@ -161,26 +162,39 @@ class Registration:
             """Seconds on the registry clock when a TTL registration ends; None: while
             its session lives."""
 
-    def __new__(
-        cls,
-        namespace: str,
-        peer: Peer,
-        expires: float | None = None,
-        seq: int = 0,
-        wire: bytes | None = None,
-        holder: Session | None = None,
-    ) -> Registration:
-        return object.__new__(HeldRegistration if cls is Registration else cls)
+    if TYPE_CHECKING:
 
-    @property
-    def key(self) -> bytes:
-        """The peer id's multihash (``peer.key``)."""
-        return self.peer.key
+        def __new__(
+            cls,
+            namespace: str,
+            peer: Peer,
+            expires: float | None = None,
+            seq: int = 0,
+            wire: bytes | None = None,
+            holder: Session | None = None,
+        ) -> Registration: ...
 
-    @property
-    def record(self) -> bytes | None:
-        """The signed peer record (``peer.signed_peer_record``)."""
-        return self.peer.signed_peer_record
+    else:
+
+        def __new__(cls, *_: object, **__: object) -> Registration:
+            return object.__new__(HeldRegistration if cls is Registration else cls)
+
+    if TYPE_CHECKING:
+
+        @property
+        def key(self) -> bytes:
+            """The peer id's multihash (``peer.key``)."""
+
+        @property
+        def record(self) -> bytes | None:
+            """The signed peer record (``peer.signed_peer_record``)."""
+
+    else:  # (read without a Python frame: the registry reads them on every change)
+        key = property(attrgetter("peer.key"), doc="The peer id's multihash (``peer.key``).")
+        record = property(
+            attrgetter("peer.signed_peer_record"),
+            doc="The signed peer record (``peer.signed_peer_record``).",
+        )
 
     def __lt__(self, other: Registration) -> bool:
         """TTL registrations order by when they end, then by seq: a heap of them (the
@@ -221,6 +235,20 @@ class HeldRegistration(Registration):
     holder: Session | None = None
 
 
+_new_object = object.__new__
+_init_held = HeldRegistration.__init__
+
+
+def held_registration(
+    namespace: str, peer: Peer, expires: float | None, seq: int, holder: Session | None
+) -> HeldRegistration:
+    """``HeldRegistration(namespace, peer, expires, seq, holder=holder)`` in half the
+    time (not through `Registration`'s ``__new__``): the registry makes one per change."""
+    registration = _new_object(HeldRegistration)
+    _init_held(registration, namespace, peer, expires, seq, None, holder)
+    return registration
+
+
 class RecordRegistration(Registration, float):
     """A TTL registration of a peer known by its signed record alone, in 80 bytes.
 
@@ -250,9 +278,13 @@ class RecordRegistration(Registration, float):
     def peer(self) -> Peer:
         return Peer.from_record(self.key, self.record)
 
-    @property
-    def expires(self) -> float:
-        return self + 0.0
+    if TYPE_CHECKING:
+
+        @property
+        def expires(self) -> float: ...
+
+    else:
+        expires = property(float.__pos__)  # (a float of its value, without a Python frame)
 
     def __lt__(self, other: Registration) -> bool:  # type: ignore[override]
         if type(other) is RecordRegistration:

@@ -19,6 +19,7 @@ from rendezvous.model import (
     Refused,
     Registration,
     Status,
+    held_registration,
 )
 from rendezvous.registry.expiry import Expiries
 from rendezvous.registry.namespaces import EveryNamespace, Namespace
@@ -97,7 +98,7 @@ class Registry(Reads):
         if entry is None:
             entry = self._namespaces[namespace] = Namespace(namespace)
         self._seq += 1
-        registration = Registration(entry.name, peer, seq=self._seq, holder=session)
+        registration = held_registration(entry.name, peer, None, self._seq, session)
         entry.registrations[key] = registration
         if replacing and held:
             held.holder = None
@@ -178,7 +179,7 @@ class Registry(Reads):
             # The record and the id are all it holds (80 bytes, its expiry time inline).
             registration = RecordRegistration(entry.name, key, record, expires, self._seq)
         else:
-            registration = Registration(entry.name, peer, expires, seq=self._seq)
+            registration = held_registration(entry.name, peer, expires, self._seq, None)
         entry.registrations[key] = registration
         self._index(entry, registration)
         self.registration_count += 1
