@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -18,7 +19,7 @@ from twisted.trial.unittest import TestCase
 from rendezvous.store.base import Store
 from rendezvous.store.memory import MemoryStore
 from rendezvous.store.redis import RedisLink, RedisStore, parse_target
-from rendezvous.store.redis.cluster import ClusterLink
+from rendezvous.store.redis.cluster import ClusterLink, key_slot
 from rendezvous.workers.hub import Hub, WorkerLink
 from rendezvous.workers.hubstore import HubStore
 
@@ -27,6 +28,7 @@ from .redis_cluster import RedisCluster
 from .redis_server import RedisServer
 from .store_contract import (
     LIMITS,
+    NS,
     SYNC,
     FleetContract,
     LostDaemonContract,
@@ -34,6 +36,9 @@ from .store_contract import (
     R,
     RestartContract,
     StoreContract,
+    found,
+    held,
+    live,
 )
 
 T = TypeVar("T")
@@ -373,16 +378,79 @@ class RedisClusterFixture(RedisFixture):
     def make_link(self) -> RedisLink | ClusterLink:
         return ClusterLink(reactor, parse_target(self.cluster.url, environ={}), "rendezvous:")
 
+    async def restart_backend(self, while_down: Callable[[], Awaitable[None]]) -> None:
+        """Every master dies and starts again empty (its slots kept in nodes.conf)."""
+        for server in self.cluster.servers:
+            await server.stop()
+        await gatherResults([store.when(ready=False) for store in self.live])
+        await while_down()
+        for server in self.cluster.servers:
+            await server.start()
+        await self.cluster.until_ok()
+        await gatherResults([store.when(ready=True) for store in self.live])
 
-class RedisClusterOneDaemonContractTests(RedisClusterFixture, TestCase):
+
+class RedisClusterOneDaemonContractTests(RedisClusterFixture, RestartContract, TestCase):
     fleet = 1
 
 
 class RedisClusterThreeDaemonsContractTests(
-    RedisClusterFixture, FleetContract, LostDaemonContract, TestCase
+    RedisClusterFixture, FleetContract, LostDaemonContract, RestartContract, TestCase
 ):
     fleet = 3
     can_lose_daemon = True
+
+    async def test_a_partition_moved_to_another_master_is_followed(self) -> None:
+        """Resharding: the slot of a watched namespace's partition moves to another
+        master (its keys in one MIGRATE) while the daemons serve. A REGISTER sent while
+        the slot is migrating waits for its keys to move; one after that is redirected
+        (ASK), one after the move too (MOVED); the subscription the cluster ends is made
+        again on the new master; no client is refused anything."""
+        one, two, three = await self.make_stores(3)
+        link = one.link  # type: ignore[attr-defined]
+        assert isinstance(link, ClusterLink)
+        partition = link.partition_of(NS)
+        slot = str(key_slot(link.tags[partition].encode()))
+        source = link.owners[partition]
+        assert source is not None
+        ports = [server.port for server in self.cluster.servers]
+        target = next(port for port in ports if port != source[1])
+        source_id = await self.cluster.node_id(source[1])
+        target_id = await self.cluster.node_id(target)
+        w = await self.watcher(three)
+        pa, pb, pc, pd = live("A"), live("B"), live("C"), live("D")
+        await self.party(one).registers(NS, pa)
+
+        ask = self.cluster.ask
+        await ask(target, "CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        await ask(source[1], "CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        # While the slot migrates, scripts stop before they change anything and are
+        # sent again: a REGISTER waits until the keys moved.
+        b = self.party(two)
+        rid = b.register(NS, pb)
+        self.flush_requests()
+        keys = (await ask(source[1], "CLUSTER", "GETKEYSINSLOT", slot, "100000")).split()
+        self.assertIn(link.key("seq", partition), keys)
+        migrate = ("MIGRATE", "127.0.0.1", str(target), "", "0", "5000", "KEYS")
+        self.assertEqual((await ask(source[1], *migrate, *keys)).strip(), "OK")
+        await b.sync()
+        self.assertIsNone(b.refusal(rid))
+        await self.party(three).registers(NS, pc)  # ASK: run on the target
+        for port in ports:
+            await ask(port, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        await self.party(one).registers(NS, pd)  # MOVED, or the map read again
+        await self.settle()
+
+        self.assertEqual(link.owners[partition], ("127.0.0.1", target))
+        followed = sum((store.link.followed for store in (one, two, three)), Counter())  # type: ignore[attr-defined]
+        self.assertGreater(followed["TRYAGAIN"], 0)
+        self.assertGreater(followed["ASK"], 0)
+        self.assertGreater(followed["SMOVED"], 0)
+        expected = dict(held(pa, pb, pc, pd))
+        self.assertEqual(w.client.view(), expected)
+        for store in (one, two, three):
+            self.assertEqual(dict(found(await self.party(store).discover())), expected)
+        self.assertNotIn("U", [change for change, _, _ in w.client.pushes()])
 
 
 class RedisOneDaemonContractTests(RedisFixture, RestartContract, TestCase):

@@ -24,6 +24,7 @@ subscribers are pushed what they missed.
 from __future__ import annotations
 
 import socket
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -42,15 +43,23 @@ SLOTS = 16384
 PARTITIONS = 16
 """Partitions of the registry; every daemon of a fleet must use the same number."""
 
-_REDIRECTIONS = 5
-"""Redirections followed for one script before it fails."""
-_TRYAGAIN_DELAY = 0.05
+_REDIRECTIONS = 16
+"""Redirections and retries for one script before it fails."""
+_RETRY_DELAY = 0.05
+"""The first wait before a script stopped by a migrating slot is sent again (doubling,
+up to `_RETRY_DELAY_MAX`: about 4 s in all)."""
+_RETRY_DELAY_MAX = 0.5
 
 Address = tuple[str, int]
 
 
 class ClusterError(Exception):
     """The cluster cannot serve the registry (unreachable, or slots not covered)."""
+
+
+class ClusterBusy(Exception):
+    """A script was redirected or stopped (a slot migrating, the cluster down) more
+    times than it is sent again; the cluster itself is still up."""
 
 
 def _crc16(data: bytes) -> int:
@@ -141,7 +150,9 @@ def probe(target: RedisTarget, timeout: float = 2.0) -> dict[int, Address]:
                 sock.sendall(b"".join(commands))
                 replies = _read(sock, len(commands))
         except (OSError, BadReply) as e:
-            problems.append(f"{describe(node)} unreachable ({e})")
+            reason = "no answer in time" if isinstance(e, TimeoutError) else None
+            reason = reason or getattr(e, "strerror", None) or str(e) or type(e).__name__
+            problems.append(f"{describe(node)} unreachable ({reason})")
             continue
         errors = [r for r in replies if isinstance(r, RespError)]
         if errors:
@@ -212,6 +223,8 @@ class ClusterLink:
         self.on_moved: Callable[[str], None] = lambda namespace: None
         """A namespace's subscription moved with its slot: read it again."""
         self._moved: set[bytes] = set()
+        self.followed: Counter[str] = Counter()
+        """Redirections followed (MOVED, ASK, TRYAGAIN) and subscriptions moved (SMOVED)."""
         self.up = False
         self.nodes: dict[Address, RedisLink] = {}
         self.owners: list[Address | None] = [None] * partitions
@@ -419,6 +432,7 @@ class ClusterLink:
 
     async def _run(self, partition: int, command: tuple[Any, ...]) -> Any:
         asking: RedisLink | None = None
+        delay = _RETRY_DELAY
         for _ in range(_REDIRECTIONS):
             node = asking or self._owner(partition)
             if not self.up or node is None:
@@ -436,23 +450,28 @@ class ClusterLink:
                 if where is None:
                     raise
                 kind, address = where
+            self.followed[kind] += 1
             asking = None
             if kind == "TRYAGAIN":
-                await self._pause(_TRYAGAIN_DELAY)
+                await self._pause(delay)
+                delay = min(delay * 2, _RETRY_DELAY_MAX)
             elif kind == "MOVED":  # for good: the map is read again meanwhile
                 self.owners[partition] = address
                 self._refresh()
                 await self._ready(address)
             else:  # ASK: this once, on the node the slot is migrating to
                 asking = await self._ready(address)
-        raise LinkDown("redirected too many times")
+        raise ClusterBusy("redirected or stopped too many times (a slot migrating?)")
 
     @staticmethod
     def _redirection(error: str) -> tuple[str, Address] | None:
         words = error.split()
         if not words:
             return None
-        if words[0] == "TRYAGAIN":
+        if words[0] in ("TRYAGAIN", "CLUSTERDOWN") or "non local key" in error:
+            # a multi-key command on a migrating slot, a script stopped before it
+            # changed anything (its first read is of a key that never exists), or a
+            # cluster not (yet) agreed on its state: sent again after a while
             return "TRYAGAIN", ("", 0)
         if words[0] in ("MOVED", "ASK") and len(words) == 3:
             host, _, port = words[2].rpartition(":")
@@ -514,6 +533,7 @@ class ClusterLink:
         if channel in self._listening:
             self._listening.discard(channel)
             self._moved.add(channel)
+            self.followed["SMOVED"] += 1
             self.log.info(
                 "redis cluster: subscription {channel!r} moved with its slot", channel=channel
             )

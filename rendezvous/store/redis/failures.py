@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import txredisapi
+from twisted.internet.defer import FirstError
 from twisted.python.failure import Failure
 
 from rendezvous.loglimit import LogLimiter
@@ -56,6 +57,8 @@ class Failures:
 
     def failed(self, failure: Failure, what: str) -> bool:
         """Log what is not a plain outage (and say so); scripts gone reset the link."""
+        while isinstance(failure.value, FirstError):  # of several runs (partitions)
+            failure = failure.value.subFailure
         error = failure.value
         if isinstance(error, LinkDown | txredisapi.ConnectionError):
             return False  # lost or timed out: the link knows, and recovery follows

@@ -39,7 +39,8 @@ pub/sub connection closed: killed, or cut off), the daemon is dropped as the rea
 would drop it once its lease ran out, and the REGISTER goes on. A daemon cut off that
 comes back re-asserts what is still its own, as after a lease lost.
 
-Every script takes ``ARGV[1..3]`` = key prefix, publish command, channel prefix.
+Every script takes ``ARGV[1..3]`` = key prefix, publish command, channel prefix, and on
+a Redis Cluster ``KEYS[1]`` = ``P seq`` (which routes it to its partition's slot).
 """
 
 from __future__ import annotations
@@ -49,6 +50,12 @@ from dataclasses import dataclass
 
 _PRELUDE = """
 local P, PUB, CH = ARGV[1], ARGV[2], ARGV[3]
+if #KEYS > 0 then
+  -- On a cluster (KEYS[1]: the partition's sequence): a key that never exists, read
+  -- before anything is changed, stops the script at once, with nothing done, while its
+  -- slot is migrating (the cluster sends it elsewhere); the daemon tries again.
+  redis.call('EXISTS', P .. 'moving')
+end
 local ORIGIN = '' -- the session (DAEMON/SESSION) whose request makes the change, if any
 local OWNER = nil -- on a cluster: the id's claimant read by the daemon ('' none)
 local function packkey(key)
@@ -481,6 +488,7 @@ if renew then
 end
 redis.call('SET', key, '1', 'PX', ms)
 redis.call('SADD', P .. 'daemons', daemon)
+redis.call('SET', P .. 'seq', '0', 'NX') -- on a cluster, the key its scripts name
 redis.call('SET', P .. 'epoch', ARGV[7], 'NX')
 return redis.call('GET', P .. 'epoch')
 """
