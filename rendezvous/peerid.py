@@ -49,8 +49,6 @@ _B58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _B58_INDEX = {char: index for index, char in enumerate(_B58_ALPHABET)}
 _B58_DIGITS = bytes(_B58_INDEX.get(chr(byte), 0xFF) for byte in range(256))
 """ASCII byte to digit value (0xFF: not base58btc), for `bytes.translate`."""
-_B58_GROUP = 58**8
-"""Eight digits make one small integer: one big-number step per eight digits."""
 _B58_ENCODE_GROUP = 58**10
 _B58_PAIRS = tuple(a + b for a in _B58_ALPHABET for b in _B58_ALPHABET)
 """The two digits of each value below 58 * 58 (3364)."""
@@ -91,23 +89,72 @@ def base58_encode(data: bytes) -> str:
 def base58_decode(text: str) -> bytes:
     """Decode base58btc text; each leading ``1`` becomes a zero byte.
 
-    Raises `Base58Error` on a character outside the alphabet. The cost is
-    quadratic in the length: callers bound untrusted input first.
+    Raises `Base58Error` on a character outside the alphabet. The cost grows faster
+    than the length: callers bound untrusted input first.
     """
     digits = text.encode("ascii", "replace").translate(_B58_DIGITS)
     if 0xFF in digits:
         bad = next(char for char in text if char not in _B58_INDEX)
         raise Base58Error(f"not a base58btc character: {bad!r}")
-    head = len(digits) % 8
-    number = 0
-    for digit in digits[:head]:
-        number = number * 58 + digit
-    rest = iter(digits[head:])
-    for a, b, c, d, e, f, g, h in zip(rest, rest, rest, rest, rest, rest, rest, rest, strict=False):
-        group = ((((((a * 58 + b) * 58 + c) * 58 + d) * 58 + e) * 58 + f) * 58 + g) * 58 + h
-        number = number * _B58_GROUP + group
-    zeros = len(text) - len(text.lstrip("1"))
-    return b"\x00" * zeros + number.to_bytes((number.bit_length() + 7) // 8, "big")
+    # One byte per digit, read as one big integer in base 256; each step then makes
+    # lanes twice as wide, turning "high * 256**k + low" into "high * 58**k + low"
+    # in every lane at once (see `_b58_steps`).
+    number = int.from_bytes(digits, "big")
+    if 32 < len(digits) <= 64:  # every legacy peer id: the six steps written out
+        number -= (number >> 8 & _B58_MASK_0) * _B58_FACTOR_0
+        number -= (number >> 16 & _B58_MASK_1) * _B58_FACTOR_1
+        number -= (number >> 32 & _B58_MASK_2) * _B58_FACTOR_2
+        number -= (number >> 64 & _B58_MASK_3) * _B58_FACTOR_3
+        number -= (number >> 128 & _B58_MASK_4) * _B58_FACTOR_4
+        number -= (number >> 256 & _B58_MASK_5) * _B58_FACTOR_5
+    else:
+        for half, mask, factor in _b58_steps(len(digits)):
+            number -= (number >> half & mask) * factor
+    data = number.to_bytes((number.bit_length() + 7) // 8, "big")
+    if text.startswith("1"):
+        return b"\x00" * (len(text) - len(text.lstrip("1"))) + data
+    return data
+
+
+def _b58_steps(count: int) -> tuple[tuple[int, int, int], ...]:
+    """The steps that turn ``count`` digits, one a byte, into the number they write.
+
+    Step ``k`` sees lanes of ``2 * 8 * 2**k`` bits, each holding two values below
+    ``58 ** 2**k`` (which fits ``8 * 2**k`` bits), ``high`` in its upper half and
+    ``low`` in its lower one: subtracting ``high * (2**half - 58 ** 2**k)`` leaves
+    ``high * 58 ** 2**k + low`` in the lane. The product fits the lane and the result
+    is not negative, so lanes never carry or borrow into each other. Missing leading
+    digits are zeros. After ``log2(count)`` steps one lane holds the whole number.
+    """
+    levels = (count - 1).bit_length() if count > 1 else 0
+    if levels < len(_B58_STEPS):
+        return _B58_STEPS[levels]
+    return _b58_make_steps(levels)
+
+
+def _b58_make_steps(levels: int) -> tuple[tuple[int, int, int], ...]:
+    """`_b58_steps` for ``2**levels`` digits: (half lane bits, mask of the lanes' upper
+    halves moved down, factor) per step."""
+    width = 8 << levels
+    steps = []
+    for level in range(levels):
+        half = 8 << level
+        lanes_ones = ((1 << width) - 1) // ((1 << 2 * half) - 1)
+        mask = lanes_ones * ((1 << half) - 1)
+        steps.append((half, mask, (1 << half) - 58 ** (1 << level)))
+    return tuple(steps)
+
+
+_B58_STEPS = tuple(_b58_make_steps(levels) for levels in range(8))
+"""The steps for up to 128 digits, every peer id text's size (`MAX_PEER_ID_TEXT`)."""
+(
+    (_, _B58_MASK_0, _B58_FACTOR_0),
+    (_, _B58_MASK_1, _B58_FACTOR_1),
+    (_, _B58_MASK_2, _B58_FACTOR_2),
+    (_, _B58_MASK_3, _B58_FACTOR_3),
+    (_, _B58_MASK_4, _B58_FACTOR_4),
+    (_, _B58_MASK_5, _B58_FACTOR_5),
+) = _B58_STEPS[6]
 
 
 def validate_peer_id(multihash: bytes) -> None:
@@ -150,6 +197,8 @@ def parse_peer_id(text: str) -> bytes:
         raise InvalidPeerId(f"peer id text longer than {MAX_PEER_ID_TEXT} characters")
     if text[0] == "1" or text.startswith("Qm"):
         multihash = _decode_base58(text)
+        if len(multihash) == 34 and multihash.startswith(b"\x12\x20"):
+            return multihash  # sha2-256, all that `validate_peer_id` would check
     else:
         cid = _decode_multibase(text)
         if not cid.startswith(_CID_PREFIX):

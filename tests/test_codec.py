@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from collections.abc import Callable
+from typing import Any
+
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -16,10 +19,12 @@ from rendezvous.live.codec import (
     LiveRegisterRequest,
     LiveRendezvousRequest,
     LiveUnregisterRequest,
+    Parsed,
 )
 from rendezvous.model import Announcement, Change, Peer, Refused, Registration, Status
 from rendezvous.pb.live_pb2 import Message
-from rendezvous.peerid import parse_peer_id
+from rendezvous.peerid import parse_peer_id, peer_id_to_cid
+from rendezvous.varint import encode_uvarint
 
 from .helpers import (
     discover,
@@ -206,6 +211,245 @@ class ParseTests(SynchronousTestCase):
     def test_garbage_never_raises(self, data: bytes) -> None:
         parsed = self.codec.parse(data)
         self.assertIsInstance(parsed.requests, list)
+
+
+def _field(number: int, wire_type: int, payload: bytes) -> bytes:
+    return encode_uvarint(number << 3 | wire_type) + encode_uvarint(len(payload)) + payload
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+_odd_texts = (
+    st.text(max_size=6).map(_utf8)
+    | st.text(min_size=120, max_size=140).map(_utf8)
+    | st.binary(max_size=6)
+)
+"""Short and long text, bytes that may not be UTF-8 (or be surrogates)."""
+_usual_ids = st.sampled_from(["A", "B", "C"]).map(lambda name: peer_id(name).encode())
+_usual_addrs = st.integers(0, 3).map(tcp_addr)
+# Each strategy takes one of its branches about as often as any other: the usual values
+# come several times over so most entries are read by hand, and pass every check.
+_namespaces = st.one_of(
+    *[st.sampled_from([b"app", b"other", "\u00fcn\u00efc\u00f6de".encode()])] * 4, _odd_texts
+)
+_ids = st.one_of(
+    *[_usual_ids] * 4,
+    st.sampled_from([peer_id_to_cid(parse_peer_id(peer_id("A"))).encode(), b"Qm"]),
+    _odd_texts,
+)
+_addrs = st.one_of(*[_usual_addrs] * 4, st.binary(max_size=8), st.just(b"\x04" * 130))
+_extra_peer_fields = st.tuples(st.sampled_from([1, 2, 3, 4]), _ids | _addrs)
+
+
+_extra_count = st.sampled_from([0] * 6 + [1, 2])
+_one_in_eight = st.sampled_from([False] * 7 + [True])
+
+
+@st.composite
+def _entry_fields(draw: st.DrawFn) -> list[tuple[int, Any]]:
+    """A ``register`` entry's fields: mostly as usual, often with a field more (a record,
+    an unknown field, one again), out of order or missing."""
+    peer: list[tuple[int, Any]] = [(1, draw(_ids))]
+    peer += [(2, addr) for addr in draw(st.lists(_addrs, max_size=3))]
+    for _ in range(draw(_extra_count)):
+        peer.insert(draw(st.integers(0, len(peer))), draw(_extra_peer_fields))
+    if draw(_one_in_eight):
+        del peer[draw(st.integers(0, len(peer) - 1))]
+    fields: list[tuple[int, Any]] = [(1, draw(_namespaces)), (2, peer)]
+    for _ in range(draw(_extra_count)):
+        extra = draw(
+            st.tuples(st.just(1), _namespaces)
+            | st.tuples(st.just(2), st.lists(_extra_peer_fields, max_size=2))
+            | st.tuples(st.just(3), st.binary(max_size=4))
+        )
+        fields.insert(draw(st.integers(0, len(fields))), extra)
+    if draw(_one_in_eight):
+        del fields[draw(st.integers(0, len(fields) - 1))]
+    return fields
+
+
+def _entry(fields: list[tuple[int, Any]]) -> bytes:
+    """A ``register`` entry from its fields as listed (a peer as its own list)."""
+    out = b""
+    for number, value in fields:
+        if number == 2:
+            value = b"".join(_field(n, 2, v) for n, v in value)
+        out += _field(number, 2, value)
+    return out
+
+
+def _peer(id: bytes, addrs: list[bytes], tail: bytes = b"") -> bytes:
+    return _field(1, 2, id) + b"".join(_field(2, 2, addr) for addr in addrs) + tail
+
+
+_ASCII_ADDR = b"\x04\x01\x02\x03\x04\x06\x00\x50"
+"""``/ip4/1.2.3.4/tcp/80``: every byte of it (and of its start) is text too."""
+
+_TWISTS: dict[str, Callable[[bytes, bytes, list[bytes], int], bytes]] = {
+    "as usual": lambda ns, id, addrs, by: _field(1, 2, ns) + _field(2, 2, _peer(id, addrs)),
+    "a record": lambda ns, id, addrs, by: (
+        _field(1, 2, ns) + _field(2, 2, _peer(id, addrs, _field(3, 2, bytes(by))))
+    ),
+    "an unknown peer field": lambda ns, id, addrs, by: (
+        _field(1, 2, ns) + _field(2, 2, _peer(id, addrs, _field(4, 2, bytes(by))))
+    ),
+    "an unknown entry field": lambda ns, id, addrs, by: (
+        _field(1, 2, ns) + _field(2, 2, _peer(id, addrs)) + _field(3, 2, bytes(by))
+    ),
+    "the peer twice": lambda ns, id, addrs, by: (
+        _field(1, 2, ns) + _field(2, 2, _peer(id, addrs)) + _field(2, 2, _peer(id, addrs[:by]))
+    ),
+    "the namespace twice": lambda ns, id, addrs, by: (
+        _field(1, 2, ns) + _field(2, 2, _peer(id, addrs)) + _field(1, 2, b"x" * by)
+    ),
+    "the namespace after the peer": lambda ns, id, addrs, by: (
+        _field(2, 2, _peer(id, addrs)) + _field(1, 2, ns)
+    ),
+    "no namespace": lambda ns, id, addrs, by: _field(2, 2, _peer(id, addrs)),
+    "no peer": lambda ns, id, addrs, by: _field(1, 2, ns),
+    "an empty peer": lambda ns, id, addrs, by: _field(1, 2, ns) + _field(2, 2, b""),
+    "no peer id": lambda ns, id, addrs, by: (
+        _field(1, 2, ns)
+        + _field(2, 2, b"".join(_field(2, 2, addr) for addr in [_ASCII_ADDR, *addrs]))
+    ),
+    "an address first": lambda ns, id, addrs, by: (
+        _field(1, 2, ns) + _field(2, 2, _field(2, 2, _ASCII_ADDR[:by]) + _peer(id, addrs))
+    ),
+    "the peer id twice": lambda ns, id, addrs, by: (
+        _field(1, 2, ns) + _field(2, 2, _peer(id, addrs) + _field(1, 2, peer_id("B").encode()))
+    ),
+    "a long peer id": lambda ns, id, addrs, by: (
+        _field(1, 2, ns) + _field(2, 2, _peer(id + b"z" * (80 + 20 * by), addrs))
+    ),
+    "a long namespace": lambda ns, id, addrs, by: (
+        _field(1, 2, ns + b"n" * (100 + 20 * by)) + _field(2, 2, _peer(id, addrs))
+    ),
+    "a long address": lambda ns, id, addrs, by: (
+        _field(1, 2, ns) + _field(2, 2, _peer(id, [*addrs, b"\x04" * (100 + 20 * by)]))
+    ),
+    "a long peer": lambda ns, id, addrs, by: (
+        _field(1, 2, ns) + _field(2, 2, _peer(id, [*addrs, *[tcp_addr(1)] * (6 + by)]))
+    ),
+    "an address running past the peer": lambda ns, id, addrs, by: (
+        _field(1, 2, ns) + _field(2, 2, _peer(id, []) + b"\x12" + bytes((8 + by,)) + tcp_addr(1))
+    ),
+    "a peer id running past the peer": lambda ns, id, addrs, by: (
+        _field(1, 2, ns) + _field(2, 2, b"\x0a" + bytes((len(id) + by,)) + id)
+    ),
+    "a peer running past the entry": lambda ns, id, addrs, by: (
+        _field(1, 2, ns) + b"\x12" + encode_uvarint(len(_peer(id, addrs)) + by) + _peer(id, addrs)
+    ),
+    "a peer ending early": lambda ns, id, addrs, by: (
+        _field(1, 2, ns) + b"\x12" + bytes((len(id) + 2,)) + _peer(id, addrs)
+    ),
+    "a namespace running past the entry": lambda ns, id, addrs, by: (
+        b"\x0a" + encode_uvarint(len(ns) + 40 + by) + ns + _field(2, 2, _peer(id, addrs))
+    ),
+    "a varint tag": lambda ns, id, addrs, by: (
+        b"\x8a\x00" + encode_uvarint(len(ns)) + ns + _field(2, 2, _peer(id, addrs))
+    ),
+    "a two-byte length": lambda ns, id, addrs, by: (
+        b"\x0a" + bytes((len(ns) & 0x7F | 0x80, len(ns) >> 7)) + ns + _field(2, 2, _peer(id, addrs))
+    ),
+    "a peer id that is not UTF-8": lambda ns, id, addrs, by: (
+        _field(1, 2, ns) + _field(2, 2, _peer(id[:-by] + b"\xff" * by, addrs))
+    ),
+    "an empty peer id": lambda ns, id, addrs, by: (
+        _field(1, 2, ns) + _field(2, 2, _peer(b"", addrs))
+    ),
+    "an empty namespace": lambda ns, id, addrs, by: (
+        _field(1, 2, b"") + _field(2, 2, _peer(id, addrs))
+    ),
+    "an empty address": lambda ns, id, addrs, by: (
+        _field(1, 2, ns) + _field(2, 2, _peer(id, [*addrs, b""]))
+    ),
+    "too many addresses": lambda ns, id, addrs, by: (
+        _field(1, 2, ns) + _field(2, 2, _peer(id, [tcp_addr(n) for n in range(3 + by)]))
+    ),
+}
+"""An entry as usual (a namespace, a peer of an id and addresses) but for one thing."""
+
+
+def _plain(parsed: Parsed) -> tuple[object, ...]:
+    """What a `Parsed` says, its refusals as status and text (an exception compares as
+    itself only)."""
+    return (
+        parsed.kind,
+        parsed.request_id,
+        [(r.status, r.text) if isinstance(r, Refused) else r for r in parsed.requests],
+    )
+
+
+class ReadWithoutProtobufTests(SynchronousTestCase):
+    """REGISTER entries laid out as usual are read by hand (`_entry_fields`): every
+    frame gives what protobuf's reading of it gives, the same requests or the same
+    refusals."""
+
+    limits = Limits(max_addrs_per_peer=3, max_signed_record_bytes=10)
+
+    def assertReadAsProtobufDoes(self, frame: bytes) -> None:
+        expected = _plain(LiveCodec(self.limits)._parse(frame))
+        self.assertEqual(_plain(LiveCodec(self.limits).parse(frame)), expected)
+        entries = EntryCache()
+        codec = LiveCodec(self.limits)
+        self.assertEqual(_plain(codec.parse(frame, entries)), expected)
+        self.assertEqual(_plain(codec.parse(frame, entries)), expected)  # from the cache
+
+    @settings(max_examples=500)
+    @given(
+        st.lists(_entry_fields(), min_size=1, max_size=3),
+        st.none() | st.integers(0, 2**64 - 1),
+    )
+    def test_every_frame_reads_as_protobuf_reads_it(
+        self, entries: list[list[tuple[int, Any]]], request_id: int | None
+    ) -> None:
+        frame = b"\x08\x00" + b"".join(_field(2, 2, _entry(fields)) for fields in entries)
+        if request_id is not None:
+            frame += b"\x38" + encode_uvarint(request_id)
+        self.assertReadAsProtobufDoes(frame)
+
+    @settings(max_examples=500)
+    @given(_entry_fields(), st.data())
+    def test_damaged_frames_read_as_protobuf_reads_them(
+        self, fields: list[tuple[int, Any]], data: st.DataObject
+    ) -> None:
+        """A byte changed, cut off or added anywhere in a one-entry REGISTER."""
+        frame = bytearray(b"\x08\x00" + _field(2, 2, _entry(fields)))
+        position = data.draw(st.integers(2, len(frame)))
+        change = data.draw(st.sampled_from(["set", "cut", "insert"]))
+        if change == "set" and position < len(frame):
+            frame[position] = data.draw(st.integers(0, 255))
+        elif change == "cut":
+            del frame[position:]
+        else:
+            frame[position:position] = bytes((data.draw(st.integers(0, 255)),))
+        self.assertReadAsProtobufDoes(bytes(frame))
+
+    @settings(max_examples=300)
+    @given(
+        _namespaces,
+        _usual_ids,
+        st.lists(_usual_addrs, max_size=3),
+        st.sampled_from(sorted(_TWISTS)),
+        st.integers(1, 3),
+    )
+    def test_usual_entries_with_one_twist(
+        self, ns: bytes, id: bytes, addrs: list[bytes], twist: str, by: int
+    ) -> None:
+        """An entry as usual but for one thing, each thing the hand reading looks at."""
+        self.assertReadAsProtobufDoes(b"\x08\x00" + _field(2, 2, _TWISTS[twist](ns, id, addrs, by)))
+
+    def test_the_usual_register_is_read_without_protobuf(self) -> None:
+        """One entry (namespace, peer id, an address) and no request id: the layout that
+        goes around protobuf, its result checked as protobuf's (the test above checks
+        all others)."""
+        frame = register("app", "A", tcp_addr(1)).SerializeToString()
+        self.assertEqual(
+            codec_module._entry_fields(frame[4:]), ("app", peer_id("A"), (tcp_addr(1),))
+        )
+        self.assertReadAsProtobufDoes(frame)
 
 
 _peers = st.builds(

@@ -92,6 +92,29 @@ class Base58Tests(SynchronousTestCase):
         expected = b"\x00" * zeros + number.to_bytes((number.bit_length() + 7) // 8, "big")
         self.assertEqual(base58_decode(text), expected)
 
+    @given(st.integers(0, 40), st.text(alphabet=B58_ALPHABET, max_size=300))
+    def test_decode_matches_digit_by_digit_at_every_width(self, ones: int, text: str) -> None:
+        """Leading ones, and every width the lane steps handle: up to 128 digits from
+        their table, 33 to 64 written out, beyond 128 made for the length."""
+        text = "1" * ones + text
+        self.assertEqual(base58_decode(text), _plain_base58(text))
+
+    @given(st.binary(max_size=200))
+    def test_round_trip_long(self, data: bytes) -> None:
+        self.assertEqual(base58_decode(base58_encode(data)), data)
+
+    @given(st.text(max_size=150))
+    def test_invalid_text_refused_as_by_the_plain_decoder(self, text: str) -> None:
+        """Any text: the same bytes as the digit-by-digit sum, or the same error."""
+        try:
+            expected = _plain_base58(text)
+        except Base58Error as error:
+            with self.assertRaises(Base58Error) as caught:
+                base58_decode(text)
+            self.assertEqual(str(caught.exception), str(error))
+        else:
+            self.assertEqual(base58_decode(text), expected)
+
     @given(st.text(alphabet=B58_ALPHABET, max_size=30), st.text(min_size=1, max_size=3))
     def test_first_bad_character_is_named(self, good: str, tail: str) -> None:
         bad = next((char for char in tail if char not in B58_ALPHABET), None)
@@ -100,6 +123,17 @@ class Base58Tests(SynchronousTestCase):
         with self.assertRaises(Base58Error) as caught:
             base58_decode(good + tail)
         self.assertEqual(str(caught.exception), f"not a base58btc character: {bad!r}")
+
+
+def _plain_base58(text: str) -> bytes:
+    """base58btc decoding as its definition reads, one digit at a time."""
+    number = 0
+    for char in text:
+        if char not in B58_ALPHABET:
+            raise Base58Error(f"not a base58btc character: {char!r}")
+        number = number * 58 + B58_ALPHABET.index(char)
+    zeros = len(text) - len(text.lstrip("1"))
+    return b"\x00" * zeros + number.to_bytes((number.bit_length() + 7) // 8, "big")
 
 
 class ParsePeerIdTests(SynchronousTestCase):
@@ -151,6 +185,27 @@ class ParsePeerIdTests(SynchronousTestCase):
     def test_garbage_alphabet(self, text: str) -> None:
         with contextlib.suppress(InvalidPeerId):
             validate_peer_id(parse_peer_id(text))
+
+    @given(
+        st.binary(max_size=40)
+        | st.binary(min_size=32, max_size=32).map(lambda d: b"\x12\x20" + d)
+        | st.binary(min_size=31, max_size=33).map(lambda d: b"\x12" + bytes((len(d),)) + d)
+        | st.binary(max_size=34).map(lambda d: b"\x12\x20" + d)
+    )
+    def test_legacy_text_is_checked_as_its_multihash(self, data: bytes) -> None:
+        """A sha2-256 id read from legacy text returns early: exactly the multihashes
+        `validate_peer_id` accepts come back, the others are refused with its words."""
+        text = b58(data)
+        if not text or not (text[0] == "1" or text.startswith("Qm")):
+            return
+        try:
+            validate_peer_id(data)
+        except InvalidPeerId as error:
+            with self.assertRaises(InvalidPeerId) as caught:
+                parse_peer_id(text)
+            self.assertEqual(str(caught.exception), str(error))
+        else:
+            self.assertEqual(parse_peer_id(text), data)
 
     @given(st.binary(max_size=60))
     def test_garbage_bytes(self, data: bytes) -> None:

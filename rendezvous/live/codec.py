@@ -1,8 +1,11 @@
 """Live-dialect messages to domain requests and back, with every validation.
 
-Decoding uses the generated protobuf classes; encoding of registrations is done by
-hand from cached entry bytes, so one registration is serialised once however many
-announcements, snapshots and DISCOVER replies carry it.
+Decoding uses the generated protobuf classes, but for REGISTER entries laid out as
+protobuf writers lay out the usual one (a namespace, a peer id, addresses: what every
+client sends), which are read by hand into the same fields (`_entry_fields`): reading
+fields out of protobuf's objects cost more than the rest of a new registration's checks.
+Encoding of registrations is done by hand from cached entry bytes, so one registration
+is serialised once however many announcements, snapshots and DISCOVER replies carry it.
 
 A session that registers again and again (to refresh or move its peers) may keep an
 entry cache: the exact bytes of a ``Message.register`` entry to the request protobuf
@@ -159,10 +162,12 @@ def _cached_registers(frame: bytes, entries: EntryCache) -> Parsed | None:
     return Parsed("register", request_id, requests)
 
 
-def _scan_entries(frame: bytes) -> list[bytes] | None:
-    """The ``register`` entries of a frame protobuf parsed, if laid out as
-    `_cached_registers` reads them (they are then ``message.register``, in order)."""
+def _scan_entries(frame: bytes) -> tuple[list[bytes], int | None] | None:
+    """The ``register`` entries and request id of a REGISTER frame, if laid out as
+    `_cached_registers` reads them (protobuf would read the same entries, in order, and
+    the last request id)."""
     found: list[bytes] = []
+    request_id = None
     end = len(frame)
     offset = 2
     try:
@@ -175,9 +180,49 @@ def _scan_entries(frame: bytes) -> list[bytes] | None:
             if tag == 0x12:
                 found.append(frame[offset : offset + value])
                 offset += value
+            else:
+                request_id = value
     except (IndexError, VarintError):
         return None
-    return found if offset == end else None
+    return (found, request_id) if offset == end else None
+
+
+def _entry_fields(item: bytes) -> tuple[str, str, tuple[bytes, ...]] | None:
+    """The namespace, peer id and addresses of a ``register`` entry laid out as protobuf
+    writers lay out the usual one, or None (protobuf must read it): ``ns``, then ``peer``
+    with its ``id`` and any ``addrs`` and no record, each field once and in that order,
+    lengths in one byte, text that is UTF-8. Protobuf reads the same from such bytes."""
+    try:
+        ns_length = item[1]
+        ns_end = 2 + ns_length
+        peer_length = item[ns_end + 1]
+        peer = ns_end + 2
+        id_length = item[peer + 1]
+        offset = peer + 2 + id_length
+        end = len(item)
+        if (
+            item[0] != 0x0A
+            or ns_length >= 0x80
+            or item[ns_end] != 0x12
+            or peer_length >= 0x80
+            or peer + peer_length != end
+            or item[peer] != 0x0A
+            or id_length >= 0x80
+            or offset > end
+        ):
+            return None
+        text = item[peer + 2 : offset]
+        addrs: list[bytes] = []
+        while offset < end:
+            length = item[offset + 1]
+            start = offset + 2
+            if item[offset] != 0x12 or length >= 0x80 or start + length > end:
+                return None
+            offset = start + length
+            addrs.append(item[start:offset])
+        return item[2:ns_end].decode(), text.decode(), tuple(addrs)
+    except (IndexError, UnicodeDecodeError):
+        return None
 
 
 class LiveCodec:
@@ -200,35 +245,69 @@ class LiveCodec:
         With ``entries`` (a session's entry cache), a REGISTER whose entries are all
         there is read from it, and the entries of one that is not are added to it.
         """
-        if entries is None or not frame.startswith(_REGISTER_START):
+        if not frame.startswith(_REGISTER_START):
             return self._parse(frame)
-        scanned: list[bytes] | None = None
+        request_id: int | None = None
         length = len(frame) - 4
         if 0 <= length < 0x80 and frame[3] == length:  # one short entry, no request id
             item = frame[4:]
-            request = entries.get(item)
-            if request is not None:
-                return Parsed("register", None, [request])
-            scanned = [item]
+            if entries is not None:
+                request = entries.get(item)
+                if request is not None:
+                    return Parsed("register", None, [request])
+            fields = _entry_fields(item)
+            if fields is not None:  # the usual REGISTER: read by hand
+                namespace, text, addrs = fields
+                known = None if entries is None else entries.peer_ids
+                read = self._register_request(namespace, text, addrs, None, known)
+                if entries is not None and type(read) is LiveRegisterRequest:
+                    self._remember(entries, item, read)
+                return Parsed("register", None, [read])
+            items = [item]
         else:
-            cached = _cached_registers(frame, entries)
-            if cached is not None:
-                return cached
-        parsed = self._parse(frame, entries.peer_ids)
-        if parsed.kind == "register":
+            if entries is not None:
+                cached = _cached_registers(frame, entries)
+                if cached is not None:
+                    return cached
+            scanned = _scan_entries(frame)
             if scanned is None:
-                scanned = _scan_entries(frame)
-            if scanned is not None:
-                limit = self._entry_cache_size
-                peer_ids = entries.peer_ids
-                for item, result in zip(scanned, parsed.requests, strict=True):
-                    if type(result) is LiveRegisterRequest:
-                        if len(entries) >= limit:
-                            entries.clear()
-                            peer_ids.clear()
-                        entries[item] = result
-                        peer_ids[result.peer.id] = result.peer.key
+                return self._parse(frame, None if entries is None else entries.peer_ids)
+            items, request_id = scanned
+        known = None if entries is None else entries.peer_ids
+        parsed = self._parse_registers(frame, items, request_id, known)
+        if entries is not None and parsed.kind == "register":
+            for item, result in zip(items, parsed.requests, strict=True):
+                if type(result) is LiveRegisterRequest:
+                    self._remember(entries, item, result)
         return parsed
+
+    def _remember(self, entries: EntryCache, item: bytes, request: LiveRegisterRequest) -> None:
+        """Keep the entry ``item`` and its request in a session's cache (emptied when
+        full)."""
+        if len(entries) >= self._entry_cache_size:
+            entries.clear()
+            entries.peer_ids.clear()
+        entries[item] = request
+        peer = request.peer
+        entries.peer_ids[peer.id] = peer.key
+
+    def _parse_registers(
+        self,
+        frame: bytes,
+        items: list[bytes],
+        request_id: int | None,
+        known: dict[str, bytes] | None,
+    ) -> Parsed:
+        """The REGISTER ``frame`` whose entries are ``items``: read here when they are all
+        laid out as usual (`_entry_fields`), else by protobuf."""
+        requests: list[Request | Refused] = []
+        for item in items:
+            fields = _entry_fields(item)
+            if fields is None:
+                return self._parse(frame, known)
+            namespace, text, addrs = fields
+            requests.append(self._register_request(namespace, text, addrs, None, known))
+        return Parsed("register", request_id, requests)
 
     def _parse(self, frame: bytes, known: dict[str, bytes] | None = None) -> Parsed:
         message = Message()
@@ -265,22 +344,42 @@ class LiveCodec:
         self, entry: Message.Register, known: dict[str, bytes] | None = None
     ) -> LiveRegisterRequest | Refused:
         """``known``: peer ids (text to key) the session registered before."""
+        if not entry.HasField("peer"):
+            try:
+                self._namespace(entry.ns)
+            except Refused as refusal:
+                return refusal
+            return Refused(Status.INVALID_PEER, "REGISTER without a peer")
+        wire = entry.peer
+        record = wire.signed_peer_record if wire.HasField("signed_peer_record") else None
+        return self._register_request(entry.ns, wire.id, tuple(wire.addrs), record, known)
+
+    def _register_request(
+        self,
+        ns: str | bytes,
+        text: str | bytes,
+        addrs: tuple[bytes, ...],
+        record: bytes | None,
+        known: dict[str, bytes] | None,
+    ) -> LiveRegisterRequest | Refused:
+        """A ``register`` entry's request, from its fields as read (a string field that
+        is not UTF-8 comes as bytes), or why it is refused: its namespace, then its peer
+        id, addresses and record are checked, in that order."""
         try:
-            namespace = self._namespace(entry.ns)
-            if not entry.HasField("peer"):
-                raise Refused(Status.INVALID_PEER, "REGISTER without a peer")
-            wire = entry.peer
-            text = wire.id
-            peer_ids = self._peer_ids
-            key = peer_ids.get(text) if type(text) is str else None
-            if key is None:
-                if known is not None and type(text) is str:
-                    key = known.get(text)
-                if key is None:
-                    key = self._peer_id(text)
+            if type(ns) is str and 0 < len(ns) <= self._short_namespace:
+                namespace = ns
             else:
-                peer_ids.move_to_end(text)
-            addrs = tuple(wire.addrs)
+                namespace = self._namespace(ns)
+            key = None
+            if type(text) is str:
+                peer_ids = self._peer_ids
+                key = peer_ids.get(text)
+                if key is not None:
+                    peer_ids.move_to_end(text)
+                elif known is not None:
+                    key = known.get(text)
+            if key is None:
+                key = self._new_peer_id(text)
             if addrs:
                 limits = self.limits
                 if len(addrs) > limits.max_addrs_per_peer:
@@ -293,9 +392,7 @@ class LiveCodec:
                         valid.move_to_end(addr)
                     else:
                         self._check_addr(addr)
-            record: bytes | None = None
-            if wire.HasField("signed_peer_record"):
-                record = wire.signed_peer_record
+            if record is not None:
                 limit = self.limits.max_signed_record_bytes
                 if len(record) > limit:
                     raise Refused(
@@ -304,6 +401,7 @@ class LiveCodec:
                     )
         except Refused as refusal:
             return refusal
+        assert type(text) is str  # (refused above if not)
         return LiveRegisterRequest(namespace, Peer(text, key, addrs, record))
 
     def _unregister(self, entry: Message.Unregister) -> LiveUnregisterRequest | Refused:
@@ -351,6 +449,11 @@ class LiveCodec:
             if key is not None:
                 cache.move_to_end(text)
                 return key
+        return self._new_peer_id(text)
+
+    def _new_peer_id(self, text: str | bytes) -> bytes:
+        """Parse a peer id the daemon-wide cache does not hold, and remember it."""
+        cache = self._peer_ids
         if not isinstance(text, str) or not text:
             raise Refused(Status.INVALID_PEER, "peer id is missing or not UTF-8")
         try:

@@ -126,10 +126,34 @@ class LiveSession:
         except FramingError as e:
             self._fail(Refused(Status.INVALID_MESSAGE, f"unframeable input: {e}"), None)
             return
+        if not frames:
+            return
+        # One frame after another, with what every frame needs looked up once.
+        dialect = self.dialect
+        parse = dialect.codec.parse
+        received = dialect.metrics.received
+        store = dialect.store
+        session = self._session
+        assert session is not None
         for frame in frames:
-            self._handle(frame)
-            if self.closed:
-                return
+            entries = self._entries
+            if entries is None and frame.startswith(b"\x08\x00"):
+                if self._registered:
+                    entries = self._entries = EntryCache()
+                else:
+                    self._registered = True
+            parsed = parse(frame, entries)
+            if parsed.kind is not None:
+                received[parsed.kind] += 1
+            request_id = parsed.request_id
+            for request in parsed.requests:
+                # One way to the store for every request: its own `submit`.
+                if isinstance(request, Refused):
+                    self.refused(request_id, request)
+                else:
+                    request.submit(store, session, request_id)
+                if self.closed:
+                    return
 
     def end(self) -> None:
         """The connection is gone."""
@@ -138,30 +162,6 @@ class LiveSession:
         session, self._session = self._session, None
         if session is not None:
             self.dialect.store.close_session(session)
-
-    def _handle(self, frame: bytes) -> None:
-        dialect = self.dialect
-        session = self._session
-        assert session is not None
-        entries = self._entries
-        if entries is None and frame.startswith(b"\x08\x00"):
-            if self._registered:
-                entries = self._entries = EntryCache()
-            else:
-                self._registered = True
-        parsed = dialect.codec.parse(frame, entries)
-        if parsed.kind is not None:
-            dialect.metrics.received[parsed.kind] += 1
-        request_id = parsed.request_id
-        store = dialect.store
-        for request in parsed.requests:
-            # One way to the store for every request: its own `submit`.
-            if isinstance(request, Refused):
-                self.refused(request_id, request)
-            else:
-                request.submit(store, session, request_id)
-            if self.closed:
-                return
 
     # -- Client: answers and pushes from the store ---------------------------
 
