@@ -131,9 +131,8 @@ class Registration:
     a TTL registration of a peer known by its signed record alone (`Peer.from_record`:
     every standard-dialect REGISTER of the final spec's layout) as a
     `RecordRegistration`, which holds the record and the peer id itself and makes its
-    `peer` when asked. Both order by expiry then seq (a heap of TTL registrations has
-    the next to end first) and compare equal when their namespace, peer, expiry and seq
-    are.
+    `peer` when asked. Both order by expiry (a heap of TTL registrations has the next
+    to end first) and compare equal when their namespace, peer, expiry and seq are.
     """
 
     if not TYPE_CHECKING:  # (its kinds have their own; the checker reads it as theirs)
@@ -197,12 +196,19 @@ class Registration:
         )
 
     def __lt__(self, other: Registration) -> bool:
-        """TTL registrations order by when they end, then by seq: a heap of them (the
-        registry's expiries) has the next to end first."""
+        """TTL registrations order by when they end: a heap of them (the registry's
+        expiries) has the next to end first. Two `RecordRegistration` that end at
+        the same time compare as their expiry times (equal); others then by seq."""
         mine, theirs = self.expires, other.expires
         if mine == theirs:
             return self.seq < other.seq
         return mine < theirs  # type: ignore[operator]  # TTL ones have one
+
+    def __gt__(self, other: Registration) -> bool:
+        mine, theirs = self.expires, other.expires
+        if mine == theirs:
+            return self.seq > other.seq
+        return mine > theirs  # type: ignore[operator]  # TTL ones have one
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Registration):
@@ -249,7 +255,7 @@ def held_registration(
     return registration
 
 
-class RecordRegistration(Registration, float):
+class RecordRegistration(Registration, float):  # type: ignore[misc]  # float's <, >
     """A TTL registration of a peer known by its signed record alone, in 80 bytes.
 
     Its float value is its expiry time (no float object of its own); it holds the
@@ -286,17 +292,11 @@ class RecordRegistration(Registration, float):
     else:
         expires = property(float.__pos__)  # (a float of its value, without a Python frame)
 
-    def __lt__(self, other: Registration) -> bool:  # type: ignore[override]
-        if type(other) is RecordRegistration:
-            if float.__eq__(self, other):
-                return self.seq < other.seq
-            return float.__lt__(self, other)
-        return Registration.__lt__(self, other)
-
-    def __gt__(self, other: object) -> bool:
-        if not isinstance(other, Registration):
-            return NotImplemented
-        return other < self
+    if not TYPE_CHECKING:
+        # A float's: compared in C, by expiry time alone (another kind answers
+        # NotImplemented, and its reflected method compares).
+        __lt__ = float.__lt__
+        __gt__ = float.__gt__
 
     def __le__(self, other: object) -> bool:
         return NotImplemented  # (as a float it would compare expiry times alone)

@@ -93,26 +93,47 @@ class RecordRegistrationTests(SynchronousTestCase):
         self.assertIs(type(registration), HeldRegistration)
         self.assertIs(registration.peer, explicit)
 
-    def test_ordered_by_expiry_then_seq_with_either_kind(self) -> None:
+    def test_ordered_by_expiry_with_either_kind(self) -> None:
         a, b = record_peer(1), record_peer(2)
         first = RecordRegistration("app", a.key, b"x", 5.0, 2)
         held = Registration("app", b, 5.0, seq=3)
-        later = RecordRegistration("app", b.key, b"y", 5.0, 4)
+        later = RecordRegistration("app", b.key, b"y", 6.0, 4)
         sooner = RecordRegistration("app", a.key, b"z", 4.0, 9)
+        self.assertTrue(sooner < first)
+        self.assertFalse(first < sooner)
+        self.assertTrue(first < held)  # by seq at the same time
+        self.assertFalse(held < first)
+        self.assertTrue(held < later)
+        self.assertTrue(later > held)
+        self.assertFalse(first < RecordRegistration("app", b.key, b"w", 5.0, 7))
         heap: list[Registration] = [later, held, first, sooner]
         heapq.heapify(heap)
         order = [heapq.heappop(heap) for _ in range(4)]
         self.assertEqual([r.seq for r in order], [9, 2, 3, 4])
 
     def test_expiry_in_order_of_expiry_then_registration(self) -> None:
-        peers = [record_peer(n) for n in range(1, 5)]
+        peers = [record_peer(n) for n in range(1, 40)]
         for p in reversed(peers[1:]):
             self.registry.register_ttl(p.key, "app", p, 50.0)
         self.registry.register_ttl(peers[0].key, "app", peers[0], 40.0)
         self.assertEqual(self.registry.next_expiry(), 40.0)
         ended = self.registry.expire(50.0)
-        self.assertEqual([r.peer for r in ended], [peers[0], peers[3], peers[2], peers[1]])
+        self.assertEqual([r.peer for r in ended], [peers[0], *reversed(peers[1:])])
         self.assertEqual(self.registry.registration_count, 0)
+
+    def test_ties_of_either_kind_end_in_order_of_registration(self) -> None:
+        made = []
+        for n in range(1, 30):
+            p = record_peer(n)
+            if n % 3 == 0:  # a peer with explicit addresses: a HeldRegistration
+                p = Peer(p.id, p.key, (tcp_addr(n),), p.signed_peer_record)
+            made.append(self.registry.register_ttl(p.key, "app", p, 50.0 + n % 2))
+        refreshed = self.registry.register_ttl(made[4].key, "app", made[4].peer, 50.0)
+        made.remove(made[4])
+        made.append(refreshed)
+        ended = self.registry.expire(51.0)
+        expected = sorted(made, key=lambda r: (r.expires, r.seq))
+        self.assertEqual([r.seq for r in ended], [r.seq for r in expected])
 
 
 class PerPeerCountTests(SynchronousTestCase):

@@ -1,6 +1,7 @@
 """When each TTL registration ends, and how many each peer id holds.
 
-A heap of the registrations themselves (they order by expiry, then seq): a refresh or
+A heap of the registrations themselves (they order by expiry; those that end at the
+same time are taken out together and end in order of seq): a refresh or
 a removal leaves the old one where it is, skipped when it comes up (`Expiries.current`)
 and swept out once stale ones outnumber the held ones, so the heap stays O(held) at
 amortized O(1).
@@ -18,6 +19,7 @@ import heapq
 from collections.abc import Iterator
 
 from rendezvous.model import Registration
+from rendezvous.registry.changes import seq_of
 from rendezvous.registry.namespaces import Namespace
 
 SCAN_NAMESPACES = 8
@@ -116,8 +118,19 @@ class Expiries:
     def ended(self, now: float) -> Iterator[Registration]:
         """Each TTL registration ended by ``now``, one at a time: the caller removes each
         before the next is looked at."""
-        heap = self.heap
+        heap, pop = self.heap, heapq.heappop
         while heap and heap[0].expires <= now:  # type: ignore[operator]  # TTL ones
-            registration = heapq.heappop(heap)
-            if self.current(registration):
-                yield registration
+            first = pop(heap)
+            when = first.expires
+            if heap and heap[0].expires == when:
+                # Registrations that end at the same time end in the order they were
+                # made (the heap keeps them in any order).
+                ties = [first]
+                while heap and heap[0].expires == when:
+                    ties.append(pop(heap))
+                ties.sort(key=seq_of)
+                for registration in ties:
+                    if self.current(registration):
+                        yield registration
+            elif self.current(first):
+                yield first
