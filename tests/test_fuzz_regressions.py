@@ -24,6 +24,7 @@ class _LinkStub:
         self.timeout = 5.0
         self.messages: list[tuple[bytes, bytes]] = []
         self.subscribed: list[bytes] = []
+        self.refusals: list[Exception] = []
 
     def on_channel(self, channel: bytes, data: bytes) -> None:
         self.messages.append((channel, data))
@@ -33,6 +34,9 @@ class _LinkStub:
 
     def _lost(self, protocol: object) -> None:
         pass
+
+    def _subscription_refused(self, error: Exception) -> None:
+        self.refusals.append(error)
 
 
 class RedisRepliesTests(TestCase):
@@ -82,6 +86,15 @@ class RedisRepliesTests(TestCase):
         self.assertEqual(self.replies, [[[1], b"a", b"b"]])
         self.assertEqual(self.link.messages, [])
         self.assertFalse(self.transport.disconnecting)
+
+    def test_a_refused_subscription_is_not_a_reply(self) -> None:
+        # A cluster down refuses SSUBSCRIBE: nothing confirms it, so the link is told
+        # (it reconnects) rather than the error waiting for a command that is not there.
+        protocol = self.connect(_SubscriberProtocol)
+        protocol.dataReceived(b"-ERR a command's\r\n")
+        self.assertEqual(len(self.replies), 1)  # the command waiting gets its error
+        protocol.dataReceived(b"-CLUSTERDOWN The cluster is down\r\n")
+        self.assertEqual([str(e) for e in self.link.refusals], ["CLUSTERDOWN The cluster is down"])
 
     def test_a_pubsub_message_whose_channel_is_not_a_string(self) -> None:
         # The same check: a message's channel and payload must be strings (the link

@@ -119,7 +119,6 @@ class Batcher:
             held if held is not None and held.peer == peer else Registration(namespace, peer)
         )
         raw = session.identity is None
-        session.wrote = True
         link = self.link
         claimed = raw and link.claims
         if self.turn_reads:
@@ -129,9 +128,14 @@ class Batcher:
         batch.namespaces.add(namespace)
         flags = b"%d" % (raw + 2 * (peer.signed_peer_record is not None) + 4 * claimed)
         if link.partitions > 1:
-            batch.partitions.append(link.partition_of(namespace))
+            partition = link.partition_of(namespace)
+            batch.partitions.append(partition)
+            session.partitions.add(partition)
             if claimed and key not in session.claimed:
                 batch.claims[(session, key)] = None
+                session.partitions.add(link.home_of(key))  # where its claims are
+        else:
+            session.partitions.add(0)
         name, entry = namespace.encode(), entry_bytes(registration)
         batch.args.append(
             session.sid_arg

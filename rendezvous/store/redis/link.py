@@ -161,6 +161,11 @@ class _SubscriberProtocol(_LeanProtocol):
                 if kind in _UNSUBSCRIBED:
                     self.link._unsubscribed(channel)
                     return
+        if isinstance(reply, txredisapi.ResponseError) and not self.replyQueue.waiting:
+            # not a command's (AUTH…): a (S)SUBSCRIBE refused (a cluster down, an ACL),
+            # whose confirmation will never come
+            self.link._subscription_refused(reply)
+            return
         super().replyReceived(reply)
 
     def send(self, *args: str | bytes) -> None:
@@ -487,6 +492,17 @@ class RedisLink:
 
     def _unsubscribed(self, channel: bytes) -> None:
         self.on_unsubscribed(channel)
+
+    def _subscription_refused(self, error: Exception) -> None:
+        """Redis refused a subscription: start again from fresh connections (every
+        subscription is then made again by the recovery that follows)."""
+        self.log.warn(
+            "redis {target} refused a subscription: {error}; reconnecting",
+            target=self.target.describe(),
+            error=error,
+            event="redis.subscribe_refused",
+        )
+        self.reset()
 
     def _subscribed(self, channel: bytes) -> None:
         waiting = self._pending.get(channel)

@@ -195,6 +195,7 @@ class Recovery:
                     scripts.SYNC_SESSION, store.daemon, session.sid, raw, *args, partition=p
                 )
                 for p, args in enumerate(by_partition)
+                if args or p in session.partitions
             ]
         )
         lost: list[bytes] = []

@@ -22,10 +22,10 @@ class RedisSession(Session):
         "entries",
         "own_keys",
         "owned_since",
+        "partitions",
         "replies",
         "sid",
         "sid_arg",
-        "wrote",
     )
 
     def __init__(self, client: Client, identity: bytes | None, sid: str) -> None:
@@ -44,8 +44,13 @@ class RedisSession(Session):
         self.entries: dict[tuple[str, bytes], Registration] = {}
         """Registrations Redis confirmed for this session."""
         self.replies = Replies()
-        self.wrote = False
+        self.partitions: set[int] = set()
+        """The partitions where Redis may hold something of this session."""
+
+    @property
+    def wrote(self) -> bool:
         """Whether Redis may hold something of this session."""
+        return bool(self.partitions)
 
 
 def client(session: Session) -> Client:

@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from functools import partial
 from types import MappingProxyType
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -158,9 +158,11 @@ class RedisStore:
         session.entries.clear()
         if session.wrote and not self.stopping and self.link.up:
             # Failing, it is left to the prune that follows a reconnection.
-            self.batcher.run_everywhere(scripts.DROP_SESSION, self.daemon, session.sid).addErrback(
-                self._drop_failed
-            )
+            drops = [
+                self.batcher.run(scripts.DROP_SESSION, self.daemon, session.sid, partition=p)
+                for p in sorted(session.partitions)
+            ]
+            gatherResults(drops, consumeErrors=True).addErrback(self._drop_failed)
         session.claimed.clear()  # the drop ends its claims too
 
     def _drop_failed(self, failure: Failure) -> None:
