@@ -554,6 +554,20 @@ class StoreContract:
         self.assertEqual(await self.refusal_of(w.subscribe("one-more")), Status.LIMIT_EXCEEDED)
         await w.subscribe(names[0])  # again: not one more
 
+    async def test_the_session_limit_counts_every_namespace(self) -> None:
+        (store,) = await self.make_stores(1)
+        a = self.party(store)
+        limit = LIMITS.max_registrations_per_session
+        rids = [a.register(f"ns-{i}", live(f"P{i}", i + 1)) for i in range(limit)]
+        self.flush_requests()  # on their way together
+        await a.sync()
+        self.assertEqual([a.refusal(rid) for rid in rids], [None] * limit)
+        self.assertEqual(await a.refused_register("ns-extra", live("X")), Status.LIMIT_EXCEEDED)
+        self.assertEqual(await a.refused_register("ns-0", live("X")), Status.LIMIT_EXCEEDED)
+        await a.registers("ns-3", live("P3", 99))  # replacing one is not one more
+        self.assertIsNone(await a.unregisters("ns-5", live("P5", 6)))
+        await a.registers("ns-extra", live("X"))
+
     # -- pushes --------------------------------------------------------------------------
 
     async def test_a_session_is_never_pushed_its_own_changes(self) -> None:

@@ -4,6 +4,7 @@ records), and Redis (a real redis-server) with one daemon and with three."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections import Counter
@@ -16,6 +17,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
+from rendezvous.model import Status
 from rendezvous.store.base import Store
 from rendezvous.store.memory import MemoryStore
 from rendezvous.store.redis import RedisLink, RedisStore, parse_target
@@ -399,6 +401,32 @@ class RedisClusterThreeDaemonsContractTests(
 ):
     fleet = 3
     can_lose_daemon = True
+
+    async def test_the_registry_limit_counts_every_partition(self) -> None:
+        """Each partition is told how many the others held when last read (at each
+        lease renewal, `Recovery.count_partitions`)."""
+        one, two, _ = await self.make_stores(3)
+        stores: list[RedisStore] = self.stores
+
+        async def counted() -> int:
+            for store in stores:
+                await store.recovery.count_partitions()
+            return sum(stores[0].partition_counts)
+
+        limit = await counted() + 6  # the fixture's own registrations, and six
+        for store in stores:
+            store.limits = dataclasses.replace(LIMITS, max_registrations=limit)
+        spread = [f"ns-{i}" for i in range(6)]
+        self.assertGreater(len({stores[0].link.partition_of(n) for n in spread}), 3)
+        a = self.party(one)
+        for i, name in enumerate(spread):
+            await a.registers(name, live(f"P{i}", i + 1))
+        self.assertEqual(await counted(), limit)
+        b = self.party(two)
+        self.assertEqual(await b.refused_register("ns-new", live("X")), Status.UNAVAILABLE)
+        self.assertIsNone(await a.unregisters(spread[0], live("P0", 1)))
+        await counted()
+        await b.registers("ns-new", live("X"))
 
     async def test_a_partition_moved_to_another_master_is_followed(self) -> None:
         """Resharding: the slot of a watched namespace's partition moves to another

@@ -121,6 +121,16 @@ class Batcher:
         raw = session.identity is None
         link = self.link
         claimed = raw and link.claims
+        if link.partitions > 1 and held is None:
+            # The script counts what the session holds in its partition; the daemon,
+            # where the session lives, counts them all.
+            entry_key = (namespace, key)
+            if entry_key not in session.registering:
+                limit = self.store.limits.max_registrations_per_session
+                if len(session.entries) + len(session.registering) >= limit:
+                    refuse(session, place, request_id, *_REFUSALS[b"LIMIT"])
+                    return
+                session.registering.add(entry_key)
         if self.turn_reads:
             self.turn_reads.pop(namespace, None)  # a DISCOVER after this one reads again
         batch = self.batch
@@ -307,6 +317,7 @@ class Batcher:
         for item, args, partition in zip(batch.items, batch.args, partitions, strict=True):
             session, place, request_id, held, _raw = item
             if (session, held.peer.key) in refused:
+                session.registering.discard((held.namespace, held.peer.key))
                 refuse(session, place, request_id, Status.NOT_AUTHORIZED, _REFUSALS[b"AUTH"][1])
                 continue
             group = groups.get(partition)
@@ -321,7 +332,7 @@ class Batcher:
                 scripts.REGISTER_MANY,
                 store.daemon,
                 limits.max_registrations_per_session,
-                limits.max_registrations,
+                store.most_in(partition),
                 Encoded(5 * len(group.items), b"".join(group.args)),
                 partition=partition,
             )
@@ -343,6 +354,8 @@ class Batcher:
         lease_lost = False
         for (session, place, request_id, held, raw), result in zip(items, results, strict=True):
             key = held.peer.key
+            if session.registering:
+                session.registering.discard((held.namespace, key))
             if not result[:1].isdigit():
                 lease_lost = lease_lost or result == b"LEASE"
                 self._refused(session, place, request_id, result)
@@ -364,7 +377,8 @@ class Batcher:
 
     def _failed(self, failure: Failure, batch: RegisterBatch) -> None:
         self.store.failures.failed(failure, "a request")
-        for session, place, request_id, _held, _raw in batch.items:
+        for session, place, request_id, held, _raw in batch.items:
+            session.registering.discard((held.namespace, held.peer.key))
             refuse(session, place, request_id, Status.UNAVAILABLE, UNREACHABLE)
 
     def _refused(

@@ -78,7 +78,7 @@ class TtlExpiry:
                 left = limits.max_registrations_per_peer - sum(int(c or 0) for c in counts)
                 return (
                     scripts.REGISTER_TTL,
-                    (*args, left, limits.max_registrations),
+                    (*args, left, store.most_in(partition)),
                     partition,
                 )
 

@@ -113,6 +113,8 @@ class Recovery:
                 epoch = hashlib.sha256(b"".join(epoch)).digest()[:8]
             if isinstance(epoch, bytes) and epoch:
                 store.epoch = epoch
+            if link.partitions > 1:
+                await self.count_partitions()
             if self.failover and store.discovery.cookie_high:
                 await self._void_cookies_if_behind()
             live = [session for session in store.sessions if session.wrote]
@@ -241,6 +243,15 @@ class Recovery:
                     )
                     store.forget_entry(session, entry_key)
 
+    async def count_partitions(self) -> None:
+        """Read how many registrations each partition holds (a cluster's): the limit on
+        registrations in all is shared by the partitions as last read."""
+        link = self.link
+        counts = await gatherResults(
+            [link.call("GET", link.key("count", p)) for p in range(link.partitions)]
+        )
+        self.store.partition_counts = [int(c or 0) for c in counts]
+
     def lease_ms(self) -> int:
         """The lease's length as the scripts take it."""
         return max(1, int(self.store.lease * 1000))
@@ -272,6 +283,8 @@ class Recovery:
                 reaped = max(reaped)  # the same daemons, in each partition
             if reaped > 0:
                 store.log.info("reaped {count} daemons whose lease expired", count=reaped)
+            if store.link.partitions > 1:
+                await self.count_partitions()
             await store.expiry.run()  # also expiries this daemon has not heard of
 
         def failed(failure: Failure) -> None:

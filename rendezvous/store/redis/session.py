@@ -23,6 +23,7 @@ class RedisSession(Session):
         "own_keys",
         "owned_since",
         "partitions",
+        "registering",
         "replies",
         "sid",
         "sid_arg",
@@ -36,6 +37,8 @@ class RedisSession(Session):
         """The partition and sequence number from which the session holds each of
         ``own_keys`` (absent: from the start): a change made before it is not the
         session's own (sequence numbers count within one partition)."""
+        self.registering: set[tuple[str, bytes]] = set()
+        """New registrations on their way (a cluster's: its per-session limit)."""
         self.claimed: set[bytes] = set()
         """A raw session's ids claimed in their home partitions (a cluster)."""
         self.sid = sid

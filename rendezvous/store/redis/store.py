@@ -87,6 +87,8 @@ class RedisStore:
         self.by_sid: dict[str, RedisSession] = {}
         self._next_sid = 0
         self.registration_count = 0
+        self.partition_counts = [0] * link.partitions
+        """Registrations each partition held when last read (a cluster's)."""
         self.fan_out: FanOut = announce_each
         """How a change reaches this daemon's subscribers (`use_fan_out`)."""
 
@@ -101,6 +103,15 @@ class RedisStore:
         link.on_message = self.subscriptions.message
         link.on_eviction = self._evicted
         link.on_moved = self.subscriptions.moved
+
+    def most_in(self, partition: int) -> int:
+        """The registrations ``partition`` may hold: the limit on all of them, less
+        what the other partitions held when last read."""
+        most = self.limits.max_registrations
+        counts = self.partition_counts
+        if len(counts) == 1:
+            return most
+        return max(0, most - (sum(counts) - counts[partition]))
 
     def use_fan_out(self, fan_out: FanOut) -> None:
         """Push announcements to many subscribers through ``fan_out``."""
