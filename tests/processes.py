@@ -10,7 +10,7 @@ import signal
 import sys
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
@@ -108,6 +108,18 @@ class ProcessTestCase(TestCase):
     def twistd(self, *args: str, cwd: str | None = None) -> Process:
         """``twistd -n --pidfile= ARGS``: a plugin's service in the foreground."""
         return self.spawn([*TWISTD, "-n", "--pidfile=", *args], cwd)
+
+    @inlineCallbacks
+    def assert_start_refused(self, store: str, reason: str):  # type: ignore[no-untyped-def]
+        """``twistd rendezvous --store STORE`` exits non-zero, saying ``reason`` (a
+        pattern) on standard error, before it listens."""
+        daemon = self.twistd(
+            "rendezvous", "--listen", "tcp:0:interface=127.0.0.1", "--store", store
+        )
+        code = yield daemon.ended
+        self.assertNotEqual(code, 0)
+        self.assertRegex(daemon.errors, reason)
+        self.assertNotRegex(daemon.output + daemon.errors, "listening on")
 
 
 def node_missing(folder: str) -> str | None:

@@ -279,14 +279,6 @@ class StartupTests(ProcessTestCase):
     timeout = 30
 
     @inlineCallbacks
-    def assert_start_refused(self, url: str, reason: str):  # type: ignore[no-untyped-def]
-        daemon = self.twistd("rendezvous", "--listen", "tcp:0:interface=127.0.0.1", "--store", url)
-        code = yield daemon.ended
-        self.assertNotEqual(code, 0)
-        self.assertRegex(daemon.errors, reason)
-        self.assertNotRegex(daemon.output + daemon.errors, "listening on")
-
-    @inlineCallbacks
     def test_unreachable_sentinels(self):  # type: ignore[no-untyped-def]
         a, b = free_port(), free_port()
         yield self.assert_start_refused(

@@ -222,7 +222,7 @@ class ProbeTests(TestCase):
         target = parse_target("redis-sentinel://s1,s2/rdv", environ={})
         with self.assertRaises(NoMaster) as raised:
             self.probe(target, {("s1", 26379): b"*2\r\n$8\r\n", ("s2", 26379): b"HTTP/1.0 200\r\n"})
-        self.assertIn("s1:26379 unreachable (the sentinel closed", str(raised.exception))
+        self.assertIn("s1:26379 unreachable (the server closed", str(raised.exception))
         self.assertIn("s2:26379 unreachable (not a RESP reply", str(raised.exception))
 
 

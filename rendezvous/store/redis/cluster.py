@@ -36,7 +36,7 @@ from twisted.python.failure import Failure
 
 from rendezvous.store.redis.link import Encoded, LinkDown, RedisLink
 from rendezvous.store.redis.scripts import Script
-from rendezvous.store.redis.sentinel import BadReply, RespError, encode, parse
+from rendezvous.store.redis.sentinel import BadReply, RespError, encode, read_replies, reason
 from rendezvous.store.redis.target import RedisTarget
 
 SLOTS = 16384
@@ -148,11 +148,9 @@ def probe(target: RedisTarget, timeout: float = 2.0) -> dict[int, Address]:
             with socket.create_connection(node, timeout) as sock:
                 sock.settimeout(timeout)
                 sock.sendall(b"".join(commands))
-                replies = _read(sock, len(commands))
+                replies = read_replies(sock, len(commands))
         except (OSError, BadReply) as e:
-            reason = "no answer in time" if isinstance(e, TimeoutError) else None
-            reason = reason or getattr(e, "strerror", None) or str(e) or type(e).__name__
-            problems.append(f"{describe(node)} unreachable ({reason})")
+            problems.append(f"{describe(node)} unreachable ({reason(e)})")
             continue
         errors = [r for r in replies if isinstance(r, RespError)]
         if errors:
@@ -164,23 +162,6 @@ def probe(target: RedisTarget, timeout: float = 2.0) -> dict[int, Address]:
             raise ClusterError(f"slots not served by any master: {missing}")
         return owners
     raise ClusterError("no cluster node answered: " + "; ".join(problems))
-
-
-def _read(sock: socket.socket, count: int) -> list[Any]:
-    data = b""
-    replies: list[Any] = []
-    start = 0
-    while len(replies) < count:
-        parsed = parse(data, start)
-        if parsed is None:
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise OSError("the node closed the connection")
-            data += chunk
-            continue
-        reply, start = parsed
-        replies.append(reply)
-    return replies
 
 
 class ClusterLink:

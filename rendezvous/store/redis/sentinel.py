@@ -156,22 +156,24 @@ def probe(
                 sock.settimeout(timeout)
                 commands = questions(target)
                 sock.sendall(b"".join(commands))
-                replies = _read(sock, len(commands))
+                replies = read_replies(sock, len(commands))
             return answer(target, replies)
         except NoMaster as e:
             problems.append(f"{_where(sentinel)} {e}")
         except (OSError, BadReply) as e:
-            problems.append(f"{_where(sentinel)} unreachable ({_reason(e)})")
+            problems.append(f"{_where(sentinel)} unreachable ({reason(e)})")
     raise _no_master(target, problems)
 
 
-def _reason(error: BaseException) -> str:
+def reason(error: BaseException) -> str:
+    """Why a connection failed, in a few words."""
     if isinstance(error, socket.timeout | TimeoutError):
         return "no answer in time"
     return getattr(error, "strerror", None) or str(error) or type(error).__name__
 
 
-def _read(sock: socket.socket, count: int) -> list[Any]:
+def read_replies(sock: socket.socket, count: int) -> list[Any]:
+    """``count`` replies read from ``sock`` (blocking: for start-up only)."""
     data = b""
     replies: list[Any] = []
     start = 0
@@ -180,7 +182,7 @@ def _read(sock: socket.socket, count: int) -> list[Any]:
         if parsed is None:
             chunk = sock.recv(65536)
             if not chunk:
-                raise ConnectionError("the sentinel closed the connection")
+                raise ConnectionError("the server closed the connection")
             data += chunk
             continue
         value, start = parsed
@@ -268,7 +270,7 @@ class MasterLookup:
                 problems.append(f"{_where(sentinel)} {e}")
                 continue
             except Exception as e:
-                problems.append(f"{_where(sentinel)} unreachable ({_reason(e)})")
+                problems.append(f"{_where(sentinel)} unreachable ({reason(e)})")
                 continue
             if self.order[0] != sentinel:
                 self.order.remove(sentinel)
