@@ -27,6 +27,23 @@ subscriber's delivery time is measured as in ``fanout.py`` (kernel receive times
 SO_TIMESTAMPNS, minus the moment the publisher sent). The same subscribers on one daemon
 with the memory store, and on one daemon with the Redis store, are the references.
 
+(d) with ``--cluster`` (or ``--cluster-only``: this part alone; needs ``redis-cli``): a
+Redis Cluster of ``--shards`` masters (private cluster-enabled redis-servers, no
+replicas, joined by ``redis-cli --cluster create``) beside one ``redis-server``, 1 to
+``--daemons`` daemons on each. The load is (a)'s, spread over namespaces, since a
+cluster spreads namespaces, not the ids of one: ``--cluster-sessions`` sessions, each
+registering its ``--per-session`` ids in a namespace of its own (and closing each chunk
+with a DISCOVER in another empty namespace of its own), sessions dealt round-robin to
+the daemons; the single-Redis rows run the same load. New registrations and repeats on
+their rows, with the daemons' CPU per REGISTER, each redis-server's, and the
+generators'; the registrations Redis holds at the end are counted. From the CPU per
+REGISTER a model gives what N cores would do (every process within N cores, each
+redis-server, one thread, within one).
+
+(e) with (d): the cluster's ceiling, ``redis-benchmark`` running the REGISTER batch
+script in one partition, on the shard serving it (the batch size the daemons sent there,
+and a full batch).
+
 Every daemon is pinned to CPU 0 (a fleet shares one core: on a machine with two cores
 nothing else is fair to the single-daemon references); ``redis-server`` and the load
 generators are pinned to the other CPU(s). Daemon, redis-server, generator and other
@@ -57,17 +74,21 @@ _READY = b"Ready to accept connections"
 _STORE_READY = "redis store ready"
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class RedisServer:
     """A private redis-server process, killed and its directory removed by ``stop``."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, extra: tuple[str, ...] = ()):
         self.dir = tempfile.mkdtemp(prefix="bench-redis-")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self.log = os.path.join(self.dir, "redis.log")
         argv = [path, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        argv += ["--appendonly", "no", "--dir", self.dir, "--daemonize", "no"]
+        argv += ["--appendonly", "no", "--dir", self.dir, "--daemonize", "no", *extra]
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(argv, cwd=self.dir, stdout=log, stderr=subprocess.STDOUT)
         c._children.append(self.proc)
@@ -304,8 +325,48 @@ def redis_benchmark_path() -> str | None:
     return shutil.which("redis-benchmark")
 
 
+def run_benchmark(
+    redis: RedisServer, bench: str, label: str, per: int, requests: int, words: list[str]
+) -> dict:
+    """``redis-benchmark`` sending ``words`` (an EVALSHA of ``per`` operations) to ``redis``
+    (16 pipelined on 2 connections, pinned to CPU 0); calls/s and redis-server's µs each."""
+    redis.command("CONFIG", "RESETSTAT")
+    argv = [bench, "-p", str(redis.port), "-n", str(requests), "-P", "16", "-c", "2"]
+    argv += ["-r", "100000000", "-q", *words]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    c.pin(c.SERVER_CPUS, proc.pid)  # where the daemon runs, idle now
+    out = proc.communicate(timeout=120)[0].decode(errors="replace")
+    fields = out.rsplit(": ", 1)[-1].split()
+    rate = float(fields[0]) if fields and fields[0][0].isdigit() else float("nan")
+    stats = redis.command("INFO", "commandstats").decode()
+    usec = float("nan")
+    for line in stats.splitlines():
+        if line.startswith("cmdstat_evalsha:"):
+            usec = float(line.split("usec_per_call=")[1].split(",")[0])
+    return {
+        "what": label,
+        "per_call": per,
+        "calls_per_s": rate,
+        "rate": rate * per,
+        "redis_us": usec / per,
+    }
+
+
 _KEY_BYTES, _ENTRY_BYTES = 38, 70
 """A peer key (multihash of an Ed25519 id) and a live-dialect entry of these loads."""
+
+
+def register_items(batch: int, mode: str) -> list[str]:
+    """REGISTER_MANY's five arguments for each of ``batch`` REGISTERs in namespace
+    "bench": the same ids each call ("repeated"), or ids new each time ("new")."""
+    items: list[str] = []
+    for i in range(batch):
+        if mode == "repeated":
+            key = (f"k{i:04d}" + "k" * _KEY_BYTES)[:_KEY_BYTES]
+        else:
+            key = "k" * (_KEY_BYTES - 16) + "__rand_int__" + f"{i:04d}"
+        items += [str(i % 50), "bench", key, "e" * _ENTRY_BYTES, "1"]
+    return items
 
 
 def ceiling(redis: RedisServer, args) -> list[dict]:
@@ -320,40 +381,15 @@ def ceiling(redis: RedisServer, args) -> list[dict]:
 
     def run(label: str, per: int, requests: int, script, *script_args: str) -> dict:
         redis.command("SCRIPT", "LOAD", script.source)
-        redis.command("CONFIG", "RESETSTAT")
-        argv = [bench, "-p", str(redis.port), "-n", str(requests), "-P", "16", "-c", "2"]
-        argv += ["-r", "100000000", "-q", "EVALSHA", script.sha, "0", prefix, "PUBLISH"]
-        argv += [channels, *script_args]
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        c.pin(c.SERVER_CPUS, proc.pid)  # where the daemon runs, idle now
-        out = proc.communicate(timeout=120)[0].decode(errors="replace")
-        fields = out.rsplit(": ", 1)[-1].split()
-        rate = float(fields[0]) if fields and fields[0][0].isdigit() else float("nan")
-        stats = redis.command("INFO", "commandstats").decode()
-        usec = float("nan")
-        for line in stats.splitlines():
-            if line.startswith("cmdstat_evalsha:"):
-                usec = float(line.split("usec_per_call=")[1].split(",")[0])
-        return {
-            "what": label,
-            "per_call": per,
-            "calls_per_s": rate,
-            "rate": rate * per,
-            "redis_us": usec / per,
-        }
+        words = ["EVALSHA", script.sha, "0", prefix, "PUBLISH", channels, *script_args]
+        return run_benchmark(redis, bench, label, per, requests, words)
 
     out = []
     for batch in args.ceiling_batches:
         for mode in ("repeated", "new"):
             redis.flush()
             redis.command("SET", f"{prefix}lease:{daemon_id}", "1")
-            items: list[str] = []
-            for i in range(batch):
-                if mode == "repeated":
-                    key = (f"k{i:04d}" + "k" * _KEY_BYTES)[:_KEY_BYTES]
-                else:
-                    key = "k" * (_KEY_BYTES - 16) + "__rand_int__" + f"{i:04d}"
-                items += [str(i % 50), "bench", key, "e" * _ENTRY_BYTES, "1"]
+            items = register_items(batch, mode)
             requests = max(200, args.ceiling_registrations // batch)
             out.append(
                 run(
@@ -411,6 +447,421 @@ def ceiling(redis: RedisServer, args) -> list[dict]:
     )
     redis.flush()
     return out
+
+
+# -- (d) a Redis Cluster: REGISTER/s over many namespaces ---------------------------------
+
+CLUSTER_ARGS = (
+    "--cluster-enabled",
+    "yes",
+    "--cluster-config-file",
+    "nodes.conf",
+    "--cluster-node-timeout",
+    "2000",
+)
+
+
+def redis_cli_path() -> str | None:
+    path = redis_server_path()
+    if path:
+        sibling = os.path.join(os.path.dirname(path), "redis-cli")
+        if os.path.exists(sibling):
+            return sibling
+    return shutil.which("redis-cli")
+
+
+class RedisCluster:
+    """``masters`` private cluster-enabled redis-servers (no replicas) joined by
+    ``redis-cli --cluster create``, each serving an equal share of the slots."""
+
+    def __init__(self, path: str, cli: str, masters: int = 3):
+        self.nodes: list[RedisServer] = []
+        try:
+            for _ in range(masters):
+                # the bus port given: PORT + 10000 might not exist
+                bus = ("--cluster-port", str(free_port()))
+                self.nodes.append(RedisServer(path, (*CLUSTER_ARGS, *bus)))
+            addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
+            argv = [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0"]
+            subprocess.run([*argv, "--cluster-yes"], check=True, capture_output=True, timeout=60)
+            deadline = time.monotonic() + 30
+            while not all(b"cluster_state:ok" in n.command("CLUSTER", "INFO") for n in self.nodes):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the cluster did not become ok")
+                time.sleep(0.05)
+            self.ranges = [self._own_slots(n) for n in self.nodes]
+        except BaseException:
+            self.stop()
+            raise
+        self.url = "redis-cluster://" + ",".join(addresses)
+
+    @staticmethod
+    def _own_slots(node: RedisServer) -> list[tuple[int, int]]:
+        for line in node.command("CLUSTER", "NODES").decode().splitlines():
+            words = line.split()
+            if "myself" in words[2]:
+                spans = [w.split("-") for w in words[8:] if w[0].isdigit()]
+                return [(int(s[0]), int(s[-1])) for s in spans]
+        raise RuntimeError("CLUSTER NODES without myself")
+
+    def owner(self, slot: int) -> int:
+        """The index of the node serving ``slot``."""
+        return next(i for i, r in enumerate(self.ranges) if any(a <= slot <= b for a, b in r))
+
+    def flush(self) -> None:
+        for node in self.nodes:
+            node.flush()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+_SPREAD: dict[tuple[int, int], bytes] = {}
+
+
+def spread_chunk(i: int, per_session: int) -> bytes:
+    """Session ``i``'s REGISTERs, all in a namespace of its own (``s7d-I``), then the
+    marker DISCOVER in another (empty) namespace of its own."""
+    chunk = _SPREAD.get((i, per_session))
+    if chunk is None:
+        ns = f"s7d-{i}"
+        frames = [
+            c.frame(helpers.register(ns, f"s7d-{i}-{j}", helpers.tcp_addr(j % 250, 4001)))
+            for j in range(per_session)
+        ]
+        chunk = _SPREAD[(i, per_session)] = b"".join(frames) + c.marker(namespace=f"{ns}-m")
+    return chunk
+
+
+def spread_worker(
+    conn, ports: list[int], count: int, first: int, per_session: int, window: int
+) -> None:
+    """Scenario 1's generator (`register_throughput.worker`) with a namespace per
+    session; session ``i`` talks to the daemon ``ports[i % len(ports)]``."""
+    chunks = [spread_chunk(i, per_session) for i in range(first, first + count)]
+    ep = c.Epoll()
+    socks = [c.connect(ports[(first + k) % len(ports)], first + k) for k in range(count)]
+    for s in socks:
+        ep.add(s)
+    conn.send(("ready", len(chunks[0]) // (per_session + 1)))
+    while True:
+        cmd = conn.recv()
+        if cmd[0] == "quit":
+            ep.close()
+            return
+        if cmd[0] == "create":
+            conn.send(rt.create(ep, socks, chunks))
+            continue
+        _, t_start, t_end = cmd
+        conn.send(rt.run(ep, socks, chunks, window, t_start, t_end))
+
+
+_NOTEWORTHY = ("refused", "failed", "traceback", "error", "lost", "moved", "unreachable", "busy")
+
+
+def noteworthy(server: c.Server) -> list[str]:
+    """The daemon's log lines that are more than its start and stop."""
+    return [
+        line
+        for line in server.log_text().splitlines()
+        if any(word in line.lower() for word in _NOTEWORTHY)
+    ]
+
+
+def measure_spread(nodes: list[RedisServer], url: str, count: int, args) -> dict:
+    """``count`` daemons on ``url`` (served by ``nodes``): the new registrations of
+    ``--cluster-sessions`` sessions (a namespace each), then their repeats."""
+    for node in nodes:
+        node.flush()
+    sessions, per = args.cluster_sessions, args.per_session
+    extra = ["--max-registrations-per-session", str(max(256, per))]
+    servers: list[c.Server] = []
+    workers: list[c.Worker] = []
+
+    def snapshot() -> tuple[float, list[float], float]:
+        return sum(s.cpu() for s in servers), [n.cpu() for n in nodes], c.system_cpu()
+
+    def costs(before, after, ops: float, seconds: float, gen: float) -> dict:
+        daemons = after[0] - before[0]
+        redis = [b - a for a, b in zip(before[1], after[1], strict=True)]
+        return {
+            "rate": ops / seconds,
+            "daemon_us": us_per(daemons, ops),
+            "redis_us": [us_per(r, ops) for r in redis],
+            "gen_us": us_per(gen, ops),
+            "daemon_cpu": daemons / seconds,
+            "redis_cpu": [r / seconds for r in redis],
+            "gen_cpu": gen / seconds,
+            "others_cpu": max(0.0, (after[2] - before[2]) - daemons - sum(redis) - gen) / seconds,
+        }
+
+    try:
+        for _ in range(count):
+            servers.append(daemon(url, extra))
+        ports = [s.port for s in servers]
+        first = 0
+        for n in c.split(sessions, min(args.generators, sessions)):
+            workers.append(c.Worker(spread_worker, ports, n, first, per, args.window))
+            first += n
+        for w in workers:
+            w.recv()
+        # The first pass: every id is new to the registry.
+        before, calls0 = snapshot(), sum(n.calls("evalsha") for n in nodes)
+        for w in workers:
+            w.send("create")
+        created = [w.recv(120) for w in workers]
+        after, calls1 = snapshot(), sum(n.calls("evalsha") for n in nodes)
+        new = sessions * per
+        seconds = max(r["seconds"] for r in created)
+        create = costs(before, after, new, seconds, sum(r["cpu"] for r in created))
+        create["batch"] = new / max(1, calls1 - calls0)  # claims too, on a cluster
+        # Later passes: the same ids again.
+        t_start = time.monotonic() + args.warmup
+        t_end = t_start + args.seconds
+        for w in workers:
+            w.send("run", t_start, t_end)
+        time.sleep(max(0.0, t_start - time.monotonic()))
+        before, calls0 = snapshot(), sum(n.calls("evalsha") for n in nodes)
+        time.sleep(max(0.0, t_end - time.monotonic()))
+        after, calls1 = snapshot(), sum(n.calls("evalsha") for n in nodes)
+        results = [w.recv(args.seconds + 60) for w in workers]
+        for s in servers:
+            s.check_alive()
+        held = held_registrations(nodes, sessions)
+        notes = [line for s in servers for line in noteworthy(s)]
+    finally:
+        for w in workers:
+            w.stop()
+        for s in servers:
+            s.stop()
+    seconds = c.median([r["seconds"] for r in results])
+    regs = sum(r["chunks"] for r in results) * per
+    # REGISTERs in the counted window; the generators count slightly different windows
+    ops = regs * args.seconds / seconds
+    repeat = costs(before, after, ops, args.seconds, sum(r["cpu"] for r in results))
+    repeat["rate"] = regs / seconds
+    # script runs: REGISTER batches, and the chunks' closing DISCOVERs
+    repeat["batch"] = ops / max(1, calls1 - calls0)
+    return {"create": create, "repeat": repeat, "log_lines": notes, "held": held}
+
+
+def held_registrations(nodes: list[RedisServer], sessions: int) -> int:
+    """The registrations Redis holds in the sessions' namespaces (each read where it is)."""
+    from rendezvous.store.redis.cluster import PARTITIONS, key_slot, partition_tags
+
+    if len(nodes) == 1:
+        return sum(
+            int(nodes[0].command("HLEN", f"rendezvous:r:s7d-{i}")[1:]) for i in range(sessions)
+        )
+    tags = partition_tags(PARTITIONS)
+    total = 0
+    for i in range(sessions):
+        tag = tags[key_slot(f"s7d-{i}".encode()) * PARTITIONS // 16384]
+        key = f"rendezvous:{{{tag}}}:r:s7d-{i}"
+        for node in nodes:  # the one serving it answers; the others say MOVED
+            reply = node.command("HLEN", key)
+            if reply.startswith(b":"):
+                total += int(reply[1:])
+                break
+    return total
+
+
+def cluster_ceiling(cluster: RedisCluster, batches: list[int], args) -> list[dict]:
+    """``redis-benchmark`` running the REGISTER batch script in one partition of the
+    cluster, on the shard serving it, as the daemons run it there (its ``seq`` key
+    named, the partition's prefix, sharded publish)."""
+    from rendezvous.store.redis import scripts
+    from rendezvous.store.redis.cluster import PARTITIONS, key_slot, partition_tags
+
+    bench = redis_benchmark_path()
+    if not bench:
+        return []
+    tag = partition_tags(PARTITIONS)[0]
+    node = cluster.nodes[cluster.owner(key_slot(tag.encode()))]
+    prefix, daemon_id = f"rendezvous:{{{tag}}}:", "d" * 32
+    out = []
+    for batch in batches:
+        for mode in ("repeated", "new"):
+            cluster.flush()
+            node.command("SET", f"{prefix}lease:{daemon_id}", "1")
+            node.command("SCRIPT", "LOAD", scripts.REGISTER_MANY.source)
+            words = ["EVALSHA", scripts.REGISTER_MANY.sha, "1", prefix + "seq", prefix]
+            words += ["SPUBLISH", prefix + "c:", daemon_id, "1000000000", "1000000000"]
+            words += register_items(batch, mode)
+            requests = max(200, args.ceiling_registrations // batch)
+            label = f"REGISTER x{batch}, {mode} ids, one shard"
+            out.append(run_benchmark(node, bench, label, batch, requests, words))
+    cluster.flush()
+    return out
+
+
+def shares(values: list[float], fmt) -> str:
+    return "/".join(fmt(v) for v in values)
+
+
+def model(daemon_us: float, redis_us: list[float], cores: int) -> tuple[float, str]:
+    """The REGISTERs a second ``cores`` cores could do at these CPU costs per REGISTER:
+    every process together within the cores, each redis-server (one thread) within one
+    core, daemons as many as wanted; and which of the two binds."""
+    machine = cores * 1e6 / (daemon_us + sum(redis_us))
+    shard = 1e6 / max(redis_us)
+    return (machine, "cores") if machine <= shard else (shard, "busiest redis-server")
+
+
+def cluster_part(path: str, args) -> tuple[dict, str] | None:
+    """(d) REGISTER/s of 1..3 daemons on one Redis and on a three-shard cluster, the load
+    over a namespace per session; (e) the cluster's ceiling on one shard. The results,
+    and the tables as text (None: no redis-cli)."""
+    from rendezvous.store.redis.cluster import PARTITIONS, key_slot, partition_tags
+
+    cli = redis_cli_path()
+    if not cli:
+        print("(redis-cli not found: the Redis Cluster part, 7d, skipped)")
+        return None
+    for i in range(args.cluster_sessions):  # encoded once, inherited by the generators
+        spread_chunk(i, args.per_session)
+    single = RedisServer(path)
+    cluster: RedisCluster | None = None
+    try:
+        cluster = RedisCluster(path, cli, args.shards)
+        counts = list(range(1, args.daemons + 1))
+        setups = [("1 Redis", n) for n in counts] + [
+            (f"cluster of {args.shards}", n) for n in counts
+        ]
+        samples: dict[str, list[dict]] = {}
+        for _ in range(args.runs):
+            for kind, n in setups:
+                nodes, url = (
+                    ([single], single.url) if kind == "1 Redis" else (cluster.nodes, cluster.url)
+                )
+                label = f"{kind}, {n} daemon{'s' if n > 1 else ''}"
+                samples.setdefault(label, []).append(measure_spread(nodes, url, n, args))
+        # namespaces per shard: a namespace's partition, the partition's slot, its node
+        tags = partition_tags(PARTITIONS)
+        per_shard = [0] * args.shards
+        for i in range(args.cluster_sessions):
+            partition = key_slot(f"s7d-{i}".encode()) * PARTITIONS // 16384
+            per_shard[cluster.owner(key_slot(tags[partition].encode()))] += 1
+        last = samples[
+            f"cluster of {args.shards}, {counts[-1]} daemon{'s' if counts[-1] > 1 else ''}"
+        ]
+        sent = c.median([r["repeat"]["batch"] for r in last])
+        batches = sorted({max(1, round(min(sent, args.batch_size))), args.batch_size})
+        ceilings = cluster_ceiling(cluster, batches, args)
+    finally:
+        single.stop()
+        if cluster is not None:
+            cluster.stop()
+
+    def med(rows: list[dict], key: str) -> float | list[float]:
+        if isinstance(rows[0][key], list):
+            return [c.median([r[key][i] for r in rows]) for i in range(len(rows[0][key]))]
+        return c.median([r[key] for r in rows])
+
+    keys = ("rate", "daemon_us", "redis_us", "gen_us", "daemon_cpu", "redis_cpu", "gen_cpu")
+    medians_d: dict[str, dict[str, dict]] = {}
+    for label, runs in samples.items():
+        medians_d[label] = {
+            phase: {k: med([r[phase] for r in runs], k) for k in (*keys, "others_cpu")}
+            for phase in ("create", "repeat")
+        }
+        for phase in ("create", "repeat"):
+            medians_d[label][phase]["batch"] = med([r[phase] for r in runs], "batch")
+    rows = []
+    for phase, name in (("create", "new ids"), ("repeat", "repeats")):
+        for label, m in medians_d.items():
+            x = m[phase]
+            rows.append(
+                [
+                    f"{label}, {name}",
+                    x["rate"],
+                    us(x["daemon_us"]),
+                    shares(x["redis_us"], us),
+                    pct(x["daemon_cpu"]),
+                    shares(x["redis_cpu"], pct),
+                    us(x["gen_us"]),
+                    pct(x["others_cpu"]),
+                    x["batch"],
+                ]
+            )
+    text = [
+        c.table(
+            f"Scenario 7d: REGISTER throughput over {args.cluster_sessions} namespaces (one per "
+            f"session, {args.per_session} ids each; namespaces per shard: "
+            f"{shares(per_shard, str)}), sessions spread evenly over the daemons, "
+            f"median of {args.runs} run(s) x {args.seconds:g} s",
+            [
+                "setup, REGISTERs",
+                "registrations/s",
+                "daemons' µs CPU each",
+                "redis µs CPU each (per server)",
+                "daemons' CPU",
+                "redis-servers' CPU",
+                "generators' µs CPU each",
+                "other processes' CPU",
+                "REGISTERs per script run",
+            ],
+            rows,
+        )
+    ]
+    # the model: N cores, at the CPU per REGISTER of the rows with the most daemons
+    cores_list = (2, 4, 8, 16, 32)
+    rows = []
+    for phase, name in (("create", "new ids"), ("repeat", "repeats")):
+        for kind in ("1 Redis", f"cluster of {args.shards}"):
+            label = f"{kind}, {counts[-1]} daemon{'s' if counts[-1] > 1 else ''}"
+            x = medians_d[label][phase]
+            cells = []
+            for n in cores_list:
+                rate, bound = model(x["daemon_us"], x["redis_us"], n)
+                cells.append(f"{rate:,.0f}" + ("*" if bound != "cores" else ""))
+            rows.append([f"{kind}, {name}", *cells])
+    text.append(
+        c.table(
+            "Scenario 7d model: REGISTERs/s on N cores at the CPU per REGISTER measured with "
+            f"{counts[-1]} daemons (all processes within N cores, each redis-server within one; "
+            "* = the busiest redis-server binds; generators elsewhere)",
+            ["setup", *(f"{n} cores" for n in cores_list)],
+            rows,
+        )
+    )
+    if ceilings:
+        rows = [[x["what"], x["calls_per_s"], x["rate"], us(x["redis_us"])] for x in ceilings]
+        text.append(
+            c.table(
+                "Scenario 7e: the ceiling of one shard of the cluster, redis-benchmark running the "
+                "REGISTER batch script in one partition (-P 16 -c 2, pinned to CPU 0)",
+                ["script", "calls/s", "operations/s", "redis µs each"],
+                rows,
+            )
+        )
+    expected = args.cluster_sessions * args.per_session
+    short = [
+        f"{label}: {r['held']:,}"
+        for label, runs in samples.items()
+        for r in runs
+        if r["held"] != expected
+    ]
+    text.append(
+        f"(registrations held in Redis at the end of each run: {expected:,} expected; "
+        + (f"short: {'; '.join(short)})" if short else "all there)")
+    )
+    notes = [line for runs in samples.values() for r in runs for line in r["log_lines"]]
+    if notes:
+        text.append(
+            f"({len(notes)} noteworthy lines in the daemons' logs; the first:)\n"
+            + "\n".join("  " + line for line in notes[:10])
+        )
+    result = {
+        "namespaces": args.cluster_sessions,
+        "namespaces_per_shard": per_shard,
+        "medians": medians_d,
+        "samples": samples,
+        "ceiling": ceilings,
+        "log_lines": notes,
+    }
+    return result, "\n\n".join(text)
 
 
 # -- (b) fan-out ------------------------------------------------------------------------
@@ -519,11 +970,26 @@ def main(args) -> int:
         args.sessions, args.per_session, args.seconds, args.warmup = 10, 20, 0.5, 0.3
         args.subscribers, args.rounds, args.pause, args.runs = 60, 2, 0.05, 1
         args.clients, args.discover_size, args.ceiling_registrations = 6, 200, 20000
+        args.cluster_sessions = 12
     path = redis_server_path()
     if not path:
         print("redis-server not found (PATH or $RENDEZVOUS_REDIS_SERVER)", file=sys.stderr)
         return 3
     started = time.monotonic()
+    if args.cluster_only:
+        done = cluster_part(path, args)
+        if done is None:
+            return 3
+        print(done[1])
+        elapsed = time.monotonic() - started
+        print(
+            f"\n({elapsed:.0f} s; every daemon on CPU 0, redis-servers and generators on the rest)"
+        )
+        c.write_json(
+            args.json,
+            {"scenario": "redis_fleet", "args": vars(args), "cluster": done[0], "seconds": elapsed},
+        )
+        return 0
     for i in range(args.sessions):  # encoded once here, inherited by the forked generators
         rt.session_chunk(i, args.per_session)
     dl.fill_frames(0, args.discover_size)
@@ -547,6 +1013,7 @@ def main(args) -> int:
         ceilings = ceiling(redis, args)
     finally:
         redis.stop()
+    clustered = cluster_part(path, args) if args.cluster else None
     elapsed = time.monotonic() - started
 
     reg_med = medians(reg, REG_KEYS)
@@ -702,6 +1169,9 @@ def main(args) -> int:
                 rows,
             )
         )
+    if clustered is not None:
+        print()
+        print(clustered[1])
     print(f"\n({elapsed:.0f} s; every daemon on CPU 0, redis-server and generators on the rest)")
 
     c.write_json(
@@ -721,6 +1191,7 @@ def main(args) -> int:
                 for s, rs in fan.items()
             },
             "typical_latencies_ms": {s: c.median_round(fan[s])["latencies_ms"] for s in fan},
+            "cluster": clustered[0] if clustered is not None else None,
             "seconds": elapsed,
         },
     )
@@ -759,4 +1230,17 @@ if __name__ == "__main__":
     p.add_argument("--pause", type=float, default=0.3, help="(b) seconds between rounds")
     p.add_argument("--generators", type=int, default=3, help="load-generator processes")
     p.add_argument("--batch", type=int, default=500, help="(b) connections opened at once")
+    p.add_argument(
+        "--cluster",
+        action="store_true",
+        help="(d, e) also: 1..--daemons daemons on one Redis and on a cluster (needs redis-cli)",
+    )
+    p.add_argument("--cluster-only", action="store_true", help="(d, e) only")
+    p.add_argument(
+        "--cluster-sessions",
+        type=int,
+        default=192,
+        help="(d) pipelining sessions, each in a namespace of its own",
+    )
+    p.add_argument("--shards", type=int, default=3, help="(d) masters of the cluster")
     c.main_wrapper(main, p.parse_args())

@@ -22,11 +22,11 @@ BENCH = os.path.join(ROOT, "bench")
 class BenchSmokeTests(unittest.TestCase):
     timeout = 120
 
-    async def run_script(self, name: str, title: str, row: str = "rendezvous") -> str:
+    async def run_script(self, name: str, title: str, row: str = "rendezvous", *extra: str) -> str:
         env = dict(os.environ, PYTHONPATH=ROOT)
         out, err, code = await getProcessOutputAndValue(
             sys.executable,
-            [os.path.join(BENCH, name), "--quick", "--timeout", "90"],
+            [os.path.join(BENCH, name), "--quick", "--timeout", "90", *extra],
             env=env,
             path=ROOT,
         )
@@ -64,6 +64,19 @@ class BenchSmokeTests(unittest.TestCase):
         text = await self.run_script("redis_fleet.py", "Scenario 7a:", "redis")
         self.assertIn("Scenario 7b:", text)
         self.assertRegex(text, re.compile(r"^\s*redis, 3 daemons\s*\|.*\|", re.M))
+
+    async def test_redis_fleet_cluster(self) -> None:
+        from .redis_cluster import redis_cli
+        from .redis_server import redis_server_path
+
+        redis_server_path()  # skips (or fails under $RENDEZVOUS_REQUIRE_REDIS) without one
+        redis_cli()
+        # --quick: 12 sessions, a namespace each, on 1-3 daemons, one Redis or three shards.
+        text = await self.run_script(
+            "redis_fleet.py", "Scenario 7d:", r"1 Redis, 1 daemon, new ids", "--cluster-only"
+        )
+        self.assertRegex(text, re.compile(r"^\s*cluster of 3, 3 daemons, repeats\s*\|.*\|", re.M))
+        self.assertIn("Scenario 7d model:", text)
 
     async def test_restart_drill(self) -> None:
         from .redis_server import redis_server_path
