@@ -277,13 +277,14 @@ class Batcher:
         """Claim the ids of ``batch.claims`` in their home partitions: those refused."""
         link = self.link
         daemon = self.store.daemon
-        by_home: dict[tuple[int, RedisSession], list[bytes]] = {}
-        for session, key in batch.claims:
-            by_home.setdefault((link.home_of(key), session), []).append(key)
+        by_home: dict[int, list[tuple[RedisSession, bytes]]] = {}
+        for pair in batch.claims:
+            by_home.setdefault(link.home_of(pair[1]), []).append(pair)
         runs = []
-        for (home, session), keys in by_home.items():
-            d = link.run(scripts.CLAIM, daemon, session.sid, *keys, partition=home)
-            d.addCallback(self._claimed, session, keys)
+        for home, pairs in by_home.items():
+            args = [arg for session, key in pairs for arg in (session.sid, key)]
+            d = link.run(scripts.CLAIM, daemon, *args, partition=home)
+            d.addCallback(self._claimed, pairs)
             runs.append(d)
 
         def refused(answers: list[list[tuple[RedisSession, bytes]]]) -> set[Any]:
@@ -292,13 +293,13 @@ class Batcher:
         return gatherResults(runs, consumeErrors=True).addCallback(refused)
 
     def _claimed(
-        self, reply: bytes, session: RedisSession, keys: list[bytes]
+        self, reply: bytes, pairs: list[tuple[RedisSession, bytes]]
     ) -> list[tuple[RedisSession, bytes]]:
         if reply == b"LEASE":
             self.store.recovery.lease_lost()
-            return [(session, key) for key in keys]
+            return pairs
         refused = []
-        for key, answer in zip(keys, reply.decode(), strict=True):
+        for (session, key), answer in zip(pairs, reply.decode(), strict=True):
             if answer == "1" and session.open:
                 session.claimed.add(key)
             else:

@@ -23,6 +23,7 @@ subscribers are pushed what they missed.
 
 from __future__ import annotations
 
+import binascii
 import socket
 from collections import Counter
 from collections.abc import Callable
@@ -49,6 +50,8 @@ _RETRY_DELAY = 0.05
 """The first wait before a script stopped by a migrating slot is sent again (doubling,
 up to `_RETRY_DELAY_MAX`: about 4 s in all)."""
 _RETRY_DELAY_MAX = 0.5
+_KNOWN_NAMESPACES = 65536
+"""Namespaces whose partition a link remembers (then it starts again)."""
 
 Address = tuple[str, int]
 
@@ -63,14 +66,8 @@ class ClusterBusy(Exception):
 
 
 def _crc16(data: bytes) -> int:
-    """CRC16-CCITT (XModem), the hash of Redis Cluster's key slots."""
-    crc = 0
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
-            crc &= 0xFFFF
-    return crc
+    """CRC16-CCITT (XModem), the hash of Redis Cluster's key slots (in C)."""
+    return binascii.crc_hqx(data, 0)
 
 
 def key_slot(key: bytes) -> int:
@@ -196,6 +193,8 @@ class ClusterLink:
         self.channel_prefixes = [p + "c:" for p in self.prefixes]
         self._by_tag = {tag.encode(): i for i, tag in enumerate(self.tags)}
         self._slots = [key_slot(tag.encode()) for tag in self.tags]
+        self._partitions: dict[str, int] = {}
+        """Namespaces' partitions, as computed (up to `_KNOWN_NAMESPACES`)."""
         self._make_link = make_link or self._new_link
         self.on_up: Callable[[], None] = lambda: None
         self.on_down: Callable[[], None] = lambda: None
@@ -220,7 +219,13 @@ class ClusterLink:
 
     def partition_of(self, namespace: str) -> int:
         """The partition holding ``namespace``."""
-        return key_slot(namespace.encode()) * self.partitions // SLOTS
+        partition = self._partitions.get(namespace)
+        if partition is None:
+            partition = key_slot(namespace.encode()) * self.partitions // SLOTS
+            if len(self._partitions) >= _KNOWN_NAMESPACES:
+                self._partitions.clear()
+            self._partitions[namespace] = partition
+        return partition
 
     def home_of(self, key: bytes) -> int:
         """The partition where a raw session's claim on peer id ``key`` is kept."""

@@ -225,9 +225,8 @@ class Recovery:
         for key in keys:
             by_home.setdefault(link.home_of(key), []).append(key)
         for home, claims in by_home.items():
-            reply = await store.batcher.run(
-                scripts.CLAIM, store.daemon, session.sid, *claims, partition=home
-            )
+            pairs = [arg for key in claims for arg in (session.sid, key)]
+            reply = await store.batcher.run(scripts.CLAIM, store.daemon, *pairs, partition=home)
             if reply == b"LEASE":
                 raise RuntimeError("lease lost during recovery")
             for key, answer in zip(claims, reply.decode(), strict=True):

@@ -551,15 +551,16 @@ return out
 
 
 _CLAIM = """
--- On a cluster, a raw session's ids are claimed in their home partition (ARGV[6..]: the
--- ids): each is its own if nobody else's claim stands (the claimant's daemon gone
--- counts as nobody's). The answer: '1' (its own) or '0' per id.
-local daemon, session = ARGV[4], ARGV[5]
-local token = daemon .. '/' .. session
+-- On a cluster, raw sessions' ids are claimed in their home partition (ARGV[5..]: a
+-- session and an id, for each claim): each is the session's if nobody else's claim
+-- stands (the claimant's daemon gone counts as nobody's). The answer: '1' (its own) or
+-- '0' for each.
+local daemon = ARGV[4]
 if not leased(daemon) then return 'LEASE' end
 local out = {}
-for i = 6, #ARGV do
-  local key = ARGV[i]
+for i = 5, #ARGV, 2 do
+  local session, key = ARGV[i], ARGV[i + 1]
+  local token = daemon .. '/' .. session
   local c = redis.call('HGET', P .. 'claim', key)
   local mine = not c or c == token
   if not mine then
