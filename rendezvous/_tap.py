@@ -138,8 +138,8 @@ class Options(usage.Options):
             None,
             1000,
             "live connections refused per second (over the per-IP limits) above which "
-            "the live listeners stop accepting for a while, so open sessions keep being "
-            "served during a flood",
+            "the live listeners stop accepting for a while, then accept a few connections "
+            "per reactor turn while the flood lasts, so open sessions keep being served",
             int,
         ],
         [

@@ -18,8 +18,20 @@ Two hot paths write more cheaply than `ITransport.write` lets them:
 `AVAILABLE` is decided once, at import: every attribute these need must exist on
 `twisted.internet.tcp.Connection`, else the public paths are used (`send_now` sends
 nothing itself, `flush` and `enlarge_buffer` do nothing) and one line is logged.
-``RENDEZVOUS_PUBLIC_TWISTED=1`` in the environment forces the public paths (to measure
-what the private ones buy: docs/benchmarks.rst, and to test both).
+
+One more reaches into a listening port, for the live listeners under a flood
+(`rendezvous.live.flood`):
+
+- **Bounded accepts per reactor turn.** A `twisted.internet.tcp.Port` accepts, in one
+  ``doRead``, up to its ``numberAccepts`` connections (100 at first, 20 more after each
+  turn that used them all): after a pause, the few hundred connections the kernel
+  queued would be taken in one turn of some milliseconds, with every open session
+  waiting. `bound_accepts` lowers it for the port's next turn. `ACCEPTS_BOUNDED` is
+  decided at import (``Port.doRead`` must read ``numberAccepts``); else, or for any
+  other port, the port accepts as Twisted does and one line is logged.
+
+``RENDEZVOUS_PUBLIC_TWISTED=1`` in the environment forces the public paths of both (to
+measure what the private ones buy: docs/benchmarks.rst, and to test both).
 """
 
 from __future__ import annotations
@@ -65,6 +77,40 @@ if not AVAILABLE:
         why=_WHY_NOT,
         event="daemon.public_twisted",
     )
+
+
+def _check_accepts() -> str | None:
+    """Why `bound_accepts` cannot be used, or None."""
+    if os.environ.get("RENDEZVOUS_PUBLIC_TWISTED") == "1":
+        return "RENDEZVOUS_PUBLIC_TWISTED=1"
+    code = getattr(getattr(tcp.Port, "doRead", None), "__code__", None)
+    if "numberAccepts" not in getattr(code, "co_names", ()):
+        return "twisted.internet.tcp.Port.doRead reads no numberAccepts"
+    return None
+
+
+_WHY_NOT_ACCEPTS = _check_accepts()
+ACCEPTS_BOUNDED = _WHY_NOT_ACCEPTS is None
+"""Whether `bound_accepts` bounds anything in this process."""
+if not ACCEPTS_BOUNDED:
+    _log.info(
+        "listeners accept as many connections per reactor turn as Twisted does ({why})",
+        why=_WHY_NOT_ACCEPTS,
+        event="daemon.public_twisted_accepts",
+    )
+
+
+def bound_accepts(port: object, most: int) -> bool:
+    """Let ``port`` accept at most ``most`` connections in its next ``doRead`` (one
+    reactor turn; Twisted raises the number again after it); whether it could be told
+    (a listening `twisted.internet.tcp.Port`, the private path in use)."""
+    if not ACCEPTS_BOUNDED or not isinstance(port, tcp.Port):
+        return False
+    current = getattr(port, "numberAccepts", None)
+    if not isinstance(current, int):  # not listening yet
+        return False
+    port.numberAccepts = max(1, min(current, most))
+    return True
 
 
 def direct_socket(transport: object) -> socket.socket | None:

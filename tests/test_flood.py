@@ -4,21 +4,34 @@ and the sessions already open keep being served."""
 from __future__ import annotations
 
 import json
+import select
+import socket
+import subprocess
 import sys
 
+from twisted.internet import tcp
 from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.interfaces import IAddress, IListeningPort, IPushProducer
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from rendezvous.live.flood import FIRST_PAUSE, FloodGuard, ListenerPause
+from rendezvous import twisted_internals
+from rendezvous.live.flood import (
+    ACCEPTS_PER_TURN,
+    FIRST_PAUSE,
+    WINDOW,
+    FloodGuard,
+    ListenerPause,
+)
 from rendezvous.metrics import Metrics
 from rendezvous.store.base import StoreStats
 
 from .netlab import LabTestCase, unavailable
-from .processes import ROOT, TWISTD
+from .processes import ROOT, TWISTD, environment
 
 
 class FloodGuardTests(SynchronousTestCase):
@@ -57,6 +70,19 @@ class FloodGuardTests(SynchronousTestCase):
     def test_max_pause_zero_turns_it_off(self) -> None:
         guard = FloodGuard(self.clock.seconds, refusals_per_second=1, max_pause=0)
         self.assertEqual([guard.refused() for _ in range(1000)], [None] * 1000)
+        self.assertFalse(guard.flooding())
+
+    def test_a_flood_lasts_from_its_first_pause_until_a_calm(self) -> None:
+        self.refuse(10)
+        self.assertFalse(self.guard.flooding())  # within the budget: no flood
+        (pause,) = self.refuse(1)
+        self.assertTrue(self.guard.flooding())  # paused
+        self.clock.advance(pause)
+        self.assertTrue(self.guard.flooding())  # resumed: it may come back
+        self.clock.advance(WINDOW - 0.01)
+        self.assertTrue(self.guard.flooding())
+        self.clock.advance(0.01)
+        self.assertFalse(self.guard.flooding())  # calm for the last pause (or a window)
 
 
 @implementer(IListeningPort, IPushProducer)
@@ -65,14 +91,18 @@ class _Port:
         self.address = address
         self.reading = True
 
+        self.events: list[str] = []
+
     def getHost(self) -> IAddress:
         return self.address
 
     def pauseProducing(self) -> None:
         self.reading = False
+        self.events.append("pause")
 
     def resumeProducing(self) -> None:
         self.reading = True
+        self.events.append("resume")
 
     def startListening(self) -> None:
         pass
@@ -91,7 +121,14 @@ class ListenerPauseTests(SynchronousTestCase):
         self.unix = _Port(UNIXAddress(b"/run/rendezvous.sock"))
         self.metrics = Metrics(lambda: StoreStats(0, 0, 0, 0))
         guard = FloodGuard(self.clock.seconds, refusals_per_second=10, max_pause=1.0)
-        self.pause = ListenerPause(self.clock, [self.tcp, self.unix], guard, self.metrics)
+        self.pause = ListenerPause(
+            self.clock, [self.tcp, self.unix], guard, self.metrics, bound=self.bound
+        )
+
+    def bound(self, port: object, most: int) -> bool:
+        assert isinstance(port, _Port)
+        port.events.append(f"bound {most}")
+        return True
 
     def test_ip_listeners_pause_then_resume(self) -> None:
         self.pause.refused()
@@ -107,6 +144,46 @@ class ListenerPauseTests(SynchronousTestCase):
             _exposition(self.metrics),
         )
 
+    def test_a_resume_bounds_the_accepts_of_its_first_turn(self) -> None:
+        self.pause.refused()
+        self.pause.refused()
+        self.clock.advance(FIRST_PAUSE)
+        bound = f"bound {ACCEPTS_PER_TURN}"
+        self.assertEqual(self.tcp.events, ["pause", bound, "resume"])  # bound, then resumed
+        self.assertEqual(self.unix.events, [])
+
+    def test_while_the_flood_lasts_each_turn_with_refusals_is_bounded(self) -> None:
+        guard = FloodGuard(self.clock.seconds, refusals_per_second=100, max_pause=1.0)
+        pause = ListenerPause(self.clock, [self.tcp], guard, bound=self.bound)
+        for _ in range(11):  # over the budget of 10 per tenth of a second
+            pause.refused()
+        self.clock.advance(FIRST_PAUSE)
+        del self.tcp.events[:]
+        bound = f"bound {ACCEPTS_PER_TURN}"
+        for turn in range(1, 4):
+            pause.refused()  # a turn's accepts: refused, within the budget
+            pause.refused()
+            self.assertEqual(len(self.clock.getDelayedCalls()), 1)  # bounded once,
+            self.assertEqual(self.tcp.events, [bound] * (turn - 1))  # when it is over
+            self.clock.advance(0)
+            self.assertEqual(self.tcp.events, [bound] * turn)
+
+    def test_no_bound_without_a_flood(self) -> None:
+        self.pause.refused()  # within the budget
+        self.clock.advance(1.0)
+        self.pause.refused()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(self.tcp.events, [])
+
+    def test_a_calm_ends_the_bounds(self) -> None:
+        self.pause.refused()
+        self.pause.refused()
+        self.clock.advance(FIRST_PAUSE + WINDOW)  # resumed, and no refusal since
+        del self.tcp.events[:]
+        self.pause.refused()
+        self.clock.advance(0)
+        self.assertEqual(self.tcp.events, [])
+
     def test_no_ports_yet_is_harmless(self) -> None:
         guard = FloodGuard(self.clock.seconds, refusals_per_second=10, max_pause=1.0)
         pause = ListenerPause(self.clock, [], guard, self.metrics)
@@ -114,6 +191,86 @@ class ListenerPauseTests(SynchronousTestCase):
             pause.refused()
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertEqual(self.metrics.listener_pauses, 0)
+
+
+class _Refusing(Factory):
+    """Closes every connection its port accepts (as an early refusal does), counting."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+
+    def buildProtocol(self, addr: IAddress) -> Protocol | None:
+        self.accepted += 1
+        return None
+
+
+class AcceptBoundTests(SynchronousTestCase):
+    """`twisted_internals.bound_accepts` on this Twisted's own listening port, over
+    loopback (a reactor that never runs: the test calls the port's ``doRead``)."""
+
+    def setUp(self) -> None:
+        self.factory = _Refusing()
+        self.port = tcp.Port(0, self.factory, interface="127.0.0.1", reactor=MemoryReactor())
+        self.port.startListening()
+        self.addCleanup(self.port.socket.close)
+        address = self.port.getHost()
+        self.clients = []
+        for _ in range(30):  # queued by the kernel, none accepted yet
+            client = socket.create_connection((address.host, address.port))
+            self.addCleanup(client.close)
+            self.clients.append(client)
+
+    def turns(self, most: int | None) -> list[int]:
+        """Accepts of each turn (one ``doRead``) until all 30 are accepted."""
+        turns = []
+        while self.factory.accepted < len(self.clients):
+            select.select([self.port.socket], [], [], 10)  # some are queued
+            if most is not None:
+                self.assertTrue(twisted_internals.bound_accepts(self.port, most))
+            before = self.factory.accepted
+            self.port.doRead()
+            turns.append(self.factory.accepted - before)
+        return turns
+
+    def test_this_twisted_lets_accepts_be_bounded(self) -> None:
+        self.assertTrue(twisted_internals.ACCEPTS_BOUNDED)
+
+    def test_a_bounded_port_accepts_at_most_that_many_a_turn(self) -> None:
+        turns = self.turns(4)
+        self.assertLessEqual(max(turns), 4)
+        self.assertEqual(sum(turns), 30)
+
+    def test_a_resume_after_a_pause_bounds_the_port(self) -> None:
+        clock = Clock()
+        guard = FloodGuard(clock.seconds, refusals_per_second=10, max_pause=1.0)
+        pause = ListenerPause(clock, [self.port], guard)
+        pause.refused()
+        pause.refused()
+        clock.advance(FIRST_PAUSE)
+        self.assertEqual(self.port.numberAccepts, ACCEPTS_PER_TURN)
+
+    def test_the_public_path_leaves_the_port_alone(self) -> None:
+        self.patch(twisted_internals, "ACCEPTS_BOUNDED", False)
+        self.assertFalse(twisted_internals.bound_accepts(self.port, 4))
+        self.assertEqual(self.port.numberAccepts, 100)
+        self.assertEqual(sum(self.turns(None)), 30)
+
+    def test_other_ports_are_left_alone(self) -> None:
+        self.assertFalse(twisted_internals.bound_accepts(_Port(UNIXAddress(b"/x")), 4))
+
+    def test_the_environment_turns_it_off_with_a_reason(self) -> None:
+        code = (
+            "import rendezvous.twisted_internals as t; print(t.ACCEPTS_BOUNDED, t._WHY_NOT_ACCEPTS)"
+        )
+        for value, expected in (("1", "False RENDEZVOUS_PUBLIC_TWISTED=1"), ("0", "True None")):
+            done = subprocess.run(
+                [sys.executable, "-c", code],
+                env={**environment(), "RENDEZVOUS_PUBLIC_TWISTED": value},
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            self.assertEqual(done.stdout.strip(), expected)
 
 
 def _exposition(metrics: Metrics) -> bytes:
