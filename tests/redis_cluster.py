@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
 
-from .redis_server import RedisServer, free_port, unavailable
+from .redis_server import RedisServer, unavailable
 
 CLUSTER_ARGS = (
     "--cluster-enabled",
@@ -33,23 +34,34 @@ def redis_cli() -> str:
 
 async def cli(*args: str) -> str:
     """Run ``redis-cli`` with ``args``; its output (failing on a non-zero exit)."""
-    out, err, code = await getProcessOutputAndValue(redis_cli(), args, env=dict(os.environ))
+    run = getProcessOutputAndValue(redis_cli(), args, env=dict(os.environ))  # type: ignore[no-untyped-call]
+    out, err, code = await run
     if code != 0:
         raise RuntimeError(f"redis-cli {' '.join(args)} failed ({code}): {err!r} {out!r}")
-    return out.decode()
+    return str(out.decode())
 
 
 class RedisCluster:
     """``masters`` cluster nodes, each serving an equal share of the slots."""
 
     def __init__(self, directory: str, masters: int = 3) -> None:
-        self.servers = [
-            RedisServer(
-                os.path.join(directory, f"node{i}"),
-                extra_args=(*CLUSTER_ARGS, "--cluster-port", str(free_port())),
-            )
-            for i in range(masters)
-        ]
+        self.servers = [RedisServer(os.path.join(directory, f"node{i}")) for i in range(masters)]
+        self._assign_ports()
+
+    def _assign_ports(self) -> None:
+        """Distinct free ports for every node and its cluster bus (taken together, so
+        no two are the same)."""
+        sockets = [socket.socket() for _ in range(2 * len(self.servers))]
+        try:
+            for s in sockets:
+                s.bind(("127.0.0.1", 0))
+            ports = [s.getsockname()[1] for s in sockets]
+        finally:
+            for s in sockets:
+                s.close()
+        for i, server in enumerate(self.servers):
+            server.port = ports[2 * i]
+            server.extra_args = (*CLUSTER_ARGS, "--cluster-port", str(ports[2 * i + 1]))
 
     @property
     def url(self) -> str:
@@ -57,8 +69,16 @@ class RedisCluster:
 
     async def start(self, *, assign: bool = True) -> None:
         """Start the nodes; ``assign``: and make them a cluster, every slot served."""
-        for server in self.servers:
-            await server.start()
+        for attempt in range(3):
+            try:
+                for server in self.servers:
+                    await server.start()
+                break
+            except Exception as e:  # a port taken meanwhile by another process: others
+                if "Address already in use" not in str(e) or attempt == 2:
+                    raise
+                await self.stop()
+                self._assign_ports()
         if not assign:
             return
         nodes = [f"127.0.0.1:{s.port}" for s in self.servers]
@@ -71,7 +91,7 @@ class RedisCluster:
             states = [await self.ask(s.port, "CLUSTER", "INFO") for s in self.servers]
             if all("cluster_state:ok" in state for state in states):
                 return
-            await deferLater(reactor, 0.05, lambda: None)  # type: ignore[arg-type]
+            await deferLater(reactor, 0.05, lambda: None)
         raise RuntimeError(f"the cluster did not become ok: {states}")
 
     async def ask(self, port: int, *command: str) -> str:
