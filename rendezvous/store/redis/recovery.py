@@ -128,8 +128,10 @@ class Recovery:
                 await self._reassert(session)
             if generation != self.generation:
                 return
-            if resync:
-                store.subscriptions.resync()
+            if resync:  # ready once subscribers are up to date
+                await store.subscriptions.resync()
+                if generation != self.generation:
+                    return
             self.tick.start(store.lease / 3, now=False)
             self.recovering = False
             store.set_ready(True)

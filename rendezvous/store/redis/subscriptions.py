@@ -14,6 +14,7 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING
 
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 
@@ -119,17 +120,19 @@ class Subscriptions:
             self._refuse_waiting(state)
             self._forget_if_unwatched(state)
 
-    def resync(self) -> None:
-        """Read every namespace again (after an outage): what was missed is pushed."""
-        for state in list(self.namespaces.values()):
-            self._sync(state)
+    def resync(self) -> Deferred[None]:
+        """Read every namespace again (after an outage): what was missed is pushed.
+        Fires once every namespace was read (or could not be)."""
+        reads = [self._sync(state) for state in list(self.namespaces.values())]
+        return gatherResults(reads).addCallback(lambda _: None)
 
     def cancel_timers(self) -> None:
         for state in self.namespaces.values():
             state.cancel_timer()
 
-    def _sync(self, state: WatchedNamespace) -> None:
-        """(Re)subscribe, then read a snapshot; pushes meanwhile wait in the buffer."""
+    def _sync(self, state: WatchedNamespace) -> Deferred[None]:
+        """(Re)subscribe, then read a snapshot; pushes meanwhile wait in the buffer.
+        Fires once that is done, or failed (never with a failure)."""
         generation = state.begin_sync()
         d = self.link.subscribe(state.name)
         d.addCallback(
@@ -139,6 +142,7 @@ class Subscriptions:
             partial(self._synced, state, generation),
             partial(self._sync_failed, state, generation),
         )
+        return d
 
     def _current(self, state: WatchedNamespace, generation: int) -> bool:
         return self.namespaces.get(state.name) is state and state.generation == generation
