@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 
 from twisted.application.service import IService
 from twisted.python import usage
@@ -27,6 +28,7 @@ from rendezvous.store.redis.target import (
     PASSWORD_VARIABLE,
     SENTINEL_SCHEME,
     BadTarget,
+    RedisTarget,
     is_redis_url,
     parse_target,
 )
@@ -293,40 +295,31 @@ def _live_listeners(options: Options) -> tuple[str, ...]:
     return ("tcp:4001",)
 
 
-def _check_sentinels(options: Options) -> None:
-    """A redis-sentinel:// store: the sentinels must name its master now, or the daemon
-    does not start (rather than serve without a registry)."""
+def _check_store(options: Options) -> None:
+    """A redis-sentinel:// store's sentinels must name its master now, and a
+    redis-cluster:// store's nodes must answer with every slot served, or the daemon
+    does not start (rather than serve without all of its registry)."""
     store = options["store"]
-    if not store.startswith(f"{SENTINEL_SCHEME}://"):
+    if not store.startswith((f"{SENTINEL_SCHEME}://", f"{CLUSTER_SCHEME}://")):
         return
     target = parse_target(store, options["store-password-file"])
+    ask: Callable[[RedisTarget], object] = probe
+    refusals: tuple[type[Exception], ...] = (NoMaster,)
+    if target.cluster:  # imported only here: it loads the Redis client
+        from rendezvous.store.redis.cluster import ClusterError
+        from rendezvous.store.redis.cluster import probe as ask
+
+        refusals = (ClusterError,)
     try:
-        probe(target)
-    except NoMaster as e:
-        raise SystemExit(f"twistd rendezvous: --store {target.describe()}: {e}") from None
-
-
-def _check_cluster(options: Options) -> None:
-    """A redis-cluster:// store: a node must answer now and every slot be served, or the
-    daemon does not start (rather than serve part of the registry)."""
-    store = options["store"]
-    if not store.startswith(f"{CLUSTER_SCHEME}://"):
-        return
-    from rendezvous.store.redis.cluster import ClusterError
-    from rendezvous.store.redis.cluster import probe as cluster_probe
-
-    target = parse_target(store, options["store-password-file"])
-    try:
-        cluster_probe(target)
-    except ClusterError as e:
+        ask(target)
+    except refusals as e:
         raise SystemExit(f"twistd rendezvous: --store {target.describe()}: {e}") from None
 
 
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
-    _check_sentinels(options)
-    _check_cluster(options)
+    _check_store(options)
     show_addresses(bool(options["log-addresses"]))
     config = DaemonConfig(
         listen=_live_listeners(options),
