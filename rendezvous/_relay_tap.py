@@ -6,6 +6,7 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from rendezvous.addrs import InvalidMultiaddr
+from rendezvous.collector import CollectorPolicy
 from rendezvous.logs import LOG_ADDRESSES_FLAG, show_addresses
 from rendezvous.p2p.host import HostLimits
 from rendezvous.p2p.keys import IdentityFileError, load_or_create_identity
@@ -221,4 +222,6 @@ def makeService(options: Options) -> IService:
         stun_limits=options["stun-limits"],
         stun_namespace=options["stun-namespace"],
     )
-    return RelayDaemon(config, reactor)
+    relay = RelayDaemon(config, reactor)
+    CollectorPolicy(reactor).setServiceParent(relay)
+    return relay

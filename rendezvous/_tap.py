@@ -10,6 +10,7 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from rendezvous.addrs import InvalidMultiaddr
+from rendezvous.collector import CollectorPolicy
 from rendezvous.limits import Limits
 from rendezvous.logs import LOG_ADDRESSES_FLAG, show_addresses
 from rendezvous.p2p.host import HostLimits
@@ -346,4 +347,6 @@ def makeService(options: Options) -> IService:
         web_relay_namespace=options["web-relay-namespace"],
         require_peer_certificates=bool(options["require-peer-certificates"]),
     )
-    return Daemon(config, reactor)
+    daemon = Daemon(config, reactor)
+    CollectorPolicy(reactor).setServiceParent(daemon)
+    return daemon

@@ -26,6 +26,7 @@ from twisted.logger import Logger, LogLevel, eventAsText, globalLogBeginner
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from rendezvous.collector import CollectorPolicy
 from rendezvous.limits import Limits
 from rendezvous.live.goodbye import say_goodbye
 from rendezvous.live.protocol import LiveFactory
@@ -140,6 +141,7 @@ def main(argv: list[str] | None = None) -> None:
         store.send(counters_record(dialect.metrics.counts()))
 
     LoopingCall(report).start(COUNTERS_EVERY)
+    CollectorPolicy(reactor).startService()  # as the main process's
     reactor.run()
 
 
