@@ -1,14 +1,14 @@
 """The daemons' policy for CPython's cycle collector: start-up frozen, full collections rarer.
 
 A full collection walks every object the collector tracks, and stops everything else
-while it does: in a daemon just started that is some 66,000 objects of modules, classes
-and options (about 8 ms on the benchmark machine), and then every session and
-registration held (three objects each). By default CPython makes a full collection after
-ten collections of the middle generation, once the objects that reached the oldest
+while it does: in a daemon just started that is some 69,000 objects of modules, classes
+and options (12 ms on the benchmark machine), and then every session and registration
+held (three objects each). By default CPython makes a full collection after ten
+collections of the middle generation, once the objects that reached the oldest
 generation since the last full one are a quarter of those there: while a registry grows
-every registration is walked five times or so (3.2 of the 10.5 µs a new registration
-cost in process, docs/benchmarks.rst), and a burst of short-lived objects (a flood of
-connections) brings the pause sooner.
+every registration is walked five times or so (3.0 of the 9.6 µs a new registration
+cost in process, docs/benchmarks.rst), and a daemon holding 10,000 sessions paused up to
+95 ms at a time while they came and went.
 
 Once the reactor runs, `CollectorPolicy`:
 
