@@ -8,6 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from rendezvous import _relay_tap, _tap
 from rendezvous.collector import FULL_EVERY, CollectorPolicy
+from rendezvous.service import Daemon, DaemonConfig
 
 
 class FakeCollector:
@@ -75,3 +76,5 @@ class CollectorPolicyTests(SynchronousTestCase):
             service = tap.makeService(options)
             policies = [s for s in service if isinstance(s, CollectorPolicy)]  # type: ignore[attr-defined]
             self.assertEqual(len(policies), 1, tap.__name__)
+        daemon = Daemon(DaemonConfig(listen=()), Clock())  # as tests build one
+        self.assertEqual([s for s in daemon if isinstance(s, CollectorPolicy)], [])  # type: ignore[attr-defined]

@@ -69,7 +69,7 @@ class JSONLogsTests(ProcessTestCase):
             self.assertIn(line["level"], ["debug", "info", "warn", "error", "critical"])
             lines.append(line)
         events = [line["event"] for line in lines]
-        for event in ("listener.started", "daemon.starting", "request.refused"):
+        for event in ("listener.started", "daemon.starting", "daemon.collector", "request.refused"):
             self.assertIn(event, events)
         # The REGISTER, and the DISCOVER the client sends after it to know it is done.
         refused, _ = [line for line in lines if line["event"] == "request.refused"]
@@ -128,6 +128,8 @@ class JSONLogsTests(ProcessTestCase):
             daemon = self.daemon("--workers", "1", "--shutdown-grace", "0.5", *options)
             port = int((yield daemon.wait_for(LISTENING)).group(1))
             yield daemon.wait_for(r'"event": "worker.started"')
+            # The worker sets the main process's collector policy in its own process too.
+            yield daemon.wait_for(r'"text": "worker 1: collector: \d+ start-up objects frozen')
             endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
             client = yield endpoint.connect(Factory.forProtocol(LiveClientProtocol))
             address = f"tcp 127.0.0.1:{client.transport.getHost().port}"
