@@ -447,7 +447,7 @@ class ReadWithoutProtobufTests(SynchronousTestCase):
         all others)."""
         frame = register("app", "A", tcp_addr(1)).SerializeToString()
         self.assertEqual(
-            codec_module._entry_fields(frame[4:]), ("app", peer_id("A"), (tcp_addr(1),))
+            codec_module._entry_fields(frame, 4), ("app", peer_id("A"), (tcp_addr(1),))
         )
         self.assertReadAsProtobufDoes(frame)
 

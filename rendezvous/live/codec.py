@@ -8,8 +8,9 @@ Encoding of registrations is done by hand from cached entry bytes, so one regist
 is serialised once however many announcements, snapshots and DISCOVER replies carry it.
 
 A session that registers again and again (to refresh or move its peers) may keep an
-entry cache: the exact bytes of a ``Message.register`` entry to the request protobuf
-and validation made of them. A REGISTER laid out as protobuf writers do
+entry cache: the exact bytes of a ``Message.register`` entry (or of a whole REGISTER of
+one short entry and no request id, the usual one) to the request protobuf and
+validation made of them. A REGISTER laid out as protobuf writers do
 (``08 00``, then ``12 len entry`` fields and at most a ``request_id``) whose entries are
 all cached is then answered without protobuf; anything else takes the protobuf path.
 """
@@ -106,8 +107,9 @@ class Parsed:
 
 
 class EntryCache(dict[bytes, LiveRegisterRequest]):
-    """A session's ``Message.register`` entries (exact bytes) and what they were parsed
-    to, and the peer ids (text to key) of those entries: a byte-identical re-send is not
+    """A session's ``Message.register`` entries (exact bytes; for the usual REGISTER,
+    the whole frame: no entry is cut out of it) and what they were parsed to, and the
+    peer ids (text to key) of those entries: a byte-identical re-send is not
     parsed again, and a refresh of the same peer with other addresses (what clients
     send when their addresses change) does not decode its peer id again."""
 
@@ -187,40 +189,41 @@ def _scan_entries(frame: bytes) -> tuple[list[bytes], int | None] | None:
     return (found, request_id) if offset == end else None
 
 
-def _entry_fields(item: bytes) -> tuple[str, str, tuple[bytes, ...]] | None:
-    """The namespace, peer id and addresses of a ``register`` entry laid out as protobuf
-    writers lay out the usual one, or None (protobuf must read it): ``ns``, then ``peer``
-    with its ``id`` and any ``addrs`` and no record, each field once and in that order,
-    lengths in one byte, text that is UTF-8. Protobuf reads the same from such bytes."""
+def _entry_fields(data: bytes, start: int = 0) -> tuple[str, str, tuple[bytes, ...]] | None:
+    """The namespace, peer id and addresses of the ``register`` entry that is ``data``
+    from ``start`` on, laid out as protobuf writers lay out the usual one, or None
+    (protobuf must read it): ``ns``, then ``peer`` with its ``id`` and any ``addrs``
+    and no record, each field once and in that order, lengths in one byte, text that is
+    UTF-8. Protobuf reads the same from such bytes."""
     try:
-        ns_length = item[1]
-        ns_end = 2 + ns_length
-        peer_length = item[ns_end + 1]
+        ns_length = data[start + 1]
+        ns_end = start + 2 + ns_length
+        peer_length = data[ns_end + 1]
         peer = ns_end + 2
-        id_length = item[peer + 1]
+        id_length = data[peer + 1]
         offset = peer + 2 + id_length
-        end = len(item)
+        end = len(data)
         if (
-            item[0] != 0x0A
+            data[start] != 0x0A
             or ns_length >= 0x80
-            or item[ns_end] != 0x12
+            or data[ns_end] != 0x12
             or peer_length >= 0x80
             or peer + peer_length != end
-            or item[peer] != 0x0A
+            or data[peer] != 0x0A
             or id_length >= 0x80
             or offset > end
         ):
             return None
-        text = item[peer + 2 : offset]
+        text = data[peer + 2 : offset]
         addrs: list[bytes] = []
         while offset < end:
-            length = item[offset + 1]
-            start = offset + 2
-            if item[offset] != 0x12 or length >= 0x80 or start + length > end:
+            length = data[offset + 1]
+            first = offset + 2
+            if data[offset] != 0x12 or length >= 0x80 or first + length > end:
                 return None
-            offset = start + length
-            addrs.append(item[start:offset])
-        return item[2:ns_end].decode(), text.decode(), tuple(addrs)
+            offset = first + length
+            addrs.append(data[first:offset])
+        return data[start + 2 : ns_end].decode(), text.decode(), tuple(addrs)
     except (IndexError, UnicodeDecodeError):
         return None
 
@@ -245,25 +248,19 @@ class LiveCodec:
         With ``entries`` (a session's entry cache), a REGISTER whose entries are all
         there is read from it, and the entries of one that is not are added to it.
         """
+        one = self.parse_register(frame, entries)
+        if one is not None:
+            return Parsed("register", None, [one])
+        return self.parse_general(frame, entries)
+
+    def parse_general(self, frame: bytes, entries: EntryCache | None = None) -> Parsed:
+        """`parse` of a frame that `parse_register` does not read."""
         if not frame.startswith(_REGISTER_START):
             return self._parse(frame)
         request_id: int | None = None
         length = len(frame) - 4
-        if 0 <= length < 0x80 and frame[3] == length:  # one short entry, no request id
-            item = frame[4:]
-            if entries is not None:
-                request = entries.get(item)
-                if request is not None:
-                    return Parsed("register", None, [request])
-            fields = _entry_fields(item)
-            if fields is not None:  # the usual REGISTER: read by hand
-                namespace, text, addrs = fields
-                known = None if entries is None else entries.peer_ids
-                read = self._register_request(namespace, text, addrs, None, known)
-                if entries is not None and type(read) is LiveRegisterRequest:
-                    self._remember(entries, item, read)
-                return Parsed("register", None, [read])
-            items = [item]
+        if 0 <= length < 0x80 and frame[3] == length:  # one short entry, laid out otherwise
+            items = [frame[4:]]
         else:
             if entries is not None:
                 cached = _cached_registers(frame, entries)
@@ -281,9 +278,34 @@ class LiveCodec:
                     self._remember(entries, item, result)
         return parsed
 
+    def parse_register(
+        self, frame: bytes, entries: EntryCache | None = None
+    ) -> LiveRegisterRequest | Refused | None:
+        """The request of a REGISTER of one short entry laid out as usual and no request
+        id (what clients send most), read by hand; None for any other frame, which
+        `parse` reads. ``entries`` as for `parse`."""
+        length = len(frame) - 4
+        if not (0 <= length < 0x80 and frame[3] == length and frame.startswith(_REGISTER_START)):
+            return None
+        if entries is None:
+            fields = _entry_fields(frame, 4)
+            if fields is None:
+                return None
+            return self._register_request(fields[0], fields[1], fields[2], None, None)
+        request = entries.get(frame)
+        if request is not None:
+            return request
+        fields = _entry_fields(frame, 4)
+        if fields is None:
+            return None
+        read = self._register_request(fields[0], fields[1], fields[2], None, entries.peer_ids)
+        if type(read) is LiveRegisterRequest:
+            self._remember(entries, frame, read)
+        return read
+
     def _remember(self, entries: EntryCache, item: bytes, request: LiveRegisterRequest) -> None:
-        """Keep the entry ``item`` and its request in a session's cache (emptied when
-        full)."""
+        """Keep ``item`` (an entry, or a whole frame of one) and its request in a
+        session's cache (emptied when full)."""
         if len(entries) >= self._entry_cache_size:
             entries.clear()
             entries.peer_ids.clear()

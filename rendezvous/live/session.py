@@ -12,7 +12,7 @@ from typing import Protocol
 from twisted.logger import Logger
 
 from rendezvous.framing import FrameDecoder, FramingError
-from rendezvous.live.codec import EntryCache, LiveCodec
+from rendezvous.live.codec import EntryCache, LiveCodec, Parsed
 from rendezvous.loglimit import LogLimiter, log_refusal
 from rendezvous.metrics import Metrics
 from rendezvous.model import Announcement, Change, Refused, Registration, Status
@@ -130,30 +130,52 @@ class LiveSession:
             return
         # One frame after another, with what every frame needs looked up once.
         dialect = self.dialect
-        parse = dialect.codec.parse
+        codec = dialect.codec
+        parse_register = codec.parse_register
         received = dialect.metrics.received
         store = dialect.store
         session = self._session
         assert session is not None
-        for frame in frames:
-            entries = self._entries
-            if entries is None and frame.startswith(b"\x08\x00"):
-                if self._registered:
-                    entries = self._entries = EntryCache()
+        registers = 0
+        try:
+            for frame in frames:
+                entries = self._entries
+                if entries is None and frame.startswith(b"\x08\x00"):
+                    if self._registered:
+                        entries = self._entries = EntryCache()
+                    else:
+                        self._registered = True
+                # The usual REGISTER (one entry, no request id) without a `Parsed`.
+                request = parse_register(frame, entries)
+                if request is None:
+                    self._handle(codec.parse_general(frame, entries))
                 else:
-                    self._registered = True
-            parsed = parse(frame, entries)
-            if parsed.kind is not None:
-                received[parsed.kind] += 1
-            request_id = parsed.request_id
-            for request in parsed.requests:
-                # One way to the store for every request: its own `submit`.
-                if isinstance(request, Refused):
-                    self.refused(request_id, request)
-                else:
-                    request.submit(store, session, request_id)
+                    registers += 1
+                    if isinstance(request, Refused):
+                        self.refused(None, request)
+                    else:
+                        store.register(session, request.namespace, request.peer, None)
                 if self.closed:
                     return
+        finally:
+            received["register"] += registers
+
+    def _handle(self, parsed: Parsed) -> None:
+        """Hand each request of a frame to the store, or answer its refusal."""
+        if parsed.kind is not None:
+            self.dialect.metrics.received[parsed.kind] += 1
+        store = self.dialect.store
+        session = self._session
+        assert session is not None
+        request_id = parsed.request_id
+        for request in parsed.requests:
+            # One way to the store for every request: its own `submit`.
+            if isinstance(request, Refused):
+                self.refused(request_id, request)
+            else:
+                request.submit(store, session, request_id)
+            if self.closed:
+                return
 
     def end(self) -> None:
         """The connection is gone."""

@@ -82,12 +82,13 @@ class Registry(Reads):
     def register(self, session: Session, namespace: str, peer: Peer) -> Registration:
         """Add or replace ``peer`` in ``namespace`` and announce it."""
         key = peer.key
-        self._owners.check(session, key)
+        owners = self._owners
+        owners.check(session, key)
         entry = self._namespaces.get(namespace)
         held = entry.registrations.get(key) if entry is not None else None
         replacing = held is not None and held.holder is session
         if held is not None and not replacing:
-            self._owners.check_held(session, held.holder)
+            owners.check_held(session, held.holder)
             self._detach(namespace, key, None)
             entry = self._namespaces.get(namespace)
         if not replacing:
@@ -109,9 +110,9 @@ class Registry(Reads):
         if not replacing:
             session.registrations.append((entry.name, key))
             self.registration_count += 1
-            self._owners.claim(session, key)
+            owners.claim(session, key)
         if entry.subscribers:
-            self._owners.tell(entry.subscribers, Announcement(Change.REGISTER, registration))
+            owners.tell(entry.subscribers, Announcement(Change.REGISTER, registration))
         return registration
 
     def unregister(self, session: Session, namespace: str, key: bytes) -> bool:
