@@ -5,6 +5,7 @@ Only that each script exits 0 and prints its table is checked: no timing is asse
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -56,6 +57,21 @@ class BenchSmokeTests(unittest.TestCase):
     async def test_fanout_floor(self) -> None:
         text = await self.run_script("fanout_floor.py", "Scenario 2 floor:", "raw send loop")
         self.assertRegex(text, re.compile(r"^\s*\d+ processes\s*\|.*\|", re.M))
+
+    async def test_registration_memory(self) -> None:
+        figures = os.path.abspath(self.mktemp())
+        out, err, code = await getProcessOutputAndValue(
+            sys.executable,
+            [os.path.join(BENCH, "registration_memory.py"), "--quick", "--json", figures],
+            env=dict(os.environ, PYTHONPATH=ROOT),
+            path=ROOT,
+        )
+        self.assertEqual(code, 0, err.decode(errors="replace"))
+        self.assertIn(b"2,000 signed TTL registrations held", out)
+        with open(figures) as f:
+            written = json.load(f)
+        self.assertEqual(written["registrations"], 2000)
+        self.assertGreater(written["bytes_per_registration"], written["record_bytes"])
 
     async def test_redis_fleet(self) -> None:
         from .redis_server import redis_server_path
