@@ -196,10 +196,7 @@ def parse_peer_id(text: str) -> bytes:
     if len(text) > MAX_PEER_ID_TEXT:
         raise InvalidPeerId(f"peer id text longer than {MAX_PEER_ID_TEXT} characters")
     if text[0] == "1" or text.startswith("Qm"):
-        try:
-            multihash = base58_decode(text)
-        except Base58Error as error:
-            raise InvalidPeerId(str(error)) from None
+        multihash = _decode_base58(text)
         if len(multihash) == 34 and multihash.startswith(b"\x12\x20"):
             return multihash  # sha2-256, all that `validate_peer_id` would check
     else:

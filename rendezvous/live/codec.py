@@ -287,19 +287,17 @@ class LiveCodec:
         length = len(frame) - 4
         if not (0 <= length < 0x80 and frame[3] == length and frame.startswith(_REGISTER_START)):
             return None
-        if entries is None:
-            fields = _entry_fields(frame, 4)
-            if fields is None:
-                return None
-            return self._register_request(fields[0], fields[1], fields[2], None, None)
-        request = entries.get(frame)
-        if request is not None:
-            return request
+        if entries is not None:
+            request = entries.get(frame)
+            if request is not None:
+                return request
         fields = _entry_fields(frame, 4)
         if fields is None:
             return None
-        read = self._register_request(fields[0], fields[1], fields[2], None, entries.peer_ids)
-        if type(read) is LiveRegisterRequest:
+        namespace, text, addrs = fields
+        known = None if entries is None else entries.peer_ids
+        read = self._register_request(namespace, text, addrs, None, known)
+        if entries is not None and type(read) is LiveRegisterRequest:
             self._remember(entries, frame, read)
         return read
 
