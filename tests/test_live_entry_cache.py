@@ -197,6 +197,20 @@ class SessionCacheTests(SynchronousTestCase):
         expected = {layout(GOOD[:1]): LiveRegisterRequest("app", peer("A", tcp_addr(0)))}
         self.assertEqual(session._entries, expected)
 
+    def test_usual_registers_in_one_read_are_each_answered_and_counted(self) -> None:
+        """One-entry REGISTERs read by hand: the good one is stored, the refused one
+        (an empty namespace) answered with its ERROR, both counted as received."""
+        output = Output()
+        session = self.dialect.session(output, "test")
+        self.assertTrue(session.start())
+        data = b"".join(encode_uvarint(len(f)) + f for f in (layout([GOOD[0]]), layout([BAD[0]])))
+        session.feed(data)
+        self.assertEqual(self.store.stats().registrations, 1)
+        [error] = [message for data in output.sent for message in unframe_all(data)]
+        self.assertEqual(error.type, Message.ERROR)
+        self.assertEqual(error.error.text, "namespace is empty")
+        self.assertEqual(self.dialect.metrics.received["register"], 2)
+
     def test_cached_registers_still_meet_the_registry(self) -> None:
         """Ownership is the registry's: a cached entry of another session's id is refused."""
         outputs = [Output(), Output()]
