@@ -140,9 +140,9 @@ class ParseTests(SynchronousTestCase):
         self.assertEqual(self.refusal(huge).status, Status.INVALID_PEER)
 
     def test_the_caches_keep_what_is_in_use(self) -> None:
-        """The daemon-wide caches of parsed peer ids and checked addresses drop the
-        least recently used entry when full, not everything: an id seen all along is
-        parsed once however many new ones pass by."""
+        """The daemon-wide caches of parsed peer ids and checked addresses drop what
+        was not used for longest (two generations), not what is in use: an id seen all
+        along is parsed once however many new ones pass by."""
         parsed: list[str] = []
 
         def counting(text: str) -> bytes:

@@ -5,15 +5,18 @@ from __future__ import annotations
 import base64
 import contextlib
 
+import based58
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from rendezvous import peerid
 from rendezvous.peerid import (
     MAX_PEER_ID_TEXT,
     Base58Error,
     InvalidPeerId,
     base58_decode,
+    base58_decode_portable,
     base58_encode,
     parse_peer_id,
     peer_id_to_cid,
@@ -123,6 +126,55 @@ class Base58Tests(SynchronousTestCase):
         with self.assertRaises(Base58Error) as caught:
             base58_decode(good + tail)
         self.assertEqual(str(caught.exception), f"not a base58btc character: {bad!r}")
+
+
+class PortableBase58Tests(SynchronousTestCase):
+    """`base58_decode` runs ``based58`` (a declared dependency) and falls back on the
+    Python decoder for its refusals; on a platform without it the Python decoder does
+    everything, with the same results."""
+
+    def test_the_native_decoder_is_used(self) -> None:
+        self.assertIs(peerid._decode_ascii, based58.b58decode)
+        calls: list[bytes] = []
+
+        def native(data: bytes) -> bytes:
+            calls.append(data)
+            return SHA256_MH
+
+        self.patch(peerid, "_decode_ascii", native)
+        self.assertEqual(base58_decode(ED25519_B58), SHA256_MH)
+        self.assertEqual(parse_peer_id(SHA256_B58), SHA256_MH)
+        self.assertEqual(calls, [ED25519_B58.encode(), SHA256_B58.encode()])
+
+    def test_without_the_native_decoder(self) -> None:
+        self.patch(peerid, "_decode_ascii", peerid._decode_ascii_portable)
+        self.assertEqual(base58_decode(SHA256_B58), SHA256_MH)
+        self.assertEqual(parse_peer_id(SHA256_B58), SHA256_MH)
+        self.assertEqual(parse_peer_id(ED25519_B58), ED25519_MH)
+        with self.assertRaises(Base58Error) as caught:
+            base58_decode("1é")
+        self.assertEqual(str(caught.exception), "not a base58btc character: 'é'")
+        with self.assertRaises(InvalidPeerId) as refused:
+            parse_peer_id("Qm0")
+        self.assertEqual(str(refused.exception), "not a base58btc character: '0'")
+
+    @given(st.integers(0, 40), st.text(alphabet=B58_ALPHABET, max_size=300))
+    def test_portable_decodes_every_width(self, ones: int, text: str) -> None:
+        text = "1" * ones + text
+        self.assertEqual(base58_decode_portable(text), _plain_base58(text))
+
+    @given(st.text(max_size=150))
+    def test_portable_refuses_with_the_same_words(self, text: str) -> None:
+        try:
+            expected = _plain_base58(text)
+        except Base58Error as error:
+            for decode in (base58_decode, base58_decode_portable):
+                with self.assertRaises(Base58Error) as caught:
+                    decode(text)
+                self.assertEqual(str(caught.exception), str(error))
+        else:
+            self.assertEqual(base58_decode_portable(text), expected)
+            self.assertEqual(base58_decode(text), expected)
 
 
 def _plain_base58(text: str) -> bytes:

@@ -17,7 +17,6 @@ all cached is then answered without protobuf; anything else takes the protobuf p
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -43,7 +42,11 @@ ERROR = Message.ERROR
 _CACHE_SIZE = 4096
 """Peer ids and addresses parsed recently: enough for the ids a busy daemon sees again
 and again, small beside what its sessions hold (each session caches its own entries).
-Least recently used first out, so a stream of new ids does not evict the ones in use."""
+
+Kept in two generations of plain dicts, newest first: when the newest holds half of
+this it becomes the older one and the older is dropped, and what is found in the older
+one moves back to the newest, so a stream of new ids does not evict the ones in use
+(an insertion costs a third of an `OrderedDict`'s with its eviction)."""
 _HEADER_TABLE = 2048
 DISCOVER_REPLY_BYTES = 1024 * 1024
 """The largest answer to a DISCOVER, which is one message (about 10,000 typical
@@ -235,8 +238,10 @@ class LiveCodec:
         self.limits = limits
         self._short_namespace = limits.max_namespace_bytes // 4
         """Namespaces this long or shorter fit in the limit whatever their characters."""
-        self._peer_ids: OrderedDict[str, bytes] = OrderedDict()
-        self._valid_addrs: OrderedDict[bytes, None] = OrderedDict()
+        self._peer_ids: dict[str, bytes] = {}
+        self._older_peer_ids: dict[str, bytes] = {}
+        self._valid_addrs: dict[bytes, None] = {}
+        self._older_valid_addrs: dict[bytes, None] = {}
         self._entry_cache_size = limits.max_registrations_per_session
         """A session's entry cache is emptied when it reaches this size."""
 
@@ -275,7 +280,7 @@ class LiveCodec:
         if entries is not None and parsed.kind == "register":
             for item, result in zip(items, parsed.requests, strict=True):
                 if type(result) is LiveRegisterRequest:
-                    self._remember(entries, item, result)
+                    self._remember(entries, item, result.peer.id, result)
         return parsed
 
     def parse_register(
@@ -298,18 +303,19 @@ class LiveCodec:
         known = None if entries is None else entries.peer_ids
         read = self._register_request(namespace, text, addrs, None, known)
         if entries is not None and type(read) is LiveRegisterRequest:
-            self._remember(entries, frame, read)
+            self._remember(entries, frame, text, read)
         return read
 
-    def _remember(self, entries: EntryCache, item: bytes, request: LiveRegisterRequest) -> None:
-        """Keep ``item`` (an entry, or a whole frame of one) and its request in a
-        session's cache (emptied when full)."""
+    def _remember(
+        self, entries: EntryCache, item: bytes, text: str, request: LiveRegisterRequest
+    ) -> None:
+        """Keep ``item`` (an entry, or a whole frame of one) and its request, whose peer
+        id is ``text``, in a session's cache (emptied when full)."""
         if len(entries) >= self._entry_cache_size:
             entries.clear()
             entries.peer_ids.clear()
         entries[item] = request
-        peer = request.peer
-        entries.peer_ids[peer.id] = peer.key
+        entries.peer_ids[text] = request.peer.key
 
     def _parse_registers(
         self,
@@ -392,11 +398,8 @@ class LiveCodec:
                 namespace = self._namespace(ns)
             key = None
             if type(text) is str:
-                peer_ids = self._peer_ids
-                key = peer_ids.get(text)
-                if key is not None:
-                    peer_ids.move_to_end(text)
-                elif known is not None:
+                key = self._peer_ids.get(text)
+                if key is None and known is not None:
                     key = known.get(text)
             if key is None:
                 key = self._new_peer_id(text)
@@ -408,9 +411,7 @@ class LiveCodec:
                     )
                 valid = self._valid_addrs
                 for addr in addrs:
-                    if addr in valid:
-                        valid.move_to_end(addr)
-                    else:
+                    if addr not in valid:
                         self._check_addr(addr)
             if record is not None:
                 limit = self.limits.max_signed_record_bytes
@@ -463,39 +464,41 @@ class LiveCodec:
         return namespace
 
     def _peer_id(self, text: str | bytes) -> bytes:
-        cache = self._peer_ids
         if isinstance(text, str):
-            key = cache.get(text)
+            key = self._peer_ids.get(text)
             if key is not None:
-                cache.move_to_end(text)
                 return key
         return self._new_peer_id(text)
 
     def _new_peer_id(self, text: str | bytes) -> bytes:
-        """Parse a peer id the daemon-wide cache does not hold, and remember it."""
-        cache = self._peer_ids
+        """Parse a peer id the newest generation of the daemon-wide cache does not
+        hold (unless the older one does), and remember it."""
         if not isinstance(text, str) or not text:
             raise Refused(Status.INVALID_PEER, "peer id is missing or not UTF-8")
-        try:
-            key = parse_peer_id(text)
-        except InvalidPeerId as e:
-            raise Refused(Status.INVALID_PEER, f"invalid peer id: {e}") from None
+        key = self._older_peer_ids.get(text)
+        if key is None:
+            try:
+                key = parse_peer_id(text)
+            except InvalidPeerId as e:
+                raise Refused(Status.INVALID_PEER, f"invalid peer id: {e}") from None
+        cache = self._peer_ids
         cache[text] = key
-        if len(cache) > _CACHE_SIZE:
-            cache.popitem(last=False)
+        if len(cache) >= _CACHE_SIZE // 2:
+            self._older_peer_ids, self._peer_ids = cache, {}
         return key
 
     def _check_addr(self, addr: bytes) -> None:
         if len(addr) > self.limits.max_addr_bytes:
             raise Refused(Status.INVALID_PEER, f"address over {self.limits.max_addr_bytes} bytes")
-        try:
-            validate_multiaddr(addr)
-        except InvalidMultiaddr as e:
-            raise Refused(Status.INVALID_PEER, f"invalid multiaddr: {e}") from None
+        if addr not in self._older_valid_addrs:
+            try:
+                validate_multiaddr(addr)
+            except InvalidMultiaddr as e:
+                raise Refused(Status.INVALID_PEER, f"invalid multiaddr: {e}") from None
         valid = self._valid_addrs
         valid[addr] = None
-        if len(valid) > _CACHE_SIZE:
-            valid.popitem(last=False)
+        if len(valid) >= _CACHE_SIZE // 2:
+            self._older_valid_addrs, self._valid_addrs = valid, {}
 
     # -- encoding ---------------------------------------------------------
 
