@@ -208,10 +208,7 @@ def parse_peer_id(text: str) -> bytes:
     if len(text) > MAX_PEER_ID_TEXT:
         raise InvalidPeerId(f"peer id text longer than {MAX_PEER_ID_TEXT} characters")
     if text[0] == "1" or text.startswith("Qm"):
-        try:  # (`base58_decode` written out: this is on every new peer id's way)
-            multihash = _decode_ascii(text.encode())
-        except ValueError:
-            multihash = _decode_base58(text)
+        multihash = _decode_base58(text)
         if len(multihash) == 34 and multihash.startswith(b"\x12\x20"):
             return multihash  # sha2-256, all that `validate_peer_id` would check
     else:
